@@ -1,0 +1,35 @@
+"""The backups app's settings, with defaults, so a host project sets only what it changes."""
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    "BACKUPS_STORAGE": "local",
+    "BACKUPS_LOCAL_ROOT": "var/backups",
+    "BACKUPS_DEFAULT_FORMAT": "sql",
+    "BACKUPS_COMPRESSION": "zstd",
+    "BACKUPS_ZSTD_LEVEL": 3,
+    "BACKUPS_GZIP_LEVEL": 6,
+    "BACKUPS_PG_BIN_DIR": "",
+    "BACKUPS_READ_SIZE": 1 << 20,
+    "BACKUPS_PIPE_SIZE": 1 << 20,
+    "BACKUPS_PROGRESS_EVERY_BYTES": 64 << 20,
+    "BACKUPS_DUMP_SOFT_TIME_LIMIT": 3 * 3600,
+    "BACKUPS_DUMP_TIME_LIMIT": 3 * 3600 + 600,
+    "BACKUPS_TASK_MAX_RETRIES": 3,
+    "BACKUPS_TASK_RETRY_DELAY": 60,
+    "BACKUPS_JSON_EXCLUDE": ("contenttypes.contenttype", "auth.permission"),
+}
+
+
+def get(name: str) -> Any:
+    """A BACKUPS_* setting, falling back to the app's default."""
+    return getattr(settings, name, DEFAULTS[name])
+
+
+def local_root() -> Path:
+    """The local-folder storage root, absolute."""
+    root = Path(get("BACKUPS_LOCAL_ROOT"))
+    return root if root.is_absolute() else Path(settings.BASE_DIR) / root

@@ -1,0 +1,35 @@
+"""`manage.py backup_tenant <schema>`: one backup, synchronously, through the same service as the workers."""
+
+from django.core.management.base import BaseCommand, CommandError
+from django_tenants.utils import get_tenant_model
+
+from backups.errors import TransientBackupError
+from backups.models import BackupRecord
+from backups.services.backup_run import backup_run
+from backups.services.records import backup_record_create
+from backups.storage import StorageError, get_storage
+
+
+class Command(BaseCommand):
+    help = "Back up one tenant's schema now and print the record id, file and size."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("schema", help="The tenant's schema name.")
+        parser.add_argument("--format", choices=BackupRecord.Format.values, default=None)
+        parser.add_argument("--compression", choices=BackupRecord.Compression.values, default=None)
+
+    def handle(self, *args, schema: str, format: str | None, compression: str | None, **options) -> None:
+        tenant = get_tenant_model().objects.filter(schema_name=schema).first()
+        try:
+            get_storage().check()
+            record = backup_record_create(schema_name=schema, tenant=tenant, fmt=format, compression=compression,
+                                          requested_by={"command": "backup_tenant"})
+            record = backup_run(record_id=record.pk)
+        except (ValueError, StorageError, TransientBackupError) as exc:
+            raise CommandError(str(exc)) from None
+        if record.status != BackupRecord.Status.SUCCEEDED:
+            raise CommandError(f"Backup {record.pk} of {schema} failed: {record.error}")
+        self.stdout.write(f"record {record.pk}")
+        self.stdout.write(f"file   {record.storage_key}")
+        self.stdout.write(f"size   {record.size} bytes ({record.plain_size} bytes before compression)")
+        self.stdout.write(f"sha256 {record.sha256}")

@@ -1,0 +1,123 @@
+"""Services that create and move backup records through their states."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from backups import conf
+from backups.models import BackupEvent, BackupRecord
+from backups.naming import backup_file_name, tenant_key, validate_schema_name
+
+logger = logging.getLogger(__name__)
+
+
+def backup_record_create(
+    *,
+    schema_name: str,
+    tenant: Any = None,
+    fmt: str | None = None,
+    compression: str | None = None,
+    backup_type: str = BackupRecord.Type.MANUAL,
+    requested_by: dict | None = None,
+    slot=None,
+    storage_backend: str | None = None,
+    encryption: str = "",
+) -> BackupRecord:
+    """A queued record with its final file name and key; a same-second name gets a suffix, never a reuse."""
+    validate_schema_name(schema_name)
+    fmt = fmt or conf.get("BACKUPS_DEFAULT_FORMAT")
+    compression = compression or conf.get("BACKUPS_COMPRESSION")
+    if fmt not in BackupRecord.Format.values:
+        raise ValueError(f"Unknown format {fmt!r} (use sql, dump or json).")
+    if compression not in BackupRecord.Compression.values:
+        raise ValueError(f"Unknown compression {compression!r} (use zstd, gzip or none).")
+    now = timezone.now()
+    for attempt in range(1, 100):
+        name = backup_file_name(
+            schema=schema_name, fmt=fmt, compression=compression, encryption=encryption,
+            automatic=backup_type == BackupRecord.Type.AUTOMATIC, at=now, suffix="" if attempt == 1 else f"-{attempt}",
+        )
+        try:
+            with transaction.atomic():
+                record = BackupRecord.objects.create(
+                    tenant=tenant, schema_name=schema_name, file_name=name,
+                    storage_backend=storage_backend or conf.get("BACKUPS_STORAGE"),
+                    storage_key=tenant_key(schema_name, name), format=fmt, compression=compression,
+                    encryption=encryption, backup_type=backup_type, requested_by=requested_by or {}, slot=slot,
+                )
+        except IntegrityError as exc:
+            if "backups_record_unique_key" in str(exc):
+                continue
+            raise
+        backup_event_create(record=record, action=BackupEvent.Action.CREATE, actor=requested_by or {})
+        return record
+    raise RuntimeError("Could not find a free backup file name.")
+
+
+def backup_event_create(
+    *, record: BackupRecord | None, action: str, actor: dict | None = None, schema_name: str | None = None,
+    tenant: Any = None, ip_address: str | None = None, details: dict | None = None,
+) -> BackupEvent:
+    """Append one audit event."""
+    return BackupEvent.objects.create(
+        record=record, tenant=tenant if tenant is not None else (record.tenant if record else None),
+        schema_name=schema_name or (record.schema_name if record else ""), action=action, actor=actor or {},
+        ip_address=ip_address, details=details or {},
+    )
+
+
+def backup_record_mark_running(*, record: BackupRecord, task_id: str = "") -> BackupRecord:
+    """Claim the record for this run."""
+    record.status = BackupRecord.Status.RUNNING
+    record.started_at = timezone.now()
+    record.finished_at = None
+    record.attempts += 1
+    record.error = ""
+    record.stage = "dumping"
+    record.bytes_done = 0
+    if task_id:
+        record.task_id = task_id
+    record.save(update_fields=["status", "started_at", "finished_at", "attempts", "error", "stage", "bytes_done",
+                               "task_id"])
+    return record
+
+
+def backup_record_mark_succeeded(*, record: BackupRecord, size: int, sha256: str, plain_size: int,
+                                 plain_sha256: str, manifest: dict) -> BackupRecord:
+    """Record a confirmed upload."""
+    record.status = BackupRecord.Status.SUCCEEDED
+    record.finished_at = timezone.now()
+    record.size, record.sha256 = size, sha256
+    record.plain_size, record.plain_sha256 = plain_size, plain_sha256
+    record.bytes_done = plain_size
+    record.manifest = manifest
+    record.stage = "done"
+    record.error = ""
+    record.save()
+    backup_event_create(record=record, action=BackupEvent.Action.SUCCEED, details={"size": size})
+    return record
+
+
+def backup_record_mark_failed(*, record: BackupRecord, error: str) -> BackupRecord:
+    """Record a failure with a message users can act on."""
+    logger.warning("backup %s of %s failed: %s", record.pk, record.schema_name, error)
+    record.status = BackupRecord.Status.FAILED
+    record.finished_at = timezone.now()
+    record.error = error[:10000]
+    record.stage = "failed"
+    record.save(update_fields=["status", "finished_at", "error", "stage"])
+    backup_event_create(record=record, action=BackupEvent.Action.FAIL, details={"error": error[:500]})
+    return record
+
+
+def backup_record_mark_queued(*, record: BackupRecord, error: str) -> BackupRecord:
+    """Put a record back in the queue after a transient failure (the task retries it)."""
+    record.status = BackupRecord.Status.QUEUED
+    record.error = error[:10000]
+    record.stage = "retrying"
+    record.save(update_fields=["status", "error", "stage"])
+    return record

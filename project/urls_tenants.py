@@ -1,0 +1,3 @@
+"""URLs served on each tenant's own domain."""
+
+urlpatterns: list = []

@@ -1,0 +1,1 @@
+"""Celery tasks: thin interfaces that load by id and call one service."""

@@ -1,0 +1,23 @@
+"""Declared queues, named `<domain>.<stage>`; routing refuses any other name."""
+
+from kombu import Queue
+
+DISPATCH = "backups.dispatch"
+DUMP = "backups.dump"
+DUMP_PRIORITY = "backups.dump.priority"
+RECORD = "backups.record"
+HOUSEKEEPING = "backups.housekeeping"
+RESTORE = "backups.restore"
+
+ALL = (DISPATCH, DUMP, DUMP_PRIORITY, RECORD, HOUSEKEEPING, RESTORE)
+
+CELERY_QUEUES = tuple(Queue(name, routing_key=name) for name in ALL)
+
+CELERY_ROUTES = {
+    "tasks.backups.dispatch_due_backups": {"queue": DISPATCH},
+    "tasks.backups.run_backup": {"queue": DUMP},
+    "tasks.backups.record_backup": {"queue": RECORD},
+    "tasks.backups.apply_retention": {"queue": HOUSEKEEPING},
+    "tasks.backups.reap_stuck_backups": {"queue": HOUSEKEEPING},
+    "tasks.backups.restore_backup": {"queue": RESTORE},
+}
