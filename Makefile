@@ -1,0 +1,71 @@
+# tenant-backups: `make demo` and `make test` set everything up from a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-installed
+SERVICES_ENV := var/services.env
+TEST_ENV := var/test.env
+# Local runs only: production sets DJANGO_SECRET_KEY and leaves DEBUG off.
+export DJANGO_DEBUG ?= 1
+WITH_SERVICES = set -a && . ./$(SERVICES_ENV) && set +a
+WITH_TEST_ENV = $(WITH_SERVICES) && $(PY) scripts/test_env.py > $(TEST_ENV) && set -a && . ./$(TEST_ENV) && set +a
+
+.PHONY: help install services demo test bench lint worker beat web flower stop-services clean
+
+help:
+	@echo "make demo   - set up everything, back up every demo clinic through Celery, print the results"
+	@echo "make test   - set up everything and run the whole test suite"
+	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make worker | beat | web | flower - run one process in the foreground"
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || \
+		{ echo "Python 3.11 or newer is required: install it, or run make PYTHON=/path/to/python3.11"; exit 2; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
+		{ echo "Could not create $(VENV): install the venv module (apt-get install python3-venv)"; exit 2; }
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt || \
+		{ echo "pip could not install requirements.txt: check your access to PyPI"; exit 2; }
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+services: install
+	@mkdir -p var
+	@$(PY) scripts/services.py up --env-file $(SERVICES_ENV)
+
+demo: services
+	@$(WITH_SERVICES) && $(PY) manage.py migrate_schemas --shared -v0 \
+		&& $(PY) manage.py create_demo_clinics \
+		&& $(PY) manage.py run_demo
+
+test: services
+	@$(WITH_TEST_ENV) && $(PY) scripts/services.py dropdb $$TEST_DATABASE_NAME \
+		&& $(PY) scripts/services.py createdb $$TEST_DATABASE_NAME \
+		&& rm -rf var/test-backups \
+		&& $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: services
+	@$(WITH_SERVICES) && $(PY) bench/run.py $(BENCH_ARGS)
+
+lint: install
+	@$(VENV)/bin/ruff check .
+
+worker: services
+	@$(WITH_SERVICES) && $(VENV)/bin/celery -A project worker -Q backups.dispatch,backups.dump,backups.dump.priority,backups.record,backups.housekeeping,backups.restore -c 2 -E -l INFO
+
+beat: services
+	@$(WITH_SERVICES) && $(VENV)/bin/celery -A project beat -l INFO
+
+web: services
+	@$(WITH_SERVICES) && $(PY) manage.py runserver 0.0.0.0:8000
+
+flower: services
+	@$(WITH_SERVICES) && $(VENV)/bin/celery -A project flower --basic-auth=$${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH=user:password}
+
+stop-services:
+	@test ! -x $(PY) || $(PY) scripts/services.py down --env-file $(SERVICES_ENV)
+
+clean: stop-services
+	rm -rf var $(VENV)

@@ -1,0 +1,63 @@
+"""Integration fixtures: the real PostgreSQL, Redis and one real Celery worker per session."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.core.management import call_command
+
+from backups.models import BackupRecord
+
+DEMO_SCHEMAS = ("clinica_demo", "clinica_sonrisa", "clinica_norte")
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_blocker) -> None:
+    """Use the database `make test` created (not a test_ copy): pg_dump and workers must see it too."""
+    name = settings.DATABASES["default"]["NAME"]
+    if not name.endswith("_test"):
+        pytest.exit(f"Refusing to run against database {name!r}: run the suite with `make test`.", returncode=2)
+    with django_db_blocker.unblock():
+        call_command("migrate_schemas", shared=True, verbosity=0, interactive=False)
+        call_command("create_demo_clinics", quiet=True, patients=1200)
+
+
+@pytest.fixture(autouse=True)
+def live_db(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """Database access without a wrapping transaction: subprocesses only see committed rows."""
+    with django_db_blocker.unblock():
+        yield
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker):
+    """One real worker on the real broker for the whole session, stopped by pid at the end."""
+    from project.celery import app
+    from project.processes import start_worker, stop_process, wait_for_worker
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    log = Path(settings.BASE_DIR) / "var" / "test-worker.log"
+    proc = start_worker(name="tests", concurrency=2, log_file=log)
+    try:
+        wait_for_worker(app, proc, name="tests")
+    except RuntimeError as exc:
+        stop_process(proc)
+        pytest.fail(f"{exc} See {log}.")
+    yield proc
+    stop_process(proc)
+
+
+def wait_for_record(record_id: int, *, timeout: float = 60.0) -> BackupRecord:
+    """Poll until the record is succeeded or failed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = BackupRecord.objects.get(pk=record_id)
+        if record.status in (BackupRecord.Status.SUCCEEDED, BackupRecord.Status.FAILED):
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"record {record_id} still {record.status} after {timeout} s")

@@ -1,0 +1,38 @@
+"""File names and keys: the convention, and keys that try to leave their tenant."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from backups.naming import InvalidKey, backup_file_name, check_tenant_key, tenant_key, validate_schema_name
+
+AT = datetime(2025, 11, 26, 3, 0, tzinfo=timezone.utc)
+
+
+def test_file_name_convention():
+    assert backup_file_name(schema="clinica_demo", fmt="sql", compression="zstd", automatic=True, at=AT) == \
+        "auto-sql-clinica_demo-2025-11-26-030000.sql.zst"
+    assert backup_file_name(schema="c1", fmt="dump", compression="none", automatic=False, at=AT, encryption="age",
+                            suffix="-2") == "backup-dump-c1-2025-11-26-030000-2.dump.age"
+    assert backup_file_name(schema="c1", fmt="json", compression="gzip", automatic=False, at=AT).endswith(".jsonl.gz")
+
+
+@pytest.mark.parametrize("bad", ["", "Clinic", "a-b", "a b", "x;drop", "a" * 64, "1abc"])
+def test_unsafe_schema_names_are_refused(bad):
+    with pytest.raises(ValueError):
+        validate_schema_name(bad)
+
+
+def test_key_of_own_tenant_is_accepted():
+    key = tenant_key("clinic1", "backup-sql-clinic1-2025-11-26-030000.sql.zst")
+    assert check_tenant_key(key, "clinic1") == key
+
+
+@pytest.mark.parametrize("key", [
+    "clinic10/backup.sql", "clinic1/../clinic2/backup.sql", "/clinic1/backup.sql", "clinic1/",
+    "clinic1/sub/backup.sql", "clinic1//backup.sql", "clinic1/./backup.sql", "clinic1/..", "clinic1\\..\\x",
+    "clinic1/x\x00y", "clinic1/" + "a" * 2000, "../clinic1/backup.sql", "clinic2/backup.sql",
+])
+def test_keys_outside_the_tenant_are_refused(key):
+    with pytest.raises(InvalidKey):
+        check_tenant_key(key, "clinic1")
