@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import io
 import os
@@ -13,6 +14,7 @@ from typing import Protocol
 from django.apps import apps
 from django.conf import settings
 from django.core import serializers
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django_tenants.utils import schema_context
 
@@ -154,6 +156,15 @@ def json_models() -> list:
     return serializers.sort_dependencies(app_list, allow_cycles=True)
 
 
+class ExactJSONEncoder(DjangoJSONEncoder):
+    """DjangoJSONEncoder keeps milliseconds only; a backup keeps every microsecond."""
+
+    def default(self, o):
+        if isinstance(o, (datetime.datetime, datetime.time)):
+            return o.isoformat()
+        return super().default(o)
+
+
 class _TextToSink(io.TextIOBase):
     """Buffers the serializer's text and hands it to the byte sink in large UTF-8 chunks."""
 
@@ -198,7 +209,8 @@ def dump_with_django(schema: str, sink: ByteSink) -> DumpInfo:
             text = _TextToSink(sink)
             for model in models:
                 queryset = model._default_manager.order_by(model._meta.pk.name).iterator(chunk_size=2000)
-                serializers.serialize("jsonl", queryset, stream=text, use_natural_foreign_keys=True)
+                serializers.serialize("jsonl", queryset, stream=text, use_natural_foreign_keys=True,
+                                      cls=ExactJSONEncoder)
             text.flush()
     return info
 

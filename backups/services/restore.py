@@ -215,13 +215,22 @@ def _migrate_schema(schema: str, migrations: dict[str, list[str]]) -> None:
 
 
 def _flush(batch: list) -> None:
+    """Insert a batch raw, as loaddata does: auto_now and other pre_save hooks must not rewrite the rows."""
     if not batch:
         return
     model = type(batch[0].object)
-    model._base_manager.bulk_create([d.object for d in batch])
-    for deserialized in batch:
-        for name, values in (deserialized.m2m_data or {}).items():
-            getattr(deserialized.object, name).set(values)
+    if model._meta.parents:
+        for deserialized in batch:
+            deserialized.save()
+    else:
+        fields = list(model._meta.local_concrete_fields)
+        step = max(1, 60000 // max(1, len(fields)))
+        objs = [d.object for d in batch]
+        for start in range(0, len(objs), step):
+            model._base_manager._insert(objs[start:start + step], fields=fields, raw=True)
+        for deserialized in batch:
+            for name, values in (deserialized.m2m_data or {}).items():
+                getattr(deserialized.object, name).set(values)
     batch.clear()
 
 

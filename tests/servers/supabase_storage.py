@@ -131,16 +131,23 @@ def no_such_key() -> StorageError:
 
 
 def key_already_exists() -> StorageError:
-    return StorageError(409, "ResourceAlreadyExists", "The resource already exists", "Duplicate")
+    return StorageError(
+        409, "ResourceAlreadyExists", "The resource already exists", "Duplicate"
+    )
 
 
 def bucket_already_exists() -> StorageError:
-    return StorageError(409, "BucketAlreadyExists", "The resource already exists", "Duplicate")
+    return StorageError(
+        409, "BucketAlreadyExists", "The resource already exists", "Duplicate"
+    )
 
 
 def entity_too_large() -> StorageError:
     return StorageError(
-        413, "EntityTooLarge", "The object exceeded the maximum allowed size", "Payload too large"
+        413,
+        "EntityTooLarge",
+        "The object exceeded the maximum allowed size",
+        "Payload too large",
     )
 
 
@@ -208,7 +215,9 @@ class JWTError(Exception):
 
 
 def jwt_encode(payload: dict, secret: str) -> str:
-    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    header = b64url(
+        json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode()
+    )
     body = b64url(json.dumps(payload, separators=(",", ":")).encode())
     signing_input = f"{header}.{body}".encode("ascii")
     sig = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
@@ -247,8 +256,12 @@ def jwt_decode(token: str | None, secret: str) -> dict:
 
 
 def valid_bucket_name(name: str) -> bool:
-    return bool(name) and len(name) <= 100 and "/" not in name and name not in (".", "..") and (
-        re.fullmatch(r"[\w!\-.*'() &$@=;:+,?]+", name) is not None
+    return (
+        bool(name)
+        and len(name) <= 100
+        and "/" not in name
+        and name not in (".", "..")
+        and (re.fullmatch(r"[\w!\-.*'() &$@=;:+,?]+", name) is not None)
     )
 
 
@@ -342,7 +355,9 @@ class BodyReader:
         if not self.chunked:
             data = self.rfile.read(min(n, self.remaining))
             if not data:
-                raise BodyError("client closed the connection before sending the whole body")
+                raise BodyError(
+                    "client closed the connection before sending the whole body"
+                )
             self.remaining -= len(data)
             self.bytes_read += len(data)
             if self.remaining == 0:
@@ -457,7 +472,9 @@ class LimitExceeded(Exception):
     pass
 
 
-def stream_to_file(reader, path: str, limit: int | None, hashers: list, *, stop_at_limit=False):
+def stream_to_file(
+    reader, path: str, limit: int | None, hashers: list, *, stop_at_limit=False
+):
     """Copy ``reader`` into ``path`` chunk by chunk. Returns (size, md5_hex, truncated)."""
     md5 = hashlib.md5()
     size = 0
@@ -642,7 +659,9 @@ class Store:
             "updated_at": row["updated_at"],
         }
 
-    def create_bucket(self, bucket_id, name, public=False, file_size_limit=None, mimes=None):
+    def create_bucket(
+        self, bucket_id, name, public=False, file_size_limit=None, mimes=None
+    ):
         ts = iso(now_utc())
         with self.lock, self.db:
             try:
@@ -663,7 +682,9 @@ class Store:
 
     def get_bucket(self, bucket_id):
         with self.lock:
-            return self.db.execute("SELECT * FROM buckets WHERE id = ?", (bucket_id,)).fetchone()
+            return self.db.execute(
+                "SELECT * FROM buckets WHERE id = ?", (bucket_id,)
+            ).fetchone()
 
     def require_bucket(self, bucket_id):
         row = self.get_bucket(bucket_id)
@@ -679,9 +700,12 @@ class Store:
         with self.lock, self.db:
             self.require_bucket(bucket_id)
             for col, value in fields.items():
-                self.db.execute(f"UPDATE buckets SET {col} = ? WHERE id = ?", (value, bucket_id))
+                self.db.execute(
+                    f"UPDATE buckets SET {col} = ? WHERE id = ?", (value, bucket_id)
+                )
             self.db.execute(
-                "UPDATE buckets SET updated_at = ? WHERE id = ?", (iso(now_utc()), bucket_id)
+                "UPDATE buckets SET updated_at = ? WHERE id = ?",
+                (iso(now_utc()), bucket_id),
             )
 
     def delete_bucket(self, bucket_id):
@@ -692,7 +716,9 @@ class Store:
             ).fetchone()[0]
             if n:
                 raise StorageError(
-                    409, "ResourceNotEmpty", "The bucket you tried to delete is not empty"
+                    409,
+                    "ResourceNotEmpty",
+                    "The bucket you tried to delete is not empty",
                 )
             self.db.execute("DELETE FROM buckets WHERE id = ?", (bucket_id,))
 
@@ -711,7 +737,8 @@ class Store:
     def get_object(self, bucket_id, name):
         with self.lock:
             return self.db.execute(
-                "SELECT * FROM objects WHERE bucket_id = ? AND name = ?", (bucket_id, name)
+                "SELECT * FROM objects WHERE bucket_id = ? AND name = ?",
+                (bucket_id, name),
             ).fetchone()
 
     def open_object(self, bucket_id, name):
@@ -754,20 +781,44 @@ class Store:
                     if old is not None and not upsert:
                         raise key_already_exists()
                     os.replace(tmp_path, self.object_path(version))
-                    md = json.dumps(user_metadata) if user_metadata is not None else None
+                    md = (
+                        json.dumps(user_metadata) if user_metadata is not None else None
+                    )
                     if old is None:
                         self.db.execute(
                             "INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (bucket_id, name, str(uuid.uuid4()), version, size, mimetype,
-                             cache_control, etag, md, ts, ts, ts),
+                            (
+                                bucket_id,
+                                name,
+                                str(uuid.uuid4()),
+                                version,
+                                size,
+                                mimetype,
+                                cache_control,
+                                etag,
+                                md,
+                                ts,
+                                ts,
+                                ts,
+                            ),
                         )
                     else:
                         self.db.execute(
                             "UPDATE objects SET version = ?, size = ?, mimetype = ?,"
                             " cache_control = ?, etag = ?, user_metadata = ?, updated_at = ?,"
                             " last_accessed_at = ? WHERE bucket_id = ? AND name = ?",
-                            (version, size, mimetype, cache_control, etag, md, ts, ts,
-                             bucket_id, name),
+                            (
+                                version,
+                                size,
+                                mimetype,
+                                cache_control,
+                                etag,
+                                md,
+                                ts,
+                                ts,
+                                bucket_id,
+                                name,
+                            ),
                         )
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -787,7 +838,8 @@ class Store:
                     if row is None:
                         continue
                     self.db.execute(
-                        "DELETE FROM objects WHERE bucket_id = ? AND name = ?", (bucket_id, name)
+                        "DELETE FROM objects WHERE bucket_id = ? AND name = ?",
+                        (bucket_id, name),
                     )
                     deleted.append(row)
             for row in deleted:
@@ -810,9 +862,16 @@ class Store:
                 shutil.copyfile(self.object_path(src["version"]), tmp)
             try:
                 row = self.commit_object(
-                    dst_bucket, dst_key, tmp, size=src["size"], etag=src["etag"],
-                    mimetype=src["mimetype"], cache_control=src["cache_control"],
-                    user_metadata=json.loads(src["user_metadata"]) if src["user_metadata"] else None,
+                    dst_bucket,
+                    dst_key,
+                    tmp,
+                    size=src["size"],
+                    etag=src["etag"],
+                    mimetype=src["mimetype"],
+                    cache_control=src["cache_control"],
+                    user_metadata=json.loads(src["user_metadata"])
+                    if src["user_metadata"]
+                    else None,
                     upsert=upsert,
                 )
             finally:
@@ -830,16 +889,27 @@ class Store:
             os.makedirs(self.upload_dir(upload_id))
             self.db.execute(
                 "INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (upload_id, bucket_id, key, content_type, cache_control,
-                 json.dumps(user_metadata) if user_metadata else None, iso(now_utc())),
+                (
+                    upload_id,
+                    bucket_id,
+                    key,
+                    content_type,
+                    cache_control,
+                    json.dumps(user_metadata) if user_metadata else None,
+                    iso(now_utc()),
+                ),
             )
         return upload_id
 
     def get_upload(self, upload_id, bucket_id=None, key=None):
         with self.lock:
-            row = self.db.execute("SELECT * FROM uploads WHERE id = ?", (upload_id,)).fetchone()
-        if row is None or (bucket_id is not None and row["bucket_id"] != bucket_id) or (
-            key is not None and row["key"] != key
+            row = self.db.execute(
+                "SELECT * FROM uploads WHERE id = ?", (upload_id,)
+            ).fetchone()
+        if (
+            row is None
+            or (bucket_id is not None and row["bucket_id"] != bucket_id)
+            or (key is not None and row["key"] != key)
         ):
             raise no_such_upload()
         return row
@@ -854,7 +924,9 @@ class Store:
     def commit_part(self, upload_id, part_number, tmp_path, size, etag):
         with self.lock, self.db:
             self.get_upload(upload_id)
-            os.replace(tmp_path, os.path.join(self.upload_dir(upload_id), str(part_number)))
+            os.replace(
+                tmp_path, os.path.join(self.upload_dir(upload_id), str(part_number))
+            )
             self.db.execute(
                 "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?)",
                 (upload_id, part_number, etag, size, iso(now_utc())),
@@ -863,7 +935,8 @@ class Store:
     def list_parts(self, upload_id):
         with self.lock:
             return self.db.execute(
-                "SELECT * FROM parts WHERE upload_id = ? ORDER BY part_number", (upload_id,)
+                "SELECT * FROM parts WHERE upload_id = ? ORDER BY part_number",
+                (upload_id,),
             ).fetchall()
 
     def list_uploads(self, bucket_id, prefix=""):
@@ -909,7 +982,9 @@ def object_json(row) -> dict:
         "created_at": row["created_at"],
         "last_accessed_at": row["last_accessed_at"],
         "metadata": metadata_json(row),
-        "user_metadata": json.loads(row["user_metadata"]) if row["user_metadata"] else None,
+        "user_metadata": json.loads(row["user_metadata"])
+        if row["user_metadata"]
+        else None,
     }
 
 
@@ -987,7 +1062,10 @@ class StorageServer(ThreadingHTTPServer):
         return f"{self.scheme}://{host}:{port}"
 
     def bucket_limit(self, bucket_row, *, standard: bool) -> int | None:
-        limits = [self.file_size_limit, bucket_row["file_size_limit"] if bucket_row else None]
+        limits = [
+            self.file_size_limit,
+            bucket_row["file_size_limit"] if bucket_row else None,
+        ]
         if standard:
             limits.append(self.standard_upload_limit)
         limits = [x for x in limits if x is not None]
@@ -1002,6 +1080,7 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "supabase-storage-local/1.0"
     timeout = 120
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
     server: StorageServer
 
     # ------------------------------------------------------------------ plumbing
@@ -1033,8 +1112,14 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             self.body = BodyReader(self.rfile, self.headers)
         except BodyError:
             self.close_connection = True
-            self._send_json(400, {"statusCode": "400", "error": "Bad Request",
-                                  "message": "invalid Content-Length"})
+            self._send_json(
+                400,
+                {
+                    "statusCode": "400",
+                    "error": "Bad Request",
+                    "message": "invalid Content-Length",
+                },
+            )
             return
         split = urllib.parse.urlsplit(self.path)
         self.raw_path = split.path
@@ -1044,17 +1129,26 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         try:
             if is_s3:
                 self._handle_s3()
-            elif self.raw_path == REST_PREFIX or self.raw_path.startswith(REST_PREFIX + "/"):
+            elif self.raw_path == REST_PREFIX or self.raw_path.startswith(
+                REST_PREFIX + "/"
+            ):
                 self._handle_rest(self.raw_path[len(REST_PREFIX) :])
             else:
-                raise GatewayError(404, {"message": "no Route matched with those values"})
+                raise GatewayError(
+                    404, {"message": "no Route matched with those values"}
+                )
             self._drain_quietly()
         except BodyError:
             self.close_connection = True
+            self.server.count("incomplete_bodies")
             if not self._responded:
                 with contextlib.suppress(OSError):
-                    self._send_json(400, StorageError(
-                        400, "InvalidRequest", "Invalid or incomplete request body").body())
+                    self._send_json(
+                        400,
+                        StorageError(
+                            400, "InvalidRequest", "Invalid or incomplete request body"
+                        ).body(),
+                    )
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as exc:  # noqa: BLE001
@@ -1064,7 +1158,9 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             if not isinstance(exc, (StorageError, GatewayError, S3Error)):
                 if self.server.verbose:
                     traceback.print_exc()
-                exc = StorageError(500, "InternalError", f"Internal server error: {exc}")
+                exc = StorageError(
+                    500, "InternalError", f"Internal server error: {exc}"
+                )
             self._drain_quietly()
             with contextlib.suppress(OSError):
                 if is_s3:
@@ -1078,7 +1174,9 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                 elif isinstance(exc, StorageError):
                     self._send_json(exc.http_status, exc.body())
                 else:  # an S3Error raised on a REST route: shouldn't happen
-                    self._send_json(400, StorageError(exc.status, exc.code, exc.message).body())
+                    self._send_json(
+                        400, StorageError(exc.status, exc.code, exc.message).body()
+                    )
 
     def _drain_quietly(self):
         try:
@@ -1141,9 +1239,15 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         try:
             obj = json.loads(raw)
         except ValueError as exc:
-            raise GatewayError(400, {"statusCode": "400", "code": "FST_ERR_CTP_INVALID_JSON_BODY",
-                                     "error": "Bad Request",
-                                     "message": f"Body is not valid JSON: {exc}"}) from exc
+            raise GatewayError(
+                400,
+                {
+                    "statusCode": "400",
+                    "code": "FST_ERR_CTP_INVALID_JSON_BODY",
+                    "error": "Bad Request",
+                    "message": f"Body is not valid JSON: {exc}",
+                },
+            ) from exc
         if not isinstance(obj, dict):
             raise invalid_request("body must be object")
         return obj
@@ -1154,15 +1258,21 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         if srv.require_apikey:
             apikey = self.headers.get("apikey") or self.query.get("apikey")
             if not apikey:
-                raise GatewayError(401, {
-                    "message": "No API key found in request",
-                    "hint": "No `apikey` request header or url param was found.",
-                })
+                raise GatewayError(
+                    401,
+                    {
+                        "message": "No API key found in request",
+                        "hint": "No `apikey` request header or url param was found.",
+                    },
+                )
             if apikey not in srv.api_keys:
-                raise GatewayError(401, {
-                    "message": "Invalid API key",
-                    "hint": "Double check your Supabase `anon` or `service_role` API key.",
-                })
+                raise GatewayError(
+                    401,
+                    {
+                        "message": "Invalid API key",
+                        "hint": "Double check your Supabase `anon` or `service_role` API key.",
+                    },
+                )
         auth = self.headers.get("Authorization") or ""
         token = re.sub(r"^Bearer\s+", "", auth, flags=re.IGNORECASE).strip()
         if token and hmac.compare_digest(token.encode(), srv.service_key.encode()):
@@ -1178,7 +1288,11 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         dsegs = [urllib.parse.unquote(s) for s in path.split("/")[1:]]
         head = dsegs[0] if dsegs else ""
 
-        if head in ("status", "health") and len(dsegs) == 1 and method in ("GET", "HEAD"):
+        if (
+            head in ("status", "health")
+            and len(dsegs) == 1
+            and method in ("GET", "HEAD")
+        ):
             return self._send_json(200, {"status": "ok"} if head == "health" else {})
 
         if head == "object" and len(dsegs) >= 3:
@@ -1188,13 +1302,23 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                 return self._rest_get_signed(dsegs[2], "/".join(dsegs[3:]))
             if kind == "public" and method in ("GET", "HEAD") and len(dsegs) >= 4:
                 return self._rest_get_object(dsegs[2], "/".join(dsegs[3:]), public=True)
-            if kind == "info" and dsegs[2] == "public" and method == "GET" and len(dsegs) >= 5:
+            if (
+                kind == "info"
+                and dsegs[2] == "public"
+                and method == "GET"
+                and len(dsegs) >= 5
+            ):
                 return self._rest_info(dsegs[3], "/".join(dsegs[4:]), public=True)
 
         if method == "OPTIONS":
-            return self._send_empty(204, {"Access-Control-Allow-Origin": "*",
-                                          "Access-Control-Allow-Methods": "GET,HEAD,PUT,POST,DELETE",
-                                          "Access-Control-Allow-Headers": "*"})
+            return self._send_empty(
+                204,
+                {
+                    "Access-Control-Allow-Origin": "*",
+                    "Access-Control-Allow-Methods": "GET,HEAD,PUT,POST,DELETE",
+                    "Access-Control-Allow-Headers": "*",
+                },
+            )
 
         self._require_rest_auth()
 
@@ -1202,12 +1326,24 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             return self._rest_bucket(method, dsegs[1:])
         if head == "object":
             return self._rest_object(method, dsegs[1:])
-        raise GatewayError(404, {"message": f"Route {method}:{REST_PREFIX}{path} not found",
-                                 "error": "Not Found", "statusCode": 404})
+        raise GatewayError(
+            404,
+            {
+                "message": f"Route {method}:{REST_PREFIX}{path} not found",
+                "error": "Not Found",
+                "statusCode": 404,
+            },
+        )
 
     def _not_found_route(self):
-        raise GatewayError(404, {"message": f"Route {self.command}:{self.raw_path} not found",
-                                 "error": "Not Found", "statusCode": 404})
+        raise GatewayError(
+            404,
+            {
+                "message": f"Route {self.command}:{self.raw_path} not found",
+                "error": "Not Found",
+                "statusCode": 404,
+            },
+        )
 
     # ------------------------------------------------------------------ buckets
     def _rest_bucket(self, method: str, segs: list[str]):
@@ -1215,7 +1351,9 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         segs = [s for s in segs if s != ""] if segs and segs[-1] == "" else segs
         if not segs:
             if method == "GET":
-                return self._send_json(200, [store.bucket_json(r) for r in store.list_buckets()])
+                return self._send_json(
+                    200, [store.bucket_json(r) for r in store.list_buckets()]
+                )
             if method == "POST":
                 body = self._read_json()
                 name = body.get("name")
@@ -1223,18 +1361,26 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                     raise invalid_request("body must have required property 'name'")
                 bucket_id = body.get("id") or name
                 if not valid_bucket_name(bucket_id):
-                    raise StorageError(400, "InvalidBucketName", "Bucket name invalid",
-                                       "Invalid Input")
+                    raise StorageError(
+                        400, "InvalidBucketName", "Bucket name invalid", "Invalid Input"
+                    )
                 limit = self._bucket_limit_arg(body)
                 mimes = body.get("allowed_mime_types")
-                store.create_bucket(bucket_id, name, bool(body.get("public", False)), limit,
-                                    [m for m in mimes if m] if mimes else mimes)
+                store.create_bucket(
+                    bucket_id,
+                    name,
+                    bool(body.get("public", False)),
+                    limit,
+                    [m for m in mimes if m] if mimes else mimes,
+                )
                 return self._send_json(200, {"name": name})
             return self._not_found_route()
         bucket_id = segs[0]
         if len(segs) == 1:
             if method == "GET":
-                return self._send_json(200, store.bucket_json(store.require_bucket(bucket_id)))
+                return self._send_json(
+                    200, store.bucket_json(store.require_bucket(bucket_id))
+                )
             if method == "PUT":
                 body = self._read_json()
                 fields = {}
@@ -1244,7 +1390,9 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                     fields["file_size_limit"] = self._bucket_limit_arg(body)
                 if "allowed_mime_types" in body:
                     mimes = body["allowed_mime_types"]
-                    fields["allowed_mime_types"] = json.dumps(mimes) if mimes is not None else None
+                    fields["allowed_mime_types"] = (
+                        json.dumps(mimes) if mimes is not None else None
+                    )
                 store.update_bucket(bucket_id, fields)
                 return self._send_json(200, {"message": "Successfully updated"})
             if method == "DELETE":
@@ -1262,7 +1410,8 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             limit = parse_size(value)
         except ValueError as exc:
             raise invalid_request(
-                "Invalid file size format, hint: use 20GB / 20MB / 30KB / 3B") from exc
+                "Invalid file size format, hint: use 20GB / 20MB / 30KB / 3B"
+            ) from exc
         return limit if limit else None  # 0 / null mean "no bucket limit"
 
     # ------------------------------------------------------------------ objects
@@ -1332,11 +1481,15 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                 truncated = False
                 mimetype = None
                 for headers, part in form.parts():
-                    _, disp = _parse_header_params(headers.get("content-disposition", ""))
+                    _, disp = _parse_header_params(
+                        headers.get("content-disposition", "")
+                    )
                     name = disp.get("name", "")
                     if "filename" in disp and not got_file:
                         got_file = True
-                        mimetype = headers.get("content-type") or "application/octet-stream"
+                        mimetype = (
+                            headers.get("content-type") or "application/octet-stream"
+                        )
                         size, md5, truncated = stream_to_file(part, tmp, limit, [])
                     else:
                         value = bytearray()
@@ -1373,8 +1526,15 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                 raise entity_too_large()
             self._check_mime(bucket, mimetype)
             row = store.commit_object(
-                bucket_id, key, tmp, size=size, etag=f'"{md5}"', mimetype=mimetype,
-                cache_control=cache_control, user_metadata=user_metadata, upsert=upsert,
+                bucket_id,
+                key,
+                tmp,
+                size=size,
+                etag=f'"{md5}"',
+                mimetype=mimetype,
+                cache_control=cache_control,
+                user_metadata=user_metadata,
+                upsert=upsert,
             )
         finally:
             with contextlib.suppress(OSError):
@@ -1394,8 +1554,12 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             at, _, asub = a.lower().partition("/")
             if at == typ and asub in ("*", sub):
                 return
-        raise StorageError(415, "InvalidMimeType", f"mime type {mimetype} is not supported",
-                           "invalid_mime_type")
+        raise StorageError(
+            415,
+            "InvalidMimeType",
+            f"mime type {mimetype} is not supported",
+            "invalid_mime_type",
+        )
 
     def _object_headers(self, row) -> dict:
         return {
@@ -1414,15 +1578,21 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             rng = parse_range(self.headers.get("Range"), size)
         except ValueError:
             if s3:
-                raise S3Error(416, "InvalidRange", "The requested range is not satisfiable")
-            raise StorageError(400, "InvalidRange", "invalid range provided", "invalid_range")
+                raise S3Error(
+                    416, "InvalidRange", "The requested range is not satisfiable"
+                )
+            raise StorageError(
+                400, "InvalidRange", "invalid range provided", "invalid_range"
+            )
         if rng is None:
             return self._send_file(200, fobj, 0, size, headers)
         start, end = rng
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         return self._send_file(206, fobj, start, end - start + 1, headers)
 
-    def _rest_get_object(self, bucket_id: str, key: str, *, public=False, extra_headers=None):
+    def _rest_get_object(
+        self, bucket_id: str, key: str, *, public=False, extra_headers=None
+    ):
         store = self.server.store
         bucket = store.get_bucket(bucket_id)
         if bucket is None or (public and not bucket["public"]):
@@ -1439,7 +1609,8 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                 else:
                     enc = urllib.parse.quote(download, safe="")
                     extra["Content-Disposition"] = (
-                        f"attachment; filename={enc}; filename*=UTF-8''{enc};")
+                        f"attachment; filename={enc}; filename*=UTF-8''{enc};"
+                    )
             self._serve_object(row, fobj, extra)
 
     def _rest_info(self, bucket_id: str, key: str, *, public=False):
@@ -1459,13 +1630,21 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             "content_type": row["mimetype"],
             "cache_control": row["cache_control"],
             "etag": row["etag"],
-            "metadata": json.loads(row["user_metadata"]) if row["user_metadata"] else None,
+            "metadata": json.loads(row["user_metadata"])
+            if row["user_metadata"]
+            else None,
             "last_modified": row["updated_at"],
             "created_at": row["created_at"],
         }
-        self._send_json(200, body, {"ETag": row["etag"],
-                                    "Last-Modified": http_date(row["updated_at"]),
-                                    "Cache-Control": row["cache_control"]})
+        self._send_json(
+            200,
+            body,
+            {
+                "ETag": row["etag"],
+                "Last-Modified": http_date(row["updated_at"]),
+                "Cache-Control": row["cache_control"],
+            },
+        )
 
     def _rest_list(self, bucket_id: str):
         body = self._read_json()
@@ -1513,12 +1692,22 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             }
 
         def folder_entry(name):
-            return {"name": name, "id": None, "updated_at": None, "created_at": None,
-                    "last_accessed_at": None, "metadata": None}
+            return {
+                "name": name,
+                "id": None,
+                "updated_at": None,
+                "created_at": None,
+                "last_accessed_at": None,
+                "metadata": None,
+            }
 
-        if column == "name":  # storage.search: folders and files interleaved by lower(name)
+        if (
+            column == "name"
+        ):  # storage.search: folders and files interleaved by lower(name)
             entries = [((k + "/"), folder_entry(v)) for k, v in folders.items()]
-            entries += [(r["name"][len(prefix) :].lower(), file_entry(r)) for r in files]
+            entries += [
+                (r["name"][len(prefix) :].lower(), file_entry(r)) for r in files
+            ]
             entries.sort(key=lambda e: e[0].encode(), reverse=desc)
             result = [e for _, e in entries]
         else:  # folders first, then files by the column
@@ -1530,7 +1719,9 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
     def _rest_delete_many(self, bucket_id: str):
         body = self._read_json()
         prefixes = body.get("prefixes")
-        if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
+        if not isinstance(prefixes, list) or not all(
+            isinstance(p, str) for p in prefixes
+        ):
             raise invalid_request("body must have required property 'prefixes'")
         if not prefixes:
             raise invalid_request("body/prefixes must NOT have fewer than 1 items")
@@ -1543,20 +1734,24 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         src = body.get("sourceKey")
         dst = body.get("destinationKey")
         if not all(isinstance(x, str) and x for x in (bucket_id, src, dst)):
-            raise invalid_request("body must have required properties bucketId, sourceKey, "
-                                  "destinationKey")
+            raise invalid_request(
+                "body must have required properties bucketId, sourceKey, destinationKey"
+            )
         check_key(dst)
         dst_bucket = body.get("destinationBucket") or bucket_id
         store = self.server.store
         store.require_bucket(bucket_id)
         if kind == "move":
             if (bucket_id, src) != (dst_bucket, dst):
-                store.copy_object(bucket_id, src, dst_bucket, dst, move=True, upsert=False)
+                store.copy_object(
+                    bucket_id, src, dst_bucket, dst, move=True, upsert=False
+                )
             elif store.get_object(bucket_id, src) is None:
                 raise no_such_key()
             return self._send_json(200, {"message": "Successfully moved"})
-        row = store.copy_object(bucket_id, src, dst_bucket, dst, move=False,
-                                upsert=self._is_upsert())
+        row = store.copy_object(
+            bucket_id, src, dst_bucket, dst, move=False, upsert=self._is_upsert()
+        )
         return self._send_json(200, {"Id": row["id"], "Key": f"{dst_bucket}/{dst}"})
 
     # ------------------------------------------------------------------ signed URLs
@@ -1571,8 +1766,9 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
 
     def _sign(self, url: str, expires_in: int) -> str:
         now = int(time.time())
-        return jwt_encode({"url": url, "iat": now, "exp": now + expires_in},
-                          self.server.jwt_secret)
+        return jwt_encode(
+            {"url": url, "iat": now, "exp": now + expires_in}, self.server.jwt_secret
+        )
 
     def _rest_sign(self, bucket_id: str, key: str):
         body = self._read_json()
@@ -1596,11 +1792,22 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         for p in paths:
             if isinstance(p, str) and store.get_object(bucket_id, p) is not None:
                 url = f"{bucket_id}/{p}"
-                out.append({"error": None, "path": p,
-                            "signedURL": f"/object/sign/{url}?token={self._sign(url, expires_in)}"})
+                out.append(
+                    {
+                        "error": None,
+                        "path": p,
+                        "signedURL": f"/object/sign/{url}?token={self._sign(url, expires_in)}",
+                    }
+                )
             else:
-                out.append({"error": "Either the object does not exist or you do not have "
-                                     "access to it", "path": p, "signedURL": None})
+                out.append(
+                    {
+                        "error": "Either the object does not exist or you do not have "
+                        "access to it",
+                        "path": p,
+                        "signedURL": None,
+                    }
+                )
         self._send_json(200, out)
 
     def _rest_get_signed(self, bucket_id: str, key: str):
@@ -1632,8 +1839,11 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         if not bucket:
             if m == "GET":
                 return self._s3_list_buckets()
-            raise S3Error(405, "MethodNotAllowed",
-                          "The specified method is not allowed against this resource.")
+            raise S3Error(
+                405,
+                "MethodNotAllowed",
+                "The specified method is not allowed against this resource.",
+            )
         if not key:
             if m == "GET" and "uploads" in q:
                 return self._s3_list_uploads(bucket)
@@ -1642,8 +1852,9 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                 return self._send_xml(200, "LocationConstraint", [], text=srv.s3_region)
             if m == "GET" and "versioning" in q:
                 srv.store.require_bucket(bucket)
-                return self._send_xml(200, "VersioningConfiguration",
-                                      [xml_el("Status", "Suspended")])
+                return self._send_xml(
+                    200, "VersioningConfiguration", [xml_el("Status", "Suspended")]
+                )
             if m == "GET":
                 return self._s3_list_objects(bucket, v2=q.get("list-type") == "2")
             if m == "HEAD":
@@ -1659,8 +1870,11 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                 return self._send_empty(204)
             if m == "POST" and "delete" in q:
                 return self._s3_delete_objects(bucket)
-            raise S3Error(405, "MethodNotAllowed",
-                          "The specified method is not allowed against this resource.")
+            raise S3Error(
+                405,
+                "MethodNotAllowed",
+                "The specified method is not allowed against this resource.",
+            )
         if m == "POST" and "uploads" in q:
             return self._s3_create_upload(bucket, key)
         if m == "POST" and "uploadId" in q:
@@ -1681,13 +1895,20 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             return self._s3_list_parts(bucket, key, q["uploadId"])
         if m in ("GET", "HEAD"):
             return self._s3_get_object(bucket, key)
-        raise S3Error(405, "MethodNotAllowed",
-                      "The specified method is not allowed against this resource.")
+        raise S3Error(
+            405,
+            "MethodNotAllowed",
+            "The specified method is not allowed against this resource.",
+        )
 
-    def _send_xml(self, status: int, root: str, children: list[str], *, text=None, headers=None):
+    def _send_xml(
+        self, status: int, root: str, children: list[str], *, text=None, headers=None
+    ):
         if text is not None:
-            body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} xmlns="{S3_NS}">'
-                    f"{xml_text(text)}</{root}>").encode()
+            body = (
+                f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} xmlns="{S3_NS}">'
+                f"{xml_text(text)}</{root}>"
+            ).encode()
         else:
             body = xml_doc(root, children)
         self._send_bytes(status, body, "application/xml", headers)
@@ -1710,8 +1931,11 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
     def _verify_sigv4(self):
         srv = self.server
         if not srv.s3_access_key or not srv.s3_secret_key:
-            raise S3Error(403, "AccessDenied",
-                          "Missing S3 Protocol Access Key ID or Secret Key Environment variables")
+            raise S3Error(
+                403,
+                "AccessDenied",
+                "Missing S3 Protocol Access Key ID or Secret Key Environment variables",
+            )
         auth = self.headers.get("Authorization")
         presigned = False
         if auth:
@@ -1735,27 +1959,34 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             payload_hash = "UNSIGNED-PAYLOAD"
         else:
             raise S3Error(403, "AccessDenied", "Missing signature")
-        if not all(isinstance(x, str) and x for x in
-                   (credential, signed_headers, signature, amz_date)):
+        if not all(
+            isinstance(x, str) and x
+            for x in (credential, signed_headers, signature, amz_date)
+        ):
             raise S3Error(400, "InvalidSignature", "Invalid signature format")
         cred = credential.split("/")
         if len(cred) != 5:
             raise S3Error(400, "InvalidSignature", "Invalid credentials")
         access_key, short_date, region, service, _ = cred
         if not hmac.compare_digest(access_key.encode(), srv.s3_access_key.encode()):
-            raise S3Error(403, "InvalidAccessKeyId",
-                          "The Access Key Id you provided does not exist in our records.")
+            raise S3Error(
+                403,
+                "InvalidAccessKeyId",
+                "The Access Key Id you provided does not exist in our records.",
+            )
         if service != "s3":
             raise S3Error(403, "AccessDenied", "Invalid Service")
         if presigned:
             try:
                 expires = int(self.query.get("X-Amz-Expires", "0"))
                 signed_at = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(
-                    tzinfo=dt.UTC)
+                    tzinfo=dt.UTC
+                )
             except ValueError as exc:
                 raise S3Error(400, "InvalidSignature", "Invalid expiration") from exc
             if "X-Amz-Expires" in self.query and now_utc() > signed_at + dt.timedelta(
-                    seconds=expires):
+                seconds=expires
+            ):
                 raise S3Error(400, "ExpiredToken", "The provided token has expired.")
         self.s3_payload_hash = payload_hash
         if not srv.verify_s3_signature:
@@ -1765,7 +1996,9 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         for k, v in urllib.parse.parse_qsl(self.raw_query, keep_blank_values=True):
             if presigned and k == "X-Amz-Signature":
                 continue
-            pairs.append((urllib.parse.quote(k, safe="-_.~"), urllib.parse.quote(v, safe="-_.~")))
+            pairs.append(
+                (urllib.parse.quote(k, safe="-_.~"), urllib.parse.quote(v, safe="-_.~"))
+            )
         canonical_query = "&".join(f"{k}={v}" for k, v in sorted(pairs))
         names = signed_headers.split(";")
         canonical_headers = ""
@@ -1773,23 +2006,36 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             values = self.headers.get_all(name) or []
             value = ",".join(re.sub(r"\s+", " ", v.strip()) for v in values)
             canonical_headers += f"{name}:{value}\n"
-        canonical_request = "\n".join([
-            self.command, self.raw_path, canonical_query, canonical_headers,
-            ";".join(names), payload_hash,
-        ])
+        canonical_request = "\n".join(
+            [
+                self.command,
+                self.raw_path,
+                canonical_query,
+                canonical_headers,
+                ";".join(names),
+                payload_hash,
+            ]
+        )
         scope = f"{short_date}/{region}/{service}/aws4_request"
-        string_to_sign = "\n".join([
-            "AWS4-HMAC-SHA256", amz_date, scope,
-            hashlib.sha256(canonical_request.encode()).hexdigest(),
-        ])
+        string_to_sign = "\n".join(
+            [
+                "AWS4-HMAC-SHA256",
+                amz_date,
+                scope,
+                hashlib.sha256(canonical_request.encode()).hexdigest(),
+            ]
+        )
         key = ("AWS4" + srv.s3_secret_key).encode()
         for part in (short_date, region, service, "aws4_request"):
             key = hmac.new(key, part.encode(), hashlib.sha256).digest()
         expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, signature):
-            raise S3Error(403, "SignatureDoesNotMatch",
-                          "The request signature we calculated does not match the signature "
-                          "you provided. Check your key and signing method.")
+            raise S3Error(
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature "
+                "you provided. Check your key and signing method.",
+            )
 
     # -- S3 bodies
     def _s3_body_to_file(self, path: str, limit: int | None, used: int = 0):
@@ -1810,9 +2056,11 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         checksum_expected = None
         for header, value in self.headers.items():
             h = header.lower()
-            if h.startswith("x-amz-checksum-") and h not in ("x-amz-checksum-algorithm",
-                                                               "x-amz-checksum-type",
-                                                               "x-amz-checksum-mode"):
+            if h.startswith("x-amz-checksum-") and h not in (
+                "x-amz-checksum-algorithm",
+                "x-amz-checksum-type",
+                "x-amz-checksum-mode",
+            ):
                 checksum_name, checksum_expected = h[len("x-amz-checksum-") :], value
         trailer = (self.headers.get("x-amz-trailer") or "").lower().strip()
         if trailer.startswith("x-amz-checksum-"):
@@ -1820,36 +2068,57 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         checker = make_checksum(checksum_name) if checksum_name else None
         if checker is not None:
             hashers.append(checker)
-        declared = self.headers.get("x-amz-decoded-content-length") if chunked else (
-            self.body.declared_length)
+        declared = (
+            self.headers.get("x-amz-decoded-content-length")
+            if chunked
+            else (self.body.declared_length)
+        )
         if limit is not None and declared is not None and used + int(declared) > limit:
-            raise StorageError(413, "EntityTooLarge",
-                               "The object exceeded the maximum allowed size")
+            raise StorageError(
+                413, "EntityTooLarge", "The object exceeded the maximum allowed size"
+            )
         try:
             size, md5, _ = stream_to_file(
-                reader, path, None if limit is None else limit - used, hashers, stop_at_limit=True)
+                reader,
+                path,
+                None if limit is None else limit - used,
+                hashers,
+                stop_at_limit=True,
+            )
         except LimitExceeded as exc:
-            raise StorageError(413, "EntityTooLarge",
-                               "The object exceeded the maximum allowed size") from exc
+            raise StorageError(
+                413, "EntityTooLarge", "The object exceeded the maximum allowed size"
+            ) from exc
         if chunked:
             self.server.count("aws_chunked_bodies_decoded")
             if trailer and checksum_expected is None:
                 checksum_expected = reader.trailers.get(trailer)
             if declared is not None and int(declared) != size:
-                raise S3Error(400, "IncompleteBody",
-                              "You did not provide the number of bytes specified by the "
-                              "Content-Length HTTP header.")
+                raise S3Error(
+                    400,
+                    "IncompleteBody",
+                    "You did not provide the number of bytes specified by the "
+                    "Content-Length HTTP header.",
+                )
         if sha is not None and sha.hexdigest() != payload_hash:
-            raise S3Error(400, "XAmzContentSHA256Mismatch",
-                          "The provided 'x-amz-content-sha256' header does not match what was "
-                          "computed.")
+            raise S3Error(
+                400,
+                "XAmzContentSHA256Mismatch",
+                "The provided 'x-amz-content-sha256' header does not match what was "
+                "computed.",
+            )
         if checker is not None:
             if checksum_expected is None:
-                raise S3Error(400, "InvalidRequest", f"Missing checksum {checksum_name}")
+                raise S3Error(
+                    400, "InvalidRequest", f"Missing checksum {checksum_name}"
+                )
             if checker.b64digest() != checksum_expected:
-                raise S3Error(400, "BadDigest",
-                              f"The {checksum_name.upper()} you specified did not match the "
-                              "calculated checksum.")
+                raise S3Error(
+                    400,
+                    "BadDigest",
+                    f"The {checksum_name.upper()} you specified did not match the "
+                    "calculated checksum.",
+                )
             self.server.count(f"checksum_verified_{checksum_name}")
         content_md5 = self.headers.get("Content-MD5")
         if content_md5:
@@ -1858,13 +2127,19 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             except (ValueError, binascii.Error):
                 ok = False
             if not ok:
-                raise S3Error(400, "BadDigest",
-                              "The Content-MD5 you specified did not match what we received.")
+                raise S3Error(
+                    400,
+                    "BadDigest",
+                    "The Content-MD5 you specified did not match what we received.",
+                )
         return size, md5
 
     def _user_metadata_from_headers(self) -> dict | None:
-        md = {k.lower()[len("x-amz-meta-") :]: v for k, v in self.headers.items()
-              if k.lower().startswith("x-amz-meta-")}
+        md = {
+            k.lower()[len("x-amz-meta-") :]: v
+            for k, v in self.headers.items()
+            if k.lower().startswith("x-amz-meta-")
+        }
         return md or None
 
     @staticmethod
@@ -1874,17 +2149,29 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         md = json.loads(row["user_metadata"])
         if not isinstance(md, dict):
             return {}
-        return {f"x-amz-meta-{k}": v for k, v in md.items() if isinstance(v, (str, int, float))}
+        return {
+            f"x-amz-meta-{k}": v
+            for k, v in md.items()
+            if isinstance(v, (str, int, float))
+        }
 
     # -- S3 operations
     def _s3_list_buckets(self):
         buckets = "".join(
-            "<Bucket>" + xml_el("Name", r["name"]) + xml_el("CreationDate", r["created_at"])
-            + "</Bucket>" for r in self.server.store.list_buckets())
-        self._send_xml(200, "ListAllMyBucketsResult", [
-            "<Owner><ID>local</ID><DisplayName>local</DisplayName></Owner>",
-            f"<Buckets>{buckets}</Buckets>",
-        ])
+            "<Bucket>"
+            + xml_el("Name", r["name"])
+            + xml_el("CreationDate", r["created_at"])
+            + "</Bucket>"
+            for r in self.server.store.list_buckets()
+        )
+        self._send_xml(
+            200,
+            "ListAllMyBucketsResult",
+            [
+                "<Owner><ID>local</ID><DisplayName>local</DisplayName></Owner>",
+                f"<Buckets>{buckets}</Buckets>",
+            ],
+        )
 
     def _s3_list_objects(self, bucket: str, *, v2: bool):
         store = self.server.store
@@ -1907,8 +2194,11 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                 state = json.loads(base64.urlsafe_b64decode(token.encode()))
                 after, skip_prefix = state["after"], state.get("cp")
             except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-                raise S3Error(400, "InvalidArgument",
-                              "The continuation token provided is incorrect") from exc
+                raise S3Error(
+                    400,
+                    "InvalidArgument",
+                    "The continuation token provided is incorrect",
+                ) from exc
 
         enc = (lambda s: urllib.parse.quote(s, safe="")) if url_enc else (lambda s: s)
         contents: list[str] = []
@@ -1933,13 +2223,20 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                 last = (cp, True)
                 continue
             contents.append(
-                "<Contents>" + xml_el("Key", enc(name))
-                + xml_el("LastModified", row["updated_at"]) + xml_el("ETag", row["etag"])
-                + xml_el("Size", row["size"]) + xml_el("StorageClass", "STANDARD")
-                + "</Contents>")
+                "<Contents>"
+                + xml_el("Key", enc(name))
+                + xml_el("LastModified", row["updated_at"])
+                + xml_el("ETag", row["etag"])
+                + xml_el("Size", row["size"])
+                + xml_el("StorageClass", "STANDARD")
+                + "</Contents>"
+            )
             last = (name, False)
-        children = [xml_el("Name", bucket), xml_el("Prefix", enc(prefix)),
-                    xml_el("MaxKeys", max_keys)]
+        children = [
+            xml_el("Name", bucket),
+            xml_el("Prefix", enc(prefix)),
+            xml_el("MaxKeys", max_keys),
+        ]
         if delimiter:
             children.append(xml_el("Delimiter", enc(delimiter)))
         if url_enc:
@@ -1953,15 +2250,21 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                 children.append(xml_el("StartAfter", enc(q["start-after"])))
             if truncated and last is not None:
                 state = {"after": last[0], "cp": last[0] if last[1] else None}
-                children.append(xml_el("NextContinuationToken", base64.urlsafe_b64encode(
-                    json.dumps(state).encode()).decode()))
+                children.append(
+                    xml_el(
+                        "NextContinuationToken",
+                        base64.urlsafe_b64encode(json.dumps(state).encode()).decode(),
+                    )
+                )
         else:
             children.append(xml_el("Marker", enc(q.get("marker", ""))))
             if truncated and last is not None and delimiter:
                 children.append(xml_el("NextMarker", enc(last[0])))
         children += contents
-        children += ["<CommonPrefixes>" + xml_el("Prefix", enc(p)) + "</CommonPrefixes>"
-                     for p in prefixes]
+        children += [
+            "<CommonPrefixes>" + xml_el("Prefix", enc(p)) + "</CommonPrefixes>"
+            for p in prefixes
+        ]
         self._send_xml(200, "ListBucketResult", children)
 
     def _s3_list_uploads(self, bucket: str):
@@ -1977,22 +2280,37 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             raise S3Error(400, "InvalidArgument", "Invalid max-uploads") from exc
         key_marker = q.get("key-marker", "")
         id_marker = q.get("upload-id-marker", "")
-        rows = [r for r in store.list_uploads(bucket, prefix)
-                if not key_marker or (r["key"], r["id"]) > (key_marker, id_marker)]
+        rows = [
+            r
+            for r in store.list_uploads(bucket, prefix)
+            if not key_marker or (r["key"], r["id"]) > (key_marker, id_marker)
+        ]
         truncated = len(rows) > max_uploads
         rows = rows[:max_uploads]
-        children = [xml_el("Bucket", bucket), xml_el("KeyMarker", enc(key_marker)),
-                    xml_el("UploadIdMarker", id_marker), xml_el("Prefix", enc(prefix)),
-                    xml_el("MaxUploads", max_uploads), xml_el("IsTruncated", truncated)]
+        children = [
+            xml_el("Bucket", bucket),
+            xml_el("KeyMarker", enc(key_marker)),
+            xml_el("UploadIdMarker", id_marker),
+            xml_el("Prefix", enc(prefix)),
+            xml_el("MaxUploads", max_uploads),
+            xml_el("IsTruncated", truncated),
+        ]
         if url_enc:
             children.append(xml_el("EncodingType", "url"))
         if truncated and rows:
-            children += [xml_el("NextKeyMarker", enc(rows[-1]["key"])),
-                         xml_el("NextUploadIdMarker", rows[-1]["id"])]
+            children += [
+                xml_el("NextKeyMarker", enc(rows[-1]["key"])),
+                xml_el("NextUploadIdMarker", rows[-1]["id"]),
+            ]
         for r in rows:
-            children.append("<Upload>" + xml_el("Key", enc(r["key"]))
-                            + xml_el("UploadId", r["id"]) + xml_el("Initiated", r["created_at"])
-                            + xml_el("StorageClass", "STANDARD") + "</Upload>")
+            children.append(
+                "<Upload>"
+                + xml_el("Key", enc(r["key"]))
+                + xml_el("UploadId", r["id"])
+                + xml_el("Initiated", r["created_at"])
+                + xml_el("StorageClass", "STANDARD")
+                + "</Upload>"
+            )
         self._send_xml(200, "ListMultipartUploadsResult", children)
 
     def _s3_create_upload(self, bucket: str, key: str):
@@ -2001,10 +2319,21 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         except StorageError as exc:
             raise to_s3_error(exc) from exc
         upload_id = self.server.store.create_upload(
-            bucket, key, self.headers.get("Content-Type") or "application/octet-stream",
-            self.headers.get("Cache-Control") or "no-cache", self._user_metadata_from_headers())
-        self._send_xml(200, "InitiateMultipartUploadResult", [
-            xml_el("Bucket", bucket), xml_el("Key", key), xml_el("UploadId", upload_id)])
+            bucket,
+            key,
+            self.headers.get("Content-Type") or "application/octet-stream",
+            self.headers.get("Cache-Control") or "no-cache",
+            self._user_metadata_from_headers(),
+        )
+        self._send_xml(
+            200,
+            "InitiateMultipartUploadResult",
+            [
+                xml_el("Bucket", bucket),
+                xml_el("Key", key),
+                xml_el("UploadId", upload_id),
+            ],
+        )
 
     def _s3_upload_part(self, bucket: str, key: str, upload_id: str, part_number: str):
         srv = self.server
@@ -2012,10 +2341,15 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         try:
             number = int(part_number)
         except ValueError as exc:
-            raise S3Error(400, "InvalidArgument", "Part number must be an integer") from exc
+            raise S3Error(
+                400, "InvalidArgument", "Part number must be an integer"
+            ) from exc
         if not 1 <= number <= 10000:
-            raise S3Error(400, "InvalidArgument",
-                          "Part number must be an integer between 1 and 10000, inclusive")
+            raise S3Error(
+                400,
+                "InvalidArgument",
+                "Part number must be an integer between 1 and 10000, inclusive",
+            )
         store.get_upload(upload_id, bucket, key)
         bucket_row = store.require_bucket(bucket)
         limit = srv.bucket_limit(bucket_row, standard=False)
@@ -2040,46 +2374,67 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                 break
             raw += data
             if len(raw) > MAX_JSON_BODY:
-                raise S3Error(400, "MalformedXML", "The XML you provided was not well-formed")
+                raise S3Error(
+                    400, "MalformedXML", "The XML you provided was not well-formed"
+                )
         stored = {p["part_number"]: p for p in store.list_parts(upload_id)}
         wanted: list[tuple[int, str | None]] = []
         if raw.strip():
             try:
                 root = ET.fromstring(bytes(raw))
             except ET.ParseError as exc:
-                raise S3Error(400, "MalformedXML",
-                              "The XML you provided was not well-formed or did not validate "
-                              "against our published schema.") from exc
+                raise S3Error(
+                    400,
+                    "MalformedXML",
+                    "The XML you provided was not well-formed or did not validate "
+                    "against our published schema.",
+                ) from exc
             for el in root:
                 if strip_ns(el.tag) != "Part":
                     continue
                 fields = {strip_ns(c.tag): (c.text or "").strip() for c in el}
                 try:
-                    wanted.append((int(fields.get("PartNumber", "")), fields.get("ETag")))
+                    wanted.append(
+                        (int(fields.get("PartNumber", "")), fields.get("ETag"))
+                    )
                 except ValueError as exc:
                     raise S3Error(400, "MalformedXML", "Invalid PartNumber") from exc
         else:  # supabase: an empty part list means "all uploaded parts"
             wanted = [(n, None) for n in sorted(stored)]
         if not wanted:
-            raise S3Error(400, "MalformedXML",
-                          "The XML you provided was not well-formed or did not validate "
-                          "against our published schema.")
+            raise S3Error(
+                400,
+                "MalformedXML",
+                "The XML you provided was not well-formed or did not validate "
+                "against our published schema.",
+            )
         numbers = [n for n, _ in wanted]
         if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
-            raise S3Error(400, "InvalidPartOrder",
-                          "The list of parts was not in ascending order. The parts list must be "
-                          "specified in order by part number.")
+            raise S3Error(
+                400,
+                "InvalidPartOrder",
+                "The list of parts was not in ascending order. The parts list must be "
+                "specified in order by part number.",
+            )
         for i, (n, etag) in enumerate(wanted):
             part = stored.get(n)
-            if part is None or (etag is not None and etag.strip('"') != part["etag"].strip('"')):
-                raise S3Error(400, "InvalidPart",
-                              "One or more of the specified parts could not be found. The part "
-                              "may not have been uploaded, or the specified entity tag may not "
-                              "match the part's entity tag.")
+            if part is None or (
+                etag is not None and etag.strip('"') != part["etag"].strip('"')
+            ):
+                raise S3Error(
+                    400,
+                    "InvalidPart",
+                    "One or more of the specified parts could not be found. The part "
+                    "may not have been uploaded, or the specified entity tag may not "
+                    "match the part's entity tag.",
+                )
             if i < len(wanted) - 1 and part["size"] < MIN_PART_SIZE:
-                raise S3Error(400, "EntityTooSmall",
-                              "Your proposed upload is smaller than the minimum allowed object "
-                              "size.")
+                raise S3Error(
+                    400,
+                    "EntityTooSmall",
+                    "Your proposed upload is smaller than the minimum allowed object "
+                    "size.",
+                )
         tmp = store.tmp_path()
         digest = hashlib.md5()
         total = 0
@@ -2087,22 +2442,39 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             with open(tmp, "wb") as out:
                 for n, _ in wanted:
                     digest.update(bytes.fromhex(stored[n]["etag"].strip('"')))
-                    with open(os.path.join(store.upload_dir(upload_id), str(n)), "rb") as src:
+                    with open(
+                        os.path.join(store.upload_dir(upload_id), str(n)), "rb"
+                    ) as src:
                         shutil.copyfileobj(src, out, CHUNK)
                     total += stored[n]["size"]
             etag = f'"{digest.hexdigest()}-{len(wanted)}"'
             store.commit_object(
-                bucket, key, tmp, size=total, etag=etag, mimetype=upload["content_type"],
+                bucket,
+                key,
+                tmp,
+                size=total,
+                etag=etag,
+                mimetype=upload["content_type"],
                 cache_control=upload["cache_control"],
-                user_metadata=json.loads(upload["user_metadata"]) if upload["user_metadata"]
-                else None, upsert=True)
+                user_metadata=json.loads(upload["user_metadata"])
+                if upload["user_metadata"]
+                else None,
+                upsert=True,
+            )
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         store.drop_upload(upload_id)
-        self._send_xml(200, "CompleteMultipartUploadResult", [
-            xml_el("Location", f"{bucket}/{key}"), xml_el("Bucket", bucket), xml_el("Key", key),
-            xml_el("ETag", etag)])
+        self._send_xml(
+            200,
+            "CompleteMultipartUploadResult",
+            [
+                xml_el("Location", f"{bucket}/{key}"),
+                xml_el("Bucket", bucket),
+                xml_el("Key", key),
+                xml_el("ETag", etag),
+            ],
+        )
 
     def _s3_abort_upload(self, bucket: str, key: str, upload_id: str):
         store = self.server.store
@@ -2122,15 +2494,26 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         parts = [p for p in store.list_parts(upload_id) if p["part_number"] > marker]
         truncated = len(parts) > max_parts
         parts = parts[:max_parts]
-        children = [xml_el("Bucket", bucket), xml_el("Key", key), xml_el("UploadId", upload_id),
-                    xml_el("PartNumberMarker", marker), xml_el("MaxParts", max_parts),
-                    xml_el("IsTruncated", truncated), xml_el("StorageClass", "STANDARD")]
+        children = [
+            xml_el("Bucket", bucket),
+            xml_el("Key", key),
+            xml_el("UploadId", upload_id),
+            xml_el("PartNumberMarker", marker),
+            xml_el("MaxParts", max_parts),
+            xml_el("IsTruncated", truncated),
+            xml_el("StorageClass", "STANDARD"),
+        ]
         if truncated and parts:
             children.append(xml_el("NextPartNumberMarker", parts[-1]["part_number"]))
         for p in parts:
-            children.append("<Part>" + xml_el("PartNumber", p["part_number"])
-                            + xml_el("LastModified", p["created_at"]) + xml_el("ETag", p["etag"])
-                            + xml_el("Size", p["size"]) + "</Part>")
+            children.append(
+                "<Part>"
+                + xml_el("PartNumber", p["part_number"])
+                + xml_el("LastModified", p["created_at"])
+                + xml_el("ETag", p["etag"])
+                + xml_el("Size", p["size"])
+                + "</Part>"
+            )
         self._send_xml(200, "ListPartsResult", children)
 
     def _s3_put_object(self, bucket: str, key: str):
@@ -2143,26 +2526,40 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         bucket_row = store.require_bucket(bucket)
         tmp = store.tmp_path()
         try:
-            size, md5 = self._s3_body_to_file(tmp, srv.bucket_limit(bucket_row, standard=False))
+            size, md5 = self._s3_body_to_file(
+                tmp, srv.bucket_limit(bucket_row, standard=False)
+            )
             row = store.commit_object(
-                bucket, key, tmp, size=size, etag=f'"{md5}"',
+                bucket,
+                key,
+                tmp,
+                size=size,
+                etag=f'"{md5}"',
                 mimetype=self.headers.get("Content-Type") or "application/octet-stream",
                 cache_control=self.headers.get("Cache-Control") or "no-cache",
-                user_metadata=self._user_metadata_from_headers(), upsert=True)
+                user_metadata=self._user_metadata_from_headers(),
+                upsert=True,
+            )
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         self._send_empty(200, {"ETag": row["etag"]})
 
     def _s3_copy_object(self, bucket: str, key: str):
-        source = urllib.parse.unquote(self.headers["x-amz-copy-source"].split("?", 1)[0])
+        source = urllib.parse.unquote(
+            self.headers["x-amz-copy-source"].split("?", 1)[0]
+        )
         src_bucket, _, src_key = source.lstrip("/").partition("/")
         if not src_bucket or not src_key:
             raise S3Error(400, "InvalidArgument", "Invalid copy source")
-        row = self.server.store.copy_object(src_bucket, src_key, bucket, key, move=False,
-                                            upsert=True)
-        self._send_xml(200, "CopyObjectResult", [xml_el("ETag", row["etag"]),
-                                                 xml_el("LastModified", row["updated_at"])])
+        row = self.server.store.copy_object(
+            src_bucket, src_key, bucket, key, move=False, upsert=True
+        )
+        self._send_xml(
+            200,
+            "CopyObjectResult",
+            [xml_el("ETag", row["etag"]), xml_el("LastModified", row["updated_at"])],
+        )
 
     def _s3_delete_objects(self, bucket: str):
         store = self.server.store
@@ -2176,7 +2573,9 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         try:
             root = ET.fromstring(bytes(raw))
         except ET.ParseError as exc:
-            raise S3Error(400, "MalformedXML", "The XML you provided was not well-formed") from exc
+            raise S3Error(
+                400, "MalformedXML", "The XML you provided was not well-formed"
+            ) from exc
         keys, quiet = [], False
         for el in root:
             tag = strip_ns(el.tag)
@@ -2187,8 +2586,14 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                     if strip_ns(c.tag) == "Key":
                         keys.append(c.text or "")
         store.delete_objects(bucket, keys)
-        children = [] if quiet else [
-            "<Deleted>" + xml_el("Key", k) + "</Deleted>" for k in dict.fromkeys(keys)]
+        children = (
+            []
+            if quiet
+            else [
+                "<Deleted>" + xml_el("Key", k) + "</Deleted>"
+                for k in dict.fromkeys(keys)
+            ]
+        )
         self._send_xml(200, "DeleteResult", children)
 
     def _s3_get_object(self, bucket: str, key: str):
@@ -2221,10 +2626,19 @@ def start_server(
     ``s3_access_key``, ``s3_secret_key``, ``s3_region``, ``anon_key``,
     ``require_apikey``, ``ssl_context``, ...).
     """
-    server = StorageServer((host, port), data_dir=str(data_dir), service_key=service_key,
-                           jwt_secret=jwt_secret, **options)
-    thread = threading.Thread(target=server.serve_forever, name="supabase-storage-local",
-                              kwargs={"poll_interval": 0.1}, daemon=True)
+    server = StorageServer(
+        (host, port),
+        data_dir=str(data_dir),
+        service_key=service_key,
+        jwt_secret=jwt_secret,
+        **options,
+    )
+    thread = threading.Thread(
+        target=server.serve_forever,
+        name="supabase-storage-local",
+        kwargs={"poll_interval": 0.1},
+        daemon=True,
+    )
     thread.start()
     server._thread = thread  # type: ignore[attr-defined]
     return server, server.base_url
@@ -2246,20 +2660,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--service-key", required=True, help="accepted as apikey and as Bearer token")
-    p.add_argument("--jwt-secret", required=True, help="HS256 secret for JWTs and signed URLs")
+    p.add_argument(
+        "--service-key", required=True, help="accepted as apikey and as Bearer token"
+    )
+    p.add_argument(
+        "--jwt-secret", required=True, help="HS256 secret for JWTs and signed URLs"
+    )
     p.add_argument("--anon-key", default=None, help="an extra accepted apikey")
-    p.add_argument("--file-size-limit", default=str(DEFAULT_FILE_SIZE_LIMIT),
-                   help="global upload limit, bytes or 50MB/1GB (default 50MB)")
-    p.add_argument("--standard-upload-limit", default=None,
-                   help="extra cap for REST (standard) uploads only")
+    p.add_argument(
+        "--file-size-limit",
+        default=str(DEFAULT_FILE_SIZE_LIMIT),
+        help="global upload limit, bytes or 50MB/1GB (default 50MB)",
+    )
+    p.add_argument(
+        "--standard-upload-limit",
+        default=None,
+        help="extra cap for REST (standard) uploads only",
+    )
     p.add_argument("--s3-access-key", default=None)
     p.add_argument("--s3-secret-key", default=None)
     p.add_argument("--s3-region", default="local")
-    p.add_argument("--no-require-apikey", action="store_true",
-                   help="don't require the apikey header (self-hosted Kong doesn't on storage)")
-    p.add_argument("--no-verify-s3-signature", action="store_true",
-                   help="only check the access key id, not the SigV4 signature")
+    p.add_argument(
+        "--no-require-apikey",
+        action="store_true",
+        help="don't require the apikey header (self-hosted Kong doesn't on storage)",
+    )
+    p.add_argument(
+        "--no-verify-s3-signature",
+        action="store_true",
+        help="only check the access key id, not the SigV4 signature",
+    )
     p.add_argument("--tls-cert", default=None)
     p.add_argument("--tls-key", default=None)
     p.add_argument("--verbose", action="store_true")
