@@ -22,3 +22,36 @@ def advisory_lock(namespace: int, key: int) -> Iterator[bool]:
         if taken and connection.connection is not None:
             with connection.cursor() as cur:
                 cur.execute("SELECT pg_advisory_unlock(%s, %s)", (namespace, key))
+
+
+DUMP_SLOT_NAMESPACE = 0x7463  # at most BACKUPS_MAX_CONCURRENT_DUMPS dumps against one database at a time
+
+
+@contextlib.contextmanager
+def dump_slot(slots: int, *, wait_seconds: float, poll_seconds: float = 1.0) -> Iterator[int | None]:
+    """Take one of `slots` advisory locks, waiting up to `wait_seconds`; yields the slot, or None if all stay busy.
+
+    The server releases a dead worker's slot with its connection, so a crash never leaks one.
+    """
+    import time
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        for slot in range(max(1, slots)):
+            with connection.cursor() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(%s, %s)", (DUMP_SLOT_NAMESPACE, slot))
+                if cur.fetchone()[0]:
+                    break
+        else:
+            if time.monotonic() >= deadline:
+                yield None
+                return
+            time.sleep(poll_seconds)
+            continue
+        break
+    try:
+        yield slot
+    finally:
+        if connection.connection is not None:
+            with connection.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s, %s)", (DUMP_SLOT_NAMESPACE, slot))

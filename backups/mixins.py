@@ -1,23 +1,25 @@
 """The abstract mixin a django-tenants project adds to its tenant model."""
 
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
+
+from .scheduling import DISABLED, SCHEDULE_CHOICES, SCHEDULED, ScheduleSpec, next_run_after, validate_schedule
+
+SCHEDULE_FIELDS = ("backup_schedule", "backup_time", "backup_weekday", "backup_day_of_month", "backup_timezone",
+                   "next_scheduled_backup")
 
 
 class TenantBackupScheduleMixin(models.Model):
     """Backup schedule and retention fields that live on the tenant row (public schema)."""
 
-    SCHEDULE_CHOICES = [
-        ("disabled", "Disabled"),
-        ("daily", "Daily"),
-        ("every_12h", "Every 12 hours"),
-        ("every_6h", "Every 6 hours"),
-        ("weekly", "Weekly"),
-        ("monthly", "Monthly"),
-        ("scheduled", "Once, at a set time"),
-    ]
-
     backup_schedule = models.CharField(
-        "backup schedule", max_length=16, choices=SCHEDULE_CHOICES, default="disabled",
+        "backup schedule", max_length=16, choices=SCHEDULE_CHOICES, default=DISABLED,
         help_text="How often this tenant is backed up automatically.",
     )
     backup_time = models.TimeField(
@@ -56,3 +58,41 @@ class TenantBackupScheduleMixin(models.Model):
 
     class Meta:
         abstract = True
+
+    @property
+    def backup_schedule_spec(self) -> ScheduleSpec:
+        """The schedule fields as the pure scheduling functions take them."""
+        return ScheduleSpec(
+            schedule=self.backup_schedule, backup_time=self.backup_time, weekday=self.backup_weekday,
+            day_of_month=self.backup_day_of_month, timezone=self.backup_timezone or settings.TIME_ZONE,
+            scheduled_at=self.next_scheduled_backup,
+        )
+
+    def compute_next_backup_at(self, after: datetime | None = None) -> datetime | None:
+        """The first slot strictly after `after` (default now), shifted by the tenant's stable spread offset."""
+        from .services.scheduling import spread_offset
+
+        after = after or timezone.now()
+        if self.backup_schedule == SCHEDULED:
+            return next_run_after(self.backup_schedule_spec, after)
+        offset = spread_offset(self.schema_name)
+        slot = next_run_after(self.backup_schedule_spec, after - offset)
+        return None if slot is None else slot + offset
+
+    def clean(self) -> None:
+        super().clean()
+        errors = validate_schedule(self.backup_schedule_spec, now=timezone.now())
+        if self.backup_schedule == SCHEDULED and self.pk and "next_scheduled_backup" in errors:
+            previous = type(self).objects.filter(pk=self.pk).values_list("next_scheduled_backup", flat=True).first()
+            if previous == self.next_scheduled_backup:
+                errors.pop("next_scheduled_backup")  # unchanged one-shot: editing other fields is fine
+        if errors:
+            raise ValidationError(errors)
+
+    def save(self, *args, **kwargs) -> None:
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or set(update_fields) & set(SCHEDULE_FIELDS):
+            self.next_backup_at = self.compute_next_backup_at()
+            if update_fields is not None:
+                kwargs["update_fields"] = set(update_fields) | {"next_backup_at"}
+        super().save(*args, **kwargs)

@@ -45,7 +45,9 @@ class BackupRecord(models.Model):
     size = models.BigIntegerField("size", null=True, blank=True, help_text="Stored bytes (after compression).")
     plain_size = models.BigIntegerField("plain size", null=True, blank=True, help_text="Bytes of the raw dump.")
     sha256 = models.CharField("SHA-256", max_length=64, blank=True, default="", help_text="Of the stored bytes.")
-    plain_sha256 = models.CharField("plain SHA-256", max_length=64, blank=True, default="", help_text="Of the raw dump.")
+    plain_sha256 = models.CharField(
+        "plain SHA-256", max_length=64, blank=True, default="", help_text="Of the raw dump."
+    )
     status = models.CharField("status", max_length=10, choices=Status.choices, default=Status.QUEUED)
     backup_type = models.CharField("type", max_length=12, choices=Type.choices, default=Type.MANUAL)
     slot = models.DateTimeField(
@@ -55,6 +57,9 @@ class BackupRecord(models.Model):
         "requested by", default=dict, blank=True, help_text="Snapshot {id, email, nombre} of who asked.",
     )
     created_at = models.DateTimeField("created at", auto_now_add=True)
+    enqueued_at = models.DateTimeField(
+        "enqueued at", null=True, blank=True, help_text="When its task message was last sent to the broker.",
+    )
     started_at = models.DateTimeField("started at", null=True, blank=True)
     finished_at = models.DateTimeField("finished at", null=True, blank=True)
     error = models.TextField("error", blank=True, default="")

@@ -2,7 +2,7 @@
 
 import posixpath
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -27,7 +27,7 @@ def backup_file_name(
 ) -> str:
     """`[backup|auto]-[format]-[schema]-[YYYY-MM-DD-HHMMSS][suffix].[ext]`, time in UTC."""
     kind = "auto" if automatic else "backup"
-    stamp = at.astimezone(timezone.utc).strftime("%Y-%m-%d-%H%M%S")
+    stamp = at.astimezone(UTC).strftime("%Y-%m-%d-%H%M%S")
     ext = FORMAT_EXT[fmt] + COMPRESSION_EXT[compression] + ENCRYPTION_EXT[encryption]
     return f"{kind}-{fmt}-{validate_schema_name(schema)}-{stamp}{suffix}.{ext}"
 

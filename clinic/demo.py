@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.hashers import make_password
@@ -27,7 +27,7 @@ NOTES = ["Alérgico a la penicilina.", "Prefiere citas por la mañana.", "Pacien
 def fill_clinic(schema: str, *, patients: int = 1500) -> dict[str, int]:
     """Insert staff and clinical data into the current schema; returns rows per model."""
     rng = random.Random(schema)
-    base = datetime(2025, 1, 1, 8, 0, tzinfo=timezone.utc)
+    base = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
     password = make_password("demo-password")
     staff = [
         User(username=f"admin@{schema}", email=f"admin@{schema}.example", nombre="Dra. Núñez", role=User.Role.ADMIN,

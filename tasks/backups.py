@@ -12,7 +12,11 @@ from django_tenants.utils import get_public_schema_name, schema_context
 from backups.errors import TransientBackupError
 from backups.models import BackupRecord
 from backups.services.backup_run import backup_run
+from backups.services.dispatch import dispatch_due_backups as dispatch_service
+from backups.services.finalize import backup_record_finalize, retention_apply
+from backups.services.reaper import reap_stuck_backups as reap_service
 from backups.services.records import backup_record_mark_failed
+from backups.storage import StorageTransientError
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +42,9 @@ def run_backup(self, record_id: int, **kwargs) -> str:
                 record = BackupRecord.objects.get(pk=record_id)
                 backup_record_mark_failed(record=record, error=f"Gave up after {self.request.retries + 1} tries: {exc}")
                 return "failed"
-            raise self.retry(exc=exc, countdown=settings.BACKUPS_TASK_RETRY_DELAY * 2 ** self.request.retries)
+            raise self.retry(
+                exc=exc, countdown=settings.BACKUPS_TASK_RETRY_DELAY * 2 ** self.request.retries
+            ) from exc
         except SoftTimeLimitExceeded:
             record = BackupRecord.objects.get(pk=record_id)
             backup_record_mark_failed(
@@ -46,3 +52,33 @@ def run_backup(self, record_id: int, **kwargs) -> str:
             )
             return "failed"
     return record.status if record else "missing"
+
+
+@shared_task(name="tasks.backups.record_backup", acks_late=True, ignore_result=True)
+def record_backup(record_id: int, **kwargs) -> None:
+    """Second link of the chain: move the tenant's last_backup_at."""
+    with schema_context(get_public_schema_name()):
+        backup_record_finalize(record_id=record_id)
+
+
+@shared_task(name="tasks.backups.apply_retention", acks_late=True, ignore_result=True,
+             autoretry_for=(StorageTransientError,), retry_backoff=True, max_retries=3)
+def apply_retention(tenant_id: int, **kwargs) -> int:
+    """Last link: delete what the tenant's retention policy no longer keeps."""
+    with schema_context(get_public_schema_name()):
+        return len(retention_apply(tenant_id=tenant_id))
+
+
+@shared_task(name="tasks.backups.dispatch_due_backups", ignore_result=True)
+def dispatch_due_backups(**kwargs) -> int:
+    """Beat's tick: claim due tenants and fan out one chain each."""
+    with schema_context(get_public_schema_name()):
+        return len(dispatch_service(now=None).records)
+
+
+@shared_task(name="tasks.backups.reap_stuck_backups", ignore_result=True)
+def reap_stuck_backups(**kwargs) -> dict:
+    """Housekeeping: resend work left by dead workers or lost messages."""
+    with schema_context(get_public_schema_name()):
+        result = reap_service()
+    return {"requeued": result.requeued, "failed": result.failed}

@@ -8,7 +8,7 @@ from backups import conf, pgtools
 from backups.compression import make_compressor
 from backups.dumpers import DumpInfo, dump_with_django, dump_with_pg_dump
 from backups.errors import BackupError, TransientBackupError
-from backups.locks import RECORD_NAMESPACE, advisory_lock
+from backups.locks import RECORD_NAMESPACE, advisory_lock, dump_slot
 from backups.manifest import build_manifest, manifest_bytes, manifest_key
 from backups.models import BackupRecord
 from backups.sink import BackupSink, SinkResult
@@ -115,20 +115,32 @@ def backup_run(*, record_id: int, task_id: str = "") -> BackupRecord | None:
         record.refresh_from_db()
         if record.status in FINISHED:
             return record
-        backup_record_mark_running(record=record, task_id=task_id)
-        try:
-            storage = get_storage(record.storage_backend)
-            info, result = _dump_to_storage(record, storage)
-            manifest = _store_and_confirm(record, storage, info, result)
-        except (TransientBackupError, StorageTransientError) as exc:
-            backup_record_mark_queued(record=record, error=describe_error(exc))
-            raise TransientBackupError(describe_error(exc)) from exc
-        except BaseException as exc:
-            backup_record_mark_failed(record=record, error=describe_error(exc))
-            if isinstance(exc, (BackupError, StorageError, OSError)):
-                return record
-            raise
-        return backup_record_mark_succeeded(
-            record=record, size=result.size, sha256=result.sha256, plain_size=result.plain_size,
-            plain_sha256=result.plain_sha256, manifest=manifest,
-        )
+        with dump_slot(conf.get("BACKUPS_MAX_CONCURRENT_DUMPS"),
+                       wait_seconds=conf.get("BACKUPS_DUMP_SLOT_WAIT_SECONDS")) as slot:
+            if slot is None:
+                raise TransientBackupError(
+                    f"All {conf.get('BACKUPS_MAX_CONCURRENT_DUMPS')} dump slots stayed busy "
+                    "(BACKUPS_MAX_CONCURRENT_DUMPS); will retry."
+                )
+            return _run_claimed(record, task_id)
+
+
+def _run_claimed(record: BackupRecord, task_id: str) -> BackupRecord:
+    """Run a record this worker holds the lock and a dump slot for."""
+    backup_record_mark_running(record=record, task_id=task_id)
+    try:
+        storage = get_storage(record.storage_backend)
+        info, result = _dump_to_storage(record, storage)
+        manifest = _store_and_confirm(record, storage, info, result)
+    except (TransientBackupError, StorageTransientError) as exc:
+        backup_record_mark_queued(record=record, error=describe_error(exc))
+        raise TransientBackupError(describe_error(exc)) from exc
+    except BaseException as exc:
+        backup_record_mark_failed(record=record, error=describe_error(exc))
+        if isinstance(exc, (BackupError, StorageError, OSError)):
+            return record
+        raise
+    return backup_record_mark_succeeded(
+        record=record, size=result.size, sha256=result.sha256, plain_size=result.plain_size,
+        plain_sha256=result.plain_sha256, manifest=manifest,
+    )

@@ -83,7 +83,7 @@ class Storage(abc.ABC):
     def url(self, key: str, expires_in: int) -> str:
         """A link that downloads the object for `expires_in` seconds."""
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 - optional hook, most backends have something to check
         """Raise StorageError with one sentence naming the setting when the backend cannot work."""
 
     def put_bytes(self, key: str, data: bytes) -> None:

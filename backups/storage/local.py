@@ -6,7 +6,7 @@ import errno
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -108,11 +108,11 @@ class LocalStorage(Storage):
             st = os.stat(self.path(key))
         except FileNotFoundError:
             return None
-        return StoredObject(key=key, size=st.st_size, last_modified=datetime.fromtimestamp(st.st_mtime, timezone.utc))
+        return StoredObject(key=key, size=st.st_size, last_modified=datetime.fromtimestamp(st.st_mtime, UTC))
 
     def url(self, key: str, expires_in: int) -> str:
         """A signed, expiring link served by the project's local-download view."""
-        token = signing.dumps({"k": key, "e": int(datetime.now(timezone.utc).timestamp()) + expires_in}, salt=URL_SALT)
+        token = signing.dumps({"k": key, "e": int(datetime.now(UTC).timestamp()) + expires_in}, salt=URL_SALT)
         return f"{self.public_url}/api/backups/local-download/{token}/"
 
     def check(self) -> None:
@@ -127,7 +127,7 @@ class LocalStorage(Storage):
 def resolve_signed_key(token: str) -> str:
     """The key a local link names, if its signature holds and it has not expired."""
     data = signing.loads(token, salt=URL_SALT)
-    if data["e"] < datetime.now(timezone.utc).timestamp():
+    if data["e"] < datetime.now(UTC).timestamp():
         raise signing.BadSignature("expired")
     return data["k"]
 

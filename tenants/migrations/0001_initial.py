@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('schema_name', models.CharField(db_index=True, max_length=63, unique=True, validators=[django_tenants.postgresql_backend.base._check_schema_name])),
-                ('backup_schedule', models.CharField(choices=[('disabled', 'Disabled'), ('daily', 'Daily'), ('every_12h', 'Every 12 hours'), ('every_6h', 'Every 6 hours'), ('weekly', 'Weekly'), ('monthly', 'Monthly'), ('scheduled', 'Once, at a set time')], default='disabled', help_text='How often this tenant is backed up automatically.', max_length=16, verbose_name='backup schedule')),
+                ('backup_schedule', models.CharField(choices=[('disabled', 'Disabled'), ('daily', 'Daily'), ('every_12h', 'Every 12 hours'), ('every_6h', 'Every 6 hours'), ('weekly', 'Weekly'), ('monthly', 'Monthly'), ('scheduled', 'Once, at a scheduled date and time')], default='disabled', help_text='How often this tenant is backed up automatically.', max_length=16, verbose_name='backup schedule')),
                 ('backup_time', models.TimeField(blank=True, help_text='Local wall-clock time of the backup (base time for every_12h / every_6h).', null=True, verbose_name='backup time')),
                 ('backup_weekday', models.PositiveSmallIntegerField(blank=True, help_text='0=Monday .. 6=Sunday, for weekly schedules.', null=True, verbose_name='backup weekday')),
                 ('backup_day_of_month', models.PositiveSmallIntegerField(blank=True, help_text='1..28, for monthly schedules.', null=True, verbose_name='backup day of month')),

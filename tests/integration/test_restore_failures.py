@@ -43,7 +43,8 @@ def good_sql_backup() -> BackupRecord:
 
 
 def test_restore_failing_halfway_puts_the_old_schema_back(good_sql_backup):
-    plain = zstandard.ZstdDecompressor().decompressobj().decompress(get_storage().get_bytes(good_sql_backup.storage_key))
+    stored = get_storage().get_bytes(good_sql_backup.storage_key)
+    plain = zstandard.ZstdDecompressor().decompressobj().decompress(stored)
     cut = plain.index(b"COPY clinica_norte.clinic_invoice")
     broken = _store_copy(good_sql_backup, plain[:cut] + b"\nTHIS IS NOT SQL;\n" + plain[cut:])
     before = table_fingerprints(SCHEMA, DEMO_TABLES)

@@ -24,11 +24,31 @@ Error bodies and status codes follow supabase/storage:
 * S3 errors are XML ``<Error><Code/><Message/><Resource/></Error>`` with the
   logical status as the HTTP status (``src/http/routes/s3/error-handler.ts``).
 
+Auth: REST calls need ``apikey: <service key>`` and ``Authorization: Bearer <t>``
+where ``t`` is the service key itself or any HS256 JWT signed with the JWT secret
+(no RLS: every valid token may do everything). Signed-URL and public-bucket reads
+need neither. S3 calls need SigV4 with the configured access key id; the header
+(or presigned-query) signature is verified with the secret key, and hex
+``x-amz-content-sha256`` / ``x-amz-checksum-*`` / ``Content-MD5`` values are checked
+against the body.
+
+Limits: ``file_size_limit`` (default 52428800 = 50 MiB, storage's default
+``FILE_SIZE_LIMIT``) caps REST uploads and S3 objects (the sum of a multipart
+upload's parts), lowered by a bucket's own ``file_size_limit``; over it, REST
+answers HTTP 400 ``{"statusCode": "413", "error": "Payload too large", ...}`` and
+S3 answers 413 ``EntityTooLarge``. Multipart parts but the last must be >= 5 MiB.
+
+boto3 needs ``endpoint_url=<base_url>/storage/v1/s3`` and
+``Config(signature_version="s3v4", s3={"addressing_style": "path"})``; any region
+works. Both ``request_checksum_calculation`` settings work: over http botocore
+sends ``x-amz-checksum-crc32`` headers, over https ``aws-chunked`` bodies with CRC32
+trailers; both are decoded and verified.
+
 Run standalone::
 
     python -m tests.servers.supabase_storage --host 127.0.0.1 --port 0 \\
         --data-dir DIR --service-key KEY --jwt-secret SECRET \\
-        [--s3-access-key AK --s3-secret-key SK] [--file-size-limit 50MB]
+        [--s3-access-key AK --s3-secret-key SK] [--file-size-limit 1GB]
 
 It prints ``READY http://127.0.0.1:<port>`` once listening. In-process, use
 :func:`start_server` / :func:`stop`.
@@ -65,7 +85,7 @@ from xml.sax.saxutils import escape as _xml_escape
 __all__ = ["StorageServer", "main", "parse_size", "start_server", "stop"]
 
 CHUNK = 1024 * 1024
-DEFAULT_FILE_SIZE_LIMIT = 50 * 1024 * 1024  # Supabase's default global upload limit
+DEFAULT_FILE_SIZE_LIMIT = 52428800  # 50 MiB, Supabase's default FILE_SIZE_LIMIT
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3 minimum size for every part but the last
 MAX_JSON_BODY = 16 * 1024 * 1024
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -170,20 +190,36 @@ def to_s3_error(err: StorageError) -> S3Error:
 # --------------------------------------------------------------------------- helpers
 
 
+_SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "TB": 1000**4,
+    "KIB": 1024,
+    "MIB": 1024**2,
+    "GIB": 1024**3,
+    "TIB": 1024**4,
+}
+
+
 def parse_size(value) -> int | None:
-    """Parse ``1048576``, ``"50MB"``, ``"1.5GB"``, ``"100KB"``, ``"3B"`` (1 KB = 1024 B)."""
+    """Parse a size: an int (bytes), ``"52428800"``, ``"100MB"``, ``"1.5GB"``, ``"50MiB"``.
+
+    KB/MB/GB are decimal, like storage's ``parseFileSizeToBytes`` (used for a bucket's
+    ``file_size_limit: "100MB"``); KiB/MiB/GiB are binary.
+    """
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise TypeError("invalid size")
     if isinstance(value, (int, float)):
         return int(value)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?B?)?\s*", str(value), re.IGNORECASE)
-    if not m:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not m or m.group(2).upper() not in _SIZE_UNITS:
         raise ValueError(f"invalid size: {value!r}")
-    unit = (m.group(2) or "").upper().rstrip("B")
-    mult = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}[unit]
-    return int(float(m.group(1)) * mult)
+    return round(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
 
 
 def now_utc() -> dt.datetime:
@@ -1580,10 +1616,10 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             if s3:
                 raise S3Error(
                     416, "InvalidRange", "The requested range is not satisfiable"
-                )
+                ) from None
             raise StorageError(
                 400, "InvalidRange", "invalid range provided", "invalid_range"
-            )
+            ) from None
         if rng is None:
             return self._send_file(200, fobj, 0, size, headers)
         start, end = rng
@@ -2670,7 +2706,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--file-size-limit",
         default=str(DEFAULT_FILE_SIZE_LIMIT),
-        help="global upload limit, bytes or 50MB/1GB (default 50MB)",
+        help="global upload limit: bytes, or 100MB / 1GB (decimal) / 50MiB (binary);"
+        " default 52428800 (50 MiB, Supabase's default FILE_SIZE_LIMIT)",
     )
     p.add_argument(
         "--standard-upload-limit",

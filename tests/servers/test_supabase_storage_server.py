@@ -802,6 +802,40 @@ def test_s3_multipart_small_parts_and_errors(env, bucket):
     assert httpx.get(presigned).status_code == 404  # signature accepted, object missing
     assert httpx.get(presigned.replace("Signature=", "Signature=0")).status_code == 403
 
+    # a checksum that doesn't match the body is refused and stores nothing
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(
+            Bucket=bucket, Key="bad.bin", Body=b"data", ChecksumCRC32="AAAAAA=="
+        )
+    assert exc.value.response["Error"]["Code"] == "BadDigest"
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="bad.bin")
+
+
+def test_s3_size_limit(env, client):
+    name = f"lim-{uuid.uuid4().hex[:8]}"
+    client.storage.create_bucket(name, options={"file_size_limit": 6 * MB})
+    s3 = s3_client(env.url)
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=name, Key="big.bin", Body=b"x" * (6 * MB + 1))
+    assert exc.value.response["Error"]["Code"] == "EntityTooLarge"
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+
+    uid = s3.create_multipart_upload(Bucket=name, Key="mp.bin")["UploadId"]
+    s3.upload_part(
+        Bucket=name, Key="mp.bin", UploadId=uid, PartNumber=1, Body=b"a" * 5 * MB
+    )
+    with pytest.raises(ClientError) as exc:  # the parts together may not pass the limit
+        s3.upload_part(
+            Bucket=name, Key="mp.bin", UploadId=uid, PartNumber=2, Body=b"b" * MB + b"!"
+        )
+    assert exc.value.response["Error"]["Code"] == "EntityTooLarge"
+    parts = s3.list_parts(Bucket=name, Key="mp.bin", UploadId=uid)["Parts"]
+    assert [p["PartNumber"] for p in parts] == [1]
+    s3.abort_multipart_upload(Bucket=name, Key="mp.bin", UploadId=uid)
+    assert client.storage.from_(name).list() == []
+    assert tmp_files(env) == []
+
 
 # --------------------------------------------------------------------------- robustness
 
@@ -843,7 +877,7 @@ def test_concurrent_uploads(tmp_path):
 
         def work(i):
             try:
-                c = create_client(e.url, e.key).storage.from_("backups")
+                c = sb.storage.from_("backups")  # one httpx pool, many connections
                 c.upload(f"many/{i}.bin", bytes([i]) * (100_000 + i))
                 c.upload("same.bin", bytes([i]) * 50_000, {"upsert": "true"})
             except Exception as exc:  # noqa: BLE001
@@ -889,7 +923,7 @@ def test_cli_prints_ready_and_serves(tmp_path):
             "--jwt-secret",
             JWT_SECRET,
             "--file-size-limit",
-            "1MB",
+            "1MiB",
         ],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,

@@ -1,12 +1,12 @@
 """File names and keys: the convention, and keys that try to leave their tenant."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from backups.naming import InvalidKey, backup_file_name, check_tenant_key, tenant_key, validate_schema_name
 
-AT = datetime(2025, 11, 26, 3, 0, tzinfo=timezone.utc)
+AT = datetime(2025, 11, 26, 3, 0, tzinfo=UTC)
 
 
 def test_file_name_convention():

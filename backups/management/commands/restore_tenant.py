@@ -27,10 +27,13 @@ class Command(BaseCommand):
             else:
                 report = restore_replace(schema=schema, record=record, actor=actor)
         except BackupError as exc:
-            raise CommandError(f"Restore of backup {record_id} into {schema} failed, nothing was changed: {exc}")
+            raise CommandError(
+                f"Restore of backup {record_id} into {schema} failed, nothing was changed: {exc}"
+            ) from None
         for table, (expected, found) in sorted(report.row_counts.items()):
             mark = "ok" if expected == found else "MISMATCH"
-            self.stdout.write(f"{table:40} manifest {expected:>10}  restored {found if found is not None else '-':>10}  {mark}")
+            shown = "-" if found is None else found
+            self.stdout.write(f"{table:40} manifest {expected:>10}  restored {shown:>10}  {mark}")
         if report.safety_record_id:
             self.stdout.write(f"safety backup: record {report.safety_record_id}")
         if not report.ok:

@@ -1,0 +1,49 @@
+"""Ops' view of the fleet: every tenant's backups and the audit trail, across schemas."""
+
+from django.contrib import admin, messages
+from django.db import transaction
+
+from .models import BackupEvent, BackupRecord
+
+
+@admin.register(BackupRecord)
+class BackupRecordAdmin(admin.ModelAdmin):
+    """Backups of every tenant, filterable by status, type and format."""
+
+    list_display = ("id", "schema_name", "file_name", "status", "backup_type", "format", "size", "created_at",
+                    "finished_at", "attempts")
+    list_filter = ("status", "backup_type", "format", "compression", "storage_backend")
+    search_fields = ("schema_name", "file_name", "storage_key", "task_id", "error")
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in BackupRecord._meta.fields]
+    actions = ("retry_failed",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Retry the selected failed backups")
+    def retry_failed(self, request, queryset) -> None:
+        from tasks.backups import run_backup
+
+        ids = list(queryset.filter(status=BackupRecord.Status.FAILED).values_list("pk", flat=True))
+        with transaction.atomic():
+            BackupRecord.objects.filter(pk__in=ids).update(status=BackupRecord.Status.QUEUED, error="")
+            for pk in ids:
+                transaction.on_commit(lambda pk=pk: run_backup.delay(pk))
+        messages.info(request, f"{len(ids)} backups queued again.")
+
+
+@admin.register(BackupEvent)
+class BackupEventAdmin(admin.ModelAdmin):
+    """Who did what to which backup; read-only."""
+
+    list_display = ("created_at", "schema_name", "action", "record", "ip_address")
+    list_filter = ("action",)
+    search_fields = ("schema_name",)
+    readonly_fields = [f.name for f in BackupEvent._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
