@@ -108,6 +108,15 @@ BACKUPS_DUMP_SOFT_TIME_LIMIT = env.int("BACKUPS_DUMP_SOFT_TIME_LIMIT", default=3
 BACKUPS_DUMP_TIME_LIMIT = env.int("BACKUPS_DUMP_TIME_LIMIT", default=BACKUPS_DUMP_SOFT_TIME_LIMIT + 600)
 BACKUPS_TASK_MAX_RETRIES = env.int("BACKUPS_TASK_MAX_RETRIES", default=3)
 BACKUPS_TASK_RETRY_DELAY = env.int("BACKUPS_TASK_RETRY_DELAY", default=60)
+BACKUPS_TICK_SECONDS = env.int("BACKUPS_TICK_SECONDS", default=300)
+BACKUPS_REAPER_SECONDS = env.int("BACKUPS_REAPER_SECONDS", default=600)
+BACKUPS_SPREAD_SECONDS = env.int("BACKUPS_SPREAD_SECONDS", default=1800)
+BACKUPS_DISPATCH_BATCH = env.int("BACKUPS_DISPATCH_BATCH", default=5000)
+BACKUPS_MAX_CONCURRENT_DUMPS = env.int("BACKUPS_MAX_CONCURRENT_DUMPS", default=4)
+BACKUPS_DUMP_SLOT_WAIT_SECONDS = env.int("BACKUPS_DUMP_SLOT_WAIT_SECONDS", default=600)
+BACKUPS_MANUAL_RETENTION_DAYS = env.int("BACKUPS_MANUAL_RETENTION_DAYS", default=None)
+BACKUPS_QUEUED_TIMEOUT_SECONDS = env.int("BACKUPS_QUEUED_TIMEOUT_SECONDS", default=6 * 3600)
+BACKUPS_RUNNING_GRACE_SECONDS = env.int("BACKUPS_RUNNING_GRACE_SECONDS", default=600)
 
 # --- celery ---------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -139,3 +148,27 @@ if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= BACKUPS_DUMP_TIME_LI
 if BACKUPS_DUMP_SOFT_TIME_LIMIT >= BACKUPS_DUMP_TIME_LIMIT:
     raise ImproperlyConfigured("BACKUPS_DUMP_SOFT_TIME_LIMIT must be shorter than BACKUPS_DUMP_TIME_LIMIT.")
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- S3 storage (BACKUPS_STORAGE=s3; also MinIO, R2, Ceph, Supabase's S3 endpoint) ---------------
+# Read by backups.storage.s3.S3Storage.from_settings(); defaults mirror its SETTINGS_DEFAULTS.
+# Empty credentials fall back to boto3's own chain (environment, ~/.aws, instance or task role).
+AWS_ACCESS_KEY_ID = env("AWS_ACCESS_KEY_ID", default="")
+AWS_SECRET_ACCESS_KEY = env("AWS_SECRET_ACCESS_KEY", default="")
+AWS_SESSION_TOKEN = env("AWS_SESSION_TOKEN", default="")
+AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME", default="")  # required for s3: check() names it
+AWS_S3_REGION_NAME = env("AWS_S3_REGION_NAME", default="us-east-1")
+AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", default="")  # empty: AWS itself
+AWS_S3_KEY_PREFIX = env("AWS_S3_KEY_PREFIX", default="backups/")  # objects are <prefix><schema>/<file>
+AWS_S3_SSE = env("AWS_S3_SSE", default="AES256")  # AES256 | aws:kms | none
+AWS_S3_SSE_KMS_KEY_ID = env("AWS_S3_SSE_KMS_KEY_ID", default="")  # with aws:kms; empty: the AWS-managed key
+AWS_S3_STORAGE_CLASS = env("AWS_S3_STORAGE_CLASS", default="STANDARD")
+AWS_S3_ADDRESSING_STYLE = env("AWS_S3_ADDRESSING_STYLE", default="auto")  # auto | path (MinIO) | virtual
+# when_required for stores that reject recent boto3's default CRC32 checksums (older MinIO, Ceph, some R2 setups).
+AWS_S3_REQUEST_CHECKSUM_CALCULATION = env("AWS_S3_REQUEST_CHECKSUM_CALCULATION", default="when_supported")
+AWS_S3_CONNECT_TIMEOUT = env.float("AWS_S3_CONNECT_TIMEOUT", default=10.0)
+AWS_S3_READ_TIMEOUT = env.float("AWS_S3_READ_TIMEOUT", default=60.0)
+AWS_S3_MAX_ATTEMPTS = env.int("AWS_S3_MAX_ATTEMPTS", default=5)  # botocore "standard" retry mode
+# Multipart part size: memory per upload is about one part; max object size = part size * 10,000.
+BACKUPS_S3_PART_SIZE = env.int("BACKUPS_S3_PART_SIZE", default=16 * 1024 * 1024)
+BACKUPS_URL_MAX_EXPIRY = env.int("BACKUPS_URL_MAX_EXPIRY", default=7 * 24 * 3600)  # S3 caps links at 7 days
+# --- end S3 storage ---------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ def backup_record_create(
     slot=None,
     storage_backend: str | None = None,
     encryption: str = "",
+    at=None,
 ) -> BackupRecord:
     """A queued record with its final file name and key; a same-second name gets a suffix, never a reuse."""
     validate_schema_name(schema_name)
@@ -35,7 +36,7 @@ def backup_record_create(
         raise ValueError(f"Unknown format {fmt!r} (use sql, dump or json).")
     if compression not in BackupRecord.Compression.values:
         raise ValueError(f"Unknown compression {compression!r} (use zstd, gzip or none).")
-    now = timezone.now()
+    now = at or timezone.now()
     for attempt in range(1, 100):
         name = backup_file_name(
             schema=schema_name, fmt=fmt, compression=compression, encryption=encryption,

@@ -19,4 +19,8 @@ def get_storage(name: str | None = None) -> Storage:
         from .local import LocalStorage
 
         return LocalStorage(conf.local_root())
+    if name == "s3":
+        from .s3 import S3Storage
+
+        return S3Storage.from_settings()
     raise StorageError(f"BACKUPS_STORAGE={name!r} is not a known backend (use local, s3 or supabase).")

@@ -1,0 +1,28 @@
+"""`manage.py setup_backup_schedule`: install beat's entries (dispatcher tick, reaper) in the database scheduler."""
+
+from django.core.management.base import BaseCommand
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from backups import conf
+from tasks.queues import DISPATCH, HOUSEKEEPING
+
+ENTRIES = (
+    ("backups: dispatch due backups", "tasks.backups.dispatch_due_backups", DISPATCH, "BACKUPS_TICK_SECONDS"),
+    ("backups: reap stuck backups", "tasks.backups.reap_stuck_backups", HOUSEKEEPING, "BACKUPS_REAPER_SECONDS"),
+)
+
+
+class Command(BaseCommand):
+    help = "Create or update the periodic tasks beat runs (idempotent; run on every deploy)."
+
+    def handle(self, *args, **options) -> None:
+        for name, task, queue, setting in ENTRIES:
+            every = int(conf.get(setting))
+            interval, _ = IntervalSchedule.objects.get_or_create(every=every, period=IntervalSchedule.SECONDS)
+            # expire_seconds, not expires: django-celery-beat turns `expires` into a date that disables the task
+            PeriodicTask.objects.update_or_create(
+                name=name,
+                defaults={"interval": interval, "crontab": None, "task": task, "queue": queue,
+                          "expire_seconds": every, "enabled": True, "one_off": False},
+            )
+            self.stdout.write(f"{name}: every {every} s on {queue}")

@@ -1,0 +1,515 @@
+"""pg_dump | zstd in the shell vs. the project's backup pipeline vs. `manage.py backup_tenant`.
+
+One run, on its own database (tenant_backups_bench, kept between runs):
+
+1. builds (or reuses) two tenants with generated data: bench_small (~50 MB) and bench_large (>= 500 MB),
+   measured as pg_total_relation_size summed over the schema's tables;
+2. for each tenant, REPEATS times and in a rotating order:
+   (a) tool     - `pg_dump -n schema | zstd -3 -T1 > file` in bash, pg_dump's peak RSS by /usr/bin/time;
+   (b) pipeline - backup_record_create + backup_run(record_id) in a fresh Python process (bench/pipeline_child.py):
+                  backup_run's wall time, that process's peak RSS and pg_dump's (its child);
+   (c) command  - `python manage.py backup_tenant schema`, wall time including Django's start-up;
+3. prints a table per tenant (medians) and one PASS/FAIL line per target;
+4. removes the backup files it wrote (var/bench-backups) and the bench's backup records; keeps the database.
+
+Environment: DATABASE_URL (its server is used; the database name is replaced by BENCH_DATABASE_NAME,
+default tenant_backups_bench), BACKUPS_PG_BIN_DIR as written by scripts/services.py. BENCH_REPEATS
+changes the number of repetitions (default 3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+BENCH_DB = os.environ.get("BENCH_DATABASE_NAME", "tenant_backups_bench")
+OUT_DIR = ROOT / "var" / "bench-backups"
+STORE_DIR = OUT_DIR / "store"  # BACKUPS_LOCAL_ROOT of the pipeline and command runs
+TOOL_DIR = OUT_DIR / "tool"
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+MB = 1_000_000
+DATA_VERSION = 1  # bump when the generated data changes, so cached schemas are rebuilt
+
+# Targets checked at the end.
+MAX_PIPELINE_RATIO = 1.05
+MAX_PYTHON_RSS_MB = 150
+MAX_RSS_GROWTH = 0.10  # large tenant's Python peak RSS within 10% of the small one's
+MAX_SIZE_DIFF = 0.03  # our .zst within 3% of zstd -3's
+
+
+@dataclass(frozen=True)
+class TenantSpec:
+    """A bench tenant: its schema and the on-disk size its generated data must reach."""
+
+    schema: str
+    nombre: str
+    target_bytes: int
+
+
+TENANTS = (
+    TenantSpec("bench_small", "Bench small clinic", 50 * MB),
+    TenantSpec("bench_large", "Bench large clinic", 500 * MB),
+)
+
+
+@dataclass
+class TenantData:
+    """The state of a tenant's data before the measurements."""
+
+    spec: TenantSpec
+    relation_bytes: int
+    reused: bool
+    build_seconds: float
+    dump_bytes: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """One measured run of one kind (tool, pipeline or command)."""
+
+    kind: str
+    seconds: float
+    size: int
+    python_rss_kib: int = 0
+    pg_dump_rss_kib: int = 0
+    plain_size: int = 0
+    cpu_seconds: float = 0.0
+    commit_seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def bench_database_url() -> str:
+    """DATABASE_URL with its database name replaced by the bench database's."""
+    url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tenant_backups")
+    return urlunsplit(urlsplit(url)._replace(path=f"/{BENCH_DB}"))
+
+
+def child_env() -> dict[str, str]:
+    """Environment of the pipeline and command runs: the bench database and the bench storage folder."""
+    env = dict(os.environ)
+    env.update({"DATABASE_URL": bench_database_url(), "BACKUPS_LOCAL_ROOT": str(STORE_DIR),
+                "DJANGO_SETTINGS_MODULE": "project.settings", "DJANGO_DEBUG": env.get("DJANGO_DEBUG", "1")})
+    return env
+
+
+def prepare_database() -> None:
+    """Create the bench database if needed, point Django at it, and migrate the shared apps."""
+    subprocess.run([PYTHON, str(ROOT / "scripts" / "services.py"), "createdb", BENCH_DB], check=True, cwd=ROOT)
+    os.environ.update({k: v for k, v in child_env().items() if k in
+                       ("DATABASE_URL", "BACKUPS_LOCAL_ROOT", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG")})
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate_schemas", shared=True, verbosity=0)
+
+
+def schema_relation_bytes(schema: str) -> int:
+    """pg_total_relation_size (heap + TOAST + indexes) summed over the schema's tables."""
+    from backups import pgtools
+
+    with pgtools.connect() as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'm')",
+            (schema,),
+        ).fetchone()
+    return int(row[0])
+
+
+def schema_marker(schema: str) -> str | None:
+    """The comment bench_pipeline leaves on a schema once its data is complete (None: no schema)."""
+    from backups import pgtools
+
+    with pgtools.connect() as conn:
+        row = conn.execute("SELECT coalesce(obj_description(oid, 'pg_namespace'), '') FROM pg_namespace "
+                           "WHERE nspname = %s", (schema,)).fetchone()
+    return None if row is None else row[0]
+
+
+def marker_text(spec: TenantSpec) -> str:
+    """The completion marker for this spec and generator version."""
+    return f"tenant-backups bench data v{DATA_VERSION}, target {spec.target_bytes} bytes, complete"
+
+
+# Vocabulary of the generated rows: realistic words (compressible) mixed with hashes (not).
+NOMBRES = ["María", "José", "Lucía", "Carlos", "Ana", "Javier", "Carmen", "Pablo", "Laura", "Diego", "Elena",
+           "Sergio", "Marta", "Andrés", "Sofía", "Miguel", "Isabel", "Raúl", "Paula", "Jorge"]
+APELLIDOS = ["García", "Fernández", "González", "Rodríguez", "López", "Martínez", "Sánchez", "Pérez", "Gómez",
+             "Martín", "Jiménez", "Ruiz", "Hernández", "Díaz", "Moreno", "Álvarez", "Romero", "Alonso",
+             "Gutiérrez", "Navarro"]
+WORDS = ["paciente", "refiere", "dolor", "molar", "inferior", "superior", "derecho", "izquierdo", "sensibilidad",
+         "frío", "calor", "encía", "sangrado", "caries", "profunda", "obturación", "composite", "endodoncia",
+         "corona", "cerámica", "implante", "extracción", "cordal", "radiografía", "panorámica", "revisión",
+         "higiene", "limpieza", "sarro", "periodontitis", "ortodoncia", "brackets", "férula", "bruxismo",
+         "alergia", "penicilina", "ibuprofeno", "anestesia", "local", "sin", "incidencias", "control", "en",
+         "seis", "meses", "presupuesto", "aceptado", "pendiente", "de", "pago", "cita", "urgente", "tras",
+         "fractura", "pieza", "prótesis", "removible", "blanqueamiento", "valoración", "inicial", "seguimiento",
+         "la", "el", "con"]
+MOTIVOS = ["Revisión", "Limpieza", "Dolor", "Empaste", "Endodoncia", "Extracción", "Ortodoncia", "Implante",
+           "Urgencia", "Blanqueamiento"]
+
+
+def _array(values: list[str]) -> str:
+    """A SQL text[] literal of plain words, braces doubled for psycopg's sql.SQL.format."""
+    return "'{{" + ",".join(f'"{v}"' for v in values) + "}}'::text[]"
+
+
+FILL_SQL = """
+WITH v AS (
+    SELECT {nombres} AS nombres, {apellidos} AS apellidos, {words} AS words, {motivos} AS motivos
+), p AS (
+    INSERT INTO {{s}}.clinic_patient (nombre, apellidos, email, telefono, fecha_nacimiento, notas, created_at)
+    SELECT v.nombres[1 + floor(random() * 20)::int],
+           v.apellidos[1 + floor(random() * 20)::int] || ' ' || v.apellidos[1 + floor(random() * 20)::int],
+           'paciente.' || substr(md5(random()::text), 1, 10) || '@' ||
+               (ARRAY['gmail.com', 'hotmail.com', 'yahoo.es', 'outlook.com'])[1 + floor(random() * 4)::int],
+           '+34 6' || lpad(floor(random() * 100000000)::bigint::text, 8, '0'),
+           date '1940-01-01' + floor(random() * 25000)::int,
+           (SELECT string_agg(v.words[1 + floor(random() * 64)::int], ' ') FROM generate_series(0, g.i % 41))
+               || '. Ref ' || substr(md5(random()::text), 1, 8 + (g.i % 25)::int),
+           now() - random() * interval '2000 days'
+    FROM v, generate_series(1, {{n}}) AS g(i)
+    RETURNING id
+), a AS (
+    INSERT INTO {{s}}.clinic_appointment (starts_at, duration_minutes, motivo, status, patient_id)
+    SELECT date_trunc('hour', now() - random() * interval '1500 days') + floor(random() * 4) * interval '15 min',
+           (ARRAY[15, 30, 45, 60, 90])[1 + floor(random() * 5)::int],
+           v.motivos[1 + floor(random() * 10)::int] || ' ' ||
+               (SELECT string_agg(v.words[1 + floor(random() * 64)::int], ' ') FROM generate_series(0, (p.id + k.j) % 6)),
+           (ARRAY['done', 'done', 'done', 'booked', 'cancelled'])[1 + floor(random() * 5)::int],
+           p.id
+    FROM v, p, generate_series(1, 3) AS k(j)
+    RETURNING id, patient_id
+), t AS (
+    INSERT INTO {{s}}.clinic_treatment (code, description, tooth, price, appointment_id, patient_id)
+    SELECT 'D' || (1000 + floor(random() * 8999))::int,
+           (SELECT string_agg(v.words[1 + floor(random() * 64)::int], ' ') FROM generate_series(0, 2 + (a.id + k.j) % 13)),
+           CASE WHEN random() < 0.2 THEN NULL ELSE 11 + 10 * floor(random() * 4)::int + floor(random() * 8)::int END,
+           round((20 + random() * 980)::numeric, 2),
+           a.id, a.patient_id
+    FROM v, a, LATERAL generate_series(1, 1 + (a.id % 2)::int) AS k(j)
+    RETURNING 1
+), i AS (
+    INSERT INTO {{s}}.clinic_invoice (number, issued_at, total, paid, pdf, patient_id)
+    SELECT 'F-' || lpad(p.id::text, 9, '0'),
+           now() - random() * interval '1500 days',
+           round((30 + random() * 2500)::numeric, 2),
+           random() < 0.8,
+           convert_to('%PDF-1.4' || chr(10) || '1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj' || chr(10)
+                      || '2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj' || chr(10)
+                      || '3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >> endobj'
+                      || chr(10) || '4 0 obj << /Length ' || (64 * (6 + p.id % 50)) || ' /Filter /FlateDecode >>'
+                      || chr(10) || 'stream' || chr(10), 'UTF8')
+           || (SELECT string_agg(sha512(int8send(p.id * 64 + k)), ''::bytea) FROM generate_series(1, 6 + p.id % 50) AS k)
+           || convert_to(chr(10) || 'endstream endobj' || chr(10) || 'trailer << /Root 1 0 R /Info << /Title (Factura F-'
+                         || p.id || ') /Producer (Clinica) >> >>' || chr(10) || '%%EOF' || chr(10), 'UTF8'),
+           p.id
+    FROM p
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM p), (SELECT count(*) FROM a), (SELECT count(*) FROM t), (SELECT count(*) FROM i)
+""".format(nombres=_array(NOMBRES), apellidos=_array(APELLIDOS), words=_array(WORDS), motivos=_array(MOTIVOS))
+
+CLINIC_TABLES = ("clinic_patient", "clinic_appointment", "clinic_treatment", "clinic_invoice")
+
+
+def fill_schema(schema: str, target_bytes: int) -> None:
+    """Insert patients with appointments, treatments and invoices (PDF bytes) in batches until the schema's
+    tables reach target_bytes; each batch is one INSERT ... SELECT over generate_series."""
+    from psycopg import sql
+
+    from backups import pgtools
+
+    per_patient = 4500.0  # first guess of bytes per patient (with its children); corrected after each batch
+    start = schema_relation_bytes(schema)
+    patients = 0
+    with pgtools.connect(autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = off")
+        size = start
+        while size < target_bytes:
+            n = int((target_bytes - size) / per_patient * 1.01) + 1
+            n = max(500, min(n, 20000))
+            query = sql.SQL(FILL_SQL).format(s=sql.Identifier(schema), n=sql.Literal(n))
+            conn.execute(query)
+            patients += n
+            size = schema_relation_bytes(schema)
+            per_patient = max(1000.0, (size - start) / patients)
+        for table in CLINIC_TABLES:
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+
+
+def ensure_tenant(spec: TenantSpec) -> TenantData:
+    """Reuse the tenant's schema when a complete build of the right size is there; otherwise recreate it
+    (tenant row through the ORM, which creates and migrates the schema) and fill it with SQL."""
+    from psycopg import sql
+
+    from backups import pgtools
+    from tenants.models import Clinica
+
+    tenant = Clinica.objects.filter(schema_name=spec.schema).first()
+    size = schema_relation_bytes(spec.schema)
+    if (tenant is not None and schema_marker(spec.schema) == marker_text(spec)
+            and spec.target_bytes <= size <= spec.target_bytes * 1.5):
+        return TenantData(spec, size, reused=True, build_seconds=0.0)
+
+    started = time.perf_counter()
+    if tenant is not None:
+        tenant.delete()  # auto_drop_schema is off: the schema is dropped below
+    with pgtools.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(spec.schema)))
+    Clinica(schema_name=spec.schema, nombre=spec.nombre).save(verbosity=0)
+    fill_schema(spec.schema, spec.target_bytes)
+    with pgtools.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(spec.schema),
+                                                                  sql.Literal(marker_text(spec))))
+    return TenantData(spec, schema_relation_bytes(spec.schema), reused=False,
+                      build_seconds=time.perf_counter() - started)
+
+
+def row_counts(schema: str) -> dict[str, int]:
+    """Rows of the generated tables."""
+    from psycopg import sql
+
+    from backups import pgtools
+
+    with pgtools.connect() as conn:
+        return {t: conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema),
+                                                                             sql.Identifier(t))).fetchone()[0]
+                for t in CLINIC_TABLES}
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def pg_dump_argv(schema: str) -> list[str]:
+    """The pg_dump command line the pipeline runs (same binary and flags), without a snapshot."""
+    from backups import pgtools
+    from backups.dumpers import pg_dump_command
+
+    return pg_dump_command(pgtools.binaries(), schema, "sql", None)
+
+
+def rss_wrapper(rss_file: Path) -> list[str]:
+    """A prefix that runs a command and writes its peak RSS (KiB) to rss_file: /usr/bin/time when present,
+    otherwise a small Python wrapper reading getrusage(RUSAGE_CHILDREN)."""
+    if Path("/usr/bin/time").is_file():
+        return ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)]
+    code = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
+            "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(rc)")
+    return [PYTHON, "-c", code, str(rss_file)]
+
+
+def dump_size(schema: str) -> int:
+    """Bytes of pg_dump's plain output (also warms the caches before the timed runs)."""
+    from backups import pgtools
+
+    script = f"set -o pipefail; {shlex.join(pg_dump_argv(schema))} | wc -c"
+    out = subprocess.run(["bash", "-c", script], env=pgtools.libpq_env(), check=True, capture_output=True, text=True)
+    return int(out.stdout.strip())
+
+
+def run_tool(schema: str, index: int) -> Run:
+    """(a) `pg_dump | zstd -3 -T1 > file` through bash: wall time, pg_dump's peak RSS, output size."""
+    from backups import pgtools
+
+    TOOL_DIR.mkdir(parents=True, exist_ok=True)
+    out, rss_file = TOOL_DIR / f"{schema}-{index}.sql.zst", TOOL_DIR / f"{schema}-{index}.rss"
+    script = (f"set -o pipefail; {shlex.join(rss_wrapper(rss_file) + pg_dump_argv(schema))} "
+              f"| zstd -3 -T1 -q > {shlex.quote(str(out))}")
+    started = time.perf_counter()
+    proc = subprocess.run(["bash", "-c", script], env=pgtools.libpq_env(), capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"pg_dump | zstd failed ({proc.returncode}): {proc.stderr.strip()}")
+    run = Run("tool", seconds, out.stat().st_size, pg_dump_rss_kib=int(rss_file.read_text().split()[-1]))
+    out.unlink()
+    rss_file.unlink()
+    return run
+
+
+def remove_stored(key: str) -> None:
+    """Delete a backup object and its manifest from the bench storage folder."""
+    for path in (STORE_DIR / key, STORE_DIR / (key + ".manifest.json")):
+        path.unlink(missing_ok=True)
+
+
+def run_pipeline(schema: str, overrides: dict | None = None) -> Run:
+    """(b) backup_record_create + backup_run in a fresh Python process (bench/pipeline_child.py)."""
+    argv = [PYTHON, str(ROOT / "bench" / "pipeline_child.py"), schema]
+    if overrides:
+        argv.append(json.dumps(overrides))
+    proc = subprocess.run(argv, env=child_env(), cwd=ROOT, capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"pipeline run failed ({proc.returncode}): {proc.stdout.strip()} {proc.stderr.strip()}")
+    report = json.loads(lines[-1])
+    remove_stored(report["storage_key"])
+    return Run("pipeline", report["seconds"], report["size"], python_rss_kib=report["python_rss_kib"],
+               pg_dump_rss_kib=report["children_rss_kib"], plain_size=report["plain_size"],
+               cpu_seconds=report["cpu_seconds"], commit_seconds=report["commit_seconds"])
+
+
+def run_command(schema: str) -> Run:
+    """(c) `python manage.py backup_tenant schema`: wall time including Django's start-up."""
+    started = time.perf_counter()
+    proc = subprocess.run([PYTHON, "manage.py", "backup_tenant", schema], env=child_env(), cwd=ROOT,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"backup_tenant failed ({proc.returncode}): {proc.stdout.strip()} {proc.stderr.strip()}")
+    fields = dict(line.split(None, 1) for line in proc.stdout.splitlines() if line.strip())
+    remove_stored(fields["file"].strip())
+    return Run("command", seconds, int(fields["size"].split()[0]))
+
+
+RUNNERS = {"tool": run_tool, "pipeline": run_pipeline, "command": run_command}
+
+
+def measure(schema: str, repeats: int) -> dict[str, list[Run]]:
+    """Each kind `repeats` times; the order rotates every repetition so none always runs first (cache)."""
+    kinds = list(RUNNERS)
+    runs: dict[str, list[Run]] = {kind: [] for kind in kinds}
+    for index in range(repeats):
+        order = kinds[index % len(kinds):] + kinds[:index % len(kinds)]
+        for kind in order:
+            run = run_tool(schema, index) if kind == "tool" else RUNNERS[kind](schema)
+            runs[kind].append(run)
+            print(f"  {schema} run {index + 1}/{repeats} {kind:<8} {run.seconds:7.2f} s", flush=True)
+    return runs
+
+
+# --------------------------------------------------------------------------- report
+
+
+def median(values: list[float]) -> float:
+    """Median (0 for no values)."""
+    return statistics.median(values) if values else 0.0
+
+
+def mib(kib: float) -> str:
+    """KiB as MiB text."""
+    return f"{kib / 1024:.1f} MiB"
+
+
+def print_table(data: TenantData, runs: dict[str, list[Run]]) -> dict[str, float]:
+    """The per-tenant table; returns the medians the targets are checked against."""
+    tool = median([r.seconds for r in runs["tool"]])
+    pipe = median([r.seconds for r in runs["pipeline"]])
+    cmd = median([r.seconds for r in runs["command"]])
+    py_rss = median([r.python_rss_kib for r in runs["pipeline"]])
+    tool_size = median([r.size for r in runs["tool"]])
+    our_size = median([r.size for r in runs["pipeline"]])
+    spec = data.spec
+    print(f"\n{spec.schema}: {data.relation_bytes / MB:.1f} MB in relations (target {spec.target_bytes / MB:.0f} MB), "
+          f"pg_dump output {data.dump_bytes / MB:.1f} MB, "
+          + ("reused from an earlier run" if data.reused else f"built in {data.build_seconds:.1f} s"))
+    print("  rows: " + ", ".join(f"{t.removeprefix('clinic_')} {n:,}" for t, n in data.rows.items()))
+
+    def row(label: str, values: list[str], med: str) -> None:
+        print(f"  {label:<34}" + "".join(f"{v:>12}" for v in values) + f"{med:>12}")
+
+    row("", [f"run {i + 1}" for i in range(len(runs["tool"]))], "median")
+    row("(a) pg_dump | zstd -3 -T1 (s)", [f"{r.seconds:.2f}" for r in runs["tool"]], f"{tool:.2f}")
+    row("(b) backup_run pipeline (s)", [f"{r.seconds:.2f}" for r in runs["pipeline"]], f"{pipe:.2f}")
+    row("    of which commit/fsync (s)", [f"{r.commit_seconds:.2f}" for r in runs["pipeline"]],
+        f"{median([r.commit_seconds for r in runs['pipeline']]):.2f}")
+    row("    Python CPU (s)", [f"{r.cpu_seconds:.2f}" for r in runs["pipeline"]],
+        f"{median([r.cpu_seconds for r in runs['pipeline']]):.2f}")
+    row("(c) manage.py backup_tenant (s)", [f"{r.seconds:.2f}" for r in runs["command"]], f"{cmd:.2f}")
+    row("pipeline / tool", [f"{p.seconds / t.seconds:.3f}" for p, t in zip(runs["pipeline"], runs["tool"])],
+        f"{pipe / tool:.3f}")
+    row("command / tool", [f"{c.seconds / t.seconds:.3f}" for c, t in zip(runs["command"], runs["tool"])],
+        f"{cmd / tool:.3f}")
+    row("Python peak RSS (pipeline)", [mib(r.python_rss_kib) for r in runs["pipeline"]], mib(py_rss))
+    row("pg_dump peak RSS (pipeline)", [mib(r.pg_dump_rss_kib) for r in runs["pipeline"]],
+        mib(median([r.pg_dump_rss_kib for r in runs["pipeline"]])))
+    row("pg_dump peak RSS (tool)", [mib(r.pg_dump_rss_kib) for r in runs["tool"]],
+        mib(median([r.pg_dump_rss_kib for r in runs["tool"]])))
+    row("output MB, zstd -3 (tool)", [f"{r.size / MB:.2f}" for r in runs["tool"]], f"{tool_size / MB:.2f}")
+    row("output MB, ours (pipeline)", [f"{r.size / MB:.2f}" for r in runs["pipeline"]], f"{our_size / MB:.2f}")
+    row("output MB, ours (command)", [f"{r.size / MB:.2f}" for r in runs["command"]],
+        f"{median([r.size for r in runs['command']]) / MB:.2f}")
+    plain = median([r.plain_size for r in runs["pipeline"]])
+    print(f"  plain dump {plain / MB:.1f} MB -> ours {our_size / MB:.1f} MB "
+          f"(ratio {plain / our_size:.2f}), zstd CLI {tool_size / MB:.1f} MB; "
+          f"throughput tool {plain / MB / tool:.0f} MB/s, pipeline {plain / MB / pipe:.0f} MB/s")
+    return {"ratio": pipe / tool, "py_rss_kib": py_rss, "size_diff": abs(our_size - tool_size) / tool_size}
+
+
+def print_verdicts(results: dict[str, dict[str, float]]) -> None:
+    """One PASS/FAIL line per target."""
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    print()
+    for schema, r in results.items():
+        print(f"{verdict(r['ratio'] <= MAX_PIPELINE_RATIO)}  {schema}: pipeline/tool {r['ratio']:.3f} "
+              f"(target <= {MAX_PIPELINE_RATIO})")
+    for schema, r in results.items():
+        print(f"{verdict(r['py_rss_kib'] / 1024 < MAX_PYTHON_RSS_MB)}  {schema}: Python peak RSS "
+              f"{mib(r['py_rss_kib'])} (target < {MAX_PYTHON_RSS_MB} MiB)")
+    small, large = (results[t.schema]["py_rss_kib"] for t in TENANTS)
+    growth = (large - small) / small
+    print(f"{verdict(growth <= MAX_RSS_GROWTH)}  Python peak RSS independent of size: large/small "
+          f"{large / small:.3f} ({mib(small)} vs {mib(large)}, target within {MAX_RSS_GROWTH:.0%})")
+    for schema, r in results.items():
+        print(f"{verdict(r['size_diff'] <= MAX_SIZE_DIFF)}  {schema}: output size vs zstd -3 differs by "
+              f"{r['size_diff']:.2%} (target within {MAX_SIZE_DIFF:.0%})")
+
+
+def cleanup() -> None:
+    """Remove the backup files of this run and the bench's backup records (the schemas stay)."""
+    shutil.rmtree(OUT_DIR, ignore_errors=True)
+    from backups.models import BackupEvent, BackupRecord
+
+    schemas = [t.schema for t in TENANTS]
+    BackupEvent.objects.filter(schema_name__in=schemas).delete()
+    BackupRecord.objects.filter(schema_name__in=schemas).delete()
+
+
+def run() -> None:
+    """Build or reuse the bench tenants, measure tool / pipeline / command on each, print the report."""
+    started = time.perf_counter()
+    prepare_database()
+    from backups import pgtools
+
+    bins = pgtools.binaries()
+    print(f"database {BENCH_DB}, {bins.pg_dump} ({bins.version}), {os.cpu_count()} CPUs, {REPEATS} repetitions, "
+          f"pipe-max-size {Path('/proc/sys/fs/pipe-max-size').read_text().strip()}", flush=True)
+    shutil.rmtree(OUT_DIR, ignore_errors=True)
+    results: dict[str, dict[str, float]] = {}
+    try:
+        datas = []
+        for spec in TENANTS:
+            data = ensure_tenant(spec)
+            data.rows = row_counts(spec.schema)
+            print(f"  {spec.schema}: {data.relation_bytes / MB:.1f} MB "
+                  + ("(reused)" if data.reused else f"(built in {data.build_seconds:.1f} s)"), flush=True)
+            datas.append(data)
+        for data in datas:
+            data.dump_bytes = dump_size(data.spec.schema)  # warm-up run, untimed
+            runs = measure(data.spec.schema, REPEATS)
+            results[data.spec.schema] = print_table(data, runs)
+        print_verdicts(results)
+    finally:
+        cleanup()
+    print(f"\nbench_pipeline took {time.perf_counter() - started:.0f} s; backup files removed, "
+          f"database {BENCH_DB} kept for the next run.")

@@ -1,0 +1,146 @@
+"""Automatic backups end to end on the real broker, retention on stored objects, and the reaper."""
+
+from datetime import time, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from django_tenants.utils import get_tenant_model
+
+from backups.errors import TransientBackupError
+from backups.locks import DUMP_SLOT_NAMESPACE
+from backups.models import BackupRecord
+from backups.pgtools import connect
+from backups.services.backup_run import backup_run
+from backups.services.dispatch import dispatch_due_backups
+from backups.services.finalize import retention_apply
+from backups.services.reaper import reap_stuck_backups
+from backups.services.records import backup_record_create
+from backups.storage import get_storage
+
+from .conftest import wait_for_record
+
+
+@pytest.fixture
+def daily_clinic():
+    tenant = get_tenant_model().objects.get(schema_name="clinica_demo")
+    tenant.backup_schedule, tenant.backup_time, tenant.backup_timezone = "daily", time(3, 0), "Europe/Madrid"
+    tenant.save()
+    yield tenant
+    tenant.refresh_from_db()
+    tenant.backup_schedule = "disabled"
+    tenant.save()
+
+
+@pytest.mark.worker
+def test_worker_runs_the_chain_and_the_tenant_moves_on(celery_worker, daily_clinic):
+    now = timezone.now()
+    get_tenant_model().objects.filter(pk=daily_clinic.pk).update(next_backup_at=now - timedelta(minutes=1))
+    before = daily_clinic.last_backup_at
+    (record,) = [r for r in dispatch_due_backups(now=now).records if r.tenant_id == daily_clinic.pk]
+    done = wait_for_record(record.pk)
+    assert done.status == BackupRecord.Status.SUCCEEDED, done.error
+    assert done.backup_type == "automatic" and done.file_name.startswith("auto-sql-clinica_demo-")
+    for _ in range(100):  # record_backup is the next link of the chain
+        daily_clinic.refresh_from_db()
+        if daily_clinic.last_backup_at == done.finished_at:
+            break
+        __import__("time").sleep(0.1)
+    assert daily_clinic.last_backup_at == done.finished_at and daily_clinic.last_backup_at != before
+    assert daily_clinic.next_backup_at > now
+
+
+def test_retention_deletes_objects_and_records_outside_the_policy(daily_clinic):
+    tenant = daily_clinic
+    get_tenant_model().objects.filter(pk=tenant.pk).update(backup_keep_daily=3, backup_keep_weekly=0,
+                                                           backup_keep_monthly=0)
+    storage = get_storage()
+    base = timezone.now().replace(hour=1, minute=0, second=0, microsecond=0) - timedelta(days=9)
+    created = []
+    for day in range(10):
+        at = base + timedelta(days=day)
+        record = backup_record_create(schema_name=tenant.schema_name, tenant=tenant, backup_type="automatic",
+                                      at=at, slot=at)
+        storage.put_bytes(record.storage_key, b"backup bytes")
+        storage.put_bytes(record.storage_key + ".manifest.json", b"{}")
+        BackupRecord.objects.filter(pk=record.pk).update(status="succeeded", created_at=at, finished_at=at, size=12)
+        created.append(record)
+    manual = backup_record_create(schema_name=tenant.schema_name, tenant=tenant, at=base)
+    BackupRecord.objects.filter(pk=manual.pk).update(status="succeeded", created_at=base)
+    other_auto = BackupRecord.objects.filter(tenant=tenant, backup_type="automatic").exclude(
+        pk__in=[r.pk for r in created])
+    other_auto.delete()
+
+    deleted = retention_apply(tenant_id=tenant.pk, now=base + timedelta(days=9, hours=2))
+    kept = {r.pk for r in created} - set(deleted)
+    assert kept == {r.pk for r in created[-3:]}
+    assert manual.pk not in deleted and BackupRecord.objects.filter(pk=manual.pk).exists()
+    for record in created:
+        present = storage.stat(record.storage_key) is not None
+        assert present == (record.pk in kept)
+        assert (storage.stat(record.storage_key + ".manifest.json") is not None) == present
+    BackupRecord.objects.filter(pk__in=kept | {manual.pk}).delete()
+
+
+def test_retention_deletes_nothing_while_backups_fail(daily_clinic):
+    tenant = daily_clinic
+    get_tenant_model().objects.filter(pk=tenant.pk).update(backup_keep_daily=1, backup_keep_weekly=0,
+                                                           backup_keep_monthly=0)
+    BackupRecord.objects.filter(tenant=tenant).delete()
+    now = timezone.now()
+    ids = []
+    for day, status in ((3, "succeeded"), (2, "succeeded"), (1, "failed")):
+        at = now - timedelta(days=day)
+        record = backup_record_create(schema_name=tenant.schema_name, tenant=tenant, backup_type="automatic", at=at,
+                                      slot=at)
+        BackupRecord.objects.filter(pk=record.pk).update(status=status, created_at=at, finished_at=at)
+        ids.append(record.pk)
+    assert retention_apply(tenant_id=tenant.pk, now=now) == []
+    assert BackupRecord.objects.filter(pk__in=ids).count() == 3
+    BackupRecord.objects.filter(pk__in=ids).delete()
+
+
+@pytest.mark.worker
+def test_reaper_resends_dead_and_lost_work_once(celery_worker, settings):
+    settings.BACKUPS_QUEUED_TIMEOUT_SECONDS = 60
+    long_ago = timezone.now() - timedelta(days=1)
+    dead = backup_record_create(schema_name="clinica_sonrisa")
+    BackupRecord.objects.filter(pk=dead.pk).update(status="running", started_at=long_ago, attempts=1)
+    lost = backup_record_create(schema_name="clinica_sonrisa")
+    BackupRecord.objects.filter(pk=lost.pk).update(enqueued_at=long_ago)
+    result = reap_stuck_backups()
+    assert {dead.pk, lost.pk} <= set(result.requeued)
+    assert wait_for_record(dead.pk).status == "succeeded"
+    assert wait_for_record(lost.pk).status == "succeeded"
+
+    twice = backup_record_create(schema_name="clinica_sonrisa")
+    BackupRecord.objects.filter(pk=twice.pk).update(enqueued_at=long_ago, stage="requeued")
+    result = reap_stuck_backups()
+    assert twice.pk in result.failed
+    assert "giving up" in BackupRecord.objects.get(pk=twice.pk).error
+
+
+def test_dump_slots_cap_concurrent_dumps(settings):
+    settings.BACKUPS_MAX_CONCURRENT_DUMPS = 1
+    settings.BACKUPS_DUMP_SLOT_WAIT_SECONDS = 0.5
+    record = backup_record_create(schema_name="clinica_demo")
+    with connect(autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, 0)", (DUMP_SLOT_NAMESPACE,))
+        with pytest.raises(TransientBackupError, match="BACKUPS_MAX_CONCURRENT_DUMPS"):
+            backup_run(record_id=record.pk)
+    assert BackupRecord.objects.get(pk=record.pk).status == "queued"
+    assert backup_run(record_id=record.pk).status == "succeeded"
+
+
+def test_run_scheduled_backups_prints_what_it_did(daily_clinic, settings):
+    settings.BACKUPS_SPREAD_SECONDS = 0
+    get_tenant_model().objects.filter(pk=daily_clinic.pk).update(next_backup_at=timezone.now() - timedelta(minutes=1))
+    out = StringIO()
+    call_command("run_scheduled_backups", stdout=out)
+    text = out.getvalue()
+    assert text.startswith("Checking for scheduled backups...")
+    assert "Starting backup for clinica_demo..." in text and "Uploaded clinica_demo/auto-sql-clinica_demo-" in text
+    assert "1 of 1 scheduled backups done." in text and text.rstrip().endswith("Finished.")
+    daily_clinic.refresh_from_db()
+    assert daily_clinic.last_backup_at is not None and daily_clinic.next_backup_at > timezone.now()

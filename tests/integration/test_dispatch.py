@@ -1,0 +1,189 @@
+"""The dispatcher: each (tenant, slot) once, missed slots collapse, one-shots disable, unmigrated tenants wait."""
+
+import threading
+from datetime import time, timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.db import connection, connections
+from django.utils import timezone
+from django_tenants.utils import get_tenant_model
+
+from backups.models import BackupRecord
+from backups.scheduling import next_run_after
+from backups.services.dispatch import dispatch_due_backups
+
+
+def _make_tenants(prefix: str, n: int, *, due_at, migrated: bool = True) -> list:
+    """Tenant rows with a bare schema (cheap stand-ins for the dispatcher; they are never dumped)."""
+    Tenant = get_tenant_model()
+    tenants = Tenant.objects.bulk_create(
+        Tenant(schema_name=f"{prefix}{i}", nombre=f"Fake {i}", backup_schedule="daily", backup_time=time(3, 0),
+               backup_timezone="UTC", next_backup_at=due_at)
+        for i in range(n)
+    )
+    with connection.cursor() as cur:
+        for t in tenants:
+            cur.execute(f"CREATE SCHEMA {t.schema_name}")
+            if migrated:
+                cur.execute(f"CREATE TABLE {t.schema_name}.django_migrations (id int)")
+    return tenants
+
+
+@pytest.fixture
+def fake_tenants():
+    made: list = []
+
+    def make(prefix: str, n: int, **kwargs) -> list:
+        tenants = _make_tenants(prefix, n, **kwargs)
+        made.extend(tenants)
+        return tenants
+
+    yield make
+    Tenant = get_tenant_model()
+    BackupRecord.objects.filter(tenant__in=made).delete()
+    with connection.cursor() as cur:
+        for t in made:
+            cur.execute(f"DROP SCHEMA IF EXISTS {t.schema_name} CASCADE")
+    Tenant.objects.filter(pk__in=[t.pk for t in made]).delete()
+
+
+def test_two_dispatchers_at_the_same_moment_create_each_slot_once(fake_tenants, settings):
+    settings.BACKUPS_DISPATCH_BATCH = 40
+    tenants = fake_tenants("race_", 200, due_at=timezone.now() - timedelta(minutes=1))
+    barrier = threading.Barrier(2)
+    created: list[list[int]] = [[], []]
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            while True:
+                result = dispatch_due_backups(enqueue=False)
+                if not result.claimed:
+                    break
+                created[i].extend(r.pk for r in result.records)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert created[0] and created[1], "both dispatchers should have claimed some tenants"
+    records = BackupRecord.objects.filter(tenant__in=tenants)
+    assert records.count() == 200 == len(created[0]) + len(created[1])
+    assert len({(r.tenant_id, r.slot) for r in records}) == 200
+    now = timezone.now()
+    assert not get_tenant_model().objects.filter(pk__in=[t.pk for t in tenants], next_backup_at__lte=now).exists()
+
+
+def test_missed_slots_collapse_into_one_backup(fake_tenants):
+    now = timezone.now()
+    (tenant,) = fake_tenants("late_", 1, due_at=now - timedelta(hours=30))
+    first = dispatch_due_backups(now=now, enqueue=False)
+    assert [r.tenant_id for r in first.records] == [tenant.pk]
+    assert first.records[0].slot == now - timedelta(hours=30)
+    tenant.refresh_from_db()
+    assert now < tenant.next_backup_at <= now + timedelta(days=1, minutes=30)
+    assert dispatch_due_backups(now=now + timedelta(minutes=5), enqueue=False).records == []
+    assert BackupRecord.objects.filter(tenant=tenant).count() == 1
+
+
+def test_unmigrated_tenants_are_skipped_until_ready(fake_tenants):
+    now = timezone.now()
+    (tenant,) = fake_tenants("fresh_", 1, due_at=now - timedelta(minutes=1), migrated=False)
+    result = dispatch_due_backups(now=now, enqueue=False)
+    assert tenant.schema_name in result.skipped_unmigrated
+    assert not BackupRecord.objects.filter(tenant=tenant).exists()
+    with connection.cursor() as cur:
+        cur.execute(f"CREATE TABLE {tenant.schema_name}.django_migrations (id int)")
+    assert [r.tenant_id for r in dispatch_due_backups(now=now, enqueue=False).records] == [tenant.pk]
+
+
+def test_scheduled_runs_once_and_disables_itself(fake_tenants):
+    (tenant,) = fake_tenants("once_", 1, due_at=None)
+    when = timezone.now() + timedelta(seconds=30)
+    tenant.backup_schedule, tenant.next_scheduled_backup = "scheduled", when
+    tenant.full_clean()
+    tenant.save()
+    assert tenant.next_backup_at == when
+    assert dispatch_due_backups(now=when - timedelta(seconds=1), enqueue=False).records == []
+    result = dispatch_due_backups(now=when + timedelta(seconds=1), enqueue=False)
+    assert [r.tenant_id for r in result.records] == [tenant.pk]
+    tenant.refresh_from_db()
+    assert tenant.backup_schedule == "disabled" and tenant.next_backup_at is None
+    assert dispatch_due_backups(now=when + timedelta(days=1), enqueue=False).records == []
+
+
+def test_automatic_records_follow_the_naming_convention(fake_tenants):
+    now = timezone.now()
+    (tenant,) = fake_tenants("named_", 1, due_at=now.replace(microsecond=0) - timedelta(seconds=1))
+    (record,) = dispatch_due_backups(now=now, enqueue=False).records
+    assert record.backup_type == "automatic" and record.status == "queued"
+    assert record.file_name == f"auto-sql-{tenant.schema_name}-{record.slot:%Y-%m-%d-%H%M%S}.sql.zst"
+
+
+@pytest.mark.parametrize(("fields", "bad_field"), [
+    ({"backup_schedule": "weekly", "backup_time": time(3), "backup_weekday": 7}, "backup_weekday"),
+    ({"backup_schedule": "monthly", "backup_time": time(3), "backup_day_of_month": 29}, "backup_day_of_month"),
+    ({"backup_schedule": "daily", "backup_time": None}, "backup_time"),
+    ({"backup_schedule": "daily", "backup_time": time(3), "backup_timezone": "Mars/Olympus"}, "backup_timezone"),
+    ({"backup_schedule": "scheduled", "next_scheduled_backup": timezone.now() - timedelta(hours=1)},
+     "next_scheduled_backup"),
+    ({"backup_schedule": "hourly"}, "backup_schedule"),
+])
+def test_invalid_schedules_are_refused_per_field(fields, bad_field):
+    tenant = get_tenant_model().objects.get(schema_name="clinica_demo")
+    for name, value in fields.items():
+        setattr(tenant, name, value)
+    with pytest.raises(ValidationError) as err:
+        tenant.clean()
+    assert bad_field in err.value.message_dict
+
+
+def test_next_backup_at_follows_schedule_changes(settings):
+    settings.BACKUPS_SPREAD_SECONDS = 0
+    tenant = get_tenant_model().objects.get(schema_name="clinica_norte")
+    try:
+        tenant.backup_schedule, tenant.backup_time, tenant.backup_timezone = "daily", time(2, 30), "Europe/Madrid"
+        tenant.save()
+        expected = next_run_after(tenant.backup_schedule_spec, timezone.now())
+        assert tenant.next_backup_at == expected
+        tenant.backup_schedule, tenant.backup_weekday = "weekly", 6
+        tenant.save(update_fields=["backup_schedule", "backup_weekday"])
+        tenant.refresh_from_db()
+        assert tenant.next_backup_at.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Madrid")).weekday() == 6
+    finally:
+        tenant.backup_schedule = "disabled"
+        tenant.save()
+    assert tenant.next_backup_at is None
+
+
+def test_spread_offsets_are_stable_and_inside_the_window(settings, fake_tenants):
+    settings.BACKUPS_SPREAD_SECONDS = 1800
+    tenants = fake_tenants("spread_", 50, due_at=None)
+    offsets = set()
+    for t in tenants:
+        t.save()
+        nominal = next_run_after(t.backup_schedule_spec, t.next_backup_at - timedelta(seconds=1800))
+        delta = (t.next_backup_at - nominal).total_seconds()
+        assert 0 <= delta < 1800
+        offsets.add(delta)
+        again = get_tenant_model().objects.get(pk=t.pk)
+        again.save()
+        assert again.next_backup_at == t.next_backup_at
+    assert len(offsets) > 25  # spread out, not bunched
+
+
+def test_setup_backup_schedule_installs_the_beat_entries(settings):
+    from django_celery_beat.models import PeriodicTask
+
+    settings.BACKUPS_TICK_SECONDS = 120
+    call_command("setup_backup_schedule", stdout=__import__("io").StringIO())
+    call_command("setup_backup_schedule", stdout=__import__("io").StringIO())  # idempotent
+    tick = PeriodicTask.objects.get(task="tasks.backups.dispatch_due_backups")
+    assert tick.interval.every == 120 and tick.expire_seconds == 120 and tick.expires is None
+    assert tick.queue == "backups.dispatch" and tick.enabled
+    assert PeriodicTask.objects.filter(task="tasks.backups.reap_stuck_backups").count() == 1
