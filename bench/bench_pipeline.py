@@ -168,44 +168,52 @@ MOTIVOS = ["RevisiÃ³n", "Limpieza", "Dolor", "Empaste", "Endodoncia", "ExtracciÃ
 
 
 def _array(values: list[str]) -> str:
-    """A SQL text[] literal of plain words, braces doubled for psycopg's sql.SQL.format."""
-    return "'{{" + ",".join(f'"{v}"' for v in values) + "}}'::text[]"
+    """A SQL text[] literal of plain words."""
+    return "'{" + ",".join(f'"{v}"' for v in values) + "}'::text[]"
 
 
-FILL_SQL = """
-WITH v AS (
-    SELECT {nombres} AS nombres, {apellidos} AS apellidos, {words} AS words, {motivos} AS motivos
-), p AS (
+# Helpers in the bench database's public schema (never in a tenant's schema, so never in its dump).
+HELPERS_SQL = f"""
+CREATE OR REPLACE FUNCTION public.bench_pick(words text[]) RETURNS text LANGUAGE sql VOLATILE AS
+    $$ SELECT words[1 + floor(random() * array_length(words, 1))::int] $$;
+CREATE OR REPLACE FUNCTION public.bench_words(n bigint) RETURNS text LANGUAGE sql VOLATILE AS
+    $$ SELECT string_agg(public.bench_pick({_array(WORDS)}), ' ') FROM generate_series(1, n) $$;
+CREATE OR REPLACE FUNCTION public.bench_random_bytes(seed bigint, blocks bigint) RETURNS bytea
+    LANGUAGE sql IMMUTABLE AS
+    $$ SELECT string_agg(sha512(int8send(seed * 64 + k)), ''::bytea ORDER BY k) FROM generate_series(1, blocks) AS k $$;
+"""
+
+# One batch: n patients, 3 appointments each, 1-2 treatments per appointment, one invoice with a PDF each.
+FILL_SQL = f"""
+WITH p AS (
     INSERT INTO {{s}}.clinic_patient (nombre, apellidos, email, telefono, fecha_nacimiento, notas, created_at)
-    SELECT v.nombres[1 + floor(random() * 20)::int],
-           v.apellidos[1 + floor(random() * 20)::int] || ' ' || v.apellidos[1 + floor(random() * 20)::int],
-           'paciente.' || substr(md5(random()::text), 1, 10) || '@' ||
-               (ARRAY['gmail.com', 'hotmail.com', 'yahoo.es', 'outlook.com'])[1 + floor(random() * 4)::int],
+    SELECT public.bench_pick({_array(NOMBRES)}),
+           public.bench_pick({_array(APELLIDOS)}) || ' ' || public.bench_pick({_array(APELLIDOS)}),
+           'paciente.' || substr(md5(random()::text), 1, 10) || '@'
+               || public.bench_pick('{{gmail.com,hotmail.com,yahoo.es,outlook.com}}'),
            '+34 6' || lpad(floor(random() * 100000000)::bigint::text, 8, '0'),
            date '1940-01-01' + floor(random() * 25000)::int,
-           (SELECT string_agg(v.words[1 + floor(random() * 64)::int], ' ') FROM generate_series(0, g.i % 41))
-               || '. Ref ' || substr(md5(random()::text), 1, 8 + (g.i % 25)::int),
+           public.bench_words(1 + g.i % 41) || '. Ref ' || substr(md5(random()::text), 1, 8 + (g.i % 25)::int),
            now() - random() * interval '2000 days'
-    FROM v, generate_series(1, {{n}}) AS g(i)
+    FROM generate_series(1, {{n}}) AS g(i)
     RETURNING id
 ), a AS (
     INSERT INTO {{s}}.clinic_appointment (starts_at, duration_minutes, motivo, status, patient_id)
     SELECT date_trunc('hour', now() - random() * interval '1500 days') + floor(random() * 4) * interval '15 min',
            (ARRAY[15, 30, 45, 60, 90])[1 + floor(random() * 5)::int],
-           v.motivos[1 + floor(random() * 10)::int] || ' ' ||
-               (SELECT string_agg(v.words[1 + floor(random() * 64)::int], ' ') FROM generate_series(0, (p.id + k.j) % 6)),
-           (ARRAY['done', 'done', 'done', 'booked', 'cancelled'])[1 + floor(random() * 5)::int],
+           public.bench_pick({_array(MOTIVOS)}) || ' ' || public.bench_words(1 + (p.id + k.j) % 6),
+           public.bench_pick('{{done,done,done,booked,cancelled}}'),
            p.id
-    FROM v, p, generate_series(1, 3) AS k(j)
+    FROM p, generate_series(1, 3) AS k(j)
     RETURNING id, patient_id
 ), t AS (
     INSERT INTO {{s}}.clinic_treatment (code, description, tooth, price, appointment_id, patient_id)
     SELECT 'D' || (1000 + floor(random() * 8999))::int,
-           (SELECT string_agg(v.words[1 + floor(random() * 64)::int], ' ') FROM generate_series(0, 2 + (a.id + k.j) % 13)),
+           public.bench_words(3 + (a.id + k.j) % 13),
            CASE WHEN random() < 0.2 THEN NULL ELSE 11 + 10 * floor(random() * 4)::int + floor(random() * 8)::int END,
            round((20 + random() * 980)::numeric, 2),
            a.id, a.patient_id
-    FROM v, a, LATERAL generate_series(1, 1 + (a.id % 2)::int) AS k(j)
+    FROM a, LATERAL generate_series(1, 1 + (a.id % 2)::int) AS k(j)
     RETURNING 1
 ), i AS (
     INSERT INTO {{s}}.clinic_invoice (number, issued_at, total, paid, pdf, patient_id)
@@ -218,7 +226,7 @@ WITH v AS (
                       || '3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >> endobj'
                       || chr(10) || '4 0 obj << /Length ' || (64 * (6 + p.id % 50)) || ' /Filter /FlateDecode >>'
                       || chr(10) || 'stream' || chr(10), 'UTF8')
-           || (SELECT string_agg(sha512(int8send(p.id * 64 + k)), ''::bytea) FROM generate_series(1, 6 + p.id % 50) AS k)
+           || public.bench_random_bytes(p.id, 6 + p.id % 50)
            || convert_to(chr(10) || 'endstream endobj' || chr(10) || 'trailer << /Root 1 0 R /Info << /Title (Factura F-'
                          || p.id || ') /Producer (Clinica) >> >>' || chr(10) || '%%EOF' || chr(10), 'UTF8'),
            p.id
@@ -226,7 +234,7 @@ WITH v AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM p), (SELECT count(*) FROM a), (SELECT count(*) FROM t), (SELECT count(*) FROM i)
-""".format(nombres=_array(NOMBRES), apellidos=_array(APELLIDOS), words=_array(WORDS), motivos=_array(MOTIVOS))
+"""
 
 CLINIC_TABLES = ("clinic_patient", "clinic_appointment", "clinic_treatment", "clinic_invoice")
 
@@ -243,15 +251,16 @@ def fill_schema(schema: str, target_bytes: int) -> None:
     patients = 0
     with pgtools.connect(autocommit=True) as conn:
         conn.execute("SET synchronous_commit = off")
+        conn.execute(HELPERS_SQL)
         size = start
         while size < target_bytes:
             n = int((target_bytes - size) / per_patient * 1.01) + 1
             n = max(500, min(n, 20000))
-            query = sql.SQL(FILL_SQL).format(s=sql.Identifier(schema), n=sql.Literal(n))
-            conn.execute(query)
+            conn.execute(FILL_SQL.replace("{s}", pgtools.quote_ident(schema)).replace("{n}", str(n)))
             patients += n
             size = schema_relation_bytes(schema)
             per_patient = max(1000.0, (size - start) / patients)
+            print(f"    {schema}: {size / MB:.1f} of {target_bytes / MB:.0f} MB", flush=True)
         for table in CLINIC_TABLES:
             conn.execute(sql.SQL("VACUUM (ANALYZE) {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
 

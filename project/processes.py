@@ -48,3 +48,14 @@ def stop_process(proc: subprocess.Popen, *, timeout: float = 30.0) -> None:
         proc.wait()
     except ProcessLookupError:
         pass
+
+
+def start_beat(*, log_file: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`celery beat` with the database scheduler (exactly one per deployment)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    pidfile = log_file.with_suffix(".pid")
+    pidfile.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "celery", "-A", "project", "beat", "-l", "INFO", "--pidfile", str(pidfile)]
+    env = {**os.environ, **(extra_env or {})}
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -167,7 +167,7 @@ AWS_S3_ADDRESSING_STYLE = env("AWS_S3_ADDRESSING_STYLE", default="auto")  # auto
 AWS_S3_REQUEST_CHECKSUM_CALCULATION = env("AWS_S3_REQUEST_CHECKSUM_CALCULATION", default="when_supported")
 AWS_S3_CONNECT_TIMEOUT = env.float("AWS_S3_CONNECT_TIMEOUT", default=10.0)
 AWS_S3_READ_TIMEOUT = env.float("AWS_S3_READ_TIMEOUT", default=60.0)
-AWS_S3_MAX_ATTEMPTS = env.int("AWS_S3_MAX_ATTEMPTS", default=5)  # botocore "standard" retry mode
+AWS_S3_MAX_ATTEMPTS = env.int("AWS_S3_MAX_ATTEMPTS", default=5)  # all attempts, first included ("standard" retries)
 # Multipart part size: memory per upload is about one part; max object size = part size * 10,000.
 BACKUPS_S3_PART_SIZE = env.int("BACKUPS_S3_PART_SIZE", default=16 * 1024 * 1024)
 BACKUPS_URL_MAX_EXPIRY = env.int("BACKUPS_URL_MAX_EXPIRY", default=7 * 24 * 3600)  # S3 caps links at 7 days
