@@ -12,17 +12,21 @@ runs exactly once:
 * Nonexistent local time (spring forward): the slot is read with the UTC
   offset in force *before* the transition, so it runs once that day, as far
   past the gap as it was into it.  In Europe/Madrid on 2026-03-29 clocks jump
-  02:00 -> 03:00; a 02:30 slot runs at 03:30 CEST (01:30 UTC).
+  02:00 -> 03:00; a 02:30 slot runs at 03:30 CEST (01:30 UTC).  Where the
+  gap straddles midnight the run lands just after midnight: America/Nuuk
+  jumps 23:00 -> 00:00 on 2026-03-28, so that day's 23:30 slot runs at
+  00:30 on the 29th, which then also has its own 23:30 run.
 * Repeated local time (fall back): the slot runs once, at the first
   occurrence.  In Europe/Madrid on 2026-10-25, 02:30 runs at 02:30 CEST
   (00:30 UTC) and not again at 02:30 CET.
 * ``every_12h``/``every_6h`` are wall-clock slots too (a 15:00 ``every_12h``
   runs at 03:00 and 15:00 local), each resolved by the two rules above, so
-  the real interval around a transition is 11/13 or 5/7 hours.
+  the real interval between runs can be an hour off around a transition.
 * Slots that resolve to the same UTC instant are returned once, because each
-  call returns the first slot *strictly* after the given instant.  This only
-  happens when a whole local day is skipped (Pacific/Apia, 2011-12-30): that
-  day's slot lands on the next day's and the pair runs once.
+  call returns the first slot *strictly* after the given instant.  In
+  practice this happens only when a whole local day is skipped
+  (Pacific/Apia, 2011-12-30): that day's slot lands on the next day's and
+  the pair runs once.
 """
 
 from __future__ import annotations

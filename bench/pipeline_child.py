@@ -1,12 +1,15 @@
 """One backup through the project's own service, alone in a fresh process, for bench_pipeline.
 
-    python bench/pipeline_child.py SCHEMA [SETTINGS_JSON]
+    python bench/pipeline_child.py SCHEMA [OPTIONS_JSON]
 
 Creates a BackupRecord with backup_record_create and runs backup_run(record_id=...) (what the worker
-does), format sql, compression zstd. SETTINGS_JSON optionally overrides BACKUPS_* settings (e.g.
-{"BACKUPS_READ_SIZE": 262144}) for the tuning runs. Prints one JSON line on stdout with the wall time
-of backup_run alone (Django's start-up is excluded), this process's peak RSS, its children's peak RSS
-(pg_dump's: the only other child is one short `pg_dump --version`), the sizes, and the storage key.
+does), format sql, compression zstd. OPTIONS_JSON is for the tuning runs: {"variant": NAME} applies a
+variant of bench/variants.py, other keys override BACKUPS_* settings (e.g. {"BACKUPS_READ_SIZE": 262144}).
+
+Prints one JSON line on stdout: the wall time of backup_run alone (Django's start-up excluded), this
+process's peak RSS (ru_maxrss), pg_dump's peak RSS (VmHWM of /proc/<pid>/status, polled while it runs:
+getrusage(RUSAGE_CHILDREN) cannot be used, because Linux charges a vfork'd child with its parent's RSS
+at exec time, so it reports about Python's size), the sizes, and the storage key.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 import json
 import os
 import resource
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +35,58 @@ def vm_hwm_kib() -> int:
     except OSError:
         pass
     return 0
+
+
+def vm_hwm_of(pid: int) -> int:
+    """VmHWM (peak RSS, KiB) of another process; 0 once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class ChildPeakRss:
+    """Records the pids of the processes the dumper starts and polls their VmHWM until stopped."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.pids: list[int] = []
+        self.peak_kib = 0
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def install(self, module) -> None:
+        """Make `module.subprocess.Popen` (module: backups.dumpers) register the pids it starts."""
+        watcher = self
+
+        class _Popen(subprocess.Popen):
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, **kwargs)
+                watcher.pids.append(self.pid)
+
+        class _Subprocess:
+            def __getattr__(self, name: str):
+                return getattr(subprocess, name)
+
+            Popen = _Popen
+
+        module.subprocess = _Subprocess()
+        self.thread.start()
+
+    def _poll(self) -> None:
+        while not self.stopped.wait(self.interval):
+            for pid in self.pids:
+                self.peak_kib = max(self.peak_kib, vm_hwm_of(pid))
+
+    def stop(self) -> int:
+        """Stop polling; the highest VmHWM seen, in KiB."""
+        self.stopped.set()
+        self.thread.join()
+        return self.peak_kib
 
 
 def main(argv: list[str]) -> int:
@@ -48,8 +105,15 @@ def main(argv: list[str]) -> int:
     from backups.models import BackupRecord
     from backups.services.backup_run import backup_run
     from backups.services.records import backup_record_create
+    from backups import dumpers
     from backups.storage import local
 
+    variant = overrides.pop("variant", None)
+    if variant:
+        from bench import variants
+
+        overrides = {**variants.VARIANTS[variant].settings, **overrides}
+        variants.apply(variant)
     for name, value in overrides.items():
         setattr(settings, name, value)
 
@@ -70,11 +134,14 @@ def main(argv: list[str]) -> int:
     record = backup_record_create(schema_name=schema, tenant=tenant, fmt="sql", compression="zstd",
                                   requested_by={"bench": "pipeline"})
     setup_seconds = time.perf_counter() - started
+    pg_dump_rss = ChildPeakRss()
+    pg_dump_rss.install(dumpers)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     record = backup_run(record_id=record.pk)
     seconds = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    pg_dump_peak_kib = pg_dump_rss.stop()
     report = {
         "record_id": record.pk,
         "status": record.status,
@@ -84,7 +151,8 @@ def main(argv: list[str]) -> int:
         "commit_seconds": commit_seconds,
         "python_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "python_vmhwm_kib": vm_hwm_kib(),
-        "children_rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        "pg_dump_rss_kib": pg_dump_peak_kib,
+        "children_ru_maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
         "size": record.size,
         "plain_size": record.plain_size,
         "storage_key": record.storage_key,

@@ -1,0 +1,455 @@
+"""One dispatcher tick over a large tenant table: the project's dispatch_due_backups vs. the same work in raw SQL.
+
+One run, on its own database (tenant_backups_bench_dispatch, kept between runs) and Redis database 14
+(flushed before and after; nothing else may use it):
+
+1. for each scenario (tenants, due): 100,000/1,000, 10,000/1,000, 100,000/100, 100,000/5,000
+   - fills tenants_clinica with INSERT ... SELECT generate_series (daily schedules, next_backup_at in the
+     future for the others and in the past for the due ones, whose schemas are bt_due_<k>);
+   - the due tenants' schemas (bare, with a django_migrations table, as the readiness check wants) are
+     created once, 5,000 of them, and reused;
+   - (a) raw floor: the same claim done set-based over psycopg: SELECT ... FOR UPDATE SKIP LOCKED, the
+     readiness query, INSERT ... SELECT unnest() of the records and of the events, UPDATE ... FROM unnest(),
+     COMMIT;
+   - (b) project: dispatch_due_backups(now=..., enqueue=False), timed per statement through an execute
+     wrapper (plus COMMIT, rest = Python);
+   - the state is reset between runs (records and events deleted, next_backup_at put back, VACUUM), REPEATS
+     times each, medians reported;
+   - (c) enqueue: backups_enqueue(records) of one tick (UPDATE enqueued_at + one chain.apply_async each) to
+     Redis, against a raw redis-py LPUSH of the same number of same-sized messages;
+2. EXPLAIN ANALYZE of the claim SELECT, the readiness query and the bulk_update on the main scenario;
+3. a scaling table and one PASS/FAIL line per target.
+
+The Django part runs in a child process (`python bench/bench_dispatch.py --child`) so its DATABASE_URL and
+REDIS_URL do not leak into other benchmarks run by bench/run.py in the same interpreter.
+
+Environment: DATABASE_URL (its server is used; the database name is replaced), REDIS_URL (its server is used;
+the database number is replaced by BENCH_DISPATCH_REDIS_DB, default 14), BENCH_REPEATS (default 3).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DB = "tenant_backups_bench_dispatch"
+REDIS_DB = int(os.environ.get("BENCH_DISPATCH_REDIS_DB", "14"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+SCENARIOS = ((100_000, 1_000), (10_000, 1_000), (100_000, 100), (100_000, 5_000))
+MAIN = (100_000, 1_000)
+MAX_DUE = max(due for _, due in SCENARIOS)
+
+# Targets.
+MAX_TICK_SECONDS = 1.0  # one tick, 100,000 tenants, 1,000 due
+MAX_TENANT_GROWTH = 1.5  # tick(100k/1k) / tick(10k/1k): the tenant count must hardly matter
+MAX_SMALL_TICK_SHARE = 0.5  # tick(100k/100) / tick(100k/1k): the due count must
+
+
+def bench_env() -> dict[str, str]:
+    """The child's environment: the bench database and the bench Redis database."""
+    env = dict(os.environ)
+    db_url = env.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tenant_backups")
+    redis_url = env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    env.update({
+        "DATABASE_URL": urlunsplit(urlsplit(db_url)._replace(path=f"/{BENCH_DB}")),
+        "REDIS_URL": urlunsplit(urlsplit(redis_url)._replace(path=f"/{REDIS_DB}")),
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DJANGO_DEBUG": env.get("DJANGO_DEBUG", "1"),
+        "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    })
+    return env
+
+
+def run() -> None:
+    """Entry point for bench/run.py: create the database, run the measurements in a child process."""
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "services.py"), "createdb", BENCH_DB], check=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child"], env=bench_env(), cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench_dispatch's child process failed with status {proc.returncode}")
+
+
+# --------------------------------------------------------------------------- child process
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms"
+
+
+def vm_hwm_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Bench:
+    """Everything the child does, with Django set up."""
+
+    def __init__(self) -> None:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate_schemas", shared=True, verbosity=0)
+        import psycopg
+        import redis
+        from django.conf import settings
+
+        self.db_url = os.environ["DATABASE_URL"]
+        self.raw = psycopg.connect(self.db_url, autocommit=False)
+        self.admin = psycopg.connect(self.db_url, autocommit=True)
+        self.redis = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        self.results: dict[tuple[int, int], dict] = {}
+
+    # ----------------------------------------------------------------- setup
+
+    def ensure_due_schemas(self) -> None:
+        """bt_due_1 .. bt_due_MAX_DUE, each with an empty django_migrations table (created once, reused)."""
+        have = self.admin.execute(
+            "SELECT count(*) FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid "
+            "WHERE n.nspname LIKE 'bt\\_due\\_%%' AND c.relname = 'django_migrations'"
+        ).fetchone()[0]
+        if have >= MAX_DUE:
+            print(f"  reusing {have:,} due-tenant schemas")
+            return
+        t0 = time.perf_counter()
+        for start in range(1, MAX_DUE + 1, 1000):
+            self.admin.execute(
+                "DO $$ BEGIN FOR i IN %s..%s LOOP "
+                "EXECUTE format('CREATE SCHEMA IF NOT EXISTS bt_due_%%s', i); "
+                "EXECUTE format('CREATE TABLE IF NOT EXISTS bt_due_%%s.django_migrations (id bigserial PRIMARY KEY, "
+                "app varchar(255) NOT NULL, name varchar(255) NOT NULL, applied timestamptz NOT NULL)', i); "
+                "END LOOP; END $$" % (start, min(start + 999, MAX_DUE))
+            )
+        print(f"  created {MAX_DUE:,} due-tenant schemas with a django_migrations table in "
+              f"{time.perf_counter() - t0:.1f} s")
+
+    def fill_tenants(self, tenants: int, due: int, now) -> float:
+        """Replace the tenant table's rows: `due` of `tenants` due (every step-th id), the rest in the future."""
+        step = tenants // due
+        t0 = time.perf_counter()
+        self.admin.execute("TRUNCATE backups_backupevent, backups_backuprecord, tenants_domain, tenants_clinica "
+                           "RESTART IDENTITY")
+        self.admin.execute(
+            "INSERT INTO tenants_clinica (schema_name, backup_schedule, backup_time, backup_timezone, "
+            "backup_keep_daily, backup_keep_weekly, backup_keep_monthly, nombre, created_at, next_backup_at) "
+            "SELECT CASE WHEN i %% %(step)s = 0 THEN 'bt_due_' || (i / %(step)s) ELSE 'bt_' || i END, "
+            "'daily', time '02:00', 'Europe/Madrid', 7, 4, 12, 'Bench clinic ' || i, %(now)s, "
+            "CASE WHEN i %% %(step)s = 0 THEN %(now)s - make_interval(secs => (i / %(step)s) %% 300 + 1) "
+            "ELSE %(now)s + make_interval(mins => 1 + i %% 1440) END "
+            "FROM generate_series(1, %(n)s) AS i",
+            {"step": step, "now": now, "n": tenants},
+        )
+        self.admin.execute("VACUUM ANALYZE tenants_clinica")
+        self.admin.execute("VACUUM ANALYZE backups_backuprecord")
+        self.admin.execute("VACUUM ANALYZE backups_backupevent")
+        return time.perf_counter() - t0
+
+    def reset(self, now) -> None:
+        """Undo one tick: no records or events, the due tenants due again, dead tuples vacuumed."""
+        self.admin.execute("DELETE FROM backups_backupevent")
+        self.admin.execute("DELETE FROM backups_backuprecord")
+        self.admin.execute(
+            "UPDATE tenants_clinica SET backup_schedule = 'daily', "
+            "next_backup_at = %s - make_interval(secs => substr(schema_name, 8)::int %% 300 + 1) "
+            "WHERE schema_name LIKE 'bt\\_due\\_%%'", (now,),
+        )
+        self.admin.execute("VACUUM tenants_clinica")
+        self.admin.execute("VACUUM backups_backuprecord")
+        self.admin.execute("VACUUM backups_backupevent")
+
+    # ----------------------------------------------------------------- raw floor
+
+    def raw_tick(self, now, expected: int) -> dict[str, float]:
+        """The dispatcher's claim done set-based over psycopg, committed; per-statement times."""
+        from django.conf import settings
+
+        conn, times = self.raw, {}
+        batch = settings.BACKUPS_DISPATCH_BATCH
+
+        def timed(name, sql, params=None):
+            t0 = time.perf_counter()
+            cur = conn.execute(sql, params)
+            rows = cur.fetchall() if cur.description else None
+            times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+            return rows
+
+        t_all = time.perf_counter()
+        due = timed("select", "SELECT id, schema_name, next_backup_at FROM tenants_clinica "
+                    "WHERE next_backup_at <= %s AND backup_schedule <> 'disabled' AND schema_name <> 'public' "
+                    "ORDER BY next_backup_at LIMIT %s FOR UPDATE OF tenants_clinica SKIP LOCKED", (now, batch))
+        schemas = [row[1] for row in due]
+        ready = {row[0] for row in timed(
+            "readiness", "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = 'django_migrations' AND c.relkind = 'r' AND n.nspname = ANY(%s)", (schemas,))}
+        due = [row for row in due if row[1] in ready]
+        ids, names, slots = [r[0] for r in due], [r[1] for r in due], [r[2] for r in due]
+        records = timed(
+            "insert records",
+            "INSERT INTO backups_backuprecord (tenant_id, schema_name, file_name, storage_backend, storage_key, "
+            "format, compression, encryption, sha256, plain_sha256, status, backup_type, slot, requested_by, "
+            "created_at, error, task_id, stage, bytes_done, attempts, manifest) "
+            "SELECT u.id, u.s, f.name, 'local', u.s || '/' || f.name, 'sql', 'zstd', '', '', '', 'queued', "
+            "'automatic', u.slot, '{\"scheduler\": true}', now(), '', '', '', 0, 0, '{}' "
+            "FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[]) AS u(id, s, slot), "
+            "LATERAL (SELECT 'auto-sql-' || u.s || '-' || to_char(u.slot AT TIME ZONE 'UTC', 'YYYY-MM-DD-HH24MISS') "
+            "|| '.sql.zst' AS name) f RETURNING id, tenant_id, schema_name, slot",
+            (ids, names, slots),
+        )
+        timed("insert events",
+              "INSERT INTO backups_backupevent (record_id, tenant_id, schema_name, action, actor, details, created_at) "
+              "SELECT u.r, u.t, u.s, 'create', '{\"scheduler\": true}', jsonb_build_object('slot', u.slot), now() "
+              "FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::timestamptz[]) AS u(r, t, s, slot)",
+              ([r[0] for r in records], [r[1] for r in records], [r[2] for r in records], [r[3] for r in records]))
+        timed("update tenants",
+              "UPDATE tenants_clinica t SET next_backup_at = u.nxt FROM unnest(%s::bigint[], %s::timestamptz[]) "
+              "AS u(id, nxt) WHERE t.id = u.id", (ids, [s + _ONE_DAY for s in slots]))
+        t0 = time.perf_counter()
+        conn.commit()
+        times["commit"] = time.perf_counter() - t0
+        times["total"] = time.perf_counter() - t_all
+        if len(records) != expected:
+            raise RuntimeError(f"raw tick created {len(records)} records, expected {expected}")
+        return times
+
+    # ----------------------------------------------------------------- project tick
+
+    def project_tick(self, now, expected: int, *, trace_memory: bool = False) -> tuple[dict[str, float], list]:
+        """dispatch_due_backups(now=now, enqueue=False), with per-statement times."""
+        import tracemalloc
+
+        from django.db import connection
+        from django_tenants.utils import get_public_schema_name, schema_context
+
+        from backups.services.dispatch import dispatch_due_backups
+
+        times: dict[str, float] = {}
+        self.last_sql: dict[str, tuple[str, object]] = {}
+
+        def classify(sql: str) -> str:
+            if "FOR UPDATE" in sql:
+                return "select"
+            if "django_migrations" in sql:
+                return "readiness"
+            if sql.startswith('SELECT "backups_backuprecord"'):
+                return "taken"
+            if sql.startswith('INSERT INTO "backups_backuprecord"'):
+                return "insert records"
+            if sql.startswith('INSERT INTO "backups_backupevent"'):
+                return "insert events"
+            if sql.startswith('UPDATE "tenants_clinica"'):
+                return "update tenants"
+            return "other sql"
+
+        def wrapper(execute, sql, params, many, context):
+            name = classify(sql)
+            t0 = time.perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+                self.last_sql[name] = (sql, params)
+
+        original_commit = connection.commit
+
+        def timed_commit():
+            t0 = time.perf_counter()
+            try:
+                original_commit()
+            finally:
+                times["commit"] = times.get("commit", 0.0) + time.perf_counter() - t0
+
+        connection.commit = timed_commit
+        if trace_memory:
+            tracemalloc.start()
+        try:
+            with schema_context(get_public_schema_name()), connection.execute_wrapper(wrapper):
+                t0 = time.perf_counter()
+                result = dispatch_due_backups(now=now, enqueue=False)
+                times["total"] = time.perf_counter() - t0
+        finally:
+            del connection.commit
+            if trace_memory:
+                times["py_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
+                tracemalloc.stop()
+        times["python"] = times["total"] - sum(v for k, v in times.items() if k not in ("total", "py_peak_mib"))
+        if len(result.records) != expected or result.skipped_unmigrated:
+            raise RuntimeError(f"the tick created {len(result.records)} records (expected {expected}), "
+                               f"skipped {len(result.skipped_unmigrated)} as unmigrated")
+        return times, result.records
+
+    # ----------------------------------------------------------------- enqueue
+
+    def enqueue(self, records) -> dict[str, float]:
+        """backups_enqueue(records) outside a transaction (its on_commit runs at once) vs. raw LPUSH."""
+        from backups.services.enqueue import backup_chain, backups_enqueue
+
+        self.redis.flushdb()
+        t0 = time.perf_counter()
+        backups_enqueue(records)  # UPDATE enqueued_at + apply_async of each chain
+        total = time.perf_counter() - t0
+        queued = self.redis.llen("backups.dump")
+        sample = self.redis.lindex("backups.dump", 0) or b"x" * 1500
+        self.redis.flushdb()
+        # the apply_async loop alone (chains built the same way)
+        t0 = time.perf_counter()
+        for record in records:
+            backup_chain(record).apply_async()
+        loop = time.perf_counter() - t0
+        self.redis.flushdb()
+        # raw floor: one LPUSH per message (what a publish needs at least), then one pipelined batch
+        t0 = time.perf_counter()
+        for _ in records:
+            self.redis.lpush("bench.raw", sample)
+        raw_each = time.perf_counter() - t0
+        self.redis.delete("bench.raw")
+        t0 = time.perf_counter()
+        pipe = self.redis.pipeline(transaction=False)
+        for _ in records:
+            pipe.lpush("bench.raw", sample)
+        pipe.execute()
+        raw_pipe = time.perf_counter() - t0
+        self.redis.flushdb()
+        if queued != len(records):
+            raise RuntimeError(f"{queued} messages reached backups.dump, expected {len(records)}")
+        return {"enqueue": total, "apply_async loop": loop, "raw lpush": raw_each, "raw pipelined": raw_pipe,
+                "message bytes": len(sample), "queued": queued}
+
+    # ----------------------------------------------------------------- EXPLAIN
+
+    def explain(self, now) -> None:
+        """EXPLAIN ANALYZE the claim SELECT, the readiness query and the bulk_update, in a rolled-back transaction."""
+        from django.db import connection, transaction
+
+        print("\n  EXPLAIN ANALYZE (main scenario, rolled back):")
+        for name in ("select", "readiness", "update tenants"):
+            sql, params = self.last_sql[name]
+            with transaction.atomic(), connection.cursor() as cur:
+                cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params)
+                plan = [row[0] for row in cur.fetchall()]
+                transaction.set_rollback(True)
+            print(f"    -- {name} ({len(sql):,} chars of SQL)")
+            for line in plan[:14]:
+                print(f"       {line}")
+            if len(plan) > 14:
+                print(f"       ... {len(plan) - 14} more lines")
+
+    # ----------------------------------------------------------------- scenario
+
+    def scenario(self, tenants: int, due: int) -> dict:
+        from django.utils import timezone
+
+        print(f"\n--- {tenants:,} tenants, {due:,} due ---")
+        now = timezone.now()
+        fill = self.fill_tenants(tenants, due, now)
+        print(f"  tenant rows inserted + VACUUM ANALYZE in {fill:.2f} s")
+        # warm-up (not counted): one raw tick and one project tick
+        self.raw_tick(now, due)
+        self.reset(now)
+        self.project_tick(now, due)
+        self.reset(now)
+        raws, projects, records = [], [], []
+        for _ in range(REPEATS):
+            raws.append(self.raw_tick(now, due))
+            self.reset(now)
+            times, records = self.project_tick(now, due)
+            projects.append(times)
+            if _ < REPEATS - 1:
+                self.reset(now)
+        enq = self.enqueue(records) if not os.environ.get("BENCH_SKIP_ENQUEUE") else {
+            "enqueue": 0.0, "apply_async loop": 0.0, "raw lpush": 1.0, "raw pipelined": 0.0, "message bytes": 0}
+        if (tenants, due) == MAIN:
+            self.explain(now)
+        self.reset(now)
+        mem, _ = self.project_tick(now, due, trace_memory=True)
+        self.reset(now)
+
+        def med(runs, key):
+            return statistics.median(r.get(key, 0.0) for r in runs)
+
+        keys = ("select", "readiness", "taken", "insert records", "insert events", "update tenants", "other sql",
+                "commit", "python")
+        raw_total, proj_total = med(raws, "total"), med(projects, "total")
+        print(f"  raw SQL floor (psycopg, set-based, committed): median {ms(raw_total)} "
+              f"(runs {', '.join(ms(r['total']) for r in raws)})")
+        print("      " + " | ".join(f"{k} {ms(med(raws, k))}" for k in keys if med(raws, k)))
+        print(f"  project dispatch_due_backups(enqueue=False): median {ms(proj_total)} "
+              f"(runs {', '.join(ms(r['total']) for r in projects)})")
+        print("      " + " | ".join(f"{k} {ms(med(projects, k))}" for k in keys if med(projects, k)))
+        print(f"  ratio project / raw: {proj_total / raw_total:.1f}x")
+        print(f"  enqueue of {due:,} chains (backups_enqueue: UPDATE enqueued_at + apply_async each): "
+              f"{ms(enq['enqueue'])}; apply_async loop alone {ms(enq['apply_async loop'])} "
+              f"({enq['apply_async loop'] / due * 1e6:,.0f} us/chain)")
+        print(f"  raw Redis floor, {due:,} x {enq['message bytes']:,}-byte messages: LPUSH one by one "
+              f"{ms(enq['raw lpush'])}, pipelined {ms(enq['raw pipelined'])}; ratio apply_async loop / LPUSH "
+              f"one by one: {enq['apply_async loop'] / enq['raw lpush']:.1f}x")
+        print(f"  full tick (claim + enqueue): {ms(proj_total + enq['enqueue'])}")
+        print(f"  Python allocations peak during one tick (tracemalloc): {mem['py_peak_mib']:.1f} MiB; "
+              f"child process VmHWM so far {vm_hwm_mib():.0f} MiB")
+        result = {"raw": raw_total, "project": proj_total, "enqueue": enq["enqueue"],
+                  "apply_async": enq["apply_async loop"], "raw_lpush": enq["raw lpush"],
+                  "select": med(projects, "select"), "update": med(projects, "update tenants"),
+                  "python": med(projects, "python")}
+        self.results[(tenants, due)] = result
+        return result
+
+    def report(self) -> None:
+        print("\n=== scaling (medians) ===")
+        print(f"  {'tenants':>9} {'due':>6} {'raw SQL':>10} {'project':>10} {'ratio':>6} {'per due':>9} "
+              f"{'enqueue':>10} {'full tick':>10}")
+        for (tenants, due), r in self.results.items():
+            print(f"  {tenants:>9,} {due:>6,} {r['raw'] * 1000:>8.1f}ms {r['project'] * 1000:>8.1f}ms "
+                  f"{r['project'] / r['raw']:>5.1f}x {r['project'] / due * 1e6:>6.0f}us "
+                  f"{r['enqueue'] * 1000:>8.1f}ms {(r['project'] + r['enqueue']) * 1000:>8.1f}ms")
+        main, small_n = self.results[MAIN], self.results[(10_000, 1_000)]
+        few, many = self.results[(100_000, 100)], self.results[(100_000, 5_000)]
+        checks = [
+            (f"claim tick, 100,000 tenants / 1,000 due: {ms(main['project'])} < {MAX_TICK_SECONDS:.0f} s",
+             main["project"] < MAX_TICK_SECONDS),
+            (f"full tick incl. enqueue, 100,000 / 1,000: {ms(main['project'] + main['enqueue'])} < "
+             f"{MAX_TICK_SECONDS:.0f} s", main["project"] + main["enqueue"] < MAX_TICK_SECONDS),
+            (f"tenant count hardly matters: tick(100k/1k) / tick(10k/1k) = "
+             f"{main['project'] / small_n['project']:.2f} <= {MAX_TENANT_GROWTH}",
+             main["project"] / small_n["project"] <= MAX_TENANT_GROWTH),
+            (f"due count drives it: tick(100k/100) / tick(100k/1k) = {few['project'] / main['project']:.2f} <= "
+             f"{MAX_SMALL_TICK_SHARE}, tick(100k/5k) / tick(100k/1k) = {many['project'] / main['project']:.2f}",
+             few["project"] / main["project"] <= MAX_SMALL_TICK_SHARE),
+        ]
+        for text, ok in checks:
+            print(f"{'PASS' if ok else 'FAIL'}: {text}")
+
+
+_ONE_DAY = None
+
+
+def child() -> int:
+    global _ONE_DAY
+    from datetime import timedelta
+
+    _ONE_DAY = timedelta(days=1)
+    print(f"bench_dispatch: database {urlsplit(os.environ['DATABASE_URL']).path.lstrip('/')}, "
+          f"Redis db {REDIS_DB}, {REPEATS} repeats per scenario")
+    bench = Bench()
+    bench.redis.flushdb()
+    try:
+        bench.ensure_due_schemas()
+        for tenants, due in SCENARIOS:
+            bench.scenario(tenants, due)
+        bench.report()
+    finally:
+        bench.redis.flushdb()
+    return 0
+
+
+if __name__ == "__main__":
+    if "--child" in sys.argv:
+        sys.exit(child())
+    sys.path.insert(0, str(ROOT))
+    run()
