@@ -21,6 +21,8 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_TASK_MAX_RETRIES": 3,
     "BACKUPS_TASK_RETRY_DELAY": 60,
     "BACKUPS_JSON_EXCLUDE": ("contenttypes.contenttype", "auth.permission"),
+    "BACKUPS_AGE_RECIPIENTS": "",
+    "BACKUPS_AGE_IDENTITY_FILE": "",
     "BACKUPS_TICK_SECONDS": 300,
     "BACKUPS_REAPER_SECONDS": 600,
     "BACKUPS_SPREAD_SECONDS": 1800,
@@ -36,6 +38,18 @@ DEFAULTS: dict[str, Any] = {
 def get(name: str) -> Any:
     """A BACKUPS_* setting, falling back to the app's default."""
     return getattr(settings, name, DEFAULTS[name])
+
+
+def age_recipients() -> list[str]:
+    """The age public keys backups are encrypted to (empty: no client-side encryption)."""
+    from .encryption import parse_recipients
+
+    return parse_recipients(get("BACKUPS_AGE_RECIPIENTS") or "")
+
+
+def default_encryption() -> str:
+    """'age' when recipients are configured, else ''."""
+    return "age" if age_recipients() else ""
 
 
 def local_root() -> Path:

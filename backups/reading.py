@@ -41,9 +41,17 @@ class HashingReader:
 class PlainStream:
     """The decompressed bytes of a backup, plus `verify()` for the stored checksum once fully read."""
 
-    def __init__(self, raw: BinaryIO, compression: str, sha256: str, size: int | None) -> None:
+    def __init__(self, raw: BinaryIO, compression: str, sha256: str, size: int | None, encryption: str = "") -> None:
         self.hashing = HashingReader(raw)
-        self.plain = open_decompressed(self.hashing, compression)
+        source = self.hashing
+        if encryption == "age":
+            from . import conf
+            from .encryption import AgeDecryptingReader, load_identities
+
+            source = AgeDecryptingReader(self.hashing, load_identities(conf.get("BACKUPS_AGE_IDENTITY_FILE")))
+        elif encryption:
+            raise VerificationFailed(f"Unknown encryption {encryption!r}.")
+        self.plain = open_decompressed(source, compression)
         self.expected_sha256, self.expected_size = sha256, size
 
     def read(self, size: int = -1) -> bytes:
@@ -80,6 +88,6 @@ def open_backup(storage: Storage, record) -> Iterator[PlainStream]:
     """Open a record's object as a checked plain stream."""
     raw = storage.open_read(record.storage_key)
     try:
-        yield PlainStream(raw, record.compression, record.sha256, record.size)
+        yield PlainStream(raw, record.compression, record.sha256, record.size, record.encryption)
     finally:
         raw.close()

@@ -138,6 +138,8 @@ def next_run_after(spec: ScheduleSpec, after: datetime.datetime) -> datetime.dat
         return None
     if spec.schedule == SCHEDULED:
         return _next_one_off(spec.scheduled_at, after)
+    if spec.schedule not in _RECURRING:
+        raise ValueError(_MESSAGES["unknown_schedule"])
     errors = _recurring_errors(spec)
     if errors:
         raise ValueError(" ".join(errors.values()))

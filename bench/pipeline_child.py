@@ -102,10 +102,10 @@ def main(argv: list[str]) -> int:
     from django.conf import settings
     from django_tenants.utils import get_tenant_model
 
+    from backups import dumpers
     from backups.models import BackupRecord
     from backups.services.backup_run import backup_run
     from backups.services.records import backup_record_create
-    from backups import dumpers
     from backups.storage import local
 
     variant = overrides.pop("variant", None)

@@ -108,6 +108,8 @@ BACKUPS_DUMP_SOFT_TIME_LIMIT = env.int("BACKUPS_DUMP_SOFT_TIME_LIMIT", default=3
 BACKUPS_DUMP_TIME_LIMIT = env.int("BACKUPS_DUMP_TIME_LIMIT", default=BACKUPS_DUMP_SOFT_TIME_LIMIT + 600)
 BACKUPS_TASK_MAX_RETRIES = env.int("BACKUPS_TASK_MAX_RETRIES", default=3)
 BACKUPS_TASK_RETRY_DELAY = env.int("BACKUPS_TASK_RETRY_DELAY", default=60)
+BACKUPS_AGE_RECIPIENTS = env("BACKUPS_AGE_RECIPIENTS", default="")
+BACKUPS_AGE_IDENTITY_FILE = env("BACKUPS_AGE_IDENTITY_FILE", default="")
 BACKUPS_TICK_SECONDS = env.int("BACKUPS_TICK_SECONDS", default=300)
 BACKUPS_REAPER_SECONDS = env.int("BACKUPS_REAPER_SECONDS", default=600)
 BACKUPS_SPREAD_SECONDS = env.int("BACKUPS_SPREAD_SECONDS", default=1800)
@@ -172,3 +174,21 @@ AWS_S3_MAX_ATTEMPTS = env.int("AWS_S3_MAX_ATTEMPTS", default=5)  # all attempts,
 BACKUPS_S3_PART_SIZE = env.int("BACKUPS_S3_PART_SIZE", default=16 * 1024 * 1024)
 BACKUPS_URL_MAX_EXPIRY = env.int("BACKUPS_URL_MAX_EXPIRY", default=7 * 24 * 3600)  # S3 caps links at 7 days
 # --- end S3 storage ---------------------------------------------------------------------------------
+
+# --- Supabase storage (BACKUPS_STORAGE=supabase) ----------------------------------------------------
+# Read by backups.storage.supabase.SupabaseStorage.from_settings(); defaults mirror its SETTINGS_DEFAULTS.
+# Objects are <bucket>/<schema>/<file>; check() (and the first write) creates the bucket, private, if missing.
+SUPABASE_URL = env("SUPABASE_URL", default="")  # the project URL, https://<project>.supabase.co
+SUPABASE_KEY = env("SUPABASE_KEY", default="")  # the service_role (secret) key: never the anon key
+SUPABASE_BUCKET = env("SUPABASE_BUCKET", default="backups")
+# Set all three to stream every write through Supabase's S3 endpoint (multipart: flat memory, no size cap but the
+# project's upload size limit). Keys come from the dashboard: Storage > Settings > S3 access keys.
+SUPABASE_S3_ENDPOINT = env("SUPABASE_S3_ENDPOINT", default="")  # https://<project>.supabase.co/storage/v1/s3
+SUPABASE_S3_REGION = env("SUPABASE_S3_REGION", default="us-east-1")  # the project's region, as shown beside the keys
+SUPABASE_S3_ACCESS_KEY_ID = env("SUPABASE_S3_ACCESS_KEY_ID", default="")
+SUPABASE_S3_SECRET_ACCESS_KEY = env("SUPABASE_S3_SECRET_ACCESS_KEY", default="")
+# Without the S3 settings, writes use the standard upload, capped at this many bytes (Supabase's default 50 MiB);
+# a larger backup fails, naming the S3 settings. Multipart part size is BACKUPS_S3_PART_SIZE; links obey
+# BACKUPS_URL_MAX_EXPIRY.
+SUPABASE_UPLOAD_LIMIT = env.int("SUPABASE_UPLOAD_LIMIT", default=50 * 1024 * 1024)
+# --- end Supabase storage ---------------------------------------------------------------------------

@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_init
 from django.conf import settings
 from django_tenants.utils import get_public_schema_name, schema_context
 
-from backups.errors import TransientBackupError
+from backups.checks import check_configuration
+from backups.errors import BackupError, TransientBackupError
 from backups.models import BackupRecord
 from backups.services.backup_run import backup_run
 from backups.services.dispatch import dispatch_due_backups as dispatch_service
 from backups.services.finalize import backup_record_finalize, retention_apply
 from backups.services.reaper import reap_stuck_backups as reap_service
 from backups.services.records import backup_record_mark_failed
-from backups.storage import StorageTransientError
+from backups.storage import StorageError, StorageTransientError
 
 logger = logging.getLogger(__name__)
+
+
+@worker_init.connect
+def check_configuration_on_start(**kwargs) -> None:
+    """Stop the worker at once when a backup setting is wrong (bucket, credentials, age recipients)."""
+    try:
+        check_configuration()
+    except (BackupError, StorageError) as exc:
+        logger.critical("tenant-backups cannot start: %s", exc)
+        print(f"tenant-backups cannot start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 @shared_task(

@@ -7,6 +7,7 @@ import logging
 from backups import conf, pgtools
 from backups.compression import make_compressor
 from backups.dumpers import DumpInfo, dump_with_django, dump_with_pg_dump
+from backups.encryption import AgeEncryptor, recipients_fingerprint
 from backups.errors import BackupError, TransientBackupError
 from backups.locks import RECORD_NAMESPACE, advisory_lock, dump_slot
 from backups.manifest import build_manifest, manifest_bytes, manifest_key
@@ -52,9 +53,10 @@ def _dump_to_storage(record: BackupRecord, storage: Storage) -> tuple[DumpInfo, 
     compressor = make_compressor(record.compression, zstd_level=conf.get("BACKUPS_ZSTD_LEVEL"),
                                  gzip_level=conf.get("BACKUPS_GZIP_LEVEL"))
     progress = _Progress(record.pk)
+    transforms = (AgeEncryptor(conf.age_recipients()),) if record.encryption == "age" else ()
     writer = storage.open_write(record.storage_key)
     try:
-        sink = BackupSink(writer, compressor, on_progress=progress,
+        sink = BackupSink(writer, compressor, transforms=transforms, on_progress=progress,
                           progress_every=conf.get("BACKUPS_PROGRESS_EVERY_BYTES"))
         if record.format == BackupRecord.Format.JSON:
             info = dump_with_django(record.schema_name, sink)
@@ -71,7 +73,9 @@ def _dump_to_storage(record: BackupRecord, storage: Storage) -> tuple[DumpInfo, 
 
 
 def _store_and_confirm(record: BackupRecord, storage: Storage, info: DumpInfo, result: SinkResult) -> dict:
-    manifest = build_manifest(record=record, info=info, result=result)
+    encryption = ({"method": "age", "recipients": recipients_fingerprint(conf.age_recipients())}
+                  if record.encryption == "age" else {})
+    manifest = build_manifest(record=record, info=info, result=result, encryption=encryption)
     try:
         storage.put_bytes(manifest_key(record.storage_key), manifest_bytes(manifest))
         stored = storage.stat(record.storage_key)

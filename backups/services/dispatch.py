@@ -42,11 +42,13 @@ def migrated_schemas(schemas: list[str]) -> set[str]:
         return {row[0] for row in cur.fetchall()}
 
 
-def _automatic_record(tenant, slot: datetime, fmt: str, compression: str, backend: str) -> BackupRecord:
-    name = backup_file_name(schema=tenant.schema_name, fmt=fmt, compression=compression, automatic=True, at=slot)
+def _automatic_record(tenant, slot: datetime, fmt: str, compression: str, backend: str,
+                      encryption: str) -> BackupRecord:
+    name = backup_file_name(schema=tenant.schema_name, fmt=fmt, compression=compression, automatic=True, at=slot,
+                            encryption=encryption)
     return BackupRecord(
         tenant=tenant, schema_name=tenant.schema_name, file_name=name, storage_backend=backend,
-        storage_key=tenant_key(tenant.schema_name, name), format=fmt, compression=compression,
+        storage_key=tenant_key(tenant.schema_name, name), format=fmt, compression=compression, encryption=encryption,
         backup_type=BackupRecord.Type.AUTOMATIC, slot=slot, requested_by={"scheduler": True},
     )
 
@@ -62,6 +64,7 @@ def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -
     Tenant = get_tenant_model()
     fmt, compression = conf.get("BACKUPS_DEFAULT_FORMAT"), conf.get("BACKUPS_COMPRESSION")
     backend = conf.get("BACKUPS_STORAGE")
+    encryption = conf.default_encryption()
     with transaction.atomic():
         due = list(
             Tenant.objects.select_for_update(skip_locked=True, of=("self",))
@@ -77,7 +80,7 @@ def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -
             BackupRecord.objects.filter(tenant__in=ready, slot__in={t.next_backup_at for t in ready})
             .values_list("tenant_id", "slot")
         )
-        records = [_automatic_record(t, t.next_backup_at, fmt, compression, backend)
+        records = [_automatic_record(t, t.next_backup_at, fmt, compression, backend, encryption)
                    for t in ready if (t.pk, t.next_backup_at) not in taken]
         BackupRecord.objects.bulk_create(records)
         BackupEvent.objects.bulk_create(

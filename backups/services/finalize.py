@@ -62,8 +62,8 @@ def retention_apply(*, tenant_id: int, now: datetime | None = None) -> list[int]
     deleted = []
     for record in records:
         if record.pk in doomed:
-            backup_record_delete(record=record, actor={"retention": True}, action=BackupEvent.Action.RETENTION)
             deleted.append(record.pk)
+            backup_record_delete(record=record, actor={"retention": True}, action=BackupEvent.Action.RETENTION)
     if deleted:
         logger.info("retention deleted %d backups of %s", len(deleted), tenant.schema_name)
     return deleted

@@ -25,13 +25,14 @@ def backup_record_create(
     requested_by: dict | None = None,
     slot=None,
     storage_backend: str | None = None,
-    encryption: str = "",
+    encryption: str | None = None,
     at=None,
 ) -> BackupRecord:
     """A queued record with its final file name and key; a same-second name gets a suffix, never a reuse."""
     validate_schema_name(schema_name)
     fmt = fmt or conf.get("BACKUPS_DEFAULT_FORMAT")
     compression = compression or conf.get("BACKUPS_COMPRESSION")
+    encryption = conf.default_encryption() if encryption is None else encryption
     if fmt not in BackupRecord.Format.values:
         raise ValueError(f"Unknown format {fmt!r} (use sql, dump or json).")
     if compression not in BackupRecord.Compression.values:

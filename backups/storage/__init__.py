@@ -23,4 +23,8 @@ def get_storage(name: str | None = None) -> Storage:
         from .s3 import S3Storage
 
         return S3Storage.from_settings()
+    if name == "supabase":
+        from .supabase import SupabaseStorage
+
+        return SupabaseStorage.from_settings()
     raise StorageError(f"BACKUPS_STORAGE={name!r} is not a known backend (use local, s3 or supabase).")

@@ -3,11 +3,12 @@
 from django.core.management.base import BaseCommand, CommandError
 from django_tenants.utils import get_tenant_model
 
-from backups.errors import TransientBackupError
+from backups.checks import check_configuration
+from backups.errors import BackupError, TransientBackupError
 from backups.models import BackupRecord
 from backups.services.backup_run import backup_run
 from backups.services.records import backup_record_create
-from backups.storage import StorageError, get_storage
+from backups.storage import StorageError
 
 
 class Command(BaseCommand):
@@ -21,11 +22,11 @@ class Command(BaseCommand):
     def handle(self, *args, schema: str, format: str | None, compression: str | None, **options) -> None:
         tenant = get_tenant_model().objects.filter(schema_name=schema).first()
         try:
-            get_storage().check()
+            check_configuration()
             record = backup_record_create(schema_name=schema, tenant=tenant, fmt=format, compression=compression,
                                           requested_by={"command": "backup_tenant"})
             record = backup_run(record_id=record.pk)
-        except (ValueError, StorageError, TransientBackupError) as exc:
+        except (ValueError, StorageError, BackupError, TransientBackupError) as exc:
             raise CommandError(str(exc)) from None
         if record.status != BackupRecord.Status.SUCCEEDED:
             raise CommandError(f"Backup {record.pk} of {schema} failed: {record.error}")
