@@ -120,9 +120,7 @@ def gfs_keep(backups: Sequence[BackupInfo], policy: RetentionPolicy, *, timezone
     return _gfs_keep(_automatic_successes(backups), policy, _zone(timezone))
 
 
-def _expired_automatic(
-    backups: Sequence[BackupInfo], policy: RetentionPolicy, zone: zoneinfo.ZoneInfo
-) -> set[int]:
+def _expired_automatic(backups: Sequence[BackupInfo], policy: RetentionPolicy, zone: zoneinfo.ZoneInfo) -> set[int]:
     automatic = _automatic_successes(backups)
     kept = _gfs_keep(automatic, policy, zone)
     return {b.id for b in automatic if b.id not in kept}
@@ -133,9 +131,7 @@ def _expired_manual(backups: Sequence[BackupInfo], policy: RetentionPolicy, now:
         return set()
     max_age = datetime.timedelta(days=policy.manual_retention_days)
     return {
-        b.id
-        for b in backups
-        if b.status == SUCCEEDED and b.backup_type != AUTOMATIC and now - b.created_at > max_age
+        b.id for b in backups if b.status == SUCCEEDED and b.backup_type != AUTOMATIC and now - b.created_at > max_age
     }
 
 

@@ -91,8 +91,7 @@ _ONE_DAY = datetime.timedelta(days=1)
 
 _MESSAGES: dict[str, str] = {
     "unknown_schedule": (
-        "Choose a valid backup schedule: disabled, daily, every_12h, every_6h, "
-        "weekly, monthly or scheduled."
+        "Choose a valid backup schedule: disabled, daily, every_12h, every_6h, weekly, monthly or scheduled."
     ),
     "time_required": "A backup time is required for this schedule.",
     "weekday_required": "A weekday (0 for Monday to 6 for Sunday) is required for weekly backups.",
@@ -129,9 +128,10 @@ def next_run_after(spec: ScheduleSpec, after: datetime.datetime) -> datetime.dat
     schedule without ever getting the same run twice.  Returns ``None`` for
     ``disabled``, and for ``scheduled`` once ``scheduled_at <= after``.
 
-    Raises ``ValueError`` for a naive ``after`` or a spec that
-    :func:`validate_schedule` would refuse (other than a past
-    ``scheduled_at``, which simply means there is nothing left to run).
+    Raises ``ValueError`` for a naive ``after`` or ``scheduled_at``, and for
+    a recurring spec that :func:`validate_schedule` would refuse.  A past or
+    missing ``scheduled_at`` is not an error here: there is just nothing left
+    to run.
     """
     _require_aware(after, "after")
     if spec.schedule == DISABLED:
@@ -155,10 +155,7 @@ def validate_schedule(spec: ScheduleSpec, *, now: datetime.datetime) -> dict[str
     """
     _require_aware(now, "now")
     if spec.schedule not in _KNOWN:
-        errors = {"backup_schedule": _MESSAGES["unknown_schedule"]}
-        if not _is_valid_zone_name(spec.timezone):
-            errors["backup_timezone"] = _MESSAGES["timezone_invalid"]
-        return errors
+        return {"backup_schedule": _MESSAGES["unknown_schedule"]} | _timezone_errors(spec)
     if spec.schedule == SCHEDULED:
         return _timezone_errors(spec) | _one_off_errors(spec.scheduled_at, now)
     if spec.schedule in _RECURRING:
@@ -180,9 +177,7 @@ def slot_offset_seconds(key: str, window_seconds: int) -> int:
     return int.from_bytes(digest, "big") % window_seconds
 
 
-def _next_one_off(
-    scheduled_at: datetime.datetime | None, after: datetime.datetime
-) -> datetime.datetime | None:
+def _next_one_off(scheduled_at: datetime.datetime | None, after: datetime.datetime) -> datetime.datetime | None:
     if scheduled_at is None:
         return None
     _require_aware(scheduled_at, "scheduled_at")
@@ -228,9 +223,7 @@ def _slot_times(spec: ScheduleSpec) -> tuple[datetime.time, ...]:
     period = _PERIOD_SECONDS[spec.schedule]
     base_seconds = base.hour * 3600 + base.minute * 60 + base.second
     seconds = sorted({(base_seconds + k * period) % 86_400 for k in range(86_400 // period)})
-    return tuple(
-        datetime.time(s // 3600, s % 3600 // 60, s % 60, base.microsecond) for s in seconds
-    )
+    return tuple(datetime.time(s // 3600, s % 3600 // 60, s % 60, base.microsecond) for s in seconds)
 
 
 def _date_filter(spec: ScheduleSpec) -> Callable[[datetime.date], bool]:
@@ -258,9 +251,7 @@ def _recurring_errors(spec: ScheduleSpec) -> dict[str, str]:
     return errors
 
 
-def _one_off_errors(
-    scheduled_at: datetime.datetime | None, now: datetime.datetime
-) -> dict[str, str]:
+def _one_off_errors(scheduled_at: datetime.datetime | None, now: datetime.datetime) -> dict[str, str]:
     if scheduled_at is None:
         return {"next_scheduled_backup": _MESSAGES["scheduled_required"]}
     if not _is_aware(scheduled_at):

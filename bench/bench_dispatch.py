@@ -122,11 +122,11 @@ class Bench:
         t0 = time.perf_counter()
         for start in range(1, MAX_DUE + 1, 1000):
             self.admin.execute(
-                "DO $$ BEGIN FOR i IN %s..%s LOOP "
-                "EXECUTE format('CREATE SCHEMA IF NOT EXISTS bt_due_%%s', i); "
-                "EXECUTE format('CREATE TABLE IF NOT EXISTS bt_due_%%s.django_migrations (id bigserial PRIMARY KEY, "
+                f"DO $$ BEGIN FOR i IN {start}..{min(start + 999, MAX_DUE)} LOOP "
+                "EXECUTE format('CREATE SCHEMA IF NOT EXISTS bt_due_%s', i); "
+                "EXECUTE format('CREATE TABLE IF NOT EXISTS bt_due_%s.django_migrations (id bigserial PRIMARY KEY, "
                 "app varchar(255) NOT NULL, name varchar(255) NOT NULL, applied timestamptz NOT NULL)', i); "
-                "END LOOP; END $$" % (start, min(start + 999, MAX_DUE))
+                "END LOOP; END $$"
             )
         print(f"  created {MAX_DUE:,} due-tenant schemas with a django_migrations table in "
               f"{time.perf_counter() - t0:.1f} s")
@@ -188,7 +188,7 @@ class Bench:
         schemas = [row[1] for row in due]
         ready = {row[0] for row in timed(
             "readiness", "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relname = 'django_migrations' AND c.relkind = 'r' AND n.nspname = ANY(%s)", (schemas,))}
+            "WHERE c.relname = 'django_migrations' AND c.relkind = 'r' AND n.nspname = ANY(%s::name[])", (schemas,))}
         due = [row for row in due if row[1] in ready]
         ids, names, slots = [r[0] for r in due], [r[1] for r in due], [r[2] for r in due]
         records = timed(
@@ -271,15 +271,17 @@ class Bench:
             tracemalloc.start()
         try:
             with schema_context(get_public_schema_name()), connection.execute_wrapper(wrapper):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 result = dispatch_due_backups(now=now, enqueue=False)
                 times["total"] = time.perf_counter() - t0
+                cpu = time.process_time() - c0
         finally:
             del connection.commit
             if trace_memory:
                 times["py_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
                 tracemalloc.stop()
         times["python"] = times["total"] - sum(v for k, v in times.items() if k not in ("total", "py_peak_mib"))
+        times["cpu"] = cpu
         if len(result.records) != expected or result.skipped_unmigrated:
             raise RuntimeError(f"the tick created {len(result.records)} records (expected {expected}), "
                                f"skipped {len(result.skipped_unmigrated)} as unmigrated")
@@ -337,7 +339,7 @@ class Bench:
                 transaction.set_rollback(True)
             print(f"    -- {name} ({len(sql):,} chars of SQL)")
             for line in plan[:14]:
-                print(f"       {line}")
+                print(f"       {line[:150]}{' ...' if len(line) > 150 else ''}")
             if len(plan) > 14:
                 print(f"       ... {len(plan) - 14} more lines")
 
@@ -363,8 +365,7 @@ class Bench:
             projects.append(times)
             if _ < REPEATS - 1:
                 self.reset(now)
-        enq = self.enqueue(records) if not os.environ.get("BENCH_SKIP_ENQUEUE") else {
-            "enqueue": 0.0, "apply_async loop": 0.0, "raw lpush": 1.0, "raw pipelined": 0.0, "message bytes": 0}
+        enq = self.enqueue(records)
         if (tenants, due) == MAIN:
             self.explain(now)
         self.reset(now)
@@ -383,6 +384,8 @@ class Bench:
         print(f"  project dispatch_due_backups(enqueue=False): median {ms(proj_total)} "
               f"(runs {', '.join(ms(r['total']) for r in projects)})")
         print("      " + " | ".join(f"{k} {ms(med(projects, k))}" for k in keys if med(projects, k)))
+        print(f"      CPU time of the Django process during the tick: median {ms(med(projects, 'cpu'))} "
+              "(insensitive to other load on the machine)")
         print(f"  ratio project / raw: {proj_total / raw_total:.1f}x")
         print(f"  enqueue of {due:,} chains (backups_enqueue: UPDATE enqueued_at + apply_async each): "
               f"{ms(enq['enqueue'])}; apply_async loop alone {ms(enq['apply_async loop'])} "
@@ -436,6 +439,8 @@ def child() -> int:
     _ONE_DAY = timedelta(days=1)
     print(f"bench_dispatch: database {urlsplit(os.environ['DATABASE_URL']).path.lstrip('/')}, "
           f"Redis db {REDIS_DB}, {REPEATS} repeats per scenario")
+    print("load average at start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+          + f" on {os.cpu_count()} CPUs (other work on the machine inflates the wall times)")
     bench = Bench()
     bench.redis.flushdb()
     try:
@@ -443,6 +448,7 @@ def child() -> int:
         for tenants, due in SCENARIOS:
             bench.scenario(tenants, due)
         bench.report()
+        print("load average at end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     finally:
         bench.redis.flushdb()
     return 0

@@ -393,7 +393,7 @@ class SupabaseUploadWriter(ObjectWriter):
         if self._response is None:
             return True
         if self._response.status_code == 200:
-            return not self.done  # a success we are abandoning
+            return False  # committed, and commit() reported it
         status = _error_fields(self._response)[0]
         return status >= 500 or self._response.status_code >= 500
 
@@ -738,7 +738,12 @@ class SupabaseStorage(Storage):
                         f"Supabase's S3 endpoint {self.s3_endpoint} does not know bucket {self.bucket} that the "
                         f"REST API has; check SUPABASE_S3_ENDPOINT (https://<project>.supabase.co/storage/v1/s3)."
                     ) from None
-                if status in (401, 403):
+                if status == 401:  # S3 signs requests; a 401 is the API gateway asking for an apikey
+                    raise StorageError(
+                        f"{self.s3_endpoint} answered like the REST API, not the S3 protocol; check "
+                        f"SUPABASE_S3_ENDPOINT (https://<project>.supabase.co/storage/v1/s3)."
+                    ) from None
+                if status == 403:
                     raise StorageError(
                         f"Supabase's S3 endpoint refused the S3 access key ({code}); check "
                         f"SUPABASE_S3_ACCESS_KEY_ID and SUPABASE_S3_SECRET_ACCESS_KEY."
@@ -793,7 +798,32 @@ class SupabaseStorage(Storage):
         if not isinstance(prefix, str) or prefix.startswith("/") or "\x00" in prefix or "%" in prefix:
             raise StorageError(f"Prefix {prefix!r} is not a valid backup prefix.")
         folder, _, search = prefix.rpartition("/")
+        if folder and not self._folder_exists(folder, prefix):
+            return
         yield from self._walk(folder, search, prefix)
+
+    def _folder_exists(self, folder: str, prefix: str) -> bool:
+        """Whether `folder` exists with exactly this case.
+
+        Supabase matches prefixes case-insensitively and names entries relative to the prefix given, so listing
+        `CLINIC1/` would return clinic1's objects as `CLINIC1/...`; folder entries, though, carry their real name.
+        """
+        parent, _, name = folder.rpartition("/")
+        if parent and not self._folder_exists(parent, prefix):
+            return False
+        files = self._files()
+        offset = 0
+        while True:
+            options = {"limit": self.list_page_size, "offset": offset, "search": name,
+                       "sortBy": {"column": "name", "order": "asc"}}
+            entries = self._call(f"listing {prefix}", files.list, parent, options)
+            if not isinstance(entries, list):
+                raise self._unexpected(f"listing {prefix}")
+            if any(entry.get("id") is None and entry.get("name") == name for entry in entries):
+                return True
+            if len(entries) < self.list_page_size:
+                return False
+            offset += len(entries)
 
     def _walk(self, folder: str, search: str, prefix: str) -> Iterator[StoredObject]:
         """Every object under `folder` whose key starts with `prefix`: all pages, subfolders as needed.

@@ -20,9 +20,7 @@ UTC = dt.UTC
 D = dt.date
 
 
-def info(
-    id: int, created_at: dt.datetime, status: str = "succeeded", backup_type: str = "automatic"
-) -> BackupInfo:
+def info(id: int, created_at: dt.datetime, status: str = "succeeded", backup_type: str = "automatic") -> BackupInfo:
     return BackupInfo(id=id, created_at=created_at, status=status, backup_type=backup_type)
 
 
@@ -71,7 +69,9 @@ def test_a_year_of_dailies_in_tokyo_counts_local_dates() -> None:
         d: info(d.toordinal(), dt.datetime.combine(d - dt.timedelta(days=1), dt.time(16), tzinfo=UTC))
         for d in local_dates
     }
-    doomed = backups_to_delete(list(backups.values()), RetentionPolicy(), now=utc(2025, 12, 31, 18), timezone="Asia/Tokyo")
+    doomed = backups_to_delete(
+        list(backups.values()), RetentionPolicy(), now=utc(2025, 12, 31, 18), timezone="Asia/Tokyo"
+    )
     kept = {d for d, b in backups.items() if b.id not in doomed}
     assert kept == {
         # daily
@@ -104,9 +104,7 @@ def test_gaps_do_not_shorten_the_daily_history() -> None:
 
 def test_several_backups_a_day_keep_only_the_newest_of_each_day() -> None:
     backups = [
-        info(day * 10 + slot, utc(2026, 3, day, hour))
-        for day in range(1, 11)
-        for slot, hour in enumerate((1, 9, 17))
+        info(day * 10 + slot, utc(2026, 3, day, hour)) for day in range(1, 11) for slot, hour in enumerate((1, 9, 17))
     ]
     policy = RetentionPolicy(keep_daily=7, keep_weekly=0, keep_monthly=0)
     doomed = backups_to_delete(backups, policy, now=utc(2026, 3, 10, 20))
@@ -232,7 +230,11 @@ def test_iso_week_boundary_spans_the_new_year() -> None:
     """Mon 2025-12-29 .. Sun 2026-01-04 is one ISO week (2026-W01)."""
     by_date = daily_backups([D(2025, 12, 28), D(2025, 12, 29), D(2026, 1, 1), D(2026, 1, 4), D(2026, 1, 5)])
     policy = RetentionPolicy(keep_daily=0, keep_weekly=3, keep_monthly=0)
-    kept = {d for d, b in by_date.items() if b.id not in backups_to_delete(list(by_date.values()), policy, now=utc(2026, 1, 6))}
+    kept = {
+        d
+        for d, b in by_date.items()
+        if b.id not in backups_to_delete(list(by_date.values()), policy, now=utc(2026, 1, 6))
+    }
     assert kept == {D(2026, 1, 5), D(2026, 1, 4), D(2025, 12, 28)}
 
 
@@ -243,7 +245,13 @@ def test_gfs_keep_lists_the_kept_automatic_successes() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"keep_daily": -1}, {"keep_weekly": -2}, {"keep_monthly": 1.5}, {"keep_daily": True}, {"manual_retention_days": -1}],
+    [
+        {"keep_daily": -1},
+        {"keep_weekly": -2},
+        {"keep_monthly": 1.5},
+        {"keep_daily": True},
+        {"manual_retention_days": -1},
+    ],
 )
 def test_policy_refuses_bad_counts(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
@@ -277,7 +285,7 @@ def histories(draw: st.DrawFn) -> list[BackupInfo]:
                 st.sampled_from(["succeeded"] * 4 + ["failed", "queued", "running"]),
                 st.sampled_from(["automatic"] * 3 + ["manual", "pre_restore"]),
             ),
-            max_size=60,
+            max_size=40,
         )
     )
     return [info(i, BASE + dt.timedelta(minutes=15 * q), status, kind) for i, (q, status, kind) in enumerate(rows)]
@@ -307,7 +315,7 @@ def _newest_of_last_days(backups: list[BackupInfo], count: int, zone: str) -> se
     return {_newest(by_day[d]).id for d in recent_days}  # type: ignore[union-attr]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=75, deadline=None)
 @given(backups=histories(), policy=policies, now=nows, zone=st.sampled_from(ZONES))
 def test_property_safety_rules(backups: list[BackupInfo], policy: RetentionPolicy, now: dt.datetime, zone: str) -> None:
     doomed = backups_to_delete(backups, policy, now=now, timezone=zone)
@@ -325,8 +333,10 @@ def test_property_safety_rules(backups: list[BackupInfo], policy: RetentionPolic
         assert all(by_id[i].backup_type == "automatic" or by_id[i].status == "failed" for i in doomed)
 
 
-@settings(max_examples=100, deadline=None)
-@given(backups=histories(), policy=policies, now=nows, field=st.sampled_from(["keep_daily", "keep_weekly", "keep_monthly"]))
+@settings(max_examples=40, deadline=None)
+@given(
+    backups=histories(), policy=policies, now=nows, field=st.sampled_from(["keep_daily", "keep_weekly", "keep_monthly"])
+)
 def test_property_keeping_more_never_deletes_more(
     backups: list[BackupInfo], policy: RetentionPolicy, now: dt.datetime, field: str
 ) -> None:
