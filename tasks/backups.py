@@ -30,7 +30,6 @@ def check_configuration_on_start(**kwargs) -> None:
     try:
         check_configuration()
     except (BackupError, StorageError) as exc:
-        logger.critical("tenant-backups cannot start: %s", exc)
         print(f"tenant-backups cannot start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
@@ -96,3 +95,29 @@ def reap_stuck_backups(**kwargs) -> dict:
     with schema_context(get_public_schema_name()):
         result = reap_service()
     return {"requeued": result.requeued, "failed": result.failed}
+
+
+@shared_task(
+    bind=True,
+    name="tasks.backups.restore_backup",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.BACKUPS_DUMP_SOFT_TIME_LIMIT,
+    time_limit=settings.BACKUPS_DUMP_TIME_LIMIT,
+    ignore_result=True,
+)
+def restore_backup(self, job_id: int, **kwargs) -> str:
+    """Run one RestoreJob (replace or verify drill); a finished job does nothing, so a redelivery is harmless."""
+    from backups.models import RestoreJob
+    from backups.services.api_restore import restore_job_run
+
+    with schema_context(get_public_schema_name()):
+        try:
+            job = restore_job_run(job_id=job_id, task_id=self.request.id or "")
+        except SoftTimeLimitExceeded:
+            RestoreJob.objects.filter(pk=job_id, status=RestoreJob.Status.RUNNING).update(
+                status=RestoreJob.Status.FAILED,
+                error=f"The restore took longer than {settings.BACKUPS_DUMP_SOFT_TIME_LIMIT} s.",
+            )
+            return "failed"
+    return job.status if job else "missing"
