@@ -94,7 +94,7 @@ def reap_stuck_backups(**kwargs) -> dict:
     """Housekeeping: resend work left by dead workers or lost messages."""
     with schema_context(get_public_schema_name()):
         result = reap_service()
-    return {"requeued": result.requeued, "failed": result.failed}
+    return {"requeued": result.requeued, "failed": result.failed, "aborted_uploads": result.aborted_uploads}
 
 
 @shared_task(

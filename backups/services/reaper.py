@@ -12,6 +12,7 @@ from django.utils import timezone
 from backups import conf
 from backups.locks import RECORD_NAMESPACE, advisory_lock
 from backups.models import BackupRecord
+from backups.storage import StorageError, get_storage
 
 from .enqueue import backups_enqueue
 from .records import backup_record_mark_failed
@@ -26,6 +27,7 @@ class Reaped:
 
     requeued: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    aborted_uploads: int = 0
 
 
 def _requeue_or_fail(record: BackupRecord, why: str, result: Reaped) -> None:
@@ -38,6 +40,21 @@ def _requeue_or_fail(record: BackupRecord, why: str, result: Reaped) -> None:
     record.save(update_fields=["status", "stage", "error"])
     backups_enqueue([record])
     result.requeued.append(record.pk)
+
+
+def abort_stale_uploads() -> int:
+    """Abort multipart uploads older than the hard time limit (a worker died mid-upload); they cost money."""
+    storage = get_storage()
+    abort = getattr(storage, "abort_incomplete_uploads", None) or getattr(
+        getattr(storage, "s3", None), "abort_incomplete_uploads", None)
+    if abort is None:
+        return 0
+    try:
+        return abort("", older_than=timedelta(seconds=conf.get("BACKUPS_DUMP_TIME_LIMIT")
+                                              + conf.get("BACKUPS_RUNNING_GRACE_SECONDS")))
+    except StorageError as exc:
+        logger.warning("could not abort stale uploads: %s", exc)
+        return 0
 
 
 def reap_stuck_backups(*, now: datetime | None = None) -> Reaped:
@@ -56,6 +73,7 @@ def reap_stuck_backups(*, now: datetime | None = None) -> Reaped:
     for record in stale:
         with transaction.atomic():
             _requeue_or_fail(record, "Its task message was never picked up (the broker may have lost it)", result)
+    result.aborted_uploads = abort_stale_uploads()
     if result.requeued or result.failed:
         logger.warning("reaper requeued %s, failed %s", result.requeued, result.failed)
     return result
