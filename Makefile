@@ -36,7 +36,7 @@ services: install
 	@$(PY) scripts/services.py up --env-file $(SERVICES_ENV)
 
 demo: services
-	@$(WITH_SERVICES) && $(PY) manage.py migrate_schemas --shared -v0 \
+	@$(WITH_SERVICES) && $(PY) manage.py migrate_schemas -v0 \
 		&& $(PY) manage.py create_demo_clinics \
 		&& $(PY) manage.py run_demo
 

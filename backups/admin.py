@@ -3,7 +3,7 @@
 from django.contrib import admin, messages
 from django.db import transaction
 
-from .models import BackupEvent, BackupRecord
+from .models import BackupEvent, BackupRecord, RestoreJob
 
 
 @admin.register(BackupRecord)
@@ -46,4 +46,17 @@ class BackupEventAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(RestoreJob)
+class RestoreJobAdmin(admin.ModelAdmin):
+    """Restores and verify drills asked for through the API; read-only."""
+
+    list_display = ("id", "schema_name", "mode", "status", "record", "created_at", "finished_at")
+    list_filter = ("mode", "status")
+    search_fields = ("schema_name", "error")
+    readonly_fields = [f.name for f in RestoreJob._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
         return False

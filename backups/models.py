@@ -135,3 +135,62 @@ class BackupEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.schema_name} {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class RestoreJob(models.Model):
+    """One restore (replace) or verify drill asked for through the API, run by the `restore_backup` task."""
+
+    class Mode(models.TextChoices):
+        REPLACE = "replace", "Replace the live schema"
+        VERIFY = "verify", "Verify drill in a scratch database"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    tenant = models.ForeignKey(
+        settings.TENANT_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="restore_jobs",
+        verbose_name="tenant", help_text="The tenant restored; kept empty if the tenant is deleted later.",
+    )
+    schema_name = models.CharField(
+        "schema name", max_length=63, help_text="The schema the job restores into (or verifies for).",
+    )
+    record = models.ForeignKey(
+        BackupRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="restore_jobs",
+        verbose_name="backup", help_text="The backup restored; kept empty if it is deleted later.",
+    )
+    mode = models.CharField(
+        "mode", max_length=8, choices=Mode.choices, default=Mode.REPLACE,
+        help_text="replace: swap the live schema for the backup; verify: restore into a scratch database.",
+    )
+    status = models.CharField(
+        "status", max_length=10, choices=Status.choices, default=Status.QUEUED, help_text="Where the job stands.",
+    )
+    report = models.JSONField(
+        "report", default=dict, blank=True,
+        help_text="What the restore found: row counts (manifest, restored), safety backup id, message.",
+    )
+    error = models.TextField("error", blank=True, default="", help_text="Why the job failed, if it did.")
+    requested_by = models.JSONField(
+        "requested by", default=dict, blank=True, help_text="Snapshot {id, email, nombre} of who asked.",
+    )
+    task_id = models.CharField(
+        "Celery task id", max_length=255, blank=True, default="", help_text="The task that ran the job last.",
+    )
+    created_at = models.DateTimeField("created at", auto_now_add=True, help_text="When the job was asked for.")
+    started_at = models.DateTimeField("started at", null=True, blank=True, help_text="When a worker took it.")
+    finished_at = models.DateTimeField("finished at", null=True, blank=True, help_text="When it succeeded or failed.")
+
+    class Meta:
+        verbose_name = "restore job"
+        verbose_name_plural = "restore jobs"
+        ordering = ("-created_at", "-id")
+        indexes = [
+            models.Index(fields=("schema_name", "-created_at"), name="backups_restore_schema_idx"),
+            models.Index(fields=("status", "created_at"), name="backups_restore_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mode} {self.schema_name} [{self.status}]"

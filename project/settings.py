@@ -34,12 +34,15 @@ SHARED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "accounts",
+    "rest_framework",
+    "drf_spectacular",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "accounts",
     "clinic",
+    "rest_framework.authtoken",  # API tokens live in each tenant's schema, beside its users
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -192,3 +195,59 @@ SUPABASE_S3_SECRET_ACCESS_KEY = env("SUPABASE_S3_SECRET_ACCESS_KEY", default="")
 # BACKUPS_URL_MAX_EXPIRY.
 SUPABASE_UPLOAD_LIMIT = env.int("SUPABASE_UPLOAD_LIMIT", default=50 * 1024 * 1024)
 # --- end Supabase storage ---------------------------------------------------------------------------
+
+# --- API (backups.api on tenant domains; accounts.api for tokens) -----------------------------------
+import hashlib  # noqa: E402 - kept inside the API block
+from datetime import timedelta  # noqa: E402
+
+REST_FRAMEWORK = {
+    # Explicit: DRF's defaults would leave Basic and Session auth on. Users and tokens live in the tenant's schema.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "backups.api.authentication.TenantJWTAuthentication",
+        "backups.api.authentication.TenantTokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "backups.api.throttling.TenantAnonRateThrottle",
+        "backups.api.throttling.TenantUserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env("API_THROTTLE_ANON", default="120/min"),
+        "user": env("API_THROTTLE_USER", default="1200/min"),
+        "auth": env("API_THROTTLE_AUTH", default="30/min"),
+    },
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "backups.api.exceptions.api_exception_handler",
+    "URL_FORMAT_OVERRIDE": None,
+    "UNAUTHENTICATED_USER": None,
+    # Proxies in front of the app: X-Forwarded-For is trusted only that deep (0: never; DRF's None trusts any).
+    "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
+}
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("API_JWT_ACCESS_MINUTES", default=15)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("API_JWT_REFRESH_DAYS", default=1)),
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "UPDATE_LAST_LOGIN": False,
+    # A key of its own, derived from SECRET_KEY (and long enough for HS256 whatever SECRET_KEY's length).
+    "SIGNING_KEY": env("API_JWT_SIGNING_KEY", default=hashlib.sha256(b"jwt:" + SECRET_KEY.encode()).hexdigest()),
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "tenant-backups API",
+    "DESCRIPTION": "Backups of the tenant whose domain serves the request: create, list, download, restore, schedule.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "BackupStatusEnum": "backups.models.BackupRecord.Status",
+        "BackupTypeEnum": "backups.models.BackupRecord.Type",
+        "BackupFormatEnum": "backups.models.BackupRecord.Format",
+        "BackupCompressionEnum": "backups.models.BackupRecord.Compression",
+    },
+}
+# Who counts as a tenant admin: dotted path of a callable (user, tenant) -> bool.
+BACKUPS_IS_TENANT_ADMIN = env("BACKUPS_IS_TENANT_ADMIN", default="accounts.roles.is_tenant_admin")
+BACKUPS_SYNC_WAIT_SECONDS = env.float("BACKUPS_SYNC_WAIT_SECONDS", default=30)  # create/?download=true waits this long
+BACKUPS_MANUAL_PER_HOUR = env.int("BACKUPS_MANUAL_PER_HOUR", default=6)  # manual backups per tenant per hour
+# --- end API ---------------------------------------------------------------------------------------------

@@ -1,3 +1,19 @@
-"""URLs served on each tenant's own domain."""
+"""URLs served on each tenant's own domain: the backups API, its auth endpoints and its OpenAPI schema."""
 
-urlpatterns: list = []
+from django.http import JsonResponse
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+
+def api_not_found(request, *args, **kwargs) -> JsonResponse:
+    """Any other /api/ path: the API's JSON 404, never an HTML page."""
+    return JsonResponse({"detail": "Not found."}, status=404)
+
+
+urlpatterns = [
+    path("api/backups/", include("backups.api.urls")),
+    path("api/auth/", include("accounts.api")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    re_path(r"^api/", api_not_found),
+]

@@ -1,0 +1,230 @@
+"""API fixtures: the real database, Redis and a real Celery worker, plus a loopback S3 server for the cloud tests.
+
+Storage choice for the cloud tests: one moto S3 server runs for this package, and the package's own
+worker is started with `AWS_*` variables pointing at it (its BACKUPS_STORAGE stays `local`). A record
+carries its backend, so a record the test process creates while its settings say
+`BACKUPS_STORAGE=s3` (the `s3` fixture overrides BACKUPS_STORAGE and the AWS_* settings) is dumped
+by the worker into moto, and everything else goes to the local folder both processes share. One
+worker serves both kinds, so no test waits on a second worker start.
+
+The package's worker runs only while tests/api runs (package scope); tests/integration starts its own
+afterwards. Run tests/api before tests/integration in one session (the default order), since a still
+running integration worker would not know the S3 server.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.core.cache import cache
+from django_tenants.utils import schema_context
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from accounts.models import User
+from backups.api.authentication import SCHEMA_CLAIM
+from backups.models import BackupRecord, RestoreJob
+from backups.storage import get_storage
+from tests.integration.conftest import django_db_setup, live_db  # noqa: F401 - the same real database
+from tests.servers.moto_s3 import MotoS3Server
+
+DOMAINS = {"clinica_demo": "demo.localhost", "clinica_sonrisa": "sonrisa.localhost",
+           "clinica_norte": "norte.localhost"}
+S3_BUCKET = "tenant-backups-api-test"
+ACTIVE = (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING)
+SUMMARY: list[str] = []  # lines printed at the end of the run (the fuzzing's request count)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in SUMMARY:
+        terminalreporter.write_line(line)
+
+
+@dataclass(frozen=True)
+class Creds:
+    """Credentials of one clinic's users: DRF tokens and JWTs of its admin and its dentist."""
+
+    schema: str
+    domain: str
+    admin_token: str
+    dentist_token: str
+    admin_jwt: str
+    dentist_jwt: str
+    admin_refresh: str
+
+
+def mint_jwt(user: User, schema: str) -> tuple[str, str]:
+    refresh = RefreshToken.for_user(user)
+    refresh[SCHEMA_CLAIM] = schema
+    return str(refresh.access_token), str(refresh)
+
+
+@pytest.fixture(scope="package")
+def creds(django_db_setup, django_db_blocker) -> dict[str, Creds]:  # noqa: F811
+    """Tokens and JWTs of each demo clinic's admin (user 1 everywhere) and dentist, made in its own schema."""
+    out = {}
+    with django_db_blocker.unblock():
+        for schema, domain in DOMAINS.items():
+            with schema_context(schema):
+                admin = User.objects.get(username=f"admin@{schema}")
+                dentist = User.objects.get(username=f"dentista@{schema}")
+                admin_jwt, admin_refresh = mint_jwt(admin, schema)
+                dentist_jwt, _ = mint_jwt(dentist, schema)
+                out[schema] = Creds(schema, domain, Token.objects.get_or_create(user=admin)[0].key,
+                                    Token.objects.get_or_create(user=dentist)[0].key, admin_jwt, dentist_jwt,
+                                    admin_refresh)
+    return out
+
+
+def api_client(schema: str, authorization: str | None = None) -> APIClient:
+    """A client talking to the clinic's domain, with an Authorization header if given."""
+    client = APIClient(HTTP_HOST=DOMAINS.get(schema, schema))
+    if authorization:
+        client.credentials(HTTP_AUTHORIZATION=authorization)
+    return client
+
+
+@pytest.fixture
+def admin(creds) -> APIClient:
+    """clinica_demo's admin, with a DRF token."""
+    return api_client("clinica_demo", f"Token {creds['clinica_demo'].admin_token}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles() -> Iterator[None]:
+    """Throttle counters live in the (per-process) cache: each test starts with none."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _api_settings(settings):
+    """Short waits and a generous hourly limit unless a test says otherwise."""
+    settings.BACKUPS_SYNC_WAIT_SECONDS = 15
+    settings.BACKUPS_MANUAL_PER_HOUR = 1000
+    return settings
+
+
+# --- the real worker and the S3 server -----------------------------------------------------------------------
+
+@pytest.fixture(scope="package")
+def moto_api() -> Iterator[MotoS3Server]:
+    """moto's S3 server on a loopback port while tests/api runs."""
+    try:
+        server = MotoS3Server.start()
+    except (RuntimeError, OSError) as exc:
+        pytest.fail(f"Could not start the moto S3 server: {exc}")
+    yield server
+    server.stop()
+
+
+def s3_env(server: MotoS3Server) -> dict[str, str]:
+    """AWS_* settings (as environment) pointing at the loopback server."""
+    return {"AWS_STORAGE_BUCKET_NAME": S3_BUCKET, "AWS_S3_ENDPOINT_URL": server.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_S3_REGION_NAME": "us-east-1",
+            "AWS_S3_ADDRESSING_STYLE": "path", "AWS_S3_MAX_ATTEMPTS": "2"}
+
+
+def reset_bucket(server: MotoS3Server) -> None:
+    """An empty bucket."""
+    from backups.storage.s3 import S3Storage
+
+    server.reset()
+    env = s3_env(server)
+    S3Storage(bucket=S3_BUCKET, access_key_id="testing", secret_access_key="testing", region_name="us-east-1",
+              endpoint_url=env["AWS_S3_ENDPOINT_URL"], addressing_style="path").client.create_bucket(Bucket=S3_BUCKET)
+
+
+@pytest.fixture(scope="package")
+def api_worker(django_db_setup, django_db_blocker, moto_api):  # noqa: F811
+    """One real worker for tests/api, which also knows the S3 server; stopped by pid when the package ends."""
+    from project.celery import app
+    from project.processes import start_worker, stop_process, wait_for_worker
+
+    others = app.control.inspect(timeout=1.0).ping() or {}
+    if others:
+        pytest.fail(f"Other Celery workers share the test broker ({', '.join(others)}): run tests/api before "
+                    "tests/integration (the default order) so that only this package's worker takes its tasks.")
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    reset_bucket(moto_api)
+    log = Path(settings.BASE_DIR) / "var" / "test-api-worker.log"
+    proc = start_worker(name="apitests", concurrency=2, log_file=log, extra_env=s3_env(moto_api))
+    try:
+        wait_for_worker(app, proc, name="apitests")
+    except RuntimeError as exc:
+        stop_process(proc)
+        pytest.fail(f"{exc} See {log}.")
+    yield proc
+    stop_process(proc)
+
+
+@pytest.fixture
+def s3(settings, moto_api) -> MotoS3Server:
+    """This test's storage is the loopback S3 server (an empty bucket); the worker already points at it."""
+    reset_bucket(moto_api)
+    settings.BACKUPS_STORAGE = "s3"
+    for name, value in s3_env(moto_api).items():
+        setattr(settings, name, int(value) if name == "AWS_S3_MAX_ATTEMPTS" else value)
+    return moto_api
+
+
+# --- waiting and cleaning up ---------------------------------------------------------------------------------
+
+def wait_until_idle(schemas=tuple(DOMAINS), *, timeout: float = 120.0) -> None:
+    """Wait until no backup or restore of these clinics is queued or running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = (BackupRecord.objects.filter(schema_name__in=schemas, status__in=ACTIVE).exists()
+                or RestoreJob.objects.filter(schema_name__in=schemas, status__in=ACTIVE).exists())
+        if not busy:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"backups or restores still running after {timeout} s")
+
+
+def wait_for_status(record_id: int, *, timeout: float = 90.0) -> BackupRecord:
+    """Poll until the record finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = BackupRecord.objects.get(pk=record_id)
+        if record.status not in ACTIVE:
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"record {record_id} still {record.status} after {timeout} s")
+
+
+def wait_for_job(job_id: int, *, timeout: float = 180.0) -> RestoreJob:
+    """Poll until the restore job finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = RestoreJob.objects.get(pk=job_id)
+        if job.status not in ACTIVE:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"restore job {job_id} still {job.status} after {timeout} s")
+
+
+@pytest.fixture
+def cleanup() -> Iterator[None]:
+    """Remove the records (and local objects) and restore jobs a test made, once nothing runs any more."""
+    last_record = BackupRecord.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    last_job = RestoreJob.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    yield
+    try:
+        wait_until_idle()
+    finally:
+        local = get_storage("local")
+        for record in BackupRecord.objects.filter(pk__gt=last_record):
+            if record.storage_backend == "local":
+                local.delete(record.storage_key)
+                local.delete(record.storage_key + ".manifest.json")
+        BackupRecord.objects.filter(pk__gt=last_record).delete()
+        RestoreJob.objects.filter(pk__gt=last_job).delete()
