@@ -1,7 +1,7 @@
 """One dispatcher tick over a large tenant table: the project's dispatch_due_backups vs. the same work in raw SQL.
 
 One run, on its own database (tenant_backups_bench_dispatch, kept between runs) and Redis database 14
-(flushed before and after; nothing else may use it):
+(its keys under the CELERY_QUEUE_PREFIX "bench-dispatch.", deleted before and after):
 
 1. for each scenario (tenants, due): 100,000/1,000, 10,000/1,000, 100,000/100, 100,000/5,000
    - fills tenants_clinica with INSERT ... SELECT generate_series (daily schedules, next_backup_at in the
@@ -40,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB = "tenant_backups_bench_dispatch"
 REDIS_DB = int(os.environ.get("BENCH_DISPATCH_REDIS_DB", "14"))
+KEY_PREFIX = "bench-dispatch."  # CELERY_QUEUE_PREFIX: our keys only; cleaned by prefix, never FLUSHDB
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 SCENARIOS = ((100_000, 1_000), (10_000, 1_000), (100_000, 100), (100_000, 5_000))
 MAIN = (100_000, 1_000)
@@ -59,6 +60,7 @@ def bench_env() -> dict[str, str]:
     env.update({
         "DATABASE_URL": urlunsplit(urlsplit(db_url)._replace(path=f"/{BENCH_DB}")),
         "REDIS_URL": urlunsplit(urlsplit(redis_url)._replace(path=f"/{REDIS_DB}")),
+        "CELERY_QUEUE_PREFIX": KEY_PREFIX,
         "DJANGO_SETTINGS_MODULE": "project.settings",
         "DJANGO_DEBUG": env.get("DJANGO_DEBUG", "1"),
         "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
@@ -79,6 +81,13 @@ def run() -> None:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f} ms"
+
+
+def purge(client) -> None:
+    """Delete this benchmark's keys (queues, bindings, the raw floor's list) from its Redis database."""
+    keys = list(client.scan_iter(match=KEY_PREFIX + "*", count=1000))
+    if keys:
+        client.delete(*keys)
 
 
 def vm_hwm_mib() -> float:
@@ -136,7 +145,7 @@ class Bench:
         step = tenants // due
         t0 = time.perf_counter()
         self.admin.execute("TRUNCATE backups_backupevent, backups_backuprecord, tenants_domain, tenants_clinica "
-                           "RESTART IDENTITY")
+                           "RESTART IDENTITY CASCADE")
         self.admin.execute(
             "INSERT INTO tenants_clinica (schema_name, backup_schedule, backup_time, backup_timezone, "
             "backup_keep_daily, backup_keep_weekly, backup_keep_monthly, nombre, created_at, next_backup_at) "
@@ -293,32 +302,32 @@ class Bench:
         """backups_enqueue(records) outside a transaction (its on_commit runs at once) vs. raw LPUSH."""
         from backups.services.enqueue import backup_chain, backups_enqueue
 
-        self.redis.flushdb()
+        purge(self.redis)
         t0 = time.perf_counter()
         backups_enqueue(records)  # UPDATE enqueued_at + apply_async of each chain
         total = time.perf_counter() - t0
-        queued = self.redis.llen("backups.dump")
-        sample = self.redis.lindex("backups.dump", 0) or b"x" * 1500
-        self.redis.flushdb()
+        queued = self.redis.llen(KEY_PREFIX + "backups.dump")
+        sample = self.redis.lindex(KEY_PREFIX + "backups.dump", 0) or b"x" * 1500
+        purge(self.redis)
         # the apply_async loop alone (chains built the same way)
         t0 = time.perf_counter()
         for record in records:
             backup_chain(record).apply_async()
         loop = time.perf_counter() - t0
-        self.redis.flushdb()
+        purge(self.redis)
         # raw floor: one LPUSH per message (what a publish needs at least), then one pipelined batch
         t0 = time.perf_counter()
         for _ in records:
-            self.redis.lpush("bench.raw", sample)
+            self.redis.lpush(KEY_PREFIX + "raw", sample)
         raw_each = time.perf_counter() - t0
-        self.redis.delete("bench.raw")
+        self.redis.delete(KEY_PREFIX + "raw")
         t0 = time.perf_counter()
         pipe = self.redis.pipeline(transaction=False)
         for _ in records:
-            pipe.lpush("bench.raw", sample)
+            pipe.lpush(KEY_PREFIX + "raw", sample)
         pipe.execute()
         raw_pipe = time.perf_counter() - t0
-        self.redis.flushdb()
+        purge(self.redis)
         if queued != len(records):
             raise RuntimeError(f"{queued} messages reached backups.dump, expected {len(records)}")
         return {"enqueue": total, "apply_async loop": loop, "raw lpush": raw_each, "raw pipelined": raw_pipe,
@@ -366,9 +375,9 @@ class Bench:
             if _ < REPEATS - 1:
                 self.reset(now)
         enq = self.enqueue(records)
-        if (tenants, due) == MAIN:
-            self.explain(now)
         self.reset(now)
+        if (tenants, due) == MAIN:
+            self.explain(now)  # on the due state; each statement rolled back
         mem, _ = self.project_tick(now, due, trace_memory=True)
         self.reset(now)
 
@@ -442,7 +451,7 @@ def child() -> int:
     print("load average at start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
           + f" on {os.cpu_count()} CPUs (other work on the machine inflates the wall times)")
     bench = Bench()
-    bench.redis.flushdb()
+    purge(bench.redis)
     try:
         bench.ensure_due_schemas()
         for tenants, due in SCENARIOS:
@@ -450,7 +459,7 @@ def child() -> int:
         bench.report()
         print("load average at end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     finally:
-        bench.redis.flushdb()
+        purge(bench.redis)
     return 0
 
 

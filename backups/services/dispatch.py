@@ -33,13 +33,43 @@ def migrated_schemas(schemas: list[str]) -> set[str]:
     """Schemas that exist and hold a django_migrations table (a tenant created a moment ago may not)."""
     if not schemas:
         return set()
-    with connection.cursor() as cur:
+    with connection.cursor() as cur:  # to_regclass per due schema: cost follows the due count, not all schemas
         cur.execute(
-            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relname = 'django_migrations' AND c.relkind = 'r' AND n.nspname = ANY(%s)",
+            "SELECT s FROM unnest(%s::text[]) AS s WHERE to_regclass(format('%%I.django_migrations', s)) IS NOT NULL",
             (schemas,),
         )
         return {row[0] for row in cur.fetchall()}
+
+
+def _insert_events(records: list[BackupRecord], now: datetime) -> None:
+    """One set-based INSERT of the 'create' audit events (bulk_create costs ~0.3 ms of Python per row)."""
+    if not records:
+        return
+    table = connection.ops.quote_name(BackupEvent._meta.db_table)
+    with connection.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO {table} (record_id, tenant_id, schema_name, action, actor, details, created_at) "
+            "SELECT u.r, u.t, u.s, %s, %s::jsonb, jsonb_build_object('slot', u.slot), %s "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[]) AS u(r, t, s, slot)",
+            [BackupEvent.Action.CREATE, '{"scheduler": true}', now, [r.pk for r in records],
+             [r.tenant_id for r in records], [r.schema_name for r in records], [r.slot.isoformat() for r in records]],
+        )
+
+
+def _advance(tenants: list) -> None:
+    """One set-based UPDATE of the claimed tenants (bulk_update's CASE WHEN costs ~0.5 ms of Python per row)."""
+    if not tenants:
+        return
+    meta = tenants[0]._meta
+    table, pk = connection.ops.quote_name(meta.db_table), connection.ops.quote_name(meta.pk.column)
+    pk_type = meta.pk.rel_db_type(connection)
+    with connection.cursor() as cur:
+        cur.execute(
+            f"UPDATE {table} AS t SET backup_schedule = u.schedule, next_backup_at = u.next_at "
+            f"FROM unnest(%s::{pk_type}[], %s::text[], %s::timestamptz[]) AS u(id, schedule, next_at) "
+            f"WHERE t.{pk} = u.id",
+            [[t.pk for t in tenants], [t.backup_schedule for t in tenants], [t.next_backup_at for t in tenants]],
+        )
 
 
 def _automatic_record(tenant, slot: datetime, fmt: str, compression: str, backend: str,
@@ -83,17 +113,13 @@ def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -
         records = [_automatic_record(t, t.next_backup_at, fmt, compression, backend, encryption)
                    for t in ready if (t.pk, t.next_backup_at) not in taken]
         BackupRecord.objects.bulk_create(records)
-        BackupEvent.objects.bulk_create(
-            BackupEvent(record=r, tenant=r.tenant, schema_name=r.schema_name, action=BackupEvent.Action.CREATE,
-                        actor={"scheduler": True}, details={"slot": r.slot.isoformat()})
-            for r in records
-        )
+        _insert_events(records, now)
         for tenant in ready:
             if tenant.backup_schedule == SCHEDULED:
                 tenant.backup_schedule, tenant.next_backup_at = DISABLED, None
             else:
                 tenant.next_backup_at = tenant.compute_next_backup_at(after=now)
-        Tenant.objects.bulk_update(ready, ["backup_schedule", "next_backup_at"], batch_size=1000)
+        _advance(ready)
         if enqueue:
             backups_enqueue(records)
     if skipped:
