@@ -13,6 +13,7 @@ import io
 import posixpath
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
@@ -148,7 +149,11 @@ class S3Reader(io.RawIOBase):
 
 
 class S3Writer(ObjectWriter):
-    """A multipart upload through one bounded buffer; created lazily, aborted on any failure."""
+    """A multipart upload through bounded buffers; created lazily, aborted on any failure.
+
+    One part uploads in a background thread while the next one fills, so the dump is not paused for
+    every upload; memory is at most two parts.
+    """
 
     def __init__(self, storage: S3Storage, key: str, object_key: str) -> None:
         self.storage = storage
@@ -159,8 +164,11 @@ class S3Writer(ObjectWriter):
         self.buffer = bytearray()
         self.upload_id: str | None = None
         self.parts: list[dict[str, Any]] = []
+        self.parts_started = 0
         self.size = 0
         self.done = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: Future | None = None
 
     # -- streaming ---------------------------------------------------------------------------
 
@@ -177,8 +185,19 @@ class S3Writer(ObjectWriter):
             offset += take
         self.size += len(view)
 
+    def _wait_inflight(self) -> None:
+        """Let the part in flight finish; its error, if any, is raised here."""
+        if self._inflight is not None:
+            future, self._inflight = self._inflight, None
+            future.result()
+
+    def _stop_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def _flush_part(self) -> None:
-        part_number = len(self.parts) + 1
+        part_number = self.parts_started + 1
         if part_number >= self.max_parts:
             limit = self.part_size * self.max_parts
             self.abort()
@@ -193,17 +212,26 @@ class S3Writer(ObjectWriter):
                     **self.storage.checksum_args(),
                 )
                 self.upload_id = response["UploadId"]
-            self._upload_part()
+            self._wait_inflight()
+            body, self.buffer = self.buffer, bytearray()
+            self.parts_started += 1
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-part")
+            self._inflight = self._pool.submit(self._send_part, self.parts_started, body)
         except (BotoCoreError, ClientError) as exc:
             self.abort()
             raise self.storage.map_error(exc, f"uploading {self.key}") from exc
 
     def _upload_part(self) -> None:
-        """Send the buffer as the next part, then start a fresh buffer (memory stays at one part)."""
-        part_number = len(self.parts) + 1
+        """Send the buffer as the next part, in this thread, then start a fresh buffer."""
+        self.parts_started += 1
+        body, self.buffer = self.buffer, bytearray()
+        self._send_part(self.parts_started, body)
+
+    def _send_part(self, part_number: int, body: bytearray) -> None:
         response = self.storage.client.upload_part(
             Bucket=self.storage.bucket, Key=self.object_key, UploadId=self.upload_id,
-            PartNumber=part_number, Body=self.buffer, **self.storage.checksum_args(),
+            PartNumber=part_number, Body=body, **self.storage.checksum_args(),
         )
         part: dict[str, Any] = {"PartNumber": part_number, "ETag": response["ETag"]}
         algorithm = self.storage.checksum_algorithm
@@ -211,7 +239,6 @@ class S3Writer(ObjectWriter):
             # Complete must repeat each part's checksum when the upload was created with an algorithm.
             part[f"Checksum{algorithm}"] = response[f"Checksum{algorithm}"]
         self.parts.append(part)
-        self.buffer = bytearray()
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -226,6 +253,8 @@ class S3Writer(ObjectWriter):
                     **self.storage.object_args(),
                 )
             else:
+                self._wait_inflight()
+                self._stop_pool()
                 if self.buffer:
                     self._upload_part()
                 client.complete_multipart_upload(
@@ -248,6 +277,11 @@ class S3Writer(ObjectWriter):
             return
         self.done = True
         self.buffer = bytearray()
+        try:
+            self._wait_inflight()
+        except Exception:  # noqa: BLE001 - the upload is being thrown away anyway
+            pass
+        self._stop_pool()
         if self.upload_id is None:
             return
         upload_id, self.upload_id = self.upload_id, None
