@@ -31,14 +31,17 @@ def backups_enqueue(records: Iterable[BackupRecord]) -> None:
         return
     BackupRecord.objects.filter(pk__in=[r.pk for r in records]).update(enqueued_at=timezone.now())
 
-    def send() -> None:
-        # One producer and batched publishes: ~1 ms per chain instead of ~3 (kombu builds a client per publish).
-        # A failed flush loses its batch; those records stay queued and the reaper sends them again.
-        from celery import current_app
+    transaction.on_commit(lambda: publish_chains([backup_chain(record) for record in records]))
 
-        with current_app.producer_or_acquire() as producer, producer.batch(max_size=500):
-            for record in records:
-                first, *rest = backup_chain(record).tasks
-                first.apply_async(producer=producer, chain=[link.clone() for link in reversed(rest)])
 
-    transaction.on_commit(send)
+def publish_chains(chains: list) -> None:
+    """Send chains through one producer in batches: ~1 ms a chain instead of ~3 (kombu makes a client per publish).
+
+    A failed flush loses its batch; those records stay queued and the reaper sends them again.
+    """
+    from celery import current_app
+
+    with current_app.producer_or_acquire() as producer, producer.batch(max_size=500):
+        for links in chains:
+            first, *rest = links.tasks
+            first.apply_async(producer=producer, chain=[link.clone() for link in reversed(rest)])

@@ -58,16 +58,7 @@ def test_manual_backups_go_to_the_priority_queue(admin, monkeypatch):
     import backups.services.enqueue as enqueue
 
     sent = []
-
-    class NotSent:
-        def __init__(self, chain):
-            self.chain = chain
-
-        def apply_async(self):
-            sent.append(self.chain)
-
-    real = enqueue.backup_chain
-    monkeypatch.setattr(enqueue, "backup_chain", lambda record: NotSent(real(record)))
+    monkeypatch.setattr(enqueue, "publish_chains", sent.extend)
     tenant = get_tenant_model().objects.get(schema_name="clinica_demo")
     record = api_backup_create(tenant=tenant, actor={"id": 1}, ip_address="127.0.0.1")
     try:
