@@ -4,9 +4,10 @@
 
 Not part of `make bench` (it takes several minutes); run it with var/services.env loaded, after
 `make bench` has built the bench tenants. Like the bench, it waits for a quiet machine before each run
-(BENCH_QUIET_BUDGET seconds of waiting in all, default 240). Every repetition runs the tool and each variant once, in an
-order rotated by one each repetition; the table shows medians and the median of the per-repetition
-ratios variant/tool (each ratio pairs runs made back to back, which cancels some of the drift).
+and makes a run again when other processes took CPU during it (see bench_pipeline.measured_run).
+Every repetition runs the tool and each variant once, in an order rotated by one each repetition; the
+table shows medians and the median of the per-repetition ratios variant/tool ("paired": each ratio
+pairs runs made close together, which cancels some of the drift).
 """
 
 from __future__ import annotations
@@ -34,28 +35,30 @@ def tune(schema: str, names: list[str], repeats: int) -> None:
         order = kinds[index % len(kinds):] + kinds[:index % len(kinds)]
         by_kind: dict[str, bp.Run] = {}
         for kind in order:
-            busy = bp.wait_for_quiet()
-            run = bp.run_tool(schema, index) if kind == "tool" else bp.run_pipeline(schema, {"variant": kind})
-            run.busy_before = busy
+            label = f"{index + 1}/{repeats} {kind}"
+            if kind == "tool":
+                run = bp.measured_run(label, bp.run_tool, schema, index)
+            else:
+                run = bp.measured_run(label, bp.run_pipeline, schema, {"variant": kind})
             by_kind[kind] = run
             runs[kind].append(run)
-            print(f"  run {index + 1}/{repeats} {kind:<14} {run.seconds:7.2f} s (CPU busy before: {busy:.0%})",
-                  flush=True)
         for name in names:
             ratios[name].append(by_kind[name].seconds / by_kind["tool"].seconds)
     tool = statistics.median(r.seconds for r in runs["tool"])
     print(f"\n{schema}: tool `pg_dump | zstd -3 -T1` median {tool:.2f} s "
           f"({', '.join(f'{r.seconds:.2f}' for r in runs['tool'])})")
     print(f"  {'variant':<14}{'median s':>10}{'/tool':>8}{'paired':>8}{'py CPU s':>10}{'py RSS':>10}"
-          f"{'out MB':>9}  runs; description")
+          f"{'out MB':>9}{'chunk KiB':>10}  runs (* disturbed); description")
     for name in names:
         rs = runs[name]
         med = statistics.median(r.seconds for r in rs)
         print(f"  {name:<14}{med:>10.2f}{med / tool:>8.3f}{statistics.median(ratios[name]):>8.3f}"
               f"{statistics.median(r.cpu_seconds for r in rs):>10.2f}"
               f"{statistics.median(r.python_rss_kib for r in rs) / 1024:>9.1f}M"
-              f"{statistics.median(r.size for r in rs) / bp.MB:>9.2f}  "
-              f"{', '.join(f'{r.seconds:.2f}' for r in rs)}; {VARIANTS[name].description}")
+              f"{statistics.median(r.size for r in rs) / bp.MB:>9.2f}"
+              f"{statistics.median(r.mean_chunk_kib for r in rs):>10.0f}  "
+              f"{', '.join(f'{r.seconds:.2f}' + ('*' if r.others_cores > bp.DISTURBED_CORES else '') for r in rs)}; "
+              f"{VARIANTS[name].description}")
 
 
 def main(argv: list[str]) -> int:

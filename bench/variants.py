@@ -208,19 +208,112 @@ def sink_thread(depth: int = 8) -> Callable[[], None]:
     return apply
 
 
+def serial_sink() -> None:
+    """The sink as it was before the helper thread: read, hash, compress, hash, store, all in one thread."""
+    from backups.services import backup_run
+    from backups.sink import BackupSink
+
+    class SerialSink(BackupSink):
+        def write(self, data: bytes) -> None:
+            self.plain_hash.update(data)
+            self.plain_size += len(data)
+            out = self.compressor.compress(data)
+            if out:
+                self._store(out)
+            if self.on_progress and self.plain_size >= self.next_progress:
+                self.next_progress = self.plain_size + self.progress_every
+                self.on_progress(self.plain_size)
+
+    backup_run.BackupSink = SerialSink
+
+
+def offload_min(size: int) -> Callable[[], None]:
+    """BackupSink.offload_min set to `size` (0: every chunk goes to the helper thread)."""
+
+    def apply() -> None:
+        from backups.sink import BackupSink
+
+        BackupSink.offload_min = size
+
+    return apply
+
+
+def both(*patches: Callable[[], None]) -> Callable[[], None]:
+    """A patch applying several patches in order."""
+
+    def apply() -> None:
+        for patch in patches:
+            patch()
+
+    return apply
+
+
+def overlap_sink(depth: int = 1) -> Callable[[], None]:
+    """BackupSink compressing in a one-thread executor (chunks in order, up to `depth` in flight) while the
+    caller stores finished output and reads/hashes the next chunks; writer, transforms and progress stay on
+    the caller's thread."""
+
+    def apply() -> None:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        from backups.services import backup_run
+        from backups.sink import BackupSink
+
+        class OverlapSink(BackupSink):
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, **kwargs)
+                self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backup-sink")
+                self.pending: deque = deque()
+
+            def write(self, data: bytes) -> None:
+                self.plain_hash.update(data)
+                self.plain_size += len(data)
+                self.pending.append(self.executor.submit(self.compressor.compress, data))
+                while self.pending and (len(self.pending) > depth or self.pending[0].done()):
+                    out = self.pending.popleft().result()
+                    if out:
+                        self._store(out)
+                if self.on_progress and self.plain_size >= self.next_progress:
+                    self.next_progress = self.plain_size + self.progress_every
+                    self.on_progress(self.plain_size)
+
+            def finish(self):
+                while self.pending:
+                    out = self.pending.popleft().result()
+                    if out:
+                        self._store(out)
+                self.executor.shutdown()
+                return super().finish()
+
+        backup_run.BackupSink = OverlapSink
+
+    return apply
+
+
 VARIANTS: dict[str, Variant] = {
-    "baseline": Variant("as committed: os.read 1 MiB, pipe 1 MiB, compressobj, 2x SHA-256, one thread"),
+    "baseline": Variant("backups/sink.py now: compression in a helper thread (chunks >= 256 KiB), one chunk in "
+                        "flight; os.read 1 MiB, pipe 1 MiB, compressobj, 2x SHA-256"),
+    "offload_all": Variant("helper thread for every chunk (offload_min 0)", patch=offload_min(0)),
+    "zstd_t1_offload_all": Variant("zstandard threads=1 + helper thread for every chunk",
+                                   patch=both(zstd_threads(1), offload_min(0))),
+    "serial": Variant("sink before the change: read, hash, compress, hash, write in one thread", patch=serial_sink),
     "read_64k": Variant("BACKUPS_READ_SIZE 64 KiB", settings={"BACKUPS_READ_SIZE": 64 << 10}),
     "read_256k": Variant("BACKUPS_READ_SIZE 256 KiB", settings={"BACKUPS_READ_SIZE": 256 << 10}),
     "read_4m": Variant("BACKUPS_READ_SIZE 4 MiB", settings={"BACKUPS_READ_SIZE": 4 << 20}),
     "pipe_64k": Variant("BACKUPS_PIPE_SIZE 64 KiB (the kernel default)", settings={"BACKUPS_PIPE_SIZE": 64 << 10}),
-    "readinto": Variant("readv into a preallocated buffer instead of os.read", patch=readinto_buffer),
+    "serial_readinto": Variant("serial sink, readv into a preallocated buffer instead of os.read",
+                               patch=both(serial_sink, readinto_buffer)),
     "no_hash": Variant("no SHA-256 at all (lower bound, not valid)", patch=no_hashing),
     "stream_writer": Variant("ZstdCompressor.stream_writer instead of compressobj", patch=stream_writer),
     "zstd_t1": Variant("zstandard threads=1 (like zstd -T1)", patch=zstd_threads(1)),
+    "serial_zstd_t1": Variant("serial sink + zstandard threads=1", patch=both(serial_sink, zstd_threads(1))),
     "zstd_t2": Variant("zstandard threads=2", patch=zstd_threads(2)),
-    "reader_thread": Variant("reader thread -> queue(8) -> sink in the caller", patch=reader_thread(8)),
+    "reader_thread": Variant("serial sink fed by a reader thread through a queue(8)",
+                             patch=both(serial_sink, reader_thread(8))),
     "sink_thread": Variant("sink: compress+hash+store in a worker thread, queue(8)", patch=sink_thread(8)),
+    "overlap_4": Variant("helper-thread compression, up to 4 chunks in flight", patch=overlap_sink(4)),
+    "overlap_16": Variant("helper-thread compression, up to 16 chunks in flight", patch=overlap_sink(16)),
 }
 
 
