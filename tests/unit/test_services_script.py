@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -94,7 +93,6 @@ def test_write_env_file_is_read_back_by_sh(tmp_path):
     assert out == "|".join(values.values())
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_write_env_file_is_read_back_by_make(tmp_path):
     path, values = _env_file(tmp_path)
     makefile = tmp_path / "Makefile"
