@@ -21,11 +21,14 @@ measures the CPU that other processes took; a run where they took more than DIST
 
 Environment: DATABASE_URL (its server is used; the database name is replaced by BENCH_DATABASE_NAME,
 default tenant_backups_bench), BACKUPS_PG_BIN_DIR as written by scripts/services.py; BENCH_REPEATS (3),
-BENCH_QUIET_BUSY, BENCH_DISTURBED_CORES, BENCH_QUIET_BUDGET, BENCH_RETRY_BUDGET (see below).
+BENCH_QUIET_BUSY, BENCH_DISTURBED_CORES, BENCH_QUIET_BUDGET, BENCH_RETRY_BUDGET (see below);
+BENCH_PIPELINE_VARIANT=<name> runs (b) with a variant of bench/variants.py (what-if, e.g. zstd_t1).
+Runs are serialized by an advisory lock on the bench database; each keeps its files in its own folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -36,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +48,12 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 BENCH_DB = os.environ.get("BENCH_DATABASE_NAME", "tenant_backups_bench")
-OUT_DIR = ROOT / "var" / "bench-backups"
+OUT_ROOT = ROOT / "var" / "bench-backups"
+OUT_DIR = OUT_ROOT / f"run-{os.getpid()}"  # this run's files only
 STORE_DIR = OUT_DIR / "store"  # BACKUPS_LOCAL_ROOT of the pipeline and command runs
 TOOL_DIR = OUT_DIR / "tool"
+PIPELINE_VARIANT = os.environ.get("BENCH_PIPELINE_VARIANT", "")  # run (b) with a variant of bench/variants.py
+LOCK_KEY = (0x6265, 0x7069)  # advisory lock on the bench database: one bench_pipeline / tune run at a time
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 MB = 1_000_000
 DATA_VERSION = 1  # bump when the generated data changes, so cached schemas are rebuilt
@@ -110,6 +116,9 @@ class Run:
     plain_size: int = 0
     cpu_seconds: float = 0.0
     commit_seconds: float = 0.0
+    before_pg_dump_seconds: float = 0.0  # backup_run's start to pg_dump's start (record, snapshot, queries)
+    dump_seconds: float = 0.0  # pg_dump's start to the end of reading it
+    after_dump_seconds: float = 0.0  # flush, fsync, manifest, stat, record update
     busy_before: float = 0.0  # share of all CPUs busy (others' work) just before the run
     others_cores: float = 0.0  # CPU other people's processes used during the run, in cores (0.5 = half a CPU)
     attempts: int = 1
@@ -520,6 +529,9 @@ def run_tool(schema: str, index: int) -> Run:
     return run
 
 
+RECORD_IDS: list[int] = []  # backup records this run created, deleted at the end
+
+
 def remove_stored(key: str) -> None:
     """Delete a backup object and its manifest from the bench storage folder."""
     for path in (STORE_DIR / key, STORE_DIR / (key + ".manifest.json")):
@@ -528,6 +540,8 @@ def remove_stored(key: str) -> None:
 
 def run_pipeline(schema: str, overrides: dict | None = None) -> Run:
     """(b) backup_record_create + backup_run in a fresh Python process (bench/pipeline_child.py)."""
+    if overrides is None and PIPELINE_VARIANT:
+        overrides = {"variant": PIPELINE_VARIANT}
     argv = [PYTHON, str(ROOT / "bench" / "pipeline_child.py"), schema]
     if overrides:
         argv.append(json.dumps(overrides))
@@ -536,10 +550,13 @@ def run_pipeline(schema: str, overrides: dict | None = None) -> Run:
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"pipeline run failed ({proc.returncode}): {proc.stdout.strip()} {proc.stderr.strip()}")
     report = json.loads(lines[-1])
+    RECORD_IDS.append(report["record_id"])
     remove_stored(report["storage_key"])
     return Run("pipeline", report["seconds"], report["size"], python_rss_kib=report["python_rss_kib"],
                pg_dump_rss_kib=report["pg_dump_rss_kib"], plain_size=report["plain_size"],
                cpu_seconds=report["cpu_seconds"], commit_seconds=report["commit_seconds"],
+               before_pg_dump_seconds=report["before_pg_dump_seconds"], dump_seconds=report["dump_seconds"],
+               after_dump_seconds=report["after_dump_seconds"],
                chunks=report["chunks"], mean_chunk_kib=report["mean_chunk_kib"])
 
 
@@ -552,6 +569,7 @@ def run_command(schema: str) -> Run:
     if proc.returncode != 0:
         raise RuntimeError(f"backup_tenant failed ({proc.returncode}): {proc.stdout.strip()} {proc.stderr.strip()}")
     fields = dict(line.split(None, 1) for line in proc.stdout.splitlines() if line.strip())
+    RECORD_IDS.append(int(fields["record"]))
     remove_stored(fields["file"].strip())
     return Run("command", seconds, int(fields["size"].split()[0]))
 
@@ -584,11 +602,22 @@ def mib(kib: float) -> str:
     return f"{kib / 1024:.1f} MiB"
 
 
+def disturbed(run: Run) -> bool:
+    """Whether other processes took more than DISTURBED_CORES during the run."""
+    return run.others_cores > DISTURBED_CORES
+
+
+def timing_median(runs: list[Run]) -> tuple[float, int]:
+    """Median wall time over the undisturbed runs (over all when every run was disturbed), and how many
+    undisturbed runs there were."""
+    quiet = [r.seconds for r in runs if not disturbed(r)]
+    return median(quiet or [r.seconds for r in runs]), len(quiet)
+
+
 def print_table(data: TenantData, runs: dict[str, list[Run]]) -> dict[str, float]:
-    """The per-tenant table; returns the medians the targets are checked against."""
-    tool = median([r.seconds for r in runs["tool"]])
-    pipe = median([r.seconds for r in runs["pipeline"]])
-    cmd = median([r.seconds for r in runs["command"]])
+    """The per-tenant table; returns what the targets are checked against. Timing medians leave out the
+    runs marked * (disturbed by other processes) unless every run of that kind was."""
+    (tool, tool_n), (pipe, pipe_n), (cmd, _) = (timing_median(runs[k]) for k in ("tool", "pipeline", "command"))
     py_rss = median([r.python_rss_kib for r in runs["pipeline"]])
     tool_size = median([r.size for r in runs["tool"]])
     our_size = median([r.size for r in runs["pipeline"]])
@@ -599,23 +628,28 @@ def print_table(data: TenantData, runs: dict[str, list[Run]]) -> dict[str, float
     print("  rows: " + ", ".join(f"{t.removeprefix('clinic_')} {n:,}" for t, n in data.rows.items()))
 
     def row(label: str, values: list[str], med: str) -> None:
-        print(f"  {label:<34}" + "".join(f"{v:>12}" for v in values) + f"{med:>12}")
+        print(f"  {label:<38}" + "".join(f"{v:>12}" for v in values) + f"{med:>12}")
+
+    def seconds(kind: str) -> list[str]:
+        return [f"{r.seconds:.2f}" + ("*" if disturbed(r) else "") for r in runs[kind]]
 
     row("", [f"run {i + 1}" for i in range(len(runs["tool"]))], "median")
-    row("(a) pg_dump | zstd -3 -T1 (s)", [f"{r.seconds:.2f}" for r in runs["tool"]], f"{tool:.2f}")
-    row("(b) backup_run pipeline (s)", [f"{r.seconds:.2f}" for r in runs["pipeline"]], f"{pipe:.2f}")
-    row("    of which commit/fsync (s)", [f"{r.commit_seconds:.2f}" for r in runs["pipeline"]],
-        f"{median([r.commit_seconds for r in runs['pipeline']]):.2f}")
-    row("    Python CPU (s)", [f"{r.cpu_seconds:.2f}" for r in runs["pipeline"]],
-        f"{median([r.cpu_seconds for r in runs['pipeline']]):.2f}")
-    row("(c) manage.py backup_tenant (s)", [f"{r.seconds:.2f}" for r in runs["command"]], f"{cmd:.2f}")
+    row("(a) pg_dump | zstd -3 -T1 (s)", seconds("tool"), f"{tool:.2f}")
+    row("(b) backup_run pipeline (s)", seconds("pipeline"), f"{pipe:.2f}")
+    for label, attr in (("    before pg_dump starts (s)", "before_pg_dump_seconds"),
+                        ("    pg_dump start to end of dump (s)", "dump_seconds"),
+                        ("    after the dump (s)", "after_dump_seconds"),
+                        ("      of which commit/fsync (s)", "commit_seconds"),
+                        ("    Python CPU (s)", "cpu_seconds")):
+        values = [getattr(r, attr) for r in runs["pipeline"]]
+        row(label, [f"{v:.2f}" for v in values], f"{median(values):.2f}")
+    row("(c) manage.py backup_tenant (s)", seconds("command"), f"{cmd:.2f}")
     pairs = list(zip(runs["tool"], runs["pipeline"], runs["command"], strict=True))
-    row("pipeline / tool (same repetition)",
-        [f"{p.seconds / t.seconds:.3f}" for t, p, _ in pairs], f"{pipe / tool:.3f}")
-    row("command / tool (same repetition)", [f"{c.seconds / t.seconds:.3f}" for t, _, c in pairs], f"{cmd / tool:.3f}")
+    row("pipeline / tool", [f"{p.seconds / t.seconds:.3f}" for t, p, _ in pairs], f"{pipe / tool:.3f}")
+    row("command / tool", [f"{c.seconds / t.seconds:.3f}" for t, _, c in pairs], f"{cmd / tool:.3f}")
     for kind in RUNNERS:
         row(f"others' CPU during {kind} (cores)",
-            [f"{r.others_cores:.2f}" + ("*" if r.others_cores > DISTURBED_CORES else "") for r in runs[kind]],
+            [f"{r.others_cores:.2f}" + ("*" if disturbed(r) else "") for r in runs[kind]],
             f"{median([r.others_cores for r in runs[kind]]):.2f}")
     row("Python peak RSS (pipeline)", [mib(r.python_rss_kib) for r in runs["pipeline"]], mib(py_rss))
     row("pg_dump peak RSS (pipeline)", [mib(r.pg_dump_rss_kib) for r in runs["pipeline"]],
@@ -627,21 +661,24 @@ def print_table(data: TenantData, runs: dict[str, list[Run]]) -> dict[str, float
     row("output MB, ours (command)", [f"{r.size / MB:.2f}" for r in runs["command"]],
         f"{median([r.size for r in runs['command']]) / MB:.2f}")
     plain = median([r.plain_size for r in runs["pipeline"]])
+    print(f"  * disturbed: other processes took more than {DISTURBED_CORES} cores; timing medians leave those "
+          f"runs out ({tool_n} tool, {pipe_n} pipeline runs left)")
     print(f"  plain dump {plain / MB:.1f} MB -> ours {our_size / MB:.1f} MB "
           f"(ratio {plain / our_size:.2f}), zstd CLI {tool_size / MB:.1f} MB; "
           f"throughput tool {plain / MB / tool:.0f} MB/s, pipeline {plain / MB / pipe:.0f} MB/s")
-    return {"ratio": pipe / tool, "py_rss_kib": py_rss, "size_diff": abs(our_size - tool_size) / tool_size}
+    return {"ratio": pipe / tool, "ratio_runs": min(tool_n, pipe_n), "py_rss_kib": py_rss,
+            "size_diff": abs(our_size - tool_size) / tool_size}
 
 
 def print_verdicts(results: dict[str, dict[str, float]]) -> None:
-    """One PASS/FAIL line per target."""
+    """One PASS/FAIL line per target (INCONCLUSIVE for a time ratio when every run of a kind was disturbed)."""
     def verdict(ok: bool) -> str:
         return "PASS" if ok else "FAIL"
 
     print()
     for schema, r in results.items():
-        print(f"{verdict(r['ratio'] <= MAX_PIPELINE_RATIO)}  {schema}: pipeline/tool {r['ratio']:.3f} "
-              f"(target <= {MAX_PIPELINE_RATIO})")
+        word = verdict(r["ratio"] <= MAX_PIPELINE_RATIO) if r["ratio_runs"] else "INCONCLUSIVE"
+        print(f"{word}  {schema}: pipeline/tool {r['ratio']:.3f} (target <= {MAX_PIPELINE_RATIO})")
     for schema, r in results.items():
         print(f"{verdict(r['py_rss_kib'] / 1024 < MAX_PYTHON_RSS_MB)}  {schema}: Python peak RSS "
               f"{mib(r['py_rss_kib'])} (target < {MAX_PYTHON_RSS_MB} MiB)")
@@ -655,13 +692,40 @@ def print_verdicts(results: dict[str, dict[str, float]]) -> None:
 
 
 def cleanup() -> None:
-    """Remove the backup files of this run and the bench's backup records (the schemas stay)."""
+    """Remove this run's backup files and records, and records an interrupted run left over an hour ago
+    (the schemas stay)."""
     shutil.rmtree(OUT_DIR, ignore_errors=True)
+    try:
+        OUT_ROOT.rmdir()  # only when no other run's folder is left in it
+    except OSError:
+        pass
+    from datetime import timedelta
+
+    from django.db.models import Q
+    from django.utils import timezone
+
     from backups.models import BackupEvent, BackupRecord
 
-    schemas = [t.schema for t in TENANTS]
-    BackupEvent.objects.filter(schema_name__in=schemas).delete()
-    BackupRecord.objects.filter(schema_name__in=schemas).delete()
+    stale = Q(schema_name__in=[t.schema for t in TENANTS], created_at__lt=timezone.now() - timedelta(hours=1))
+    records = BackupRecord.objects.filter(Q(pk__in=RECORD_IDS) | stale)
+    BackupEvent.objects.filter(record__in=records).delete()
+    records.delete()
+
+
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """Hold an advisory lock on the bench database for the run, waiting for another bench run to end (two
+    runs at once would measure each other)."""
+    from backups import pgtools
+
+    with pgtools.connect(autocommit=True) as conn:
+        if not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEY).fetchone()[0]:
+            print("  another bench_pipeline or tune_pipeline run holds the bench database: waiting for it", flush=True)
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", LOCK_KEY)
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", LOCK_KEY)
 
 
 def run() -> None:
@@ -681,21 +745,25 @@ def main() -> None:
     bins = pgtools.binaries()
     print(f"database {BENCH_DB}, {bins.pg_dump} ({bins.version}), {os.cpu_count()} CPUs, {REPEATS} repetitions, "
           f"pipe-max-size {Path('/proc/sys/fs/pipe-max-size').read_text().strip()}", flush=True)
-    shutil.rmtree(OUT_DIR, ignore_errors=True)
+    if PIPELINE_VARIANT:
+        from bench.variants import VARIANTS
+
+        print(f"(b) runs with variant {PIPELINE_VARIANT}: {VARIANTS[PIPELINE_VARIANT].description}", flush=True)
     results: dict[str, dict[str, float]] = {}
     try:
-        datas = []
-        for spec in TENANTS:
-            data = ensure_tenant(spec)
-            data.rows = row_counts(spec.schema)
-            print(f"  {spec.schema}: {data.relation_bytes / MB:.1f} MB "
-                  + ("(reused)" if data.reused else f"(built in {data.build_seconds:.1f} s)"), flush=True)
-            datas.append(data)
-        for data in datas:
-            data.dump_bytes = dump_size(data.spec.schema)  # warm-up run, untimed
-            runs = measure(data.spec.schema, REPEATS)
-            results[data.spec.schema] = print_table(data, runs)
-        print_verdicts(results)
+        with exclusive():
+            datas = []
+            for spec in TENANTS:
+                data = ensure_tenant(spec)
+                data.rows = row_counts(spec.schema)
+                print(f"  {spec.schema}: {data.relation_bytes / MB:.1f} MB "
+                      + ("(reused)" if data.reused else f"(built in {data.build_seconds:.1f} s)"), flush=True)
+                datas.append(data)
+            for data in datas:
+                data.dump_bytes = dump_size(data.spec.schema)  # warm-up run, untimed
+                runs = measure(data.spec.schema, REPEATS)
+                results[data.spec.schema] = print_table(data, runs)
+            print_verdicts(results)
     finally:
         cleanup()
     print(f"\nbench_pipeline took {time.perf_counter() - started:.0f} s (of which {wait_total():.0f} s waiting for "

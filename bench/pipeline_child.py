@@ -54,6 +54,7 @@ class ChildPeakRss:
 
     def __init__(self, interval: float = 0.02) -> None:
         self.pids: list[int] = []
+        self.started_at = 0.0  # perf_counter when the first one was started
         self.peak_kib = 0
         self.interval = interval
         self.stopped = threading.Event()
@@ -65,6 +66,7 @@ class ChildPeakRss:
 
         class _Popen(subprocess.Popen):
             def __init__(self, *args, **kwargs) -> None:
+                watcher.started_at = watcher.started_at or time.perf_counter()
                 super().__init__(*args, **kwargs)
                 watcher.pids.append(self.pid)
 
@@ -129,6 +131,17 @@ def main(argv: list[str]) -> int:
 
     backup_run_module.BackupSink = CountingSink
 
+    dump_ended = [0.0]
+    original_dump = backup_run_module.dump_with_pg_dump
+
+    def timed_dump(*args, **kwargs):  # notes when the dump (pg_dump, reading, row counts) is over
+        try:
+            return original_dump(*args, **kwargs)
+        finally:
+            dump_ended[0] = time.perf_counter()
+
+    backup_run_module.dump_with_pg_dump = timed_dump
+
     commit_seconds = 0.0
     original_commit = local.LocalWriter.commit
 
@@ -151,7 +164,8 @@ def main(argv: list[str]) -> int:
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     record = backup_run(record_id=record.pk)
-    seconds = time.perf_counter() - t0
+    ended = time.perf_counter()
+    seconds = ended - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     pg_dump_peak_kib = pg_dump_rss.stop()
     report = {
@@ -161,6 +175,9 @@ def main(argv: list[str]) -> int:
         "seconds": seconds,
         "setup_seconds": setup_seconds,
         "commit_seconds": commit_seconds,
+        "before_pg_dump_seconds": pg_dump_rss.started_at - t0 if pg_dump_rss.started_at else 0.0,
+        "dump_seconds": dump_ended[0] - pg_dump_rss.started_at if pg_dump_rss.started_at else 0.0,
+        "after_dump_seconds": ended - dump_ended[0] if dump_ended[0] else 0.0,
         "python_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "python_vmhwm_kib": vm_hwm_kib(),
         "pg_dump_rss_kib": pg_dump_peak_kib,

@@ -6,8 +6,8 @@ Not part of `make bench` (it takes several minutes); run it with var/services.en
 `make bench` has built the bench tenants. Like the bench, it waits for a quiet machine before each run
 and makes a run again when other processes took CPU during it (see bench_pipeline.measured_run).
 Every repetition runs the tool and each variant once, in an order rotated by one each repetition; the
-table shows medians and the median of the per-repetition ratios variant/tool ("paired": each ratio
-pairs runs made close together, which cancels some of the drift).
+table shows medians over the undisturbed runs and the median of the per-repetition ratios variant/tool
+over the repetitions where both were undisturbed ("paired": runs made close together).
 """
 
 from __future__ import annotations
@@ -43,16 +43,18 @@ def tune(schema: str, names: list[str], repeats: int) -> None:
             by_kind[kind] = run
             runs[kind].append(run)
         for name in names:
-            ratios[name].append(by_kind[name].seconds / by_kind["tool"].seconds)
-    tool = statistics.median(r.seconds for r in runs["tool"])
+            if not (bp.disturbed(by_kind[name]) or bp.disturbed(by_kind["tool"])):
+                ratios[name].append(by_kind[name].seconds / by_kind["tool"].seconds)
+    tool = bp.timing_median(runs["tool"])[0]
     print(f"\n{schema}: tool `pg_dump | zstd -3 -T1` median {tool:.2f} s "
           f"({', '.join(f'{r.seconds:.2f}' for r in runs['tool'])})")
     print(f"  {'variant':<14}{'median s':>10}{'/tool':>8}{'paired':>8}{'py CPU s':>10}{'py RSS':>10}"
           f"{'out MB':>9}{'chunk KiB':>10}  runs (* disturbed); description")
     for name in names:
         rs = runs[name]
-        med = statistics.median(r.seconds for r in rs)
-        print(f"  {name:<14}{med:>10.2f}{med / tool:>8.3f}{statistics.median(ratios[name]):>8.3f}"
+        med = bp.timing_median(rs)[0]
+        paired = f"{statistics.median(ratios[name]):.3f}" if ratios[name] else "-"
+        print(f"  {name:<14}{med:>10.2f}{med / tool:>8.3f}{paired:>8}"
               f"{statistics.median(r.cpu_seconds for r in rs):>10.2f}"
               f"{statistics.median(r.python_rss_kib for r in rs) / 1024:>9.1f}M"
               f"{statistics.median(r.size for r in rs) / bp.MB:>9.2f}"
@@ -75,9 +77,10 @@ def main(argv: list[str]) -> int:
     bp.prepare_database()
     spec = next(t for t in bp.TENANTS if t.schema == args.tenant)
     try:
-        bp.ensure_tenant(spec)
-        bp.dump_size(spec.schema)  # warm-up
-        tune(spec.schema, args.variants, args.repeats)
+        with bp.exclusive():
+            bp.ensure_tenant(spec)
+            bp.dump_size(spec.schema)  # warm-up
+            tune(spec.schema, args.variants, args.repeats)
     finally:
         bp.cleanup()
     print(f"\ntuning took {time.perf_counter() - started:.0f} s")
