@@ -16,6 +16,7 @@ from backups.errors import BackupError, TransientBackupError
 from backups.models import BackupRecord
 from backups.services.backup_run import backup_run
 from backups.services.dispatch import dispatch_due_backups as dispatch_service
+from backups.services.enqueue import backups_fan_out
 from backups.services.finalize import backup_record_finalize, retention_apply
 from backups.services.reaper import reap_stuck_backups as reap_service
 from backups.services.records import backup_record_mark_failed
@@ -87,6 +88,13 @@ def dispatch_due_backups(**kwargs) -> int:
     """Beat's tick: claim due tenants and fan out one chain each."""
     with schema_context(get_public_schema_name()):
         return len(dispatch_service(now=None).records)
+
+
+@shared_task(name="tasks.backups.fan_out_backups", acks_late=True, ignore_result=True)
+def fan_out_backups(record_ids: list[int] | None = None, **kwargs) -> int:
+    """Send one chain per record of a batch the tick created (a redelivery skips records no longer queued)."""
+    with schema_context(get_public_schema_name()):
+        return backups_fan_out(record_ids=list(record_ids or []))
 
 
 @shared_task(name="tasks.backups.reap_stuck_backups", ignore_result=True)

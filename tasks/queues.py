@@ -15,6 +15,7 @@ CELERY_QUEUES = tuple(Queue(name, routing_key=name) for name in ALL)
 
 CELERY_ROUTES = {
     "tasks.backups.dispatch_due_backups": {"queue": DISPATCH},
+    "tasks.backups.fan_out_backups": {"queue": DISPATCH},
     "tasks.backups.run_backup": {"queue": DUMP},
     "tasks.backups.record_backup": {"queue": RECORD},
     "tasks.backups.apply_retention": {"queue": HOUSEKEEPING},

@@ -50,8 +50,10 @@ class _Progress:
 
 
 def _dump_to_storage(record: BackupRecord, storage: Storage) -> tuple[DumpInfo, SinkResult]:
-    compressor = make_compressor(record.compression, zstd_level=conf.get("BACKUPS_ZSTD_LEVEL"),
-                                 gzip_level=conf.get("BACKUPS_GZIP_LEVEL"))
+    compressor = make_compressor(
+        record.compression, zstd_level=conf.get("BACKUPS_ZSTD_LEVEL"), zstd_threads=conf.get("BACKUPS_ZSTD_THREADS"),
+        gzip_level=conf.get("BACKUPS_GZIP_LEVEL"),
+    )
     progress = _Progress(record.pk)
     transforms = (AgeEncryptor(conf.age_recipients()),) if record.encryption == "age" else ()
     writer = storage.open_write(record.storage_key)

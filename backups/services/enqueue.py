@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.utils import timezone
 
+from backups import conf
 from backups.models import BackupRecord
 
 
@@ -25,13 +26,44 @@ def backup_chain(record: BackupRecord):
 
 
 def backups_enqueue(records: Iterable[BackupRecord]) -> None:
-    """Mark the records enqueued and send one chain each once the current transaction commits."""
+    """Mark the records enqueued and send their work once the current transaction commits.
+
+    Up to BACKUPS_FANOUT_BATCH records get one chain each from here. A larger set (a tick that found
+    thousands of tenants due) is cut into batches of record ids, each sent as one `fan_out_backups`
+    task: the tick then costs a few publishes instead of one Celery publish (~1 ms) per tenant, and
+    the dispatch workers send the chains in parallel.
+    """
     records = list(records)
     if not records:
         return
     BackupRecord.objects.filter(pk__in=[r.pk for r in records]).update(enqueued_at=timezone.now())
+    batch = max(1, int(conf.get("BACKUPS_FANOUT_BATCH")))
+    if len(records) <= batch:
+        transaction.on_commit(lambda: publish_chains([backup_chain(record) for record in records]))
+        return
+    ids = [r.pk for r in records]
+    transaction.on_commit(lambda: publish_fan_out([ids[i:i + batch] for i in range(0, len(ids), batch)]))
 
-    transaction.on_commit(lambda: publish_chains([backup_chain(record) for record in records]))
+
+def backups_fan_out(*, record_ids: list[int]) -> int:
+    """Send the chains of those records still queued (a redelivered batch skips what already ran)."""
+    records = list(
+        BackupRecord.objects.filter(pk__in=record_ids, status=BackupRecord.Status.QUEUED)
+        .only("pk", "backup_type", "tenant_id").order_by("pk")
+    )
+    publish_chains([backup_chain(record) for record in records])
+    return len(records)
+
+
+def publish_fan_out(batches: list[list[int]]) -> None:
+    """One fan_out_backups task per batch of record ids, through one producer."""
+    from celery import current_app
+
+    from tasks.backups import fan_out_backups
+
+    with current_app.producer_or_acquire() as producer:
+        for ids in batches:
+            fan_out_backups.apply_async(kwargs={"record_ids": ids}, producer=producer)
 
 
 def publish_chains(chains: list) -> None:

@@ -12,6 +12,7 @@ from backups.errors import TransientBackupError
 from backups.locks import DUMP_SLOT_NAMESPACE
 from backups.models import BackupRecord
 from backups.pgtools import connect
+from backups.services import enqueue
 from backups.services.backup_run import backup_run
 from backups.services.dispatch import dispatch_due_backups
 from backups.services.finalize import retention_apply
@@ -49,6 +50,51 @@ def test_worker_runs_the_chain_and_the_tenant_moves_on(celery_worker, daily_clin
         __import__("time").sleep(0.1)
     assert daily_clinic.last_backup_at == done.finished_at and daily_clinic.last_backup_at != before
     assert daily_clinic.next_backup_at > now
+
+
+@pytest.fixture
+def all_demo_clinics_daily():
+    Tenant = get_tenant_model()
+    tenants = list(Tenant.objects.filter(schema_name__in=("clinica_demo", "clinica_sonrisa", "clinica_norte")))
+    for tenant in tenants:
+        tenant.backup_schedule, tenant.backup_time, tenant.backup_timezone = "daily", time(4, 0), "UTC"
+        tenant.save()
+    yield tenants
+    Tenant.objects.filter(pk__in=[t.pk for t in tenants]).update(backup_schedule="disabled", next_backup_at=None)
+
+
+@pytest.mark.worker
+def test_a_large_tick_fans_out_through_batch_tasks_on_the_worker(celery_worker, all_demo_clinics_daily, settings,
+                                                                  monkeypatch):
+    settings.BACKUPS_FANOUT_BATCH = 2
+    batches, direct = [], []
+    monkeypatch.setattr(enqueue, "publish_chains", direct.append)  # the tick itself must not send chains
+    real_fan_out = enqueue.publish_fan_out
+    monkeypatch.setattr(enqueue, "publish_fan_out", lambda b: (batches.extend(b), real_fan_out(b)))
+    now = timezone.now()
+    get_tenant_model().objects.filter(pk__in=[t.pk for t in all_demo_clinics_daily]).update(
+        next_backup_at=now - timedelta(minutes=1))
+    records = [r for r in dispatch_due_backups(now=now).records
+               if r.tenant_id in {t.pk for t in all_demo_clinics_daily}]
+    assert len(records) == 3 and not direct
+    assert sorted(len(b) for b in batches) == [1, 2]
+    assert sorted(pk for b in batches for pk in b) == sorted(r.pk for r in records)
+    for record in records:  # the worker ran fan_out_backups, which sent the chains
+        done = wait_for_record(record.pk)
+        assert done.status == BackupRecord.Status.SUCCEEDED, done.error
+        assert done.enqueued_at is not None
+
+
+def test_a_redelivered_fan_out_batch_sends_only_records_still_queued(monkeypatch):
+    sent = []
+    monkeypatch.setattr(enqueue, "publish_chains", sent.extend)
+    waiting = backup_record_create(schema_name="clinica_norte", backup_type="automatic")
+    finished = backup_record_create(schema_name="clinica_norte", backup_type="automatic")
+    BackupRecord.objects.filter(pk=finished.pk).update(status="succeeded")
+    assert enqueue.backups_fan_out(record_ids=[waiting.pk, finished.pk, 10**12]) == 1
+    (chain,) = sent
+    assert [t.name for t in chain.tasks][0] == "tasks.backups.run_backup" and chain.tasks[0].args == (waiting.pk,)
+    BackupRecord.objects.filter(pk__in=[waiting.pk, finished.pk]).delete()
 
 
 def test_retention_deletes_objects_and_records_outside_the_policy(daily_clinic):
