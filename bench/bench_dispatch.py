@@ -15,8 +15,10 @@ One run, on its own database (tenant_backups_bench_dispatch, kept between runs) 
      wrapper (plus COMMIT, rest = Python);
    - the state is reset between runs (records and events deleted, next_backup_at put back, VACUUM), REPEATS
      times each, medians reported;
-   - (c) enqueue: backups_enqueue(records) of one tick (UPDATE enqueued_at + one chain.apply_async each) to
-     Redis, against a raw redis-py LPUSH of the same number of same-sized messages;
+   - (c) publish: backups_enqueue(records) of one tick (UPDATE enqueued_at + one fan_out_backups task per
+     BACKUPS_FANOUT_BATCH records, or the chains themselves for a small tick) to Redis; then the batches'
+     work, backups_fan_out over every batch in this process (one chain.apply_async each), against a raw
+     redis-py LPUSH of the same number of same-sized messages;
 2. EXPLAIN ANALYZE of the claim SELECT, the readiness query and the bulk_update on the main scenario;
 3. a scaling table and one PASS/FAIL line per target.
 
@@ -299,17 +301,26 @@ class Bench:
     # ----------------------------------------------------------------- enqueue
 
     def enqueue(self, records) -> dict[str, float]:
-        """backups_enqueue(records) outside a transaction (its on_commit runs at once) vs. raw LPUSH."""
-        from backups.services.enqueue import backup_chain, backups_enqueue
+        """The tick's publish (fan_out_backups batches), the batches' chains, against raw LPUSH floors."""
+        from django.conf import settings
+
+        from backups.services.enqueue import backup_chain, backups_enqueue, backups_fan_out
 
         purge(self.redis)
         t0 = time.perf_counter()
-        backups_enqueue(records)  # UPDATE enqueued_at + apply_async of each chain
-        total = time.perf_counter() - t0
+        backups_enqueue(records)  # outside a transaction its on_commit runs at once: UPDATE + the batch tasks
+        tick_publish = time.perf_counter() - t0
+        batches = self.redis.llen(KEY_PREFIX + "backups.dispatch")
+        size = settings.BACKUPS_FANOUT_BATCH
+        ids = [r.pk for r in records]
+        t0 = time.perf_counter()
+        for i in range(0, len(ids), size) if batches else ():  # what the dispatch workers do with the batches
+            backups_fan_out(record_ids=ids[i:i + size])
+        fan_out = time.perf_counter() - t0
         queued = self.redis.llen(KEY_PREFIX + "backups.dump")
         sample = self.redis.lindex(KEY_PREFIX + "backups.dump", 0) or b"x" * 1500
         purge(self.redis)
-        # the apply_async loop alone (chains built the same way)
+        # the apply_async loop alone (chains built the same way, one publish each)
         t0 = time.perf_counter()
         for record in records:
             backup_chain(record).apply_async()
@@ -328,10 +339,12 @@ class Bench:
         pipe.execute()
         raw_pipe = time.perf_counter() - t0
         purge(self.redis)
-        if queued != len(records):
-            raise RuntimeError(f"{queued} messages reached backups.dump, expected {len(records)}")
-        return {"enqueue": total, "apply_async loop": loop, "raw lpush": raw_each, "raw pipelined": raw_pipe,
-                "message bytes": len(sample), "queued": queued}
+        expected_batches = -(-len(records) // size) if len(records) > size else 0
+        if queued != len(records) or batches != expected_batches:
+            raise RuntimeError(f"{batches} fan-out batches and {queued} chains were sent, expected "
+                               f"{expected_batches} and {len(records)}")
+        return {"enqueue": tick_publish, "batches": batches, "fan_out": fan_out, "apply_async loop": loop,
+                "raw lpush": raw_each, "raw pipelined": raw_pipe, "message bytes": len(sample), "queued": queued}
 
     # ----------------------------------------------------------------- EXPLAIN
 
@@ -396,16 +409,19 @@ class Bench:
         print(f"      CPU time of the Django process during the tick: median {ms(med(projects, 'cpu'))} "
               "(insensitive to other load on the machine)")
         print(f"  ratio project / raw: {proj_total / raw_total:.1f}x")
-        print(f"  enqueue of {due:,} chains (backups_enqueue: UPDATE enqueued_at + apply_async each): "
-              f"{ms(enq['enqueue'])}; apply_async loop alone {ms(enq['apply_async loop'])} "
+        print(f"  the tick's publish (backups_enqueue: UPDATE enqueued_at + {enq['batches']} fan_out_backups "
+              f"batches): {ms(enq['enqueue'])}")
+        print(f"  the batches' work (backups_fan_out over every batch, one after the other): {ms(enq['fan_out'])}; "
+              f"apply_async loop alone {ms(enq['apply_async loop'])} "
               f"({enq['apply_async loop'] / due * 1e6:,.0f} us/chain)")
         print(f"  raw Redis floor, {due:,} x {enq['message bytes']:,}-byte messages: LPUSH one by one "
               f"{ms(enq['raw lpush'])}, pipelined {ms(enq['raw pipelined'])}; ratio apply_async loop / LPUSH "
               f"one by one: {enq['apply_async loop'] / enq['raw lpush']:.1f}x")
-        print(f"  full tick (claim + enqueue): {ms(proj_total + enq['enqueue'])}")
+        print(f"  full tick (claim + publish): {ms(proj_total + enq['enqueue'])}; every chain on the dump queue "
+              f"(tick + the batches on one dispatch process): {ms(proj_total + enq['enqueue'] + enq['fan_out'])}")
         print(f"  Python allocations peak during one tick (tracemalloc): {mem['py_peak_mib']:.1f} MiB; "
               f"child process VmHWM so far {vm_hwm_mib():.0f} MiB")
-        result = {"raw": raw_total, "project": proj_total, "enqueue": enq["enqueue"],
+        result = {"raw": raw_total, "project": proj_total, "enqueue": enq["enqueue"], "fan_out": enq["fan_out"],
                   "apply_async": enq["apply_async loop"], "raw_lpush": enq["raw lpush"],
                   "select": med(projects, "select"), "update": med(projects, "update tenants"),
                   "python": med(projects, "python")}
@@ -415,17 +431,18 @@ class Bench:
     def report(self) -> None:
         print("\n=== scaling (medians) ===")
         print(f"  {'tenants':>9} {'due':>6} {'raw SQL':>10} {'project':>10} {'ratio':>6} {'per due':>9} "
-              f"{'enqueue':>10} {'full tick':>10}")
+              f"{'publish':>10} {'full tick':>10} {'fan-out':>10}")
         for (tenants, due), r in self.results.items():
             print(f"  {tenants:>9,} {due:>6,} {r['raw'] * 1000:>8.1f}ms {r['project'] * 1000:>8.1f}ms "
                   f"{r['project'] / r['raw']:>5.1f}x {r['project'] / due * 1e6:>6.0f}us "
-                  f"{r['enqueue'] * 1000:>8.1f}ms {(r['project'] + r['enqueue']) * 1000:>8.1f}ms")
+                  f"{r['enqueue'] * 1000:>8.1f}ms {(r['project'] + r['enqueue']) * 1000:>8.1f}ms "
+                  f"{r['fan_out'] * 1000:>8.1f}ms")
         main, small_n = self.results[MAIN], self.results[(10_000, 1_000)]
         few, many = self.results[(100_000, 100)], self.results[(100_000, 5_000)]
         checks = [
             (f"claim tick, 100,000 tenants / 1,000 due: {ms(main['project'])} < {MAX_TICK_SECONDS:.0f} s",
              main["project"] < MAX_TICK_SECONDS),
-            (f"full tick incl. enqueue, 100,000 / 1,000: {ms(main['project'] + main['enqueue'])} < "
+            (f"full tick incl. publish, 100,000 / 1,000: {ms(main['project'] + main['enqueue'])} < "
              f"{MAX_TICK_SECONDS:.0f} s", main["project"] + main["enqueue"] < MAX_TICK_SECONDS),
             (f"tenant count hardly matters: tick(100k/1k) / tick(10k/1k) = "
              f"{main['project'] / small_n['project']:.2f} <= {MAX_TENANT_GROWTH}",
