@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script too
+from bench.common import child_env, purge_prefix, run_in_child  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB = "tenant_backups_bench_dispatch"
@@ -56,26 +58,12 @@ MAX_SMALL_TICK_SHARE = 0.5  # tick(100k/100) / tick(100k/1k): the due count must
 
 def bench_env() -> dict[str, str]:
     """The child's environment: the bench database and the bench Redis database."""
-    env = dict(os.environ)
-    db_url = env.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tenant_backups")
-    redis_url = env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    env.update({
-        "DATABASE_URL": urlunsplit(urlsplit(db_url)._replace(path=f"/{BENCH_DB}")),
-        "REDIS_URL": urlunsplit(urlsplit(redis_url)._replace(path=f"/{REDIS_DB}")),
-        "CELERY_QUEUE_PREFIX": KEY_PREFIX,
-        "DJANGO_SETTINGS_MODULE": "project.settings",
-        "DJANGO_DEBUG": env.get("DJANGO_DEBUG", "1"),
-        "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-    })
-    return env
+    return child_env(database=BENCH_DB, redis_db=REDIS_DB, key_prefix=KEY_PREFIX)
 
 
 def run() -> None:
     """Entry point for bench/run.py: create the database, run the measurements in a child process."""
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "services.py"), "createdb", BENCH_DB], check=True, cwd=ROOT)
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child"], env=bench_env(), cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench_dispatch's child process failed with status {proc.returncode}")
+    run_in_child(__file__, database=BENCH_DB, env=bench_env())
 
 
 # --------------------------------------------------------------------------- child process
@@ -86,10 +74,8 @@ def ms(seconds: float) -> str:
 
 
 def purge(client) -> None:
-    """Delete this benchmark's keys (queues, bindings, the raw floor's list) from its Redis database."""
-    keys = list(client.scan_iter(match=KEY_PREFIX + "*", count=1000))
-    if keys:
-        client.delete(*keys)
+    """Delete this benchmark's keys from its Redis database."""
+    purge_prefix(client, KEY_PREFIX)
 
 
 def vm_hwm_mib() -> float:

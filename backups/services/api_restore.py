@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
 from backups.errors import BackupError
-from backups.locks import advisory_lock
+from backups.locks import claim_unfinished
 from backups.models import BackupEvent, BackupRecord, RestoreJob
 
 from .api_backups import ACTIVE, _as_id
@@ -99,18 +99,8 @@ def _finish(job: RestoreJob, *, ok: bool, report: dict, error: str = "") -> Rest
 
 def restore_job_run(*, job_id: int, task_id: str = "") -> RestoreJob | None:
     """Run a queued job once: a finished job does nothing, a job another live worker holds is left to it."""
-    job = RestoreJob.objects.filter(pk=job_id).first()
-    if job is None:
-        logger.warning("restore job %s does not exist; nothing to do", job_id)
-        return None
-    if job.status in FINISHED:
-        return job
-    with advisory_lock(RESTORE_JOB_NAMESPACE, job_id) as taken:
-        if not taken:
-            logger.info("restore job %s is being run by another worker", job_id)
-            return job
-        job.refresh_from_db()
-        if job.status in FINISHED:
+    with claim_unfinished(RestoreJob, job_id, namespace=RESTORE_JOB_NAMESPACE, finished=FINISHED) as (job, claimed):
+        if not claimed:
             return job
         job.status, job.started_at, job.task_id = RestoreJob.Status.RUNNING, timezone.now(), task_id
         job.save(update_fields=["status", "started_at", "task_id"])

@@ -9,7 +9,7 @@ from backups.compression import make_compressor
 from backups.dumpers import DumpInfo, dump_with_django, dump_with_pg_dump
 from backups.encryption import AgeEncryptor, recipients_fingerprint
 from backups.errors import BackupError, TransientBackupError
-from backups.locks import RECORD_NAMESPACE, advisory_lock, dump_slot
+from backups.locks import RECORD_NAMESPACE, claim_unfinished, dump_slot
 from backups.manifest import build_manifest, manifest_bytes, manifest_key
 from backups.models import BackupRecord
 from backups.sink import BackupSink, SinkResult
@@ -108,18 +108,8 @@ def backup_run(*, record_id: int, task_id: str = "") -> BackupRecord | None:
     Transient failures put the record back to `queued` and re-raise TransientBackupError for the caller
     to retry; anything else marks it `failed` with the error.
     """
-    record = BackupRecord.objects.filter(pk=record_id).first()
-    if record is None:
-        logger.warning("backup record %s does not exist; nothing to do", record_id)
-        return None
-    if record.status in FINISHED:
-        return record
-    with advisory_lock(RECORD_NAMESPACE, record_id) as taken:
-        if not taken:
-            logger.info("backup record %s is being run by another worker", record_id)
-            return record
-        record.refresh_from_db()
-        if record.status in FINISHED:
+    with claim_unfinished(BackupRecord, record_id, namespace=RECORD_NAMESPACE, finished=FINISHED) as (record, claimed):
+        if not claimed:
             return record
         with dump_slot(conf.get("BACKUPS_MAX_CONCURRENT_DUMPS"),
                        wait_seconds=conf.get("BACKUPS_DUMP_SLOT_WAIT_SECONDS")) as slot:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 class StorageError(Exception):
@@ -96,3 +96,18 @@ class Storage(abc.ABC):
         """Read a small object (a manifest) whole."""
         with self.open_read(key) as stream:
             return stream.read()
+
+
+def kwargs_from_settings(settings: Any, arguments: Mapping[str, str], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Constructor arguments read from Django settings: `arguments` maps each to its setting's name.
+
+    A setting that is missing or None takes its default, so a host project sets only what it changes.
+    """
+    if settings is None:
+        from django.conf import settings
+    values = {}
+    for argument, name in arguments.items():
+        value = getattr(settings, name, None)
+        values[argument] = defaults[name] if value is None else value
+    return values
+

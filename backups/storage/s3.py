@@ -33,7 +33,15 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from .base import ObjectNotFound, ObjectWriter, Storage, StorageError, StorageTransientError, StoredObject
+from .base import (
+    ObjectNotFound,
+    ObjectWriter,
+    Storage,
+    StorageError,
+    StorageTransientError,
+    StoredObject,
+    kwargs_from_settings,
+)
 
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
@@ -71,6 +79,27 @@ DEFAULT_SETTING_NAMES = {
     "checksum": "AWS_S3_REQUEST_CHECKSUM_CALCULATION",
     "part_size": "BACKUPS_S3_PART_SIZE",
     "url_max_expiry": "BACKUPS_URL_MAX_EXPIRY",
+}
+
+# from_settings(): each constructor argument and the setting it comes from.
+S3_SETTINGS: dict[str, str] = {
+    "bucket": "AWS_STORAGE_BUCKET_NAME",
+    "access_key_id": "AWS_ACCESS_KEY_ID",
+    "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "session_token": "AWS_SESSION_TOKEN",
+    "region_name": "AWS_S3_REGION_NAME",
+    "endpoint_url": "AWS_S3_ENDPOINT_URL",
+    "key_prefix": "AWS_S3_KEY_PREFIX",
+    "sse": "AWS_S3_SSE",
+    "sse_kms_key_id": "AWS_S3_SSE_KMS_KEY_ID",
+    "storage_class": "AWS_S3_STORAGE_CLASS",
+    "addressing_style": "AWS_S3_ADDRESSING_STYLE",
+    "request_checksum_calculation": "AWS_S3_REQUEST_CHECKSUM_CALCULATION",
+    "part_size": "BACKUPS_S3_PART_SIZE",
+    "url_max_expiry": "BACKUPS_URL_MAX_EXPIRY",
+    "connect_timeout": "AWS_S3_CONNECT_TIMEOUT",
+    "read_timeout": "AWS_S3_READ_TIMEOUT",
+    "max_attempts": "AWS_S3_MAX_ATTEMPTS",
 }
 
 # Each setting from_settings() reads, with its default.
@@ -386,32 +415,7 @@ class S3Storage(Storage):
     @classmethod
     def from_settings(cls, settings: Any = None, **overrides: Any) -> S3Storage:
         """Build one from Django settings (AWS_*, BACKUPS_S3_PART_SIZE, BACKUPS_URL_MAX_EXPIRY)."""
-        if settings is None:
-            from django.conf import settings
-
-        def get(name: str) -> Any:
-            value = getattr(settings, name, None)
-            return SETTINGS_DEFAULTS[name] if value is None else value
-
-        kwargs: dict[str, Any] = {
-            "bucket": get("AWS_STORAGE_BUCKET_NAME"),
-            "access_key_id": get("AWS_ACCESS_KEY_ID"),
-            "secret_access_key": get("AWS_SECRET_ACCESS_KEY"),
-            "session_token": get("AWS_SESSION_TOKEN"),
-            "region_name": get("AWS_S3_REGION_NAME"),
-            "endpoint_url": get("AWS_S3_ENDPOINT_URL"),
-            "key_prefix": get("AWS_S3_KEY_PREFIX"),
-            "sse": get("AWS_S3_SSE"),
-            "sse_kms_key_id": get("AWS_S3_SSE_KMS_KEY_ID"),
-            "storage_class": get("AWS_S3_STORAGE_CLASS"),
-            "addressing_style": get("AWS_S3_ADDRESSING_STYLE"),
-            "request_checksum_calculation": get("AWS_S3_REQUEST_CHECKSUM_CALCULATION"),
-            "part_size": get("BACKUPS_S3_PART_SIZE"),
-            "url_max_expiry": get("BACKUPS_URL_MAX_EXPIRY"),
-            "connect_timeout": get("AWS_S3_CONNECT_TIMEOUT"),
-            "read_timeout": get("AWS_S3_READ_TIMEOUT"),
-            "max_attempts": get("AWS_S3_MAX_ATTEMPTS"),
-        }
+        kwargs = kwargs_from_settings(settings, S3_SETTINGS, SETTINGS_DEFAULTS)
         kwargs.update(overrides)
         return cls(**kwargs)
 

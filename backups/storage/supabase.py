@@ -33,7 +33,15 @@ import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 from storage3.exceptions import StorageApiError
 
-from .base import ObjectNotFound, ObjectWriter, Storage, StorageError, StorageTransientError, StoredObject
+from .base import (
+    ObjectNotFound,
+    ObjectWriter,
+    Storage,
+    StorageError,
+    StorageTransientError,
+    StoredObject,
+    kwargs_from_settings,
+)
 from .s3 import S3Storage, _error_code
 
 MiB = 1024 * 1024
@@ -64,6 +72,20 @@ S3_SETTING_NAMES = {
     "storage_class": "SUPABASE_S3_ENDPOINT",
     "addressing_style": "SUPABASE_S3_ENDPOINT",
     "checksum": "SUPABASE_S3_ENDPOINT",
+    "part_size": "BACKUPS_S3_PART_SIZE",
+    "url_max_expiry": "BACKUPS_URL_MAX_EXPIRY",
+}
+
+# from_settings(): each constructor argument and the setting it comes from.
+SUPABASE_SETTINGS: dict[str, str] = {
+    "url": "SUPABASE_URL",
+    "key": "SUPABASE_KEY",
+    "bucket": "SUPABASE_BUCKET",
+    "s3_endpoint": "SUPABASE_S3_ENDPOINT",
+    "s3_region": "SUPABASE_S3_REGION",
+    "s3_access_key_id": "SUPABASE_S3_ACCESS_KEY_ID",
+    "s3_secret_access_key": "SUPABASE_S3_SECRET_ACCESS_KEY",
+    "upload_limit": "SUPABASE_UPLOAD_LIMIT",
     "part_size": "BACKUPS_S3_PART_SIZE",
     "url_max_expiry": "BACKUPS_URL_MAX_EXPIRY",
 }
@@ -469,25 +491,7 @@ class SupabaseStorage(Storage):
     @classmethod
     def from_settings(cls, settings: Any = None, **overrides: Any) -> SupabaseStorage:
         """Build one from Django settings (SUPABASE_*, BACKUPS_S3_PART_SIZE, BACKUPS_URL_MAX_EXPIRY)."""
-        if settings is None:
-            from django.conf import settings
-
-        def get(name: str) -> Any:
-            value = getattr(settings, name, None)
-            return SETTINGS_DEFAULTS[name] if value is None else value
-
-        kwargs: dict[str, Any] = {
-            "url": get("SUPABASE_URL"),
-            "key": get("SUPABASE_KEY"),
-            "bucket": get("SUPABASE_BUCKET"),
-            "s3_endpoint": get("SUPABASE_S3_ENDPOINT"),
-            "s3_region": get("SUPABASE_S3_REGION"),
-            "s3_access_key_id": get("SUPABASE_S3_ACCESS_KEY_ID"),
-            "s3_secret_access_key": get("SUPABASE_S3_SECRET_ACCESS_KEY"),
-            "upload_limit": get("SUPABASE_UPLOAD_LIMIT"),
-            "part_size": get("BACKUPS_S3_PART_SIZE"),
-            "url_max_expiry": get("BACKUPS_URL_MAX_EXPIRY"),
-        }
+        kwargs = kwargs_from_settings(settings, SUPABASE_SETTINGS, SETTINGS_DEFAULTS)
         kwargs.update(overrides)
         return cls(**kwargs)
 

@@ -17,11 +17,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-import redis
-from django.conf import settings
 from django.core.cache import cache
 from django_tenants.utils import schema_context
 from rest_framework.authtoken.models import Token
@@ -34,6 +31,7 @@ from backups.models import BackupRecord, RestoreJob
 from backups.storage import get_storage
 from tests.integration.conftest import django_db_setup, live_db  # noqa: F401 - the same real database
 from tests.servers.moto_s3 import MotoS3Server
+from tests.workers import running_worker
 
 DOMAINS = {"clinica_demo": "demo.localhost", "clinica_sonrisa": "sonrisa.localhost",
            "clinica_norte": "norte.localhost"}
@@ -115,17 +113,6 @@ def _api_settings(settings):
 
 # --- the real worker and the S3 server -----------------------------------------------------------------------
 
-@pytest.fixture(scope="package")
-def moto_api() -> Iterator[MotoS3Server]:
-    """moto's S3 server on a loopback port while tests/api runs."""
-    try:
-        server = MotoS3Server.start()
-    except (RuntimeError, OSError) as exc:
-        pytest.fail(f"Could not start the moto S3 server: {exc}")
-    yield server
-    server.stop()
-
-
 def s3_env(server: MotoS3Server) -> dict[str, str]:
     """AWS_* settings (as environment) pointing at the loopback server."""
     return {"AWS_STORAGE_BUCKET_NAME": S3_BUCKET, "AWS_S3_ENDPOINT_URL": server.endpoint_url,
@@ -144,36 +131,27 @@ def reset_bucket(server: MotoS3Server) -> None:
 
 
 @pytest.fixture(scope="package")
-def api_worker(django_db_setup, django_db_blocker, moto_api):  # noqa: F811
+def api_worker(django_db_setup, django_db_blocker, moto_s3):  # noqa: F811
     """One real worker for tests/api, which also knows the S3 server; stopped by pid when the package ends."""
     from project.celery import app
-    from project.processes import start_worker, stop_process, wait_for_worker
 
     others = app.control.inspect(timeout=1.0).ping() or {}
     if others:
         pytest.fail(f"Other Celery workers share the test broker ({', '.join(others)}): run tests/api before "
                     "tests/integration (the default order) so that only this package's worker takes its tasks.")
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()
-    reset_bucket(moto_api)
-    log = Path(settings.BASE_DIR) / "var" / "test-api-worker.log"
-    proc = start_worker(name="apitests", concurrency=2, log_file=log, extra_env=s3_env(moto_api))
-    try:
-        wait_for_worker(app, proc, name="apitests")
-    except RuntimeError as exc:
-        stop_process(proc)
-        pytest.fail(f"{exc} See {log}.")
-    yield proc
-    stop_process(proc)
+    reset_bucket(moto_s3)
+    with running_worker(name="apitests", log_name="test-api-worker.log", extra_env=s3_env(moto_s3)) as proc:
+        yield proc
 
 
 @pytest.fixture
-def s3(settings, moto_api) -> MotoS3Server:
+def s3(settings, moto_s3) -> MotoS3Server:
     """This test's storage is the loopback S3 server (an empty bucket); the worker already points at it."""
-    reset_bucket(moto_api)
+    reset_bucket(moto_s3)
     settings.BACKUPS_STORAGE = "s3"
-    for name, value in s3_env(moto_api).items():
+    for name, value in s3_env(moto_s3).items():
         setattr(settings, name, int(value) if name == "AWS_S3_MAX_ATTEMPTS" else value)
-    return moto_api
+    return moto_s3
 
 
 # --- waiting and cleaning up ---------------------------------------------------------------------------------

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
 from django.conf import settings
 from django.core.management import call_command
 
 from backups.models import BackupRecord
+from tests.workers import running_worker
 
 DEMO_SCHEMAS = ("clinica_demo", "clinica_sonrisa", "clinica_norte")
 
@@ -37,19 +36,8 @@ def live_db(django_db_setup, django_db_blocker) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker):
     """One real worker on the real broker for the whole session, stopped by pid at the end."""
-    from project.celery import app
-    from project.processes import start_worker, stop_process, wait_for_worker
-
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()
-    log = Path(settings.BASE_DIR) / "var" / "test-worker.log"
-    proc = start_worker(name="tests", concurrency=2, log_file=log)
-    try:
-        wait_for_worker(app, proc, name="tests")
-    except RuntimeError as exc:
-        stop_process(proc)
-        pytest.fail(f"{exc} See {log}.")
-    yield proc
-    stop_process(proc)
+    with running_worker(name="tests", log_name="test-worker.log") as proc:
+        yield proc
 
 
 def wait_for_record(record_id: int, *, timeout: float = 60.0) -> BackupRecord:

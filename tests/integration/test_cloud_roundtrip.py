@@ -14,7 +14,6 @@ from tests.storage.conftest import (  # noqa: F401 - fixtures
     SUPABASE_S3_SECRET_KEY,
     SUPABASE_SERVICE_KEY,
     TEST_REGION,
-    moto_s3,
     new_bucket_name,
     s3_bucket,
     supabase_server,

@@ -37,17 +37,6 @@ class Backend:
     list_calls: Callable[[], int] = lambda: 0  # how many listing requests went out (pagination checks)
 
 
-@pytest.fixture(scope="session")
-def moto_s3() -> Iterator[MotoS3Server]:
-    """moto's S3 server on a loopback port for the whole session. Never skipped: failing to start fails."""
-    try:
-        server = MotoS3Server.start()
-    except (RuntimeError, OSError) as exc:
-        pytest.fail(f"Could not start the moto S3 server (`python -m moto.server`; is moto[server] installed?): {exc}")
-    yield server
-    server.stop()
-
-
 def make_s3_storage(endpoint_url: str, **overrides) -> S3Storage:
     """An S3Storage on the test server, small parts, fake credentials, quick to give up."""
     kwargs = {
