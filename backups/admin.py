@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 
 from .models import BackupEvent, BackupRecord, RestoreJob
+from .scheduling import DISABLED
 
 
 @admin.register(BackupRecord)
@@ -60,3 +61,41 @@ class RestoreJobAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+class OverdueFilter(admin.SimpleListFilter):
+    """Tenants the overdue check last found behind (backup_overdue_since set)."""
+
+    title = "backups overdue"
+    parameter_name = "backup_overdue"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "Overdue"), ("no", "On time"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(backup_overdue_since__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(backup_overdue_since__isnull=True)
+        return queryset
+
+
+class TenantBackupAdminMixin:
+    """For a host project's tenant admin: schedule columns, an overdue filter, and bulk actions for operators."""
+
+    list_filter = ("backup_schedule", OverdueFilter)
+    readonly_fields = ("next_backup_at", "last_backup_at", "backup_overdue_since")
+    actions = ("back_up_now", "disable_automatic_backups")
+
+    @admin.action(description="Back up the selected tenants now")
+    def back_up_now(self, request, queryset) -> None:
+        from .services.operator import operator_backups_create
+
+        records, busy = operator_backups_create(tenants=queryset, actor={"admin": request.user.get_username()})
+        messages.info(request, f"{len(records)} backups queued on the priority queue."
+                      + (f" Already running, skipped: {', '.join(busy)}." if busy else ""))
+
+    @admin.action(description="Disable automatic backups of the selected tenants")
+    def disable_automatic_backups(self, request, queryset) -> None:
+        count = queryset.update(backup_schedule=DISABLED, next_backup_at=None, backup_overdue_since=None)
+        messages.info(request, f"Automatic backups disabled for {count} tenants.")

@@ -46,6 +46,11 @@ class TenantBackupScheduleMixin(models.Model):
         "next backup at", null=True, blank=True, db_index=True, editable=False,
         help_text="Derived from the schedule fields; the dispatcher reads only this.",
     )
+    backup_overdue_since = models.DateTimeField(
+        "backup overdue since", null=True, blank=True, editable=False,
+        help_text="When the overdue check first found this tenant's automatic backups behind (ops were told); "
+                  "cleared once they are on time again.",
+    )
     backup_keep_daily = models.PositiveSmallIntegerField(
         "keep daily", default=7, help_text="Newest automatic backup of each of the last N days kept.",
     )

@@ -92,6 +92,11 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
 
+# Overdue-backup alerts are mailed to ADMINS (none set: only logged).
+ADMINS = [("", address) for address in env.list("DJANGO_ADMINS", default=[])]
+SERVER_EMAIL = env("DJANGO_SERVER_EMAIL", default="tenant-backups@localhost")
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -124,6 +129,8 @@ BACKUPS_DUMP_SLOT_WAIT_SECONDS = env.int("BACKUPS_DUMP_SLOT_WAIT_SECONDS", defau
 BACKUPS_MANUAL_RETENTION_DAYS = env.int("BACKUPS_MANUAL_RETENTION_DAYS", default=None)
 BACKUPS_QUEUED_TIMEOUT_SECONDS = env.int("BACKUPS_QUEUED_TIMEOUT_SECONDS", default=6 * 3600)
 BACKUPS_RUNNING_GRACE_SECONDS = env.int("BACKUPS_RUNNING_GRACE_SECONDS", default=600)
+BACKUPS_OVERDUE_GRACE_SECONDS = env.int("BACKUPS_OVERDUE_GRACE_SECONDS", default=4 * 3600)
+BACKUPS_OVERDUE_CHECK_SECONDS = env.int("BACKUPS_OVERDUE_CHECK_SECONDS", default=900)
 
 # --- celery ---------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")

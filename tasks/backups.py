@@ -18,6 +18,7 @@ from backups.services.backup_run import backup_run
 from backups.services.dispatch import dispatch_due_backups as dispatch_service
 from backups.services.enqueue import backups_fan_out
 from backups.services.finalize import backup_record_finalize, retention_apply
+from backups.services.overdue import overdue_check
 from backups.services.reaper import reap_stuck_backups as reap_service
 from backups.services.records import backup_record_mark_failed
 from backups.storage import StorageError, StorageTransientError
@@ -103,6 +104,13 @@ def reap_stuck_backups(**kwargs) -> dict:
     with schema_context(get_public_schema_name()):
         result = reap_service()
     return {"requeued": result.requeued, "failed": result.failed, "aborted_uploads": result.aborted_uploads}
+
+
+@shared_task(name="tasks.backups.check_overdue_backups", ignore_result=True)
+def check_overdue_backups(**kwargs) -> int:
+    """Housekeeping: tell ops which tenants' automatic backups fell behind (and which caught up)."""
+    with schema_context(get_public_schema_name()):
+        return len(overdue_check().overdue)
 
 
 @shared_task(

@@ -20,5 +20,6 @@ CELERY_ROUTES = {
     "tasks.backups.record_backup": {"queue": RECORD},
     "tasks.backups.apply_retention": {"queue": HOUSEKEEPING},
     "tasks.backups.reap_stuck_backups": {"queue": HOUSEKEEPING},
+    "tasks.backups.check_overdue_backups": {"queue": HOUSEKEEPING},
     "tasks.backups.restore_backup": {"queue": RESTORE},
 }

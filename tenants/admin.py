@@ -3,6 +3,8 @@
 from django.contrib import admin
 from django_tenants.admin import TenantAdminMixin
 
+from backups.admin import TenantBackupAdminMixin
+
 from .models import Clinica, Domain
 
 
@@ -12,11 +14,10 @@ class DomainInline(admin.TabularInline):
 
 
 @admin.register(Clinica)
-class ClinicaAdmin(TenantAdminMixin, admin.ModelAdmin):
-    """Clinics, when each is next due, and when each last succeeded."""
+class ClinicaAdmin(TenantBackupAdminMixin, TenantAdminMixin, admin.ModelAdmin):
+    """Clinics, when each is next due, when each last succeeded, and which are overdue."""
 
-    list_display = ("schema_name", "nombre", "backup_schedule", "next_backup_at", "last_backup_at")
-    list_filter = ("backup_schedule",)
+    list_display = ("schema_name", "nombre", "backup_schedule", "next_backup_at", "last_backup_at",
+                    "backup_overdue_since")
     search_fields = ("schema_name", "nombre")
-    readonly_fields = ("next_backup_at", "last_backup_at")
     inlines = (DomainInline,)

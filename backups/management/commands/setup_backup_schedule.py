@@ -9,6 +9,8 @@ from tasks.queues import DISPATCH, HOUSEKEEPING
 ENTRIES = (
     ("backups: dispatch due backups", "tasks.backups.dispatch_due_backups", DISPATCH, "BACKUPS_TICK_SECONDS"),
     ("backups: reap stuck backups", "tasks.backups.reap_stuck_backups", HOUSEKEEPING, "BACKUPS_REAPER_SECONDS"),
+    ("backups: check overdue backups", "tasks.backups.check_overdue_backups", HOUSEKEEPING,
+     "BACKUPS_OVERDUE_CHECK_SECONDS"),
 )
 
 
