@@ -52,7 +52,7 @@ class BackupEventAdmin(admin.ModelAdmin):
 
 @admin.register(RestoreJob)
 class RestoreJobAdmin(admin.ModelAdmin):
-    """Restores and verify drills asked for through the API; read-only."""
+    """Restores and verify drills (asked for through the API, or scheduled); read-only."""
 
     list_display = ("id", "schema_name", "mode", "status", "record", "created_at", "finished_at")
     list_filter = ("mode", "status")

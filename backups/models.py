@@ -138,7 +138,7 @@ class BackupEvent(models.Model):
 
 
 class RestoreJob(models.Model):
-    """One restore (replace) or verify drill asked for through the API, run by the `restore_backup` task."""
+    """One restore (replace) or verify drill, asked for through the API or scheduled, run by `restore_backup`."""
 
     class Mode(models.TextChoices):
         REPLACE = "replace", "Replace the live schema"

@@ -95,6 +95,7 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 # Overdue-backup alerts are mailed to ADMINS (none set: only logged).
 ADMINS = [("", address) for address in env.list("DJANGO_ADMINS", default=[])]
 SERVER_EMAIL = env("DJANGO_SERVER_EMAIL", default="tenant-backups@localhost")
+EMAIL_SUBJECT_PREFIX = "[tenant-backups] "
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 
 LOGGING = {
@@ -131,6 +132,8 @@ BACKUPS_QUEUED_TIMEOUT_SECONDS = env.int("BACKUPS_QUEUED_TIMEOUT_SECONDS", defau
 BACKUPS_RUNNING_GRACE_SECONDS = env.int("BACKUPS_RUNNING_GRACE_SECONDS", default=600)
 BACKUPS_OVERDUE_GRACE_SECONDS = env.int("BACKUPS_OVERDUE_GRACE_SECONDS", default=4 * 3600)
 BACKUPS_OVERDUE_CHECK_SECONDS = env.int("BACKUPS_OVERDUE_CHECK_SECONDS", default=900)
+BACKUPS_DRILL_SECONDS = env.int("BACKUPS_DRILL_SECONDS", default=86400)
+BACKUPS_DRILL_SAMPLE = env.int("BACKUPS_DRILL_SAMPLE", default=3)
 
 # --- celery ---------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")

@@ -16,6 +16,7 @@ from backups.errors import BackupError, TransientBackupError
 from backups.models import BackupRecord
 from backups.services.backup_run import backup_run
 from backups.services.dispatch import dispatch_due_backups as dispatch_service
+from backups.services.drills import drills_schedule
 from backups.services.enqueue import backups_fan_out
 from backups.services.finalize import backup_record_finalize, retention_apply
 from backups.services.overdue import overdue_check
@@ -111,6 +112,13 @@ def check_overdue_backups(**kwargs) -> int:
     """Housekeeping: tell ops which tenants' automatic backups fell behind (and which caught up)."""
     with schema_context(get_public_schema_name()):
         return len(overdue_check().overdue)
+
+
+@shared_task(name="tasks.backups.schedule_verify_drills", ignore_result=True)
+def schedule_verify_drills(**kwargs) -> int:
+    """Housekeeping: restore a sample of tenants' newest backups into scratch databases (restore_backup)."""
+    with schema_context(get_public_schema_name()):
+        return len(drills_schedule())
 
 
 @shared_task(

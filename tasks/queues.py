@@ -21,5 +21,6 @@ CELERY_ROUTES = {
     "tasks.backups.apply_retention": {"queue": HOUSEKEEPING},
     "tasks.backups.reap_stuck_backups": {"queue": HOUSEKEEPING},
     "tasks.backups.check_overdue_backups": {"queue": HOUSEKEEPING},
+    "tasks.backups.schedule_verify_drills": {"queue": HOUSEKEEPING},
     "tasks.backups.restore_backup": {"queue": RESTORE},
 }

@@ -16,6 +16,7 @@ from backups.models import BackupEvent, BackupRecord, RestoreJob
 
 from .api_backups import ACTIVE, _as_id
 from .api_errors import ConflictError, InvalidInput, NotFoundError
+from .drills import drill_report_failure
 from .records import backup_event_create
 from .restore import RestoreReport, restore_replace, restore_verify
 
@@ -112,8 +113,12 @@ def restore_job_run(*, job_id: int, task_id: str = "") -> RestoreJob | None:
             report = run(schema=job.schema_name, record=record, actor=job.requested_by)
         except BackupError as exc:
             logger.warning("restore job %s (%s of %s) failed: %s", job.pk, job.mode, job.schema_name, exc)
-            return _finish(job, ok=False, report={"message": str(exc)}, error=str(exc))
+            job = _finish(job, ok=False, report={"message": str(exc)}, error=str(exc))
         except BaseException as exc:
             _finish(job, ok=False, report={"message": str(exc)}, error=f"{type(exc).__name__}: {exc}")
             raise
-        return _finish(job, ok=report.ok, report=report_as_json(report), error="" if report.ok else report.message)
+        else:
+            job = _finish(job, ok=report.ok, report=report_as_json(report),
+                          error="" if report.ok else report.message)
+    drill_report_failure(job)
+    return job

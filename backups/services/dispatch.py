@@ -73,14 +73,35 @@ def _advance(tenants: list) -> None:
 
 
 def _automatic_record(tenant, slot: datetime, fmt: str, compression: str, backend: str,
-                      encryption: str) -> BackupRecord:
-    name = backup_file_name(schema=tenant.schema_name, fmt=fmt, compression=compression, automatic=True, at=slot,
-                            encryption=encryption)
+                      encryption: str, used_keys: set[str]) -> BackupRecord:
+    """The slot's record; a key already used (two slots of one tenant in the same second) gets a -N suffix."""
+    for attempt in range(1, 1000):
+        name = backup_file_name(schema=tenant.schema_name, fmt=fmt, compression=compression, automatic=True,
+                                at=slot, encryption=encryption, suffix="" if attempt == 1 else f"-{attempt}")
+        key = tenant_key(tenant.schema_name, name)
+        if key not in used_keys and (attempt == 1 or not BackupRecord.objects.filter(
+                storage_backend=backend, storage_key=key).exists()):
+            break
+    used_keys.add(key)
     return BackupRecord(
         tenant=tenant, schema_name=tenant.schema_name, file_name=name, storage_backend=backend,
-        storage_key=tenant_key(tenant.schema_name, name), format=fmt, compression=compression, encryption=encryption,
+        storage_key=key, format=fmt, compression=compression, encryption=encryption,
         backup_type=BackupRecord.Type.AUTOMATIC, slot=slot, requested_by={"scheduler": True},
     )
+
+
+def _used_keys(tenants: list, fmt: str, compression: str, backend: str, encryption: str) -> set[str]:
+    """Which of the tenants' plain slot keys existing records already use (one query on the unique index).
+
+    Slots are whole seconds in practice, but a schedule edited twice within one second, or next_backup_at
+    set by hand, can give one tenant two slots in the same second: one duplicate key would otherwise fail
+    the whole tick for every tenant. The rare tenant found here gets a suffix in _automatic_record.
+    """
+    keys = [tenant_key(t.schema_name, backup_file_name(schema=t.schema_name, fmt=fmt, compression=compression,
+                                                       automatic=True, at=t.next_backup_at, encryption=encryption))
+            for t in tenants]
+    return set(BackupRecord.objects.filter(storage_backend=backend, storage_key__in=keys)
+               .values_list("storage_key", flat=True)) if keys else set()
 
 
 def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -> Dispatch:
@@ -110,8 +131,10 @@ def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -
             BackupRecord.objects.filter(tenant__in=ready, slot__in={t.next_backup_at for t in ready})
             .values_list("tenant_id", "slot")
         )
-        records = [_automatic_record(t, t.next_backup_at, fmt, compression, backend, encryption)
-                   for t in ready if (t.pk, t.next_backup_at) not in taken]
+        todo = [t for t in ready if (t.pk, t.next_backup_at) not in taken]
+        taken_keys = _used_keys(todo, fmt, compression, backend, encryption)
+        records = [_automatic_record(t, t.next_backup_at, fmt, compression, backend, encryption, taken_keys)
+                   for t in todo]
         BackupRecord.objects.bulk_create(records)
         _insert_events(records, now)
         for tenant in ready:

@@ -187,3 +187,31 @@ def test_setup_backup_schedule_installs_the_beat_entries(settings):
     assert tick.interval.every == 120 and tick.expire_seconds == 120 and tick.expires is None
     assert tick.queue == "backups.dispatch" and tick.enabled
     assert PeriodicTask.objects.filter(task="tasks.backups.reap_stuck_backups").count() == 1
+
+
+def test_setup_backup_schedule_turns_an_entry_off_with_zero(settings):
+    from django_celery_beat.models import PeriodicTask
+
+    settings.BACKUPS_DRILL_SECONDS = 0
+    call_command("setup_backup_schedule", stdout=__import__("io").StringIO())
+    assert not PeriodicTask.objects.get(task="tasks.backups.schedule_verify_drills").enabled
+    settings.BACKUPS_DRILL_SECONDS = 3600
+    call_command("setup_backup_schedule", stdout=__import__("io").StringIO())
+    drill = PeriodicTask.objects.get(task="tasks.backups.schedule_verify_drills")
+    assert drill.enabled and drill.interval.every == 3600 and drill.queue == "backups.housekeeping"
+    assert PeriodicTask.objects.get(task="tasks.backups.check_overdue_backups").enabled
+
+
+def test_two_slots_of_one_tenant_in_the_same_second_get_distinct_keys(fake_tenants):
+    now = timezone.now().replace(microsecond=100_000)
+    first, other = fake_tenants("samesec_", 2, due_at=now - timedelta(minutes=1))
+    earlier = dispatch_due_backups(now=now, enqueue=False).records
+    (mine,) = [r for r in earlier if r.tenant_id == first.pk]
+    # the schedule is edited and due again within the same second as the slot just recorded
+    get_tenant_model().objects.filter(pk=first.pk).update(next_backup_at=mine.slot + timedelta(microseconds=500_000))
+    get_tenant_model().objects.filter(pk=other.pk).update(next_backup_at=now - timedelta(seconds=5))
+    records = {r.tenant_id: r for r in dispatch_due_backups(now=now + timedelta(seconds=1), enqueue=False).records}
+    assert set(records) >= {first.pk, other.pk}, "one tenant's collision must not fail the tick for the others"
+    again = records[first.pk]
+    assert again.storage_key != mine.storage_key
+    assert again.file_name == mine.file_name.replace(".sql", "-2.sql", 1)

@@ -11,6 +11,7 @@ ENTRIES = (
     ("backups: reap stuck backups", "tasks.backups.reap_stuck_backups", HOUSEKEEPING, "BACKUPS_REAPER_SECONDS"),
     ("backups: check overdue backups", "tasks.backups.check_overdue_backups", HOUSEKEEPING,
      "BACKUPS_OVERDUE_CHECK_SECONDS"),
+    ("backups: verify drills", "tasks.backups.schedule_verify_drills", HOUSEKEEPING, "BACKUPS_DRILL_SECONDS"),
 )
 
 
@@ -20,11 +21,13 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         for name, task, queue, setting in ENTRIES:
             every = int(conf.get(setting))
+            enabled = every > 0  # 0 turns an entry off (e.g. BACKUPS_DRILL_SECONDS=0: no scheduled drills)
+            every = every if enabled else 86400
             interval, _ = IntervalSchedule.objects.get_or_create(every=every, period=IntervalSchedule.SECONDS)
             # expire_seconds, not expires: django-celery-beat turns `expires` into a date that disables the task
             PeriodicTask.objects.update_or_create(
                 name=name,
                 defaults={"interval": interval, "crontab": None, "task": task, "queue": queue,
-                          "expire_seconds": every, "enabled": True, "one_off": False},
+                          "expire_seconds": every, "enabled": enabled, "one_off": False},
             )
-            self.stdout.write(f"{name}: every {every} s on {queue}")
+            self.stdout.write(f"{name}: every {every} s on {queue}" if enabled else f"{name}: off ({setting}=0)")
