@@ -34,7 +34,7 @@ class OverdueTenant:
         last = self.last_backup_at.isoformat(timespec="seconds") if self.last_backup_at else "never"
         due = self.due_at.isoformat(timespec="seconds")
         if self.reason == STALLED:
-            why = f"due at {due} and not started (is beat running the dispatcher?)"
+            why = f"due at {due} and not started (is beat running? the dispatcher logs any tenant it skips)"
         elif self.reason == STUCK:
             why = f"the backup due at {due} has not finished (are workers on backups.dump running?)"
         else:

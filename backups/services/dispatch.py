@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection, transaction
@@ -27,6 +27,7 @@ class Dispatch:
     records: list[BackupRecord]
     claimed: int
     skipped_unmigrated: list[str]
+    broken: dict[str, str] = field(default_factory=dict)  # schema -> why it could not be scheduled
 
 
 def migrated_schemas(schemas: list[str]) -> set[str]:
@@ -97,9 +98,14 @@ def _used_keys(tenants: list, fmt: str, compression: str, backend: str, encrypti
     set by hand, can give one tenant two slots in the same second: one duplicate key would otherwise fail
     the whole tick for every tenant. The rare tenant found here gets a suffix in _automatic_record.
     """
-    keys = [tenant_key(t.schema_name, backup_file_name(schema=t.schema_name, fmt=fmt, compression=compression,
-                                                       automatic=True, at=t.next_backup_at, encryption=encryption))
-            for t in tenants]
+    keys = []
+    for t in tenants:
+        try:
+            keys.append(tenant_key(t.schema_name, backup_file_name(
+                schema=t.schema_name, fmt=fmt, compression=compression, automatic=True, at=t.next_backup_at,
+                encryption=encryption)))
+        except ValueError:  # an invalid schema name: _automatic_record reports it
+            continue
     return set(BackupRecord.objects.filter(storage_backend=backend, storage_key__in=keys)
                .values_list("storage_key", flat=True)) if keys else set()
 
@@ -131,20 +137,31 @@ def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -
             BackupRecord.objects.filter(tenant__in=ready, slot__in={t.next_backup_at for t in ready})
             .values_list("tenant_id", "slot")
         )
-        todo = [t for t in ready if (t.pk, t.next_backup_at) not in taken]
-        taken_keys = _used_keys(todo, fmt, compression, backend, encryption)
-        records = [_automatic_record(t, t.next_backup_at, fmt, compression, backend, encryption, taken_keys)
-                   for t in todo]
+        used_keys = _used_keys([t for t in ready if (t.pk, t.next_backup_at) not in taken],
+                               fmt, compression, backend, encryption)
+        records, advanced, broken = [], [], {}
+        for tenant in ready:
+            # one tenant's bad row (a time zone or schema name set behind validation's back) must not stop the tick
+            try:
+                record = None if (tenant.pk, tenant.next_backup_at) in taken else _automatic_record(
+                    tenant, tenant.next_backup_at, fmt, compression, backend, encryption, used_keys)
+                following = None if tenant.backup_schedule == SCHEDULED else tenant.compute_next_backup_at(after=now)
+            except Exception as exc:  # noqa: BLE001 - reported below; the tenant stays due, so it shows as overdue
+                broken[tenant.schema_name] = f"{type(exc).__name__}: {exc}"
+                continue
+            if record is not None:
+                records.append(record)
+            if tenant.backup_schedule == SCHEDULED:
+                tenant.backup_schedule = DISABLED
+            tenant.next_backup_at = following
+            advanced.append(tenant)
         BackupRecord.objects.bulk_create(records)
         _insert_events(records, now)
-        for tenant in ready:
-            if tenant.backup_schedule == SCHEDULED:
-                tenant.backup_schedule, tenant.next_backup_at = DISABLED, None
-            else:
-                tenant.next_backup_at = tenant.compute_next_backup_at(after=now)
-        _advance(ready)
+        _advance(advanced)
         if enqueue:
             backups_enqueue(records)
+    for schema, error in broken.items():
+        logger.error("dispatcher skipped tenant %s, which stays due: %s", schema, error)
     if skipped:
         logger.info("skipped %d tenants whose schema is not migrated yet: %s", len(skipped), ", ".join(skipped[:20]))
-    return Dispatch(records=records, claimed=len(due), skipped_unmigrated=skipped)
+    return Dispatch(records=records, claimed=len(due), skipped_unmigrated=skipped, broken=broken)

@@ -215,3 +215,16 @@ def test_two_slots_of_one_tenant_in_the_same_second_get_distinct_keys(fake_tenan
     again = records[first.pk]
     assert again.storage_key != mine.storage_key
     assert again.file_name == mine.file_name.replace(".sql", "-2.sql", 1)
+
+
+def test_a_tenant_with_a_broken_schedule_does_not_stop_the_tick(fake_tenants):
+    now = timezone.now()
+    bad, good = fake_tenants("broken_", 2, due_at=now - timedelta(minutes=1))
+    get_tenant_model().objects.filter(pk=bad.pk).update(backup_timezone="Mars/Olympus_Mons")  # behind validation
+    result = dispatch_due_backups(now=now, enqueue=False)
+    assert [r.tenant_id for r in result.records if r.tenant_id in (bad.pk, good.pk)] == [good.pk]
+    assert "valid IANA time zone" in result.broken[bad.schema_name]
+    bad.refresh_from_db()
+    good.refresh_from_db()
+    assert bad.next_backup_at == now - timedelta(minutes=1)  # still due: the overdue check will name it
+    assert good.next_backup_at > now

@@ -30,5 +30,7 @@ class Command(BaseCommand):
                 self.stdout.write(self.style.ERROR(f"  Failed: {result.error}"))
         for schema in dispatch.skipped_unmigrated:
             self.stdout.write(f"Skipped {schema}: its schema is not migrated yet.")
+        for schema, error in dispatch.broken.items():
+            self.stdout.write(self.style.ERROR(f"Skipped {schema}: its schedule cannot be used ({error})."))
         self.stdout.write(f"{done} of {len(dispatch.records)} scheduled backups done.")
         self.stdout.write("Finished.")
