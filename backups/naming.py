@@ -32,6 +32,17 @@ def backup_file_name(
     return f"{kind}-{fmt}-{validate_schema_name(schema)}-{stamp}{suffix}.{ext}"
 
 
+_STAMPED = re.compile(r"^(?P<stem>.*-\d{4}-\d{2}-\d{2}-\d{6})(?:-\d+)?(?P<ext>\..*)$")
+
+
+def with_suffix(file_name: str, n: int) -> str:
+    """The same backup name with the collision suffix `-n` (replacing any it had): `...-030000-2.sql.zst`."""
+    match = _STAMPED.match(file_name)
+    if match is None:
+        raise ValueError(f"Not a backup file name: {file_name!r}.")
+    return f"{match['stem']}-{n}{match['ext']}"
+
+
 def tenant_prefix(schema: str) -> str:
     """The key prefix every object of the tenant lies under (with its trailing slash)."""
     return validate_schema_name(schema) + "/"

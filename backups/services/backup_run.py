@@ -21,6 +21,7 @@ from .records import (
     backup_record_mark_queued,
     backup_record_mark_running,
     backup_record_mark_succeeded,
+    backup_record_take_free_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ def _run_claimed(record: BackupRecord, task_id: str) -> BackupRecord:
     backup_record_mark_running(record=record, task_id=task_id)
     try:
         storage = get_storage(record.storage_backend)
+        backup_record_take_free_key(record=record, storage=storage)
         info, result = _dump_to_storage(record, storage)
         manifest = _store_and_confirm(record, storage, info, result)
     except (TransientBackupError, StorageTransientError) as exc:

@@ -9,8 +9,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from backups import conf
+from backups.errors import BackupError
 from backups.models import BackupEvent, BackupRecord
-from backups.naming import backup_file_name, tenant_key, validate_schema_name
+from backups.naming import backup_file_name, tenant_key, validate_schema_name, with_suffix
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,24 @@ def backup_event_create(
         schema_name=schema_name or (record.schema_name if record else ""), action=action, actor=actor or {},
         ip_address=ip_address, details=details or {},
     )
+
+
+def backup_record_take_free_key(*, record: BackupRecord, storage) -> BackupRecord:
+    """Never overwrite: when an object already sits at the record's key (its record was lost, or deleted
+    without it), keep that object and move this record to the next free `-N` name before anything is written."""
+    if storage.stat(record.storage_key) is None:
+        return record
+    for n in range(2, 1000):
+        name = with_suffix(record.file_name, n)
+        key = tenant_key(record.schema_name, name)
+        taken = BackupRecord.objects.filter(storage_backend=record.storage_backend, storage_key=key).exists()
+        if not taken and storage.stat(key) is None:
+            logger.warning("an object without this record already sits at %s; backup %s is stored as %s instead",
+                           record.storage_key, record.pk, key)
+            record.file_name, record.storage_key = name, key
+            record.save(update_fields=["file_name", "storage_key"])
+            return record
+    raise BackupError(f"No free name next to {record.storage_key}: 1,000 objects already use it.")
 
 
 def backup_record_mark_running(*, record: BackupRecord, task_id: str = "") -> BackupRecord:

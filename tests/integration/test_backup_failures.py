@@ -126,3 +126,16 @@ def test_unknown_format_is_refused_before_anything_runs():
         backup_record_create(schema_name="Robert'); DROP TABLE--")
 
 
+
+
+def test_an_object_without_a_record_at_the_key_is_kept_and_the_backup_takes_the_next_name():
+    record = backup_record_create(schema_name="clinica_norte", fmt="sql")
+    orphan = b"an older backup whose record was lost"
+    get_storage().put_bytes(record.storage_key, orphan)
+    done = backup_run(record_id=record.pk)
+    assert done.status == BackupRecord.Status.SUCCEEDED, done.error
+    assert done.storage_key == record.storage_key.replace(".sql.zst", "-2.sql.zst")
+    assert get_storage().get_bytes(record.storage_key) == orphan  # never overwritten
+    assert get_storage().stat(done.storage_key).size == done.size
+    assert BackupRecord.objects.get(pk=record.pk).file_name == done.storage_key.split("/", 1)[1]
+    get_storage().delete(record.storage_key)

@@ -11,6 +11,7 @@ from backups.models import BackupRecord, RestoreJob
 from backups.services.api_restore import restore_job_run
 from backups.services.backup_run import backup_run
 from backups.services.drills import drill_candidates, drills_schedule
+from backups.services.finalize import backup_record_delete
 from backups.services.records import backup_record_create
 
 from .conftest import DEMO_SCHEMAS
@@ -30,7 +31,8 @@ def backed_up(settings):
         assert records[schema].status == "succeeded", records[schema].error
     yield records
     RestoreJob.objects.all().delete()
-    BackupRecord.objects.filter(pk__in=[r.pk for r in records.values()]).delete()
+    for record in BackupRecord.objects.filter(pk__in=[r.pk for r in records.values()]):
+        backup_record_delete(record=record)  # the objects too: a later same-second backup must not find them
 
 
 def _pending_drills(monkeypatch) -> list:

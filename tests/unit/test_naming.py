@@ -4,7 +4,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from backups.naming import InvalidKey, backup_file_name, check_tenant_key, tenant_key, validate_schema_name
+from backups.naming import (
+    InvalidKey,
+    backup_file_name,
+    check_tenant_key,
+    tenant_key,
+    validate_schema_name,
+    with_suffix,
+)
 
 AT = datetime(2025, 11, 26, 3, 0, tzinfo=UTC)
 
@@ -15,6 +22,14 @@ def test_file_name_convention():
     assert backup_file_name(schema="c1", fmt="dump", compression="none", automatic=False, at=AT, encryption="age",
                             suffix="-2") == "backup-dump-c1-2025-11-26-030000-2.dump.age"
     assert backup_file_name(schema="c1", fmt="json", compression="gzip", automatic=False, at=AT).endswith(".jsonl.gz")
+
+
+def test_collision_suffix_replaces_any_earlier_one():
+    name = "auto-sql-clinica_demo-2025-11-26-030000.sql.zst.age"
+    assert with_suffix(name, 2) == "auto-sql-clinica_demo-2025-11-26-030000-2.sql.zst.age"
+    assert with_suffix(with_suffix(name, 2), 3) == "auto-sql-clinica_demo-2025-11-26-030000-3.sql.zst.age"
+    with pytest.raises(ValueError):
+        with_suffix("notes.txt", 2)
 
 
 @pytest.mark.parametrize("bad", ["", "Clinic", "a-b", "a b", "x;drop", "a" * 64, "1abc"])
