@@ -134,6 +134,7 @@ BACKUPS_OVERDUE_GRACE_SECONDS = env.int("BACKUPS_OVERDUE_GRACE_SECONDS", default
 BACKUPS_OVERDUE_CHECK_SECONDS = env.int("BACKUPS_OVERDUE_CHECK_SECONDS", default=900)
 BACKUPS_DRILL_SECONDS = env.int("BACKUPS_DRILL_SECONDS", default=86400)
 BACKUPS_DRILL_SAMPLE = env.int("BACKUPS_DRILL_SAMPLE", default=3)
+BACKUPS_RECONCILE_SECONDS = env.int("BACKUPS_RECONCILE_SECONDS", default=86400)
 
 # --- celery ---------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")

@@ -21,6 +21,7 @@ from backups.services.enqueue import backups_fan_out
 from backups.services.finalize import backup_record_finalize, retention_apply
 from backups.services.overdue import overdue_check
 from backups.services.reaper import reap_stuck_backups as reap_service
+from backups.services.reconcile import storage_reconcile
 from backups.services.records import backup_record_mark_failed
 from backups.storage import StorageError, StorageTransientError
 
@@ -112,6 +113,15 @@ def check_overdue_backups(**kwargs) -> int:
     """Housekeeping: tell ops which tenants' automatic backups fell behind (and which caught up)."""
     with schema_context(get_public_schema_name()):
         return len(overdue_check().overdue)
+
+
+@shared_task(name="tasks.backups.reconcile_storage", ignore_result=True,
+             autoretry_for=(StorageTransientError,), retry_backoff=True, max_retries=3)
+def reconcile_storage(**kwargs) -> dict:
+    """Housekeeping: records whose object is gone fail; objects whose record is gone are rebuilt from manifests."""
+    with schema_context(get_public_schema_name()):
+        result = storage_reconcile()
+    return {"missing": len(result.missing), "imported": len(result.imported), "unknown": len(result.unknown)}
 
 
 @shared_task(name="tasks.backups.schedule_verify_drills", ignore_result=True)

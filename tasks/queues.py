@@ -22,5 +22,6 @@ CELERY_ROUTES = {
     "tasks.backups.reap_stuck_backups": {"queue": HOUSEKEEPING},
     "tasks.backups.check_overdue_backups": {"queue": HOUSEKEEPING},
     "tasks.backups.schedule_verify_drills": {"queue": HOUSEKEEPING},
+    "tasks.backups.reconcile_storage": {"queue": HOUSEKEEPING},
     "tasks.backups.restore_backup": {"queue": RESTORE},
 }

@@ -100,3 +100,21 @@ def test_encrypted_backup_without_the_identity_cannot_be_restored(settings, tmp_
     assert table_fingerprints(SCHEMA, DEMO_TABLES) == before
     report = restore_verify(schema=SCHEMA, record=record)
     assert not report.ok and "identit" in report.message
+
+
+@pytest.mark.parametrize("configured_backend", ["s3", "supabase"], indirect=True)
+def test_reconcile_rebuilds_a_lost_record_from_cloud_storage(configured_backend, settings, encryption):
+    from backups.services.reconcile import storage_reconcile
+
+    settings.BACKUPS_STORAGE = configured_backend
+    record = backup_run(record_id=backup_record_create(schema_name=SCHEMA, fmt="dump").pk)
+    assert record.status == BackupRecord.Status.SUCCEEDED, record.error
+    BackupRecord.objects.filter(pk=record.pk).delete()
+    result = storage_reconcile(schemas=[SCHEMA])
+    assert record.storage_key in result.imported and record.storage_key not in result.unknown
+    (rebuilt,) = BackupRecord.objects.filter(storage_backend=configured_backend, storage_key=record.storage_key)
+    assert (rebuilt.sha256, rebuilt.size, rebuilt.encryption) == (record.sha256, record.size, encryption)
+    assert restore_verify(schema=SCHEMA, record=rebuilt).ok
+    get_storage(configured_backend).delete(record.storage_key)
+    assert record.storage_key in storage_reconcile(schemas=[SCHEMA]).missing
+    assert BackupRecord.objects.get(pk=rebuilt.pk).status == BackupRecord.Status.FAILED

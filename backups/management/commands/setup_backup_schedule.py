@@ -12,6 +12,7 @@ ENTRIES = (
     ("backups: check overdue backups", "tasks.backups.check_overdue_backups", HOUSEKEEPING,
      "BACKUPS_OVERDUE_CHECK_SECONDS"),
     ("backups: verify drills", "tasks.backups.schedule_verify_drills", HOUSEKEEPING, "BACKUPS_DRILL_SECONDS"),
+    ("backups: reconcile storage", "tasks.backups.reconcile_storage", HOUSEKEEPING, "BACKUPS_RECONCILE_SECONDS"),
 )
 
 
