@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import zstandard
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -289,6 +291,9 @@ VARIANTS: dict[str, Variant] = {
                         "thread (chunks >= 256 KiB); os.read 1 MiB, pipe 1 MiB, compressobj, 2x SHA-256"),
     "zstd_t0": Variant("zstandard without worker threads: compression in the sink's helper thread only",
                        settings={"BACKUPS_ZSTD_THREADS": 0}),
+    "zstd_job_8m": Variant("zstandard threads=1 with zstd's default job size (8 MiB at level 3) instead of 1 MiB",
+                           patch=lambda: _patch_compressor(
+                               lambda level: zstandard.ZstdCompressor(level=level, threads=1).compressobj())),
     "offload_all": Variant("helper thread for every chunk (offload_min 0)", patch=offload_min(0)),
     "serial": Variant("one-thread sink (read, hash, compress, hash, write), zstandard threads=1",
                       patch=serial_sink),

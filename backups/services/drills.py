@@ -33,7 +33,8 @@ def drill_candidates(*, sample: int) -> list[tuple[int, str, int]]:
                  .order_by("-finished_at", "-pk").values("pk")[:1])
     last_drill = (RestoreJob.objects.filter(tenant=OuterRef("pk"), mode=RestoreJob.Mode.VERIFY)
                   .order_by("-created_at").values("created_at")[:1])
-    busy = RestoreJob.objects.filter(status__in=ACTIVE).values("tenant_id")
+    # tenant_id IS NOT NULL: one NULL in a NOT IN list would exclude every tenant
+    busy = RestoreJob.objects.filter(status__in=ACTIVE, tenant__isnull=False).values("tenant_id")
     rows = (
         Tenant.objects.exclude(schema_name=get_public_schema_name()).exclude(pk__in=busy)
         .annotate(newest_ok=Subquery(newest_ok), last_drill=Subquery(last_drill))

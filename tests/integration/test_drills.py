@@ -86,3 +86,8 @@ def test_tenants_without_a_successful_backup_are_not_drilled(backed_up, fake_ten
     assert {schema for _, schema, _ in candidates} >= set(DEMO_SCHEMAS)
     for _, _, record_id in candidates:
         assert BackupRecord.objects.get(pk=record_id).status == "succeeded"
+
+
+def test_a_queued_job_of_a_deleted_tenant_does_not_hide_the_others(backed_up):
+    RestoreJob.objects.create(tenant=None, schema_name="clinica_gone", mode="verify")  # its tenant was deleted
+    assert {schema for _, schema, _ in drill_candidates(sample=10)} >= set(DEMO_SCHEMAS)
