@@ -53,6 +53,7 @@ MAX_DUE = max(due for _, due in SCENARIOS)
 # Targets.
 MAX_TICK_SECONDS = 1.0  # one tick, 100,000 tenants, 1,000 due
 MAX_TENANT_GROWTH = 1.5  # tick(100k/1k) / tick(10k/1k): the tenant count must hardly matter
+MAX_OVERDUE_SECONDS = 1.0  # one overdue check over 100,000 tenants with history (runs every 15 minutes)
 MAX_SMALL_TICK_SHARE = 0.5  # tick(100k/100) / tick(100k/1k): the due count must
 
 
@@ -332,6 +333,56 @@ class Bench:
         return {"enqueue": tick_publish, "batches": batches, "fan_out": fan_out, "apply_async loop": loop,
                 "raw lpush": raw_each, "raw pipelined": raw_pipe, "message bytes": len(sample), "queued": queued}
 
+    # ----------------------------------------------------------------- overdue check
+
+    def overdue(self, tenants: int = 100_000, records_each: int = 3, failing_every: int = 100) -> None:
+        """overdue_tenants() over a fleet with history: `records_each` automatic records per tenant, the newest
+        failed for one tenant in `failing_every`, one tenant in `failing_every` never claimed (stalled)."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from backups.selectors import FAILING, STALLED, overdue_tenants
+
+        now = timezone.now()
+        self.fill_tenants(tenants, tenants // failing_every, now)
+        self.admin.execute("UPDATE tenants_clinica SET next_backup_at = %s WHERE schema_name LIKE 'bt\\_due\\_%%'",
+                           (now - timedelta(hours=5),))  # never claimed: stalled
+        t0 = time.perf_counter()
+        self.admin.execute(
+            "INSERT INTO backups_backuprecord (tenant_id, schema_name, file_name, storage_backend, storage_key, "
+            "format, compression, encryption, sha256, plain_sha256, status, backup_type, slot, requested_by, "
+            "created_at, error, task_id, stage, bytes_done, attempts, manifest) "
+            "SELECT t.id, t.schema_name, 'f' || t.id || '-' || k, 'local', t.schema_name || '/f' || k, 'sql', 'zstd', "
+            "'', '', '', CASE WHEN k = 0 AND t.id %% %(every)s = 1 THEN 'failed' ELSE 'succeeded' END, 'automatic', "
+            "%(now)s - make_interval(days => k, hours => 6), '{}', %(now)s, "
+            "CASE WHEN k = 0 AND t.id %% %(every)s = 1 THEN 'pg_dump: boom' ELSE '' END, '', '', 0, 1, '{}' "
+            "FROM tenants_clinica t, generate_series(0, %(n)s - 1) AS k",
+            {"every": failing_every, "now": now, "n": records_each},
+        )
+        self.admin.execute("VACUUM ANALYZE backups_backuprecord")
+        built = time.perf_counter() - t0
+        from django_tenants.utils import get_public_schema_name, schema_context
+
+        runs, found = [], []
+        with schema_context(get_public_schema_name()):
+            for _ in range(REPEATS + 1):
+                t0 = time.perf_counter()
+                found = overdue_tenants(now=now)
+                runs.append(time.perf_counter() - t0)
+        runs = runs[1:]  # the first warms the cache
+        reasons = {reason: sum(1 for o in found if o.reason == reason) for reason in (STALLED, FAILING)}
+        print(f"\n--- overdue check: {tenants:,} tenants, {tenants * records_each:,} records "
+              f"(built in {built:.1f} s) ---")
+        print(f"  overdue_tenants(): median {ms(statistics.median(runs))} (runs {', '.join(ms(r) for r in runs)}); "
+              f"found {reasons[STALLED]:,} stalled, {reasons[FAILING]:,} failing")
+        expected = tenants // failing_every
+        ok = reasons[STALLED] == expected and reasons[FAILING] == expected
+        print(f"{'PASS' if ok else 'FAIL'}: the check finds every stalled and failing tenant ({expected:,} each)")
+        print(f"{'PASS' if statistics.median(runs) < MAX_OVERDUE_SECONDS else 'FAIL'}: overdue check over "
+              f"{tenants:,} tenants {ms(statistics.median(runs))} < {MAX_OVERDUE_SECONDS:.0f} s")
+        self.admin.execute("TRUNCATE backups_backupevent, backups_restorejob, backups_backuprecord")
+
     # ----------------------------------------------------------------- EXPLAIN
 
     def explain(self, now) -> None:
@@ -460,6 +511,7 @@ def child() -> int:
         for tenants, due in SCENARIOS:
             bench.scenario(tenants, due)
         bench.report()
+        bench.overdue()
         print("load average at end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     finally:
         purge(bench.redis)
