@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 from rest_framework.test import APIClient
 
@@ -186,8 +187,14 @@ def test_schedule_read_change_validate_audit(creds, admin):
     try:
         read = dentist.get("/api/backups/schedule/")
         assert read.status_code == 200
-        assert set(fields) | {"next_backup_at", "last_backup_at"} == set(read.json())
+        assert set(fields) | {"next_backup_at", "last_backup_at", "backup_overdue_since"} == set(read.json())
+        assert read.json()["backup_overdue_since"] is None
         assert dentist.patch("/api/backups/schedule/", {"backup_keep_daily": 3}, format="json").status_code == 403
+        Tenant.objects.filter(pk=tenant.pk).update(backup_overdue_since=timezone.now())  # the check found it behind
+        assert dentist.get("/api/backups/schedule/").json()["backup_overdue_since"] is not None
+        ignored = admin.patch("/api/backups/schedule/", {"backup_overdue_since": None}, format="json")
+        assert ignored.status_code == 200 and ignored.json()["backup_overdue_since"] is not None  # read-only
+        Tenant.objects.filter(pk=tenant.pk).update(backup_overdue_since=None)
 
         daily = admin.patch("/api/backups/schedule/", {"backup_schedule": "daily", "backup_time": "03:30",
                                                        "backup_timezone": "Europe/Madrid"}, format="json")

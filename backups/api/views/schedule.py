@@ -16,7 +16,8 @@ from .base import TenantAPIView
 
 
 class ScheduleSerializer(serializers.ModelSerializer):
-    """The schedule and retention fields; `next_backup_at` and `last_backup_at` are computed."""
+    """The schedule and retention fields; `next_backup_at`, `last_backup_at` and `backup_overdue_since` are computed
+    (the last: since when the overdue check has found this clinic's automatic backups behind, else null)."""
 
     backup_time = WallClockTimeField(required=False, allow_null=True,
                                      help_text="Local wall-clock time of the backup (base time for every_12h / "
@@ -26,8 +27,8 @@ class ScheduleSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = get_tenant_model()
-        fields = (*EDITABLE_FIELDS, "next_backup_at", "last_backup_at")
-        read_only_fields = ("next_backup_at", "last_backup_at")
+        fields = (*EDITABLE_FIELDS, "next_backup_at", "last_backup_at", "backup_overdue_since")
+        read_only_fields = ("next_backup_at", "last_backup_at", "backup_overdue_since")
 
 
 class ScheduleView(TenantAPIView):
