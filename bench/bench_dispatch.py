@@ -53,6 +53,10 @@ MAX_DUE = max(due for _, due in SCENARIOS)
 # Targets.
 MAX_TICK_SECONDS = 1.0  # one tick, 100,000 tenants, 1,000 due
 MAX_TENANT_GROWTH = 1.5  # tick(100k/1k) / tick(10k/1k): the tenant count must hardly matter
+# The record columns the raw tick and the overdue fill both insert with INSERT ... SELECT.
+INSERT_RECORDS = ("INSERT INTO backups_backuprecord (tenant_id, schema_name, file_name, storage_backend, storage_key, "
+                  "format, compression, encryption, sha256, plain_sha256, status, backup_type, slot, requested_by, "
+                  "created_at, error, task_id, stage, bytes_done, attempts, manifest) ")
 MAX_OVERDUE_SECONDS = 1.0  # one overdue check over 100,000 tenants with history (runs every 15 minutes)
 MAX_SMALL_TICK_SHARE = 0.5  # tick(100k/100) / tick(100k/1k): the due count must
 
@@ -191,9 +195,7 @@ class Bench:
         ids, names, slots = [r[0] for r in due], [r[1] for r in due], [r[2] for r in due]
         records = timed(
             "insert records",
-            "INSERT INTO backups_backuprecord (tenant_id, schema_name, file_name, storage_backend, storage_key, "
-            "format, compression, encryption, sha256, plain_sha256, status, backup_type, slot, requested_by, "
-            "created_at, error, task_id, stage, bytes_done, attempts, manifest) "
+            INSERT_RECORDS +
             "SELECT u.id, u.s, f.name, 'local', u.s || '/' || f.name, 'sql', 'zstd', '', '', '', 'queued', "
             "'automatic', u.slot, '{\"scheduler\": true}', now(), '', '', '', 0, 0, '{}' "
             "FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[]) AS u(id, s, slot), "
@@ -350,9 +352,7 @@ class Bench:
                            (now - timedelta(hours=5),))  # never claimed: stalled
         t0 = time.perf_counter()
         self.admin.execute(
-            "INSERT INTO backups_backuprecord (tenant_id, schema_name, file_name, storage_backend, storage_key, "
-            "format, compression, encryption, sha256, plain_sha256, status, backup_type, slot, requested_by, "
-            "created_at, error, task_id, stage, bytes_done, attempts, manifest) "
+            INSERT_RECORDS +
             "SELECT t.id, t.schema_name, 'f' || t.id || '-' || k, 'local', t.schema_name || '/f' || k, 'sql', 'zstd', "
             "'', '', '', CASE WHEN k = 0 AND t.id %% %(every)s = 1 THEN 'failed' ELSE 'succeeded' END, 'automatic', "
             "%(now)s - make_interval(days => k, hours => 6), '{}', %(now)s, "

@@ -16,6 +16,7 @@ from backups.naming import backup_file_name, tenant_key
 from backups.scheduling import DISABLED, SCHEDULED
 
 from .enqueue import backups_enqueue
+from .records import backup_record_next_free_name
 
 logger = logging.getLogger(__name__)
 
@@ -74,40 +75,30 @@ def _advance(tenants: list) -> None:
 
 
 def _automatic_record(tenant, slot: datetime, fmt: str, compression: str, backend: str,
-                      encryption: str, used_keys: set[str]) -> BackupRecord:
-    """The slot's record; a key already used (two slots of one tenant in the same second) gets a -N suffix."""
-    for attempt in range(1, 1000):
-        name = backup_file_name(schema=tenant.schema_name, fmt=fmt, compression=compression, automatic=True,
-                                at=slot, encryption=encryption, suffix="" if attempt == 1 else f"-{attempt}")
-        key = tenant_key(tenant.schema_name, name)
-        if key not in used_keys and (attempt == 1 or not BackupRecord.objects.filter(
-                storage_backend=backend, storage_key=key).exists()):
-            break
-    used_keys.add(key)
+                      encryption: str) -> BackupRecord:
+    name = backup_file_name(schema=tenant.schema_name, fmt=fmt, compression=compression, automatic=True, at=slot,
+                            encryption=encryption)
     return BackupRecord(
         tenant=tenant, schema_name=tenant.schema_name, file_name=name, storage_backend=backend,
-        storage_key=key, format=fmt, compression=compression, encryption=encryption,
+        storage_key=tenant_key(tenant.schema_name, name), format=fmt, compression=compression, encryption=encryption,
         backup_type=BackupRecord.Type.AUTOMATIC, slot=slot, requested_by={"scheduler": True},
     )
 
 
-def _used_keys(tenants: list, fmt: str, compression: str, backend: str, encryption: str) -> set[str]:
-    """Which of the tenants' plain slot keys existing records already use (one query on the unique index).
+def _give_distinct_keys(records: list[BackupRecord], backend: str) -> None:
+    """A key another record already has (one query on the unique index) gets the next free -N suffix.
 
     Slots are whole seconds in practice, but a schedule edited twice within one second, or next_backup_at
     set by hand, can give one tenant two slots in the same second: one duplicate key would otherwise fail
-    the whole tick for every tenant. The rare tenant found here gets a suffix in _automatic_record.
+    the whole tick for every tenant.
     """
-    keys = []
-    for t in tenants:
-        try:
-            keys.append(tenant_key(t.schema_name, backup_file_name(
-                schema=t.schema_name, fmt=fmt, compression=compression, automatic=True, at=t.next_backup_at,
-                encryption=encryption)))
-        except ValueError:  # an invalid schema name: _automatic_record reports it
-            continue
-    return set(BackupRecord.objects.filter(storage_backend=backend, storage_key__in=keys)
-               .values_list("storage_key", flat=True)) if keys else set()
+    used = set(BackupRecord.objects.filter(storage_backend=backend, storage_key__in=[r.storage_key for r in records])
+               .values_list("storage_key", flat=True)) if records else set()
+    seen: set[str] = set()
+    for record in records:
+        if record.storage_key in used or record.storage_key in seen:
+            backup_record_next_free_name(record=record, used=used | seen)
+        seen.add(record.storage_key)
 
 
 def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -> Dispatch:
@@ -137,14 +128,12 @@ def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -
             BackupRecord.objects.filter(tenant__in=ready, slot__in={t.next_backup_at for t in ready})
             .values_list("tenant_id", "slot")
         )
-        used_keys = _used_keys([t for t in ready if (t.pk, t.next_backup_at) not in taken],
-                               fmt, compression, backend, encryption)
         records, advanced, broken = [], [], {}
         for tenant in ready:
             # one tenant's bad row (a time zone or schema name set behind validation's back) must not stop the tick
             try:
                 record = None if (tenant.pk, tenant.next_backup_at) in taken else _automatic_record(
-                    tenant, tenant.next_backup_at, fmt, compression, backend, encryption, used_keys)
+                    tenant, tenant.next_backup_at, fmt, compression, backend, encryption)
                 following = None if tenant.backup_schedule == SCHEDULED else tenant.compute_next_backup_at(after=now)
             except Exception as exc:  # noqa: BLE001 - reported below; the tenant stays due, so it shows as overdue
                 broken[tenant.schema_name] = f"{type(exc).__name__}: {exc}"
@@ -155,6 +144,7 @@ def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -
                 tenant.backup_schedule = DISABLED
             tenant.next_backup_at = following
             advanced.append(tenant)
+        _give_distinct_keys(records, backend)
         BackupRecord.objects.bulk_create(records)
         _insert_events(records, now)
         _advance(advanced)

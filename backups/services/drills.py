@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 
-from django.core.mail import mail_admins
 from django.db import transaction
 from django.db.models import F, OuterRef, Subquery
 from django_tenants.utils import get_public_schema_name, get_tenant_model
@@ -18,12 +17,13 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model
 from backups import conf
 from backups.models import BackupEvent, BackupRecord, RestoreJob
 
+from .alerts import alert_ops
+from .api_backups import ACTIVE
 from .records import backup_event_create
 
 logger = logging.getLogger(__name__)
 
 SCHEDULER = {"scheduler": True, "drill": True}
-ACTIVE = (RestoreJob.Status.QUEUED, RestoreJob.Status.RUNNING)
 
 
 def drill_candidates(*, sample: int) -> list[tuple[int, str, int]]:
@@ -80,10 +80,6 @@ def drill_report_failure(job: RestoreJob) -> None:
     if job.status != RestoreJob.Status.FAILED:
         return
     logger.error("verify drill of %s (backup %s) failed: %s", job.schema_name, job.record_id, job.error)
-    try:
-        mail_admins(f"Verify drill failed for {job.schema_name}",
-                    f"The newest backup of {job.schema_name} (record {job.record_id}) could not be restored into "
-                    f"a scratch database (restore job {job.pk}):\n\n{job.error}\n\n{job.report}",
-                    fail_silently=False)
-    except Exception:  # the job's failed status stays in the admin either way
-        logger.exception("could not mail the failed-drill alert")
+    alert_ops(f"Verify drill failed for {job.schema_name}",  # the job's failed status stays in the admin anyway
+              f"The newest backup of {job.schema_name} (record {job.record_id}) could not be restored into "
+              f"a scratch database (restore job {job.pk}):\n\n{job.error}\n\n{job.report}")

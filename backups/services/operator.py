@@ -8,10 +8,9 @@ from django.db import transaction
 
 from backups.models import BackupEvent, BackupRecord
 
+from .api_backups import ACTIVE
 from .enqueue import backups_enqueue
 from .records import backup_record_create
-
-ACTIVE = (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING)
 
 
 def operator_backups_create(*, tenants: Iterable, actor: dict) -> tuple[list[BackupRecord], list[str]]:

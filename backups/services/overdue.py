@@ -6,12 +6,13 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.core.mail import mail_admins
 from django.db import transaction
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
 from backups.selectors import OverdueTenant, overdue_tenants
+
+from .alerts import alert_ops
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,10 @@ def overdue_check(*, now: datetime | None = None) -> OverdueCheck:
     Tenant = get_tenant_model()
     result = OverdueCheck(overdue=overdue_tenants(now=now))
     overdue_ids = {o.tenant_id for o in result.overdue}
-    flagged = set(Tenant.objects.filter(backup_overdue_since__isnull=False).values_list("pk", flat=True))
+    flagged = dict(Tenant.objects.filter(backup_overdue_since__isnull=False).values_list("pk", "schema_name"))
     result.newly_overdue = [o for o in result.overdue if o.tenant_id not in flagged]
-    back = flagged - overdue_ids
-    result.recovered = sorted(Tenant.objects.filter(pk__in=back).values_list("schema_name", flat=True))
+    back = set(flagged) - overdue_ids
+    result.recovered = sorted(flagged[pk] for pk in back)
     for item in result.overdue:
         logger.warning("backup overdue: %s", item.describe())
     if (result.newly_overdue or result.recovered) and not _mail(result):
@@ -61,9 +62,4 @@ def _mail(result: OverdueCheck) -> bool:
     lines.append(f"Overdue now: {len(result.overdue)} tenant(s).")
     subject = (f"{len(result.newly_overdue)} tenant(s) overdue for backup" if result.newly_overdue
                else f"{len(result.recovered)} tenant(s) no longer overdue for backup")
-    try:
-        mail_admins(subject, "\n".join(lines), fail_silently=False)
-    except Exception:  # a mail server outage must not stop the check; the warnings above are logged anyway
-        logger.exception("could not mail the overdue-backup alert; the next check tries again")
-        return False
-    return True
+    return alert_ops(subject, "\n".join(lines))

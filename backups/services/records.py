@@ -73,22 +73,33 @@ def backup_event_create(
     )
 
 
+def backup_record_next_free_name(*, record: BackupRecord, used: set[str] | frozenset[str] = frozenset(),
+                                 storage=None) -> BackupRecord:
+    """Give the (unsaved or saved) record the first `-N` variant of its name that no other record, no key in
+    `used` and, when `storage` is given, no stored object has. The caller saves it."""
+    for n in range(2, 1000):
+        name = with_suffix(record.file_name, n)
+        key = tenant_key(record.schema_name, name)
+        if key in used or BackupRecord.objects.filter(storage_backend=record.storage_backend,
+                                                      storage_key=key).exists():
+            continue
+        if storage is None or storage.stat(key) is None:
+            record.file_name, record.storage_key = name, key
+            return record
+    raise BackupError(f"No free name next to {record.storage_key}: 1,000 objects already use it.")
+
+
 def backup_record_take_free_key(*, record: BackupRecord, storage) -> BackupRecord:
     """Never overwrite: when an object already sits at the record's key (its record was lost, or deleted
     without it), keep that object and move this record to the next free `-N` name before anything is written."""
     if storage.stat(record.storage_key) is None:
         return record
-    for n in range(2, 1000):
-        name = with_suffix(record.file_name, n)
-        key = tenant_key(record.schema_name, name)
-        taken = BackupRecord.objects.filter(storage_backend=record.storage_backend, storage_key=key).exists()
-        if not taken and storage.stat(key) is None:
-            logger.warning("an object without this record already sits at %s; backup %s is stored as %s instead",
-                           record.storage_key, record.pk, key)
-            record.file_name, record.storage_key = name, key
-            record.save(update_fields=["file_name", "storage_key"])
-            return record
-    raise BackupError(f"No free name next to {record.storage_key}: 1,000 objects already use it.")
+    taken = record.storage_key
+    backup_record_next_free_name(record=record, storage=storage)
+    logger.warning("an object without this record already sits at %s; backup %s is stored as %s instead",
+                   taken, record.pk, record.storage_key)
+    record.save(update_fields=["file_name", "storage_key"])
+    return record
 
 
 def backup_record_mark_running(*, record: BackupRecord, task_id: str = "") -> BackupRecord:

@@ -11,7 +11,7 @@ from django_tenants.utils import get_tenant_model
 
 from backups.models import BackupRecord
 from backups.selectors import FAILING, STALLED, STUCK, overdue_tenants
-from backups.services import overdue as overdue_service
+from backups.services import alerts
 from backups.services.overdue import overdue_check
 from backups.services.records import backup_record_create
 
@@ -93,7 +93,7 @@ def test_an_alert_that_could_not_be_sent_is_sent_by_the_next_check(fleet, monkey
     def down(*args, **kwargs):
         raise ConnectionRefusedError("smtp down")
 
-    monkeypatch.setattr(overdue_service, "mail_admins", down)
+    monkeypatch.setattr(alerts, "mail_admins", down)
     result = overdue_check(now=fleet["_now"])
     assert {o.tenant_id for o in result.newly_overdue} >= {fleet["stalled"].pk}
     assert get_tenant_model().objects.get(pk=fleet["stalled"].pk).backup_overdue_since is None
