@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from django.conf import settings
@@ -17,6 +18,12 @@ SCHEDULE_FIELDS = ("backup_schedule", "backup_time", "backup_weekday", "backup_d
 
 class TenantBackupScheduleMixin(models.Model):
     """Backup schedule and retention fields that live on the tenant row (public schema)."""
+
+    tenant_uid = models.UUIDField(
+        "backup identity", default=uuid.uuid4, unique=True, editable=False,
+        help_text="Never reused: every backup, event, restore job, link and token is bound to it, so a later "
+                  "tenant given the same schema name sees nothing of this one's.",
+    )
 
     backup_schedule = models.CharField(
         "backup schedule", max_length=16, choices=SCHEDULE_CHOICES, default=DISABLED,
