@@ -7,14 +7,38 @@ from .models import BackupEvent, BackupRecord, RestoreJob
 from .scheduling import DISABLED
 
 
+class OwnerFilter(admin.SimpleListFilter):
+    """Backups of live tenants, or those kept after their tenant was deleted."""
+
+    title = "tenant"
+    parameter_name = "owner"
+
+    def lookups(self, request, model_admin):
+        return (("live", "Live tenant"), ("deleted", "Deleted tenant"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "live":
+            return queryset.filter(tenant__isnull=False)
+        if self.value() == "deleted":
+            return queryset.filter(tenant__isnull=True)
+        return queryset
+
+
 @admin.register(BackupRecord)
 class BackupRecordAdmin(admin.ModelAdmin):
     """Backups of every tenant, filterable by status, type and format."""
 
-    list_display = ("id", "schema_name", "file_name", "status", "backup_type", "format", "size", "created_at",
-                    "finished_at", "attempts")
-    list_filter = ("status", "backup_type", "format", "compression", "storage_backend")
-    search_fields = ("schema_name", "file_name", "storage_key", "task_id", "error")
+    list_display = ("id", "schema_name", "owner", "file_name", "status", "backup_type", "format", "size",
+                    "created_at", "finished_at", "attempts", "damaged_at")
+    list_filter = ("status", OwnerFilter, "backup_type", "format", "compression", "storage_backend")
+    search_fields = ("schema_name", "file_name", "storage_key", "task_id", "error", "tenant_uid")
+
+    @admin.display(description="owner")
+    def owner(self, record: BackupRecord) -> str:
+        if record.tenant_id is not None:
+            return "live tenant"
+        when = f" on {record.tenant_deleted_at:%Y-%m-%d}" if record.tenant_deleted_at else ""
+        return f"deleted tenant{when}"
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in BackupRecord._meta.fields]
     actions = ("retry_failed",)

@@ -27,3 +27,7 @@ class RestoreFailed(BackupError):
 
 class VerificationFailed(RestoreFailed):
     """Restored row counts or checksums differ from the manifest."""
+
+
+class StoredObjectDamaged(VerificationFailed):
+    """The stored object's size or SHA-256 differs from what the catalog recorded: damaged or tampered with."""

@@ -5,6 +5,15 @@ from django.db import models
 from django.db.models import Q
 
 
+class BackupRecordQuerySet(models.QuerySet):
+    """Reusable filters of the catalog."""
+
+    def restorable(self) -> "BackupRecordQuerySet":
+        """Succeeded, not found damaged, and with a digest to check the stored bytes against: the only
+        backups a restore, a drill or retention's "newest good backup" may count on."""
+        return self.filter(status=BackupRecord.Status.SUCCEEDED, damaged_at__isnull=True).exclude(sha256="")
+
+
 class BackupRecord(models.Model):
     """One backup of one tenant's schema: where it is, what it holds, how it went."""
 
@@ -32,6 +41,15 @@ class BackupRecord(models.Model):
     tenant = models.ForeignKey(
         settings.TENANT_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="backup_records",
         verbose_name="tenant", help_text="The tenant backed up; kept empty if the tenant is deleted later.",
+    )
+    tenant_uid = models.UUIDField(
+        "tenant identity", help_text="The never-reused identity of the tenant backed up; every lookup filters "
+                                     "by it, so a later tenant with the same schema name sees nothing of this one.",
+    )
+    tenant_deleted_at = models.DateTimeField(
+        "tenant deleted at", null=True, blank=True,
+        help_text="When the tenant was deleted; its backups are kept for operators until "
+                  "BACKUPS_DELETED_TENANT_KEEP_DAYS have passed.",
     )
     schema_name = models.CharField(
         "schema name", max_length=63, help_text="The schema the backup was taken from (survives renames).",
@@ -65,12 +83,19 @@ class BackupRecord(models.Model):
     error = models.TextField("error", blank=True, default="")
     task_id = models.CharField("Celery task id", max_length=255, blank=True, default="")
     stage = models.CharField("stage", max_length=32, blank=True, default="", help_text="Current pipeline stage.")
+    damaged_at = models.DateTimeField(
+        "damaged at", null=True, blank=True,
+        help_text="When the stored object failed its size or SHA-256 check; a damaged backup is never offered "
+                  "for restore, drilled, or counted as a good backup by retention.",
+    )
     bytes_done = models.BigIntegerField("bytes done", default=0, help_text="Raw dump bytes processed so far.")
     attempts = models.PositiveSmallIntegerField("attempts", default=0)
     manifest = models.JSONField(
         "manifest", default=dict, blank=True,
         help_text="PostgreSQL/pg_dump versions, applied migrations, row counts per table, extensions.",
     )
+
+    objects = BackupRecordQuerySet.as_manager()
 
     class Meta:
         verbose_name = "backup"
@@ -84,6 +109,7 @@ class BackupRecord(models.Model):
         ]
         indexes = [
             models.Index(fields=("schema_name", "-created_at"), name="backups_record_schema_idx"),
+            models.Index(fields=("tenant_uid", "-created_at"), name="backups_record_uid_idx"),
             models.Index(fields=("status", "created_at"), name="backups_record_status_idx"),
         ]
 
@@ -117,6 +143,8 @@ class BackupEvent(models.Model):
         settings.TENANT_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="backup_events",
         verbose_name="tenant",
     )
+    tenant_uid = models.UUIDField("tenant identity", null=True, blank=True,
+                                  help_text="The never-reused identity of the tenant the event belongs to.")
     schema_name = models.CharField("schema name", max_length=63)
     record = models.ForeignKey(
         BackupRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="events", verbose_name="backup",
@@ -131,7 +159,8 @@ class BackupEvent(models.Model):
         verbose_name = "backup event"
         verbose_name_plural = "backup events"
         ordering = ("-created_at", "-id")
-        indexes = [models.Index(fields=("schema_name", "-created_at"), name="backups_event_schema_idx")]
+        indexes = [models.Index(fields=("schema_name", "-created_at"), name="backups_event_schema_idx"),
+                   models.Index(fields=("tenant_uid", "-created_at"), name="backups_event_uid_idx")]
 
     def __str__(self) -> str:
         return f"{self.action} {self.schema_name} {self.created_at:%Y-%m-%d %H:%M:%S}"
@@ -153,6 +182,10 @@ class RestoreJob(models.Model):
     tenant = models.ForeignKey(
         settings.TENANT_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="restore_jobs",
         verbose_name="tenant", help_text="The tenant restored; kept empty if the tenant is deleted later.",
+    )
+    tenant_uid = models.UUIDField(
+        "tenant identity", help_text="The never-reused identity of the tenant restored; the job runs only "
+                                     "while a tenant of this identity owns the schema.",
     )
     schema_name = models.CharField(
         "schema name", max_length=63, help_text="The schema the job restores into (or verifies for).",
@@ -189,6 +222,7 @@ class RestoreJob(models.Model):
         ordering = ("-created_at", "-id")
         indexes = [
             models.Index(fields=("schema_name", "-created_at"), name="backups_restore_schema_idx"),
+            models.Index(fields=("tenant_uid", "-created_at"), name="backups_restore_uid_idx"),
             models.Index(fields=("status", "created_at"), name="backups_restore_status_idx"),
         ]
 

@@ -2,6 +2,7 @@
 
 import posixpath
 import re
+import uuid
 from datetime import UTC, datetime
 
 SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -43,24 +44,28 @@ def with_suffix(file_name: str, n: int) -> str:
     return f"{match['stem']}-{n}{match['ext']}"
 
 
-def tenant_prefix(schema: str) -> str:
-    """The key prefix every object of the tenant lies under (with its trailing slash)."""
-    return validate_schema_name(schema) + "/"
+def tenant_prefix(schema: str, uid: uuid.UUID | str) -> str:
+    """`<schema>/<identity>/`: every object of one tenant lies under it (with its trailing slash).
+
+    The schema name keeps the bucket readable; the identity (a UUID never reused) keeps a later tenant
+    that is given the same schema name away from this one's objects.
+    """
+    return f"{validate_schema_name(schema)}/{uuid.UUID(str(uid))}/"
 
 
-def tenant_key(schema: str, file_name: str) -> str:
-    """`<schema>/<file>`: the backend adds its own root (`backups/` for S3)."""
+def tenant_key(schema: str, uid: uuid.UUID | str, file_name: str) -> str:
+    """`<schema>/<identity>/<file>`: the backend adds its own root (`backups/` for S3)."""
     if "/" in file_name or file_name in {"", ".", ".."}:
         raise InvalidKey(f"Invalid file name {file_name!r}.")
-    return tenant_prefix(schema) + file_name
+    return tenant_prefix(schema, uid) + file_name
 
 
-def check_tenant_key(key: str, schema: str) -> str:
+def check_tenant_key(key: str, schema: str, uid: uuid.UUID | str) -> str:
     """Return `key` if it names an object directly under the tenant's prefix, else raise InvalidKey."""
     if not isinstance(key, str) or not key or len(key) > 1024 or "\x00" in key or "\\" in key:
         raise InvalidKey("The key is not a valid backup key.")
     normalized = posixpath.normpath(key)
-    prefix = tenant_prefix(schema)
+    prefix = tenant_prefix(schema, uid)
     if key.startswith("/") or normalized != key or not key.startswith(prefix):
         raise InvalidKey("The key does not belong to this tenant.")
     rest = key[len(prefix):]

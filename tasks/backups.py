@@ -18,7 +18,7 @@ from backups.services.backup_run import backup_run
 from backups.services.dispatch import dispatch_due_backups as dispatch_service
 from backups.services.drills import drills_schedule
 from backups.services.enqueue import backups_fan_out
-from backups.services.finalize import backup_record_finalize, retention_apply
+from backups.services.finalize import backup_record_finalize, deleted_tenant_backups_purge, retention_apply
 from backups.services.overdue import overdue_check
 from backups.services.reaper import reap_stuck_backups as reap_service
 from backups.services.reconcile import storage_reconcile
@@ -121,7 +121,9 @@ def reconcile_storage(**kwargs) -> dict:
     """Housekeeping: records whose object is gone fail; objects whose record is gone are rebuilt from manifests."""
     with schema_context(get_public_schema_name()):
         result = storage_reconcile()
-    return {"missing": len(result.missing), "imported": len(result.imported), "unknown": len(result.unknown)}
+        purged = deleted_tenant_backups_purge()
+    return {"missing": len(result.missing), "imported": len(result.imported), "unknown": len(result.unknown),
+            "rejected": len(result.rejected), "purged": len(purged)}
 
 
 @shared_task(name="tasks.backups.schedule_verify_drills", ignore_result=True)

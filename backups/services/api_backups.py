@@ -34,9 +34,9 @@ def actor_snapshot(user: Any) -> dict:
 
 # --- selectors ---------------------------------------------------------------------------------------------
 
-def api_records_for_tenant(*, schema_name: str) -> QuerySet[BackupRecord]:
-    """The tenant's records, newest first (records keep the schema they were taken from)."""
-    return BackupRecord.objects.filter(schema_name=schema_name).order_by("-created_at", "-id")
+def api_records_for_tenant(*, tenant: Any) -> QuerySet[BackupRecord]:
+    """The tenant's records, newest first: bound to its identity, never to its (reusable) schema name."""
+    return BackupRecord.objects.filter(tenant_uid=tenant.tenant_uid).order_by("-created_at", "-id")
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,9 @@ class HistoryFilters:
     date_to: date | None = None
 
 
-def api_records_filter(*, schema_name: str, filters: HistoryFilters) -> QuerySet[BackupRecord]:
+def api_records_filter(*, tenant: Any, filters: HistoryFilters) -> QuerySet[BackupRecord]:
     """The tenant's records matching the filters (dates are days of created_at, inclusive)."""
-    qs = api_records_for_tenant(schema_name=schema_name)
+    qs = api_records_for_tenant(tenant=tenant)
     if filters.backup_type:
         qs = qs.filter(backup_type=filters.backup_type)
     if filters.status:
@@ -63,18 +63,19 @@ def api_records_filter(*, schema_name: str, filters: HistoryFilters) -> QuerySet
     return qs
 
 
-def api_record_get(*, schema_name: str, record_id: Any) -> BackupRecord:
+def api_record_get(*, tenant: Any, record_id: Any) -> BackupRecord:
     """One record of the tenant; NotFoundError for any other id (another tenant's looks the same as none)."""
     pk = _as_id(record_id)
-    record = BackupRecord.objects.filter(pk=pk, schema_name=schema_name).first() if pk else None
+    record = BackupRecord.objects.filter(pk=pk, tenant_uid=tenant.tenant_uid).first() if pk else None
     if record is None:
         raise NotFoundError("No backup with this id.")
     return record
 
 
-def api_events_for_tenant(*, schema_name: str) -> QuerySet[BackupEvent]:
+def api_events_for_tenant(*, tenant: Any) -> QuerySet[BackupEvent]:
     """The tenant's audit trail, newest first."""
-    return BackupEvent.objects.filter(schema_name=schema_name).select_related("record").order_by("-created_at", "-id")
+    return (BackupEvent.objects.filter(tenant_uid=tenant.tenant_uid).select_related("record")
+            .order_by("-created_at", "-id"))
 
 
 def _as_id(value: Any) -> int | None:
@@ -88,26 +89,27 @@ def _as_id(value: Any) -> int | None:
 
 # --- services ----------------------------------------------------------------------------------------------
 
-def _ensure_nothing_running(schema_name: str) -> None:
-    active = (BackupRecord.objects.filter(schema_name=schema_name, status__in=ACTIVE)
+def _ensure_nothing_running(tenant: Any) -> None:
+    active = (BackupRecord.objects.filter(tenant_uid=tenant.tenant_uid, status__in=ACTIVE)
               .order_by("created_at").first())
     if active is not None:
         kind = {"manual": "A manual", "automatic": "An automatic", "pre_restore": "A safety"}.get(
             active.backup_type, "A")
         raise ConflictError(f"{kind} backup of this clinic is already {active.status} (id {active.pk}, "
                             f"{active.file_name}); wait until it finishes.")
-    job = RestoreJob.objects.filter(schema_name=schema_name, status__in=ACTIVE).order_by("created_at").first()
+    job = RestoreJob.objects.filter(tenant_uid=tenant.tenant_uid, status__in=ACTIVE).order_by("created_at").first()
     if job is not None:
         raise ConflictError(f"A {job.mode} of this clinic is {job.status} (restore job {job.pk}); "
                             f"wait until it finishes.")
 
 
-def _ensure_under_hourly_limit(schema_name: str, now: datetime) -> None:
+def _ensure_under_hourly_limit(tenant: Any, now: datetime) -> None:
+    """Counts the API's creations (their audit events outlive the records), so deleting backups lifts nothing."""
     limit = int(api_setting("BACKUPS_MANUAL_PER_HOUR"))
     window = timedelta(hours=1)
     recent = list(
-        BackupRecord.objects.filter(schema_name=schema_name, backup_type=BackupRecord.Type.MANUAL,
-                                    created_at__gt=now - window)
+        BackupEvent.objects.filter(tenant_uid=tenant.tenant_uid, action=BackupEvent.Action.CREATE,
+                                   details__via="api", created_at__gt=now - window)
         .order_by("created_at").values_list("created_at", flat=True)
     )
     if limit <= 0:
@@ -132,8 +134,8 @@ def api_backup_create(*, tenant: Any, actor: dict, ip_address: str | None, fmt: 
     with transaction.atomic():
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
         now = timezone.now()
-        _ensure_nothing_running(locked.schema_name)
-        _ensure_under_hourly_limit(locked.schema_name, now)
+        _ensure_nothing_running(locked)
+        _ensure_under_hourly_limit(locked, now)
         record = backup_record_create(schema_name=locked.schema_name, tenant=locked, fmt=fmt, compression=compression,
                                       backup_type=BackupRecord.Type.MANUAL, requested_by=actor, at=now)
         BackupEvent.objects.filter(record=record, action=BackupEvent.Action.CREATE).update(
@@ -173,10 +175,10 @@ def api_events_keep_file_name(*, record: BackupRecord) -> None:
             event.save(update_fields=["details"])
 
 
-def api_download_recorded(*, record: BackupRecord | None, schema_name: str, tenant: Any, actor: dict,
+def api_download_recorded(*, record: BackupRecord | None, tenant: Any, actor: dict,
                           ip_address: str | None, via: str, key: str) -> None:
     """Audit a download (before its bytes go out)."""
-    backup_event_create(record=record, action=BackupEvent.Action.DOWNLOAD, actor=actor, schema_name=schema_name,
+    backup_event_create(record=record, action=BackupEvent.Action.DOWNLOAD, actor=actor, schema_name=tenant.schema_name,
                         tenant=tenant, ip_address=ip_address,
                         details={"via": via, "storage_key": key,
                                  "file_name": record.file_name if record else key.rsplit("/", 1)[-1]})

@@ -28,7 +28,7 @@ MAX_KEY_LENGTH = 1024
 NOT_FOUND = "No backup with this key."
 
 
-def api_cloud_key_parse(raw: Any, *, schema_name: str) -> str:
+def api_cloud_key_parse(raw: Any, *, tenant: Any) -> str:
     """The storage key a request names, URL-decoded once, checked to lie directly under the tenant's prefix.
 
     InvalidInput (400) for a malformed key: empty, overlong, not UTF-8, NUL or control characters,
@@ -54,7 +54,7 @@ def api_cloud_key_parse(raw: Any, *, schema_name: str) -> str:
     if any(part in ("", ".", "..") for part in key.split("/")):
         raise InvalidInput("s3_key must not contain empty, '.' or '..' segments.", field="s3_key")
     try:
-        check_tenant_key(key, schema_name)
+        check_tenant_key(key, tenant.schema_name, tenant.tenant_uid)
     except InvalidKey:
         raise NotFoundError(NOT_FOUND) from None
     name = key.rsplit("/", 1)[-1]
@@ -80,10 +80,10 @@ class CloudObject:
     storage_class: str
 
 
-def api_cloud_list(*, schema_name: str, storage: Storage | None = None) -> list[CloudObject]:
+def api_cloud_list(*, tenant: Any, storage: Storage | None = None) -> list[CloudObject]:
     """The backup objects under the tenant's prefix (manifests left out), newest first."""
     storage = storage or get_storage()
-    prefix = tenant_prefix(schema_name)
+    prefix = tenant_prefix(tenant.schema_name, tenant.tenant_uid)
     objects = [
         CloudObject(filename=obj.key[len(prefix):], s3_key=obj.key, size=obj.size, last_modified=obj.last_modified,
                     storage_class=obj.storage_class or ("STANDARD" if storage.name == "s3" else ""))
@@ -93,16 +93,17 @@ def api_cloud_list(*, schema_name: str, storage: Storage | None = None) -> list[
     return objects
 
 
-def api_cloud_record(*, storage: Storage, key: str, schema_name: str) -> BackupRecord | None:
-    """The record of the object at `key` in this storage, if there is one."""
-    return BackupRecord.objects.filter(schema_name=schema_name, storage_backend=storage.name, storage_key=key).first()
+def api_cloud_record(*, storage: Storage, key: str, tenant: Any) -> BackupRecord | None:
+    """The tenant's record of the object at `key` in this storage, if there is one."""
+    return BackupRecord.objects.filter(tenant_uid=tenant.tenant_uid, storage_backend=storage.name,
+                                       storage_key=key).first()
 
 
-def api_cloud_delete(*, key: str, schema_name: str, tenant: Any, actor: dict, ip_address: str | None,
+def api_cloud_delete(*, key: str, tenant: Any, actor: dict, ip_address: str | None,
                      storage: Storage | None = None) -> bool:
     """Delete the object, its manifest and its record if it has one; returns whether a record went too."""
     storage = storage or get_storage()
-    record = api_cloud_record(storage=storage, key=key, schema_name=schema_name)
+    record = api_cloud_record(storage=storage, key=key, tenant=tenant)
     if record is not None:
         if record.status in ACTIVE:
             raise ConflictError(f"Backup {record.pk} is {record.status}; it can be deleted once it finishes.")
@@ -113,7 +114,7 @@ def api_cloud_delete(*, key: str, schema_name: str, tenant: Any, actor: dict, ip
         raise NotFoundError(NOT_FOUND)
     storage.delete(key)
     storage.delete(manifest_key(key))
-    backup_event_create(record=None, action=BackupEvent.Action.DELETE, actor=actor, schema_name=schema_name,
+    backup_event_create(record=None, action=BackupEvent.Action.DELETE, actor=actor, schema_name=tenant.schema_name,
                         tenant=tenant, ip_address=ip_address,
                         details={"via": "cloud", "storage_key": key, "file_name": key.rsplit("/", 1)[-1]})
     return False
@@ -126,7 +127,7 @@ def api_url_max_expiry(storage: Storage | None = None) -> int:
     return min(limit, int(backend_cap)) if backend_cap else limit
 
 
-def api_cloud_url(*, key: str, expires_in: int, schema_name: str, tenant: Any, actor: dict,
+def api_cloud_url(*, key: str, expires_in: int, tenant: Any, actor: dict,
                   ip_address: str | None, storage: Storage | None = None) -> str:
     """A time-limited download link to the object (the backend's own: presigned S3, signed local)."""
     storage = storage or get_storage()
@@ -136,8 +137,8 @@ def api_cloud_url(*, key: str, expires_in: int, schema_name: str, tenant: Any, a
     if storage.stat(key) is None:
         raise NotFoundError(NOT_FOUND)
     url = storage.url(key, expires_in)
-    record = api_cloud_record(storage=storage, key=key, schema_name=schema_name)
-    backup_event_create(record=record, action=BackupEvent.Action.LINK, actor=actor, schema_name=schema_name,
+    record = api_cloud_record(storage=storage, key=key, tenant=tenant)
+    backup_event_create(record=record, action=BackupEvent.Action.LINK, actor=actor, schema_name=tenant.schema_name,
                         tenant=tenant, ip_address=ip_address,
                         details={"storage_key": key, "expires_in": expires_in, "file_name": key.rsplit("/", 1)[-1]})
     return url

@@ -41,20 +41,21 @@ def api_restore_request(*, tenant: Any, record: BackupRecord, mode: str, confirm
     Tenant = get_tenant_model()
     with transaction.atomic():
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
-        record = BackupRecord.objects.filter(pk=record.pk, schema_name=locked.schema_name).first()
+        record = BackupRecord.objects.filter(pk=record.pk, tenant_uid=locked.tenant_uid).first()
         if record is None:
             raise NotFoundError("No backup with this id.")
         if record.status != BackupRecord.Status.SUCCEEDED:
             raise ConflictError(f"Backup {record.pk} is {record.status}; only a succeeded backup can be restored.")
-        job = RestoreJob.objects.filter(schema_name=locked.schema_name, status__in=ACTIVE).first()
+        job = RestoreJob.objects.filter(tenant_uid=locked.tenant_uid, status__in=ACTIVE).first()
         if job is not None:
             raise ConflictError(f"A {job.mode} of this clinic is already {job.status} (restore job {job.pk}).")
         if mode == RestoreJob.Mode.REPLACE:
-            running = BackupRecord.objects.filter(schema_name=locked.schema_name, status__in=ACTIVE).first()
+            running = BackupRecord.objects.filter(tenant_uid=locked.tenant_uid, status__in=ACTIVE).first()
             if running is not None:
                 raise ConflictError(f"Backup {running.pk} of this clinic is {running.status}; restore once it "
                                     f"finishes.")
-        job = RestoreJob.objects.create(tenant=locked, schema_name=locked.schema_name, record=record, mode=mode,
+        job = RestoreJob.objects.create(tenant=locked, tenant_uid=locked.tenant_uid, schema_name=locked.schema_name,
+                                        record=record, mode=mode,
                                         requested_by=actor)
         action = BackupEvent.Action.RESTORE if mode == RestoreJob.Mode.REPLACE else BackupEvent.Action.VERIFY
         backup_event_create(record=record, action=action, actor=actor, ip_address=ip_address,
@@ -71,10 +72,10 @@ def api_restore_request(*, tenant: Any, record: BackupRecord, mode: str, confirm
     return job
 
 
-def api_restore_job_get(*, schema_name: str, job_id: Any) -> RestoreJob:
+def api_restore_job_get(*, tenant: Any, job_id: Any) -> RestoreJob:
     """One restore job of the tenant; NotFoundError for any other id."""
     pk = _as_id(job_id)
-    job = RestoreJob.objects.filter(pk=pk, schema_name=schema_name).select_related("record").first() if pk else None
+    job = RestoreJob.objects.filter(pk=pk, tenant_uid=tenant.tenant_uid).select_related("record").first() if pk else None
     if job is None:
         raise NotFoundError("No restore job with this id.")
     return job

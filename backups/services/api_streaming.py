@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from backups.errors import VerificationFailed
-from backups.manifest import manifest_key
+from backups.manifest import manifest_key, manifest_signature_valid
 from backups.models import BackupRecord
 from backups.storage import ObjectNotFound, Storage
 
 from .api_errors import NotFoundError
 from .api_settings import api_setting
+from .records import backup_record_mark_damaged
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ def _manifest_checksum(storage: Storage, key: str) -> tuple[str, int | None]:
     try:
         manifest = json.loads(storage.get_bytes(manifest_key(key)))
     except Exception:  # no manifest, or not ours: the download goes on unchecked
+        return "", None
+    if not manifest_signature_valid(manifest):
         return "", None
     sha = manifest.get("sha256") if isinstance(manifest, dict) else None
     size = manifest.get("size") if isinstance(manifest, dict) else None
@@ -79,6 +82,8 @@ def api_object_chunks(opened: OpenedObject, *, chunk_size: int | None = None) ->
             if opened.size is not None and total > opened.size:  # never send more than Content-Length promised
                 problem = f"the stored object has more than the expected {opened.size} bytes"
                 logger.error("download of %s aborted: %s", opened.key, problem)
+                if opened.record is not None:
+                    backup_record_mark_damaged(record=opened.record, error=f"Download check: {problem}.")
                 raise VerificationFailed(f"{opened.file_name}: {problem}; the download was aborted.")
             if held is not None:
                 yield held
@@ -86,6 +91,8 @@ def api_object_chunks(opened: OpenedObject, *, chunk_size: int | None = None) ->
         problem = _mismatch(opened, digest.hexdigest(), total)
         if problem:
             logger.error("download of %s aborted: %s", opened.key, problem)
+            if opened.record is not None:
+                backup_record_mark_damaged(record=opened.record, error=f"Download check: {problem}.")
             raise VerificationFailed(f"{opened.file_name}: {problem}; the download was aborted.")
         if held is not None:
             yield held

@@ -10,7 +10,7 @@ from backups.dumpers import DumpInfo, dump_with_django, dump_with_pg_dump
 from backups.encryption import AgeEncryptor, recipients_fingerprint
 from backups.errors import BackupError, TransientBackupError
 from backups.locks import RECORD_NAMESPACE, claim_unfinished, dump_slot
-from backups.manifest import build_manifest, manifest_bytes, manifest_key
+from backups.manifest import build_manifest, manifest_bytes, manifest_key, sign_manifest
 from backups.models import BackupRecord
 from backups.sink import BackupSink, SinkResult
 from backups.storage import Storage, StorageError, StorageTransientError, get_storage
@@ -78,7 +78,7 @@ def _dump_to_storage(record: BackupRecord, storage: Storage) -> tuple[DumpInfo, 
 def _store_and_confirm(record: BackupRecord, storage: Storage, info: DumpInfo, result: SinkResult) -> dict:
     encryption = ({"method": "age", "recipients": recipients_fingerprint(conf.age_recipients())}
                   if record.encryption == "age" else {})
-    manifest = build_manifest(record=record, info=info, result=result, encryption=encryption)
+    manifest = sign_manifest(build_manifest(record=record, info=info, result=result, encryption=encryption))
     try:
         storage.put_bytes(manifest_key(record.storage_key), manifest_bytes(manifest))
         stored = storage.stat(record.storage_key)

@@ -50,11 +50,12 @@ def _insert_events(records: list[BackupRecord], now: datetime) -> None:
     table = connection.ops.quote_name(BackupEvent._meta.db_table)
     with connection.cursor() as cur:
         cur.execute(
-            f"INSERT INTO {table} (record_id, tenant_id, schema_name, action, actor, details, created_at) "
-            "SELECT u.r, u.t, u.s, %s, %s::jsonb, jsonb_build_object('slot', u.slot), %s "
-            "FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[]) AS u(r, t, s, slot)",
+            f"INSERT INTO {table} (record_id, tenant_id, tenant_uid, schema_name, action, actor, details, created_at) "
+            "SELECT u.r, u.t, u.uid, u.s, %s, %s::jsonb, jsonb_build_object('slot', u.slot), %s "
+            "FROM unnest(%s::bigint[], %s::bigint[], %s::uuid[], %s::text[], %s::text[]) AS u(r, t, uid, s, slot)",
             [BackupEvent.Action.CREATE, '{"scheduler": true}', now, [r.pk for r in records],
-             [r.tenant_id for r in records], [r.schema_name for r in records], [r.slot.isoformat() for r in records]],
+             [r.tenant_id for r in records], [r.tenant_uid for r in records], [r.schema_name for r in records],
+             [r.slot.isoformat() for r in records]],
         )
 
 
@@ -79,8 +80,8 @@ def _automatic_record(tenant, slot: datetime, fmt: str, compression: str, backen
     name = backup_file_name(schema=tenant.schema_name, fmt=fmt, compression=compression, automatic=True, at=slot,
                             encryption=encryption)
     return BackupRecord(
-        tenant=tenant, schema_name=tenant.schema_name, file_name=name, storage_backend=backend,
-        storage_key=tenant_key(tenant.schema_name, name), format=fmt, compression=compression, encryption=encryption,
+        tenant=tenant, tenant_uid=tenant.tenant_uid, schema_name=tenant.schema_name, file_name=name,
+        storage_backend=backend, storage_key=tenant_key(tenant.schema_name, tenant.tenant_uid, name), format=fmt, compression=compression, encryption=encryption,
         backup_type=BackupRecord.Type.AUTOMATIC, slot=slot, requested_by={"scheduler": True},
     )
 

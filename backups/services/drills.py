@@ -29,7 +29,7 @@ SCHEDULER = {"scheduler": True, "drill": True}
 def drill_candidates(*, sample: int) -> list[tuple[int, str, int]]:
     """(tenant id, schema, newest succeeded record id) of the `sample` tenants drilled longest ago."""
     Tenant = get_tenant_model()
-    newest_ok = (BackupRecord.objects.filter(tenant=OuterRef("pk"), status=BackupRecord.Status.SUCCEEDED)
+    newest_ok = (BackupRecord.objects.restorable().filter(tenant_uid=OuterRef("tenant_uid"))
                  .order_by("-finished_at", "-pk").values("pk")[:1])
     last_drill = (RestoreJob.objects.filter(tenant=OuterRef("pk"), mode=RestoreJob.Mode.VERIFY)
                   .order_by("-created_at").values("created_at")[:1])
@@ -54,7 +54,8 @@ def drills_schedule(*, sample: int | None = None) -> list[RestoreJob]:
         records = BackupRecord.objects.select_related("tenant").in_bulk([record_id for *_, record_id in candidates])
         for tenant_id, schema, record_id in candidates:
             record = records[record_id]
-            job = RestoreJob.objects.create(tenant_id=tenant_id, schema_name=schema, record=record,
+            job = RestoreJob.objects.create(tenant_id=tenant_id, tenant_uid=record.tenant_uid, schema_name=schema,
+                                            record=record,
                                             mode=RestoreJob.Mode.VERIFY, requested_by=SCHEDULER)
             backup_event_create(record=record, action=BackupEvent.Action.VERIFY, actor=SCHEDULER,
                                 details={"job_id": job.pk, "stage": "scheduled drill"})

@@ -17,8 +17,9 @@ def operator_backups_create(*, tenants: Iterable, actor: dict) -> tuple[list[Bac
     """One manual backup per tenant, sent after commit on the priority queue; tenants with one queued or
     running already are skipped (returned by schema name) rather than piled up."""
     tenants = list(tenants)
-    busy = set(BackupRecord.objects.filter(schema_name__in=[t.schema_name for t in tenants], status__in=ACTIVE)
-               .values_list("schema_name", flat=True))
+    busy_uids = set(BackupRecord.objects.filter(tenant_uid__in=[t.tenant_uid for t in tenants], status__in=ACTIVE)
+                    .values_list("tenant_uid", flat=True))
+    busy = {t.schema_name for t in tenants if t.tenant_uid in busy_uids}
     records = []
     with transaction.atomic():
         for tenant in tenants:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django_tenants.utils import get_tenant_model
 
 from backups import conf
 from backups.errors import BackupError
 from backups.models import BackupEvent, BackupRecord
 from backups.naming import backup_file_name, tenant_key, validate_schema_name, with_suffix
+
+from .alerts import alert_ops
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +35,9 @@ def backup_record_create(
 ) -> BackupRecord:
     """A queued record with its final file name and key; a same-second name gets a suffix, never a reuse."""
     validate_schema_name(schema_name)
+    if tenant is None:  # an operator's call by schema name: the tenant that owns the schema now, if any
+        tenant = get_tenant_model().objects.filter(schema_name=schema_name).first()
+    uid = tenant.tenant_uid if tenant is not None else uuid.uuid4()  # no tenant: an identity nobody has
     fmt = fmt or conf.get("BACKUPS_DEFAULT_FORMAT")
     compression = compression or conf.get("BACKUPS_COMPRESSION")
     encryption = conf.default_encryption() if encryption is None else encryption
@@ -47,9 +54,9 @@ def backup_record_create(
         try:
             with transaction.atomic():
                 record = BackupRecord.objects.create(
-                    tenant=tenant, schema_name=schema_name, file_name=name,
+                    tenant=tenant, tenant_uid=uid, schema_name=schema_name, file_name=name,
                     storage_backend=storage_backend or conf.get("BACKUPS_STORAGE"),
-                    storage_key=tenant_key(schema_name, name), format=fmt, compression=compression,
+                    storage_key=tenant_key(schema_name, uid, name), format=fmt, compression=compression,
                     encryption=encryption, backup_type=backup_type, requested_by=requested_by or {}, slot=slot,
                 )
         except IntegrityError as exc:
@@ -66,8 +73,10 @@ def backup_event_create(
     tenant: Any = None, ip_address: str | None = None, details: dict | None = None,
 ) -> BackupEvent:
     """Append one audit event."""
+    tenant = tenant if tenant is not None else (record.tenant if record else None)
     return BackupEvent.objects.create(
-        record=record, tenant=tenant if tenant is not None else (record.tenant if record else None),
+        record=record, tenant=tenant,
+        tenant_uid=record.tenant_uid if record is not None else getattr(tenant, "tenant_uid", None),
         schema_name=schema_name or (record.schema_name if record else ""), action=action, actor=actor or {},
         ip_address=ip_address, details=details or {},
     )
@@ -79,7 +88,7 @@ def backup_record_next_free_name(*, record: BackupRecord, used: set[str] | froze
     `used` and, when `storage` is given, no stored object has. The caller saves it."""
     for n in range(2, 1000):
         name = with_suffix(record.file_name, n)
-        key = tenant_key(record.schema_name, name)
+        key = tenant_key(record.schema_name, record.tenant_uid, name)
         if key in used or BackupRecord.objects.filter(storage_backend=record.storage_backend,
                                                       storage_key=key).exists():
             continue
@@ -152,4 +161,23 @@ def backup_record_mark_queued(*, record: BackupRecord, error: str) -> BackupReco
     record.error = error[:10000]
     record.stage = "retrying"
     record.save(update_fields=["status", "error", "stage"])
+    return record
+
+
+def backup_record_mark_damaged(*, record: BackupRecord, error: str) -> BackupRecord:
+    """The stored object failed its size or SHA-256 check: never offer it again, and tell ops.
+
+    The record stays (with its object, for forensics) but is excluded from restores, drills and from
+    retention's "newest good backup", so retention keeps everything else until a good backup exists.
+    """
+    updated = BackupRecord.objects.filter(pk=record.pk, damaged_at__isnull=True).update(
+        damaged_at=timezone.now(), error=error[:10000])
+    record.refresh_from_db(fields=["damaged_at", "error"])
+    if updated:
+        logger.error("backup %s of %s is damaged: %s", record.pk, record.schema_name, error)
+        backup_event_create(record=record, action=BackupEvent.Action.FAIL, details={"damaged": True,
+                                                                                    "error": error[:500]})
+        alert_ops(f"Backup {record.file_name} of {record.schema_name} is damaged",
+                  f"The stored object {record.storage_key} of backup {record.pk} failed its check:\n{error}\n\n"
+                  "It is no longer offered for restore; retention keeps the tenant's other backups.")
     return record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -11,6 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.core import serializers
 from django.core.management.color import no_style
 from django.core.management.sql import emit_post_migrate_signal
@@ -20,14 +22,18 @@ from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Model
 from django_tenants.utils import get_public_schema_name, schema_context
 
+from django_tenants.utils import get_tenant_model
+
 from backups import pgtools
-from backups.errors import BackupError, RestoreFailed, VerificationFailed
+from backups.dumpers import json_models
+from backups.errors import BackupError, RestoreFailed, StoredObjectDamaged, VerificationFailed
 from backups.models import BackupEvent, BackupRecord
-from backups.reading import PlainStream, open_backup
+from backups.psql_guard import scan_sql_lines
+from backups.reading import PlainStream, VerifiedBackup, byte_lines, open_backup, require_digest
 from backups.storage import get_storage
 
 from .backup_run import backup_run
-from .records import backup_event_create, backup_record_create
+from .records import backup_event_create, backup_record_create, backup_record_mark_damaged
 
 logger = logging.getLogger(__name__)
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
@@ -60,11 +66,14 @@ def _literal(text: str) -> str:
 
 
 def _manifest_counts(record: BackupRecord) -> dict[str, int]:
+    """Table -> rows, as the manifest recorded them; any table name works, since every use quotes it."""
     counts = record.manifest.get("row_counts") or {}
-    bad = [t for t in counts if not IDENT_RE.fullmatch(t)]
-    if bad or not counts:
+    usable = isinstance(counts, dict) and counts and all(
+        isinstance(t, str) and t and "\x00" not in t and len(t.encode()) <= 63
+        and isinstance(n, int) and not isinstance(n, bool) and n >= 0 for t, n in counts.items())
+    if not usable:
         raise RestoreFailed(f"Backup {record.pk} has no usable row counts in its manifest; it cannot be verified.")
-    return {t: int(n) for t, n in counts.items()}
+    return dict(counts)
 
 
 def _schema_exists(schema: str) -> bool:
@@ -179,21 +188,53 @@ def _run_psql(dbname: str | None, prelude: str, body: Callable, epilogue: Callab
         raise RestoreFailed(f"psql exited with status {rc}: {detail}")
 
 
-def _psql_body(record: BackupRecord, plain: PlainStream) -> Callable:
+def _sql_source(record: BackupRecord, backup: VerifiedBackup) -> Callable:
+    """A writer of the SQL psql would read: the plain dump itself, or pg_restore's script of the archive."""
     if record.format == BackupRecord.Format.DUMP:
         bins = pgtools.binaries()
-        return lambda out: _feed_through_pg_restore(bins, plain, out)
-    return lambda out: _feed_plain(plain, out)
+        return lambda out: _feed_through_pg_restore(bins, backup.plain(), out)
+    return lambda out: _feed_plain(backup.plain(), out)
 
 
-def _verified_epilogue(plain: PlainStream, then: str) -> Callable[[], str]:
-    def epilogue() -> str:
+def _prescan_sql(record: BackupRecord, backup: VerifiedBackup) -> None:
+    """Read the whole SQL once before psql starts: a foreign psql meta-command refuses the restore."""
+    import queue
+
+    chunks: queue.Queue = queue.Queue(maxsize=8)
+    done = object()
+    errors: list[BaseException] = []
+
+    class _Pipe:
+        def write(self, data: bytes) -> int:
+            chunks.put(bytes(data))
+            return len(data)
+
+    def produce() -> None:
         try:
-            plain.verify()
-        except VerificationFailed as exc:
-            return _abort_sql(str(exc))
-        return then
-    return epilogue
+            _sql_source(record, backup)(_Pipe())
+        except BaseException as exc:  # noqa: BLE001 - handed to the scanning thread
+            errors.append(exc)
+        finally:
+            chunks.put(done)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+
+    def drain():
+        while (chunk := chunks.get()) is not done:
+            yield chunk
+
+    try:
+        scan_sql_lines(byte_lines(drain()))
+    finally:
+        while producer.is_alive():  # let the producer finish after an early refusal
+            try:
+                chunks.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        producer.join()
+    if errors:
+        raise errors[0]
 
 
 # --- Django-driven restores (json format) ----------------------------------------------------------------
@@ -234,6 +275,27 @@ def _flush(batch: list) -> None:
     batch.clear()
 
 
+def allowed_json_models() -> dict[str, type[Model]]:
+    """label_lower -> model of what a JSON restore may write: the tenant apps' own models, none shared."""
+    shared = set(getattr(settings, "SHARED_APPS", ()))
+    return {m._meta.label_lower: m for m in json_models() if m._meta.app_config.name not in shared}
+
+
+def _prescan_json(backup: VerifiedBackup) -> None:
+    """Refuse the whole restore, before anything is written, if a line names a model outside the tenant's apps."""
+    allowed = allowed_json_models()
+    for number, line in enumerate(backup.plain().lines(), 1):
+        if not line.strip():
+            continue
+        try:
+            label = json.loads(line).get("model")
+        except (ValueError, AttributeError):
+            raise RestoreFailed(f"Line {number} of the JSON backup is not a JSON object; nothing was restored.") from None
+        if not isinstance(label, str) or label.lower() not in allowed:
+            raise RestoreFailed(f"Line {number} of the JSON backup holds {label!r}, which is not a model of the "
+                                "tenant's own apps; nothing was restored.")
+
+
 def _load_jsonl(plain: PlainStream) -> set[type[Model]]:
     """Insert every object of the stream in batches; returns the models seen."""
     seen: set[type[Model]] = set()
@@ -248,13 +310,15 @@ def _load_jsonl(plain: PlainStream) -> set[type[Model]]:
     return seen
 
 
-def _load_json_into(schema: str, record: BackupRecord, plain: PlainStream, counts: dict[str, int]) -> dict:
+def _load_json_into(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int]) -> dict:
+    _prescan_json(backup)
     with connection.cursor() as cur:
         cur.execute(f"CREATE SCHEMA {_q(schema)}")
     with schema_context(schema):
+        connection.set_schema(schema, include_public=False)  # nothing the loader writes can land in public
         _migrate_schema(schema, record.manifest.get("migrations") or {})
-        models = _load_jsonl(plain)
-        plain.verify()
+        connection.set_schema(schema, include_public=False)
+        models = _load_jsonl(backup.plain())
         with connection.cursor() as cur:
             for sql in connection.ops.sequence_reset_sql(no_style(), list(models)):
                 cur.execute(sql)
@@ -268,10 +332,37 @@ def _load_json_into(schema: str, record: BackupRecord, plain: PlainStream, count
 # --- entry points ----------------------------------------------------------------------------------------
 
 def _checked_record(schema: str, record: BackupRecord) -> None:
+    """Only this tenant's own, good, checkable backups: same schema, same identity, succeeded, not damaged."""
     if record.schema_name != schema:
         raise RestoreFailed(f"Backup {record.pk} was taken from schema {record.schema_name!r}, not {schema!r}.")
+    owner = get_tenant_model().objects.filter(schema_name=schema).values_list("tenant_uid", flat=True).first()
+    if owner is None or owner != record.tenant_uid:
+        raise RestoreFailed(f"Backup {record.pk} belongs to another tenant identity than the one that owns schema "
+                            f"{schema!r} now (a deleted tenant's backups are never restored into a later one).")
     if record.status != BackupRecord.Status.SUCCEEDED:
         raise RestoreFailed(f"Backup {record.pk} is {record.status}; only a succeeded backup can be restored.")
+    if record.damaged_at is not None:
+        raise RestoreFailed(f"Backup {record.pk} failed its checksum on {record.damaged_at:%Y-%m-%d %H:%M} UTC and is "
+                            "marked damaged; it is never restored.")
+    require_digest(record)
+
+
+def _damaged(record: BackupRecord, exc: BaseException) -> None:
+    if isinstance(exc, StoredObjectDamaged):
+        backup_record_mark_damaged(record=record, error=str(exc))
+
+
+def _count_tables(schema: str, tables: list[str]) -> dict[str, int | None]:
+    found: dict[str, int | None] = {}
+    with connection.cursor() as cur:
+        for table in tables:
+            cur.execute("SELECT to_regclass(%s)", (f"{_q(schema)}.{_q(table)}",))
+            if cur.fetchone()[0] is None:
+                found[table] = None
+                continue
+            cur.execute(f"SELECT count(*) FROM {_q(schema)}.{_q(table)}")
+            found[table] = cur.fetchone()[0]
+    return found
 
 
 def restore_replace(*, schema: str, record: BackupRecord, actor: dict | None = None,
@@ -295,13 +386,13 @@ def restore_replace(*, schema: str, record: BackupRecord, actor: dict | None = N
     aside = f"{schema[:40]}_old_{secrets.token_hex(4)}"
     storage = get_storage(record.storage_backend)
     try:
-        with open_backup(storage, record) as plain:
+        with open_backup(storage, record) as backup:
             if record.format == BackupRecord.Format.JSON:
                 with transaction.atomic():
                     if live:
                         with connection.cursor() as cur:
                             cur.execute(f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)}")
-                    found = _load_json_into(schema, record, plain, counts)
+                    found = _load_json_into(schema, record, backup, counts)
                     report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
                     if report.mismatches:
                         raise VerificationFailed(f"Restored row counts differ from the manifest: {report.mismatches}")
@@ -309,11 +400,14 @@ def restore_replace(*, schema: str, record: BackupRecord, actor: dict | None = N
                         with connection.cursor() as cur:
                             cur.execute(f"DROP SCHEMA {_q(aside)} CASCADE")
             else:
+                _prescan_sql(record, backup)
                 prelude = f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)};\n" if live else ""
                 then = check_sql(schema, counts) + (f"DROP SCHEMA {_q(aside)} CASCADE;\n" if live else "")
-                _run_psql(None, prelude, _psql_body(record, plain), _verified_epilogue(plain, then))
-                report.row_counts = {t: (n, n) for t, n in counts.items()}
+                _run_psql(None, prelude, _sql_source(record, backup), lambda: then)
+                found = _count_tables(schema, list(counts))
+                report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
     except BackupError as exc:
+        _damaged(record, exc)
         report.message = str(exc)
         backup_event_create(record=record, action=BackupEvent.Action.RESTORE, actor=actor,
                             details={"ok": False, "error": str(exc), "safety_record_id": report.safety_record_id})
@@ -346,13 +440,13 @@ def restore_verify(*, schema: str, record: BackupRecord, actor: dict | None = No
     report = RestoreReport(record.pk, schema, "verify", ok=False)
     storage = get_storage(record.storage_backend)
     try:
-        with open_backup(storage, record) as plain:
+        with open_backup(storage, record) as backup:
             if record.format == BackupRecord.Format.JSON:
                 scratch = f"tb_verify_{record.pk}_{secrets.token_hex(3)}"
                 found: dict = {}
                 try:
                     with transaction.atomic():
-                        found.update(_load_json_into(scratch, record, plain, counts))
+                        found.update(_load_json_into(scratch, record, backup, counts))
                         raise _Rollback
                 except _Rollback:
                     pass
@@ -362,18 +456,20 @@ def restore_verify(*, schema: str, record: BackupRecord, actor: dict | None = No
                 with pgtools.connect(autocommit=True) as admin:
                     admin.execute(f"CREATE DATABASE {_q(dbname)} TEMPLATE template0 ENCODING 'UTF8'")
                 try:
+                    _prescan_sql(record, backup)
                     prelude = "".join(
                         f"CREATE SCHEMA IF NOT EXISTS {_q(e['schema'])};\n"
                         f"CREATE EXTENSION IF NOT EXISTS {_q(e['name'])} WITH SCHEMA {_q(e['schema'])};\n"
                         for e in record.manifest.get("extensions") or [] if IDENT_RE.fullmatch(e.get("name", ""))
                     )
-                    _run_psql(dbname, prelude, _psql_body(record, plain), _verified_epilogue(plain, ""))
+                    _run_psql(dbname, prelude, _sql_source(record, backup), lambda: "")
                     found = _scratch_counts(dbname, schema, list(counts))
                 finally:
                     with pgtools.connect(autocommit=True) as admin:
                         admin.execute(f"DROP DATABASE IF EXISTS {_q(dbname)} WITH (FORCE)")
                 report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
     except BackupError as exc:
+        _damaged(record, exc)
         report.message = str(exc)
     else:
         report.ok = not report.mismatches

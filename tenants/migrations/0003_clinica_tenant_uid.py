@@ -14,6 +14,7 @@ def fill(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [("tenants", "0002_clinica_backup_overdue_since")]
+    run_before = [("backups", "0004_tenant_identity")]
 
     operations = [
         migrations.AddField(

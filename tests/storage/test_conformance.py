@@ -183,18 +183,22 @@ def test_small_and_empty_objects(storage):
     assert storage.stat("clinic1/empty.sql").size == 0
 
 
+UID = "0b6f2c1e-8d5a-4f0e-9a57-3c1d2e4f5a6b"
+
+
 @pytest.mark.parametrize(
     "key",
-    ["clinic1/../clinic10/a.sql", "../x", "/etc/passwd", "clinic10/a.sql", "clinic1/", "clinic1/sub/a.sql",
-     "clinic1/./a.sql", "clinic1\\..\\x", "clinic1/a\x00.sql", ""],
+    [f"clinic1/{UID}/../clinic10/a.sql", "../x", "/etc/passwd", f"clinic10/{UID}/a.sql", f"clinic1/{UID}/",
+     f"clinic1/{UID}/sub/a.sql", f"clinic1/{UID}/./a.sql", "clinic1\\..\\x", f"clinic1/{UID}/a\x00.sql", "",
+     "clinic1/a.sql"],
 )
 def test_check_tenant_key_refuses_keys_outside_the_tenant(key):
     with pytest.raises(InvalidKey):
-        check_tenant_key(key, "clinic1")
+        check_tenant_key(key, "clinic1", UID)
 
 
 def test_keys_escaping_their_prefix_are_refused(storage):
-    assert check_tenant_key("clinic1/a.sql", "clinic1") == "clinic1/a.sql"
+    assert check_tenant_key(f"clinic1/{UID}/a.sql", "clinic1", UID) == f"clinic1/{UID}/a.sql"
     for key in ("../x", "clinic1/../../x", "/etc/passwd"):
         with pytest.raises(StorageError):
             storage.open_write(key)

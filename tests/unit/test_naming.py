@@ -2,6 +2,8 @@
 
 from datetime import UTC, datetime
 
+import uuid
+
 import pytest
 
 from backups.naming import (
@@ -38,16 +40,24 @@ def test_unsafe_schema_names_are_refused(bad):
         validate_schema_name(bad)
 
 
+UID = uuid.UUID("0b6f2c1e-8d5a-4f0e-9a57-3c1d2e4f5a6b")
+OTHER_UID = uuid.UUID("7d9e0f1a-2b3c-4d5e-8f60-718293a4b5c6")
+P = f"clinic1/{UID}/"
+
+
 def test_key_of_own_tenant_is_accepted():
-    key = tenant_key("clinic1", "backup-sql-clinic1-2025-11-26-030000.sql.zst")
-    assert check_tenant_key(key, "clinic1") == key
+    key = tenant_key("clinic1", UID, "backup-sql-clinic1-2025-11-26-030000.sql.zst")
+    assert key == f"clinic1/{UID}/backup-sql-clinic1-2025-11-26-030000.sql.zst"
+    assert check_tenant_key(key, "clinic1", UID) == key
 
 
 @pytest.mark.parametrize("key", [
-    "clinic10/backup.sql", "clinic1/../clinic2/backup.sql", "/clinic1/backup.sql", "clinic1/",
-    "clinic1/sub/backup.sql", "clinic1//backup.sql", "clinic1/./backup.sql", "clinic1/..", "clinic1\\..\\x",
-    "clinic1/x\x00y", "clinic1/" + "a" * 2000, "../clinic1/backup.sql", "clinic2/backup.sql",
+    f"clinic10/{UID}/backup.sql", P + "../clinic2/backup.sql", "/" + P + "backup.sql", P,
+    P + "sub/backup.sql", P + "/backup.sql", P + "./backup.sql", P + "..", P + "\\..\\x",
+    P + "x\x00y", P + "a" * 2000, "../" + P + "backup.sql", f"clinic2/{UID}/backup.sql",
+    "clinic1/backup.sql",  # the schema alone: a key of the time before identities, or of nobody
+    f"clinic1/{OTHER_UID}/backup.sql",  # a deleted tenant's, under the same schema name
 ])
 def test_keys_outside_the_tenant_are_refused(key):
     with pytest.raises(InvalidKey):
-        check_tenant_key(key, "clinic1")
+        check_tenant_key(key, "clinic1", UID)

@@ -21,5 +21,5 @@ class AuditListView(TenantAdminAPIView):
                    responses={200: BackupEventSerializer(many=True), **errors(400, *ADMIN, 404)}, tags=["audit"])
     def get(self, request):
         paginator = self.pagination_class()
-        page = paginator.paginate_queryset(api_events_for_tenant(schema_name=self.schema_name), request, view=self)
+        page = paginator.paginate_queryset(api_events_for_tenant(tenant=self.tenant), request, view=self)
         return paginator.get_paginated_response(BackupEventSerializer(page, many=True).data)

@@ -84,7 +84,7 @@ class CloudListView(TenantAdminAPIView):
         tags=["cloud"],
     )
     def get(self, request):
-        objects = api_cloud_list(schema_name=self.schema_name, storage=get_storage())
+        objects = api_cloud_list(tenant=self.tenant, storage=get_storage())
         return Response(CloudListSerializer({"count": len(objects), "schema": self.schema_name,
                                              "backups": objects}).data)
 
@@ -107,11 +107,11 @@ class CloudDownloadView(TenantAdminAPIView):
     def post(self, request):
         body = CloudKeySerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        key = api_cloud_key_parse(body.validated_data["s3_key"], schema_name=self.schema_name)
+        key = api_cloud_key_parse(body.validated_data["s3_key"], tenant=self.tenant)
         storage = get_storage()
-        record = api_cloud_record(storage=storage, key=key, schema_name=self.schema_name)
+        record = api_cloud_record(storage=storage, key=key, tenant=self.tenant)
         opened = api_object_open(storage=storage, key=key, record=record)
-        api_download_recorded(record=record, schema_name=self.schema_name, tenant=self.tenant, actor=self.actor(),
+        api_download_recorded(record=record, tenant=self.tenant, actor=self.actor(),
                               ip_address=self.ip(), via="cloud", key=key)
         return stream_response(opened)
 
@@ -131,8 +131,8 @@ class CloudDeleteView(TenantAdminAPIView):
     def delete(self, request):
         body = CloudKeySerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        key = api_cloud_key_parse(body.validated_data["s3_key"], schema_name=self.schema_name)
-        record_deleted = api_cloud_delete(key=key, schema_name=self.schema_name, tenant=self.tenant,
+        key = api_cloud_key_parse(body.validated_data["s3_key"], tenant=self.tenant)
+        record_deleted = api_cloud_delete(key=key, tenant=self.tenant,
                                           actor=self.actor(), ip_address=self.ip(), storage=get_storage())
         return Response({"message": f"{key.rsplit('/', 1)[-1]} deleted.", "s3_key": key,
                          "record_deleted": record_deleted})
@@ -151,9 +151,9 @@ class CloudUrlView(TenantAdminAPIView):
     def post(self, request):
         body = CloudUrlInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        key = api_cloud_key_parse(body.validated_data["s3_key"], schema_name=self.schema_name)
+        key = api_cloud_key_parse(body.validated_data["s3_key"], tenant=self.tenant)
         expires_in = body.validated_data.get("expiration") or int(api_setting("BACKUPS_URL_DEFAULT_EXPIRY"))
-        url = api_cloud_url(key=key, expires_in=expires_in, schema_name=self.schema_name, tenant=self.tenant,
+        url = api_cloud_url(key=key, expires_in=expires_in, tenant=self.tenant,
                             actor=self.actor(), ip_address=self.ip(), storage=get_storage())
         if url.startswith("/"):  # the local backend's signed link, served by this domain
             url = request.build_absolute_uri(url)

@@ -70,7 +70,7 @@ class BackupCreateView(TenantAdminAPIView):
             if record.status == BackupRecord.Status.SUCCEEDED:
                 opened = api_object_open(storage=get_storage(record.storage_backend), key=record.storage_key,
                                          record=record)
-                api_download_recorded(record=record, schema_name=self.schema_name, tenant=self.tenant,
+                api_download_recorded(record=record, tenant=self.tenant,
                                       actor=self.actor(), ip_address=self.ip(), via="create",
                                       key=record.storage_key)
                 return stream_response(opened)

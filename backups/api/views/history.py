@@ -61,7 +61,7 @@ class HistoryListView(TenantAPIView):
         filters = HistoryFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         data = filters.validated_data
-        qs = api_records_filter(schema_name=self.schema_name, filters=HistoryFilters(
+        qs = api_records_filter(tenant=self.tenant, filters=HistoryFilters(
             backup_type=data.get("type"), status=data.get("status"), date_from=data.get("date_from"),
             date_to=data.get("date_to")))
         paginator = self.pagination_class()
@@ -84,7 +84,7 @@ class HistoryDetailView(TenantAPIView):
         tags=["history"],
     )
     def get(self, request, record_id):
-        record = api_record_get(schema_name=self.schema_name, record_id=record_id)
+        record = api_record_get(tenant=self.tenant, record_id=record_id)
         return Response(BackupRecordDetailSerializer(record, context={"request": request}).data)
 
     @extend_schema(
@@ -96,7 +96,7 @@ class HistoryDetailView(TenantAPIView):
         tags=["history"],
     )
     def delete(self, request, record_id):
-        record = api_record_get(schema_name=self.schema_name, record_id=record_id)
+        record = api_record_get(tenant=self.tenant, record_id=record_id)
         file_name = api_record_delete(record=record, actor=self.actor(), ip_address=self.ip())
         return Response({"message": f"Backup {file_name} deleted."})
 
@@ -119,10 +119,10 @@ class HistoryDownloadView(TenantAdminAPIView):
         tags=["history"],
     )
     def get(self, request, record_id):
-        record = api_record_get(schema_name=self.schema_name, record_id=record_id)
+        record = api_record_get(tenant=self.tenant, record_id=record_id)
         if record.status != BackupRecord.Status.SUCCEEDED:
             raise ConflictError(f"Backup {record.pk} is {record.status}; only a succeeded backup can be downloaded.")
         opened = api_object_open(storage=get_storage(record.storage_backend), key=record.storage_key, record=record)
-        api_download_recorded(record=record, schema_name=self.schema_name, tenant=self.tenant, actor=self.actor(),
+        api_download_recorded(record=record, tenant=self.tenant, actor=self.actor(),
                               ip_address=self.ip(), via="history", key=record.storage_key)
         return stream_response(opened)

@@ -42,12 +42,12 @@ class LocalDownloadView(TenantAPIView):
     )
     def get(self, request, token):
         try:
-            key = check_tenant_key(resolve_signed_key(token), self.schema_name)
+            key = check_tenant_key(resolve_signed_key(token), self.schema_name, self.tenant.tenant_uid)
         except Exception:  # bad signature, expired, malformed payload, another clinic's key
             raise NotFoundError(NOT_FOUND) from None
         storage = get_storage("local")
-        record = api_cloud_record(storage=storage, key=key, schema_name=self.schema_name)
+        record = api_cloud_record(storage=storage, key=key, tenant=self.tenant)
         opened = api_object_open(storage=storage, key=key, record=record)
-        api_download_recorded(record=record, schema_name=self.schema_name, tenant=self.tenant, actor={},
+        api_download_recorded(record=record, tenant=self.tenant, actor={},
                               ip_address=self.ip(), via="signed_link", key=key)
         return stream_response(opened)

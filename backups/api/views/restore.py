@@ -29,7 +29,7 @@ class _RestoreView(TenantAdminAPIView):
     def post(self, request, record_id):
         body = RestoreInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        record = api_record_get(schema_name=self.schema_name, record_id=record_id)
+        record = api_record_get(tenant=self.tenant, record_id=record_id)
         job = api_restore_request(tenant=self.tenant, record=record, mode=self.mode,
                                   confirm=body.validated_data["confirm"], actor=self.actor(), ip_address=self.ip())
         data = RestoreJobSerializer(job, context={"request": request}).data
@@ -81,5 +81,5 @@ class RestoreJobDetailView(TenantAdminAPIView):
         tags=["restore"],
     )
     def get(self, request, job_id):
-        job = api_restore_job_get(schema_name=self.schema_name, job_id=job_id)
+        job = api_restore_job_get(tenant=self.tenant, job_id=job_id)
         return Response(RestoreJobSerializer(job, context={"request": request}).data)
