@@ -16,7 +16,6 @@ from django.conf import settings
 from django.utils import timezone
 
 from . import conf
-
 from .dumpers import DumpInfo
 from .sink import SinkResult
 

@@ -22,7 +22,8 @@ _DOLLAR_TAG = re.compile(rb"\$([A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$")
 _RESTRICT = re.compile(rb"\\(?:un)?restrict [A-Za-z0-9]+")
 _COPY_FROM_STDIN = re.compile(rb"\s*COPY\s.*\sFROM\s+stdin\s*", re.IGNORECASE | re.DOTALL)
 _SCS_OFF = re.compile(rb"\s*SET\s+standard_conforming_strings\s*(?:=|TO)\s*'?off'?\s*", re.IGNORECASE)
-_IDENT_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$") | frozenset(range(128, 256))
+_IDENT_BYTES = (frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$")
+                | frozenset(range(128, 256)))
 STATEMENT_KEEP = 1 << 16  # enough of a statement to tell COPY ... FROM stdin
 
 

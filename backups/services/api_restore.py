@@ -75,7 +75,8 @@ def api_restore_request(*, tenant: Any, record: BackupRecord, mode: str, confirm
 def api_restore_job_get(*, tenant: Any, job_id: Any) -> RestoreJob:
     """One restore job of the tenant; NotFoundError for any other id."""
     pk = _as_id(job_id)
-    job = RestoreJob.objects.filter(pk=pk, tenant_uid=tenant.tenant_uid).select_related("record").first() if pk else None
+    job = (RestoreJob.objects.filter(pk=pk, tenant_uid=tenant.tenant_uid).select_related("record").first()
+           if pk else None)
     if job is None:
         raise NotFoundError("No restore job with this id.")
     return job

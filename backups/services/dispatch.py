@@ -81,7 +81,8 @@ def _automatic_record(tenant, slot: datetime, fmt: str, compression: str, backen
                             encryption=encryption)
     return BackupRecord(
         tenant=tenant, tenant_uid=tenant.tenant_uid, schema_name=tenant.schema_name, file_name=name,
-        storage_backend=backend, storage_key=tenant_key(tenant.schema_name, tenant.tenant_uid, name), format=fmt, compression=compression, encryption=encryption,
+        storage_backend=backend, storage_key=tenant_key(tenant.schema_name, tenant.tenant_uid, name), format=fmt,
+        compression=compression, encryption=encryption,
         backup_type=BackupRecord.Type.AUTOMATIC, slot=slot, requested_by={"scheduler": True},
     )
 

@@ -72,8 +72,7 @@ def retention_apply(*, tenant_id: int, now: datetime | None = None) -> list[int]
     records = list(BackupRecord.objects.filter(tenant_uid=tenant.tenant_uid))
     # a damaged backup counts as a failure: it is no "newest good backup", and it stops deletion like one
     infos = [BackupInfo(id=r.pk, created_at=r.created_at, backup_type=r.backup_type,
-                        status=BackupRecord.Status.FAILED if r.status == BackupRecord.Status.SUCCEEDED
-                        and (r.damaged_at or not r.sha256) else r.status)
+                        status=BackupRecord.Status.FAILED if r.damaged_at else r.status)
              for r in records]
     doomed = backups_to_delete(infos, retention_policy_for(tenant), now=now or timezone.now(),
                                timezone=tenant.backup_timezone or "UTC")

@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.core import serializers
 from django.core.management.color import no_style
 from django.core.management.sql import emit_post_migrate_signal
@@ -20,9 +19,7 @@ from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Model
-from django_tenants.utils import get_public_schema_name, schema_context
-
-from django_tenants.utils import get_tenant_model
+from django_tenants.utils import get_public_schema_name, get_tenant_model, schema_context
 
 from backups import pgtools
 from backups.dumpers import json_models
@@ -276,9 +273,11 @@ def _flush(batch: list) -> None:
 
 
 def allowed_json_models() -> dict[str, type[Model]]:
-    """label_lower -> model of what a JSON restore may write: the tenant apps' own models, none shared."""
-    shared = set(getattr(settings, "SHARED_APPS", ()))
-    return {m._meta.label_lower: m for m in json_models() if m._meta.app_config.name not in shared}
+    """label_lower -> model of what a JSON restore may write: exactly what a JSON backup dumps, the models of
+    TENANT_APPS, whose tables the tenant's schema has. A model only in SHARED_APPS (the tenant list, its
+    domains, every tenant's backup records) has tables only in public and is never accepted; the loader
+    also runs with the tenant's schema alone on its search path, so an app in both lists writes there."""
+    return {m._meta.label_lower: m for m in json_models()}
 
 
 def _prescan_json(backup: VerifiedBackup) -> None:
@@ -290,7 +289,8 @@ def _prescan_json(backup: VerifiedBackup) -> None:
         try:
             label = json.loads(line).get("model")
         except (ValueError, AttributeError):
-            raise RestoreFailed(f"Line {number} of the JSON backup is not a JSON object; nothing was restored.") from None
+            raise RestoreFailed(f"Line {number} of the JSON backup is not a JSON object; nothing was "
+                                "restored.") from None
         if not isinstance(label, str) or label.lower() not in allowed:
             raise RestoreFailed(f"Line {number} of the JSON backup holds {label!r}, which is not a model of the "
                                 "tenant's own apps; nothing was restored.")
@@ -335,12 +335,12 @@ def _checked_record(schema: str, record: BackupRecord) -> None:
     """Only this tenant's own, good, checkable backups: same schema, same identity, succeeded, not damaged."""
     if record.schema_name != schema:
         raise RestoreFailed(f"Backup {record.pk} was taken from schema {record.schema_name!r}, not {schema!r}.")
+    if record.status != BackupRecord.Status.SUCCEEDED:
+        raise RestoreFailed(f"Backup {record.pk} is {record.status}; only a succeeded backup can be restored.")
     owner = get_tenant_model().objects.filter(schema_name=schema).values_list("tenant_uid", flat=True).first()
     if owner is None or owner != record.tenant_uid:
         raise RestoreFailed(f"Backup {record.pk} belongs to another tenant identity than the one that owns schema "
                             f"{schema!r} now (a deleted tenant's backups are never restored into a later one).")
-    if record.status != BackupRecord.Status.SUCCEEDED:
-        raise RestoreFailed(f"Backup {record.pk} is {record.status}; only a succeeded backup can be restored.")
     if record.damaged_at is not None:
         raise RestoreFailed(f"Backup {record.pk} failed its checksum on {record.damaged_at:%Y-%m-%d %H:%M} UTC and is "
                             "marked damaged; it is never restored.")

@@ -5,20 +5,26 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 
 import pytest
 import requests
 from django.core import signing
 
+from backups.manifest import sign_manifest
 from backups.models import BackupEvent, BackupRecord
 from backups.storage import get_storage
 from backups.storage.local import URL_SALT
+from tests.identities import prefix
 
 from .conftest import api_client, wait_for_status
 
-OWN_KEY = "clinica_demo/backup-sql-clinica_demo-2001-01-01-000000.sql.zst"
-OTHER_KEY = "clinica_sonrisa/backup-sql-clinica_sonrisa-2001-01-01-000000.sql.zst"
-LOOKALIKE_KEY = "clinica_demo2/backup-sql-clinica_demo2-2001-01-01-000000.sql.zst"  # a prefix that starts like ours
+OWN_NAME = "backup-sql-clinica_demo-2001-01-01-000000.sql.zst"
+OWN_KEY = prefix("clinica_demo") + OWN_NAME
+OTHER_KEY = prefix("clinica_sonrisa") + "backup-sql-clinica_sonrisa-2001-01-01-000000.sql.zst"
+LOOKALIKE_KEY = prefix("clinica_demo2") + "backup-sql-clinica_demo2-2001-01-01-000000.sql.zst"  # starts like ours
+LEGACY_KEY = "clinica_demo/" + OWN_NAME  # the schema alone, without an identity: nobody's
+DELETED_KEY = f"clinica_demo/{uuid.UUID(int=7)}/" + OWN_NAME  # a deleted clinica_demo's
 SECRET_NAMES = (b"clinica_sonrisa", b"clinica_demo2")
 
 
@@ -79,6 +85,11 @@ def test_an_object_without_record_is_listed_downloaded_and_deleted(s3, admin):
     storage.put_bytes(OWN_KEY, b"an orphan object")
     storage.put_bytes(OWN_KEY + ".manifest.json", json.dumps(
         {"sha256": hashlib.sha256(b"an orphan object").hexdigest(), "size": 16}).encode())
+    unsigned = admin.post("/api/backups/cloud/download/", {"s3_key": OWN_KEY}, format="json")
+    assert "X-Backup-SHA256" not in unsigned  # a manifest this deployment did not sign is not believed
+    b"".join(unsigned.streaming_content)
+    storage.put_bytes(OWN_KEY + ".manifest.json", json.dumps(sign_manifest(
+        {"sha256": hashlib.sha256(b"an orphan object").hexdigest(), "size": 16})).encode())
     assert [b["s3_key"] for b in admin.get("/api/backups/cloud/list/").json()["backups"]] == [OWN_KEY]
     download = admin.post("/api/backups/cloud/download/", {"s3_key": OWN_KEY}, format="json")
     assert b"".join(download.streaming_content) == b"an orphan object"
@@ -102,15 +113,17 @@ INJECTIONS = [
     ("/" + OWN_KEY, 400),
     ("/etc/passwd", 400),
     ("backups/" + OWN_KEY, 404),  # the bucket's own prefix is the server's business
-    ("clinica_demo//" + OWN_KEY.split("/")[1], 400),
-    ("clinica_demo/./" + OWN_KEY.split("/")[1], 400),
+    (prefix("clinica_demo") + "/" + OWN_NAME, 400),
+    (prefix("clinica_demo") + "./" + OWN_NAME, 400),
     ("clinica_demo/", 400),
     ("clinica_demo", 404),
     ("clinica_dem/x.sql", 404),
     (OTHER_KEY, 404),
     (LOOKALIKE_KEY, 404),
-    ("CLINICA_DEMO/" + OWN_KEY.split("/")[1], 404),
-    ("clinica_demo/sub/" + OWN_KEY.split("/")[1], 404),
+    (OWN_KEY.replace("clinica_demo/", "CLINICA_DEMO/", 1), 404),
+    (prefix("clinica_demo") + "sub/" + OWN_NAME, 404),
+    (LEGACY_KEY, 404),
+    (DELETED_KEY, 404),
     (OWN_KEY + ".manifest.json", 404),
     ("clinica_demo/.partial-x", 404),
     ("clinica_demo/" + "a" * 1100, 400),

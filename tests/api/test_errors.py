@@ -71,14 +71,16 @@ def test_manual_backups_go_to_the_priority_queue(admin, monkeypatch):
 
 def test_restore_task_is_idempotent_on_its_job():
     tenant = get_tenant_model().objects.get(schema_name="clinica_demo")
-    job = RestoreJob.objects.create(tenant=tenant, schema_name="clinica_demo", mode="verify", status="succeeded",
+    job = RestoreJob.objects.create(tenant=tenant, tenant_uid=tenant.tenant_uid, schema_name="clinica_demo",
+                                     mode="verify", status="succeeded",
                                     report={"ok": True})
     try:
         assert restore_backup.apply(args=[job.pk]).get() == "succeeded"  # finished: nothing runs again
         job.refresh_from_db()
         assert job.report == {"ok": True} and job.started_at is None
         assert restore_backup.apply(args=[10**12]).get() == "missing"
-        orphan = RestoreJob.objects.create(tenant=tenant, schema_name="clinica_demo", mode="verify")
+        orphan = RestoreJob.objects.create(tenant=tenant, tenant_uid=tenant.tenant_uid, schema_name="clinica_demo",
+                                           mode="verify")
         assert restore_backup.apply(args=[orphan.pk]).get() == "failed"  # its backup is gone
         orphan.refresh_from_db()
         assert "deleted" in orphan.error and orphan.finished_at

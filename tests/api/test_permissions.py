@@ -18,6 +18,7 @@ from backups.models import BackupRecord, RestoreJob
 from backups.services.backup_run import backup_run
 from backups.services.records import backup_record_create
 from backups.storage import get_storage
+from tests.identities import prefix
 
 from .conftest import api_client
 
@@ -37,7 +38,8 @@ def _objects(schema: str) -> Objects:
     tenant = get_tenant_model().objects.get(schema_name=schema)
     record = backup_run(record_id=backup_record_create(schema_name=schema, tenant=tenant).pk)
     assert record.status == BackupRecord.Status.SUCCEEDED, record.error
-    job = RestoreJob.objects.create(tenant=tenant, schema_name=schema, record=record, mode="verify",
+    job = RestoreJob.objects.create(tenant=tenant, tenant_uid=tenant.tenant_uid, schema_name=schema, record=record,
+                                    mode="verify",
                                     status="succeeded")
     link = get_storage("local").url(record.storage_key, 600)
     return Objects(record, job, link)
@@ -64,7 +66,7 @@ def _failed_record(schema: str) -> BackupRecord:
 
 
 def _disposable_object(schema: str) -> str:
-    key = f"{schema}/backup-sql-{schema}-2001-01-01-000000-matrix.sql.zst"
+    key = prefix(schema) + f"backup-sql-{schema}-2001-01-01-000000-matrix.sql.zst"
     get_storage("local").delete(key)
     get_storage("local").put_bytes(key, b"not really a backup")
     return key

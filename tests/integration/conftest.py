@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management import call_command
 
 from backups.models import BackupRecord
+from tests.identities import give_fixed_identities
 from tests.workers import running_worker
 
 DEMO_SCHEMAS = ("clinica_demo", "clinica_sonrisa", "clinica_norte")
@@ -24,6 +25,7 @@ def django_db_setup(django_db_blocker) -> None:
     with django_db_blocker.unblock():
         call_command("migrate_schemas", shared=True, verbosity=0, interactive=False)
         call_command("create_demo_clinics", quiet=True, patients=1200)
+        give_fixed_identities()
 
 
 @pytest.fixture(autouse=True)

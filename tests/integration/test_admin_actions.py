@@ -34,7 +34,8 @@ def test_back_up_now_queues_one_manual_backup_per_idle_tenant(operator_client, f
     sent = []
     monkeypatch.setattr(enqueue, "publish_chains", sent.extend)
     idle, busy = fake_tenants("adm_", 2, due_at=timezone.now())
-    running = BackupRecord.objects.create(tenant=busy, schema_name=busy.schema_name, file_name="x", storage_key="k/x",
+    running = BackupRecord.objects.create(tenant=busy, tenant_uid=busy.tenant_uid, schema_name=busy.schema_name,
+                                          file_name="x", storage_key="k/x",
                                           storage_backend="local", status="running")
     text = _act(operator_client, "back_up_now", [idle, busy])
     assert "1 backups queued" in text and f"skipped: {busy.schema_name}" in text

@@ -19,6 +19,7 @@ from backups.services.finalize import retention_apply
 from backups.services.reaper import reap_stuck_backups
 from backups.services.records import backup_record_create
 from backups.storage import get_storage
+from tests.identities import prefix
 
 from .conftest import wait_for_record
 
@@ -110,7 +111,8 @@ def test_retention_deletes_objects_and_records_outside_the_policy(daily_clinic):
                                       at=at, slot=at)
         storage.put_bytes(record.storage_key, b"backup bytes")
         storage.put_bytes(record.storage_key + ".manifest.json", b"{}")
-        BackupRecord.objects.filter(pk=record.pk).update(status="succeeded", created_at=at, finished_at=at, size=12)
+        BackupRecord.objects.filter(pk=record.pk).update(status="succeeded", created_at=at, finished_at=at, size=12,
+                                                         sha256="0" * 64)
         created.append(record)
     manual = backup_record_create(schema_name=tenant.schema_name, tenant=tenant, at=base)
     BackupRecord.objects.filter(pk=manual.pk).update(status="succeeded", created_at=base)
@@ -186,7 +188,8 @@ def test_run_scheduled_backups_prints_what_it_did(daily_clinic, settings):
     call_command("run_scheduled_backups", stdout=out)
     text = out.getvalue()
     assert text.startswith("Checking for scheduled backups...")
-    assert "Starting backup for clinica_demo..." in text and "Uploaded clinica_demo/auto-sql-clinica_demo-" in text
+    assert "Starting backup for clinica_demo..." in text
+    assert f"Uploaded {prefix('clinica_demo')}auto-sql-clinica_demo-" in text
     assert "1 of 1 scheduled backups done." in text and text.rstrip().endswith("Finished.")
     daily_clinic.refresh_from_db()
     assert daily_clinic.last_backup_at is not None and daily_clinic.next_backup_at > timezone.now()

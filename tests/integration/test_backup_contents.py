@@ -12,6 +12,7 @@ from backups.models import BackupRecord
 from backups.services.backup_run import backup_run
 from backups.services.records import backup_record_create
 from backups.storage import get_storage
+from tests.identities import prefix
 
 from .helpers import schema_tables
 
@@ -66,6 +67,6 @@ def test_file_name_follows_the_convention_and_never_collides():
     first = backup_record_create(schema_name="clinica_demo", fmt="dump", compression="gzip")
     second = backup_record_create(schema_name="clinica_demo", fmt="dump", compression="gzip")
     assert first.file_name.startswith("backup-dump-clinica_demo-") and first.file_name.endswith(".dump.gz")
-    assert first.storage_key == "clinica_demo/" + first.file_name
+    assert first.storage_key == prefix("clinica_demo") + first.file_name
     assert second.storage_key != first.storage_key
     BackupRecord.objects.filter(pk__in=[first.pk, second.pk]).delete()

@@ -86,7 +86,7 @@ def test_full_disk_gives_a_failed_record_and_removes_the_partial_file(monkeypatc
     record = backup_run(record_id=backup_record_create(schema_name="clinica_demo", fmt="sql", compression="none").pk)
     assert record.status == BackupRecord.Status.FAILED
     assert "No space left" in record.error
-    assert list(tmp_path.rglob("*")) == [tmp_path / "clinica_demo"]
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # only the tenant's (empty) folders
 
 
 def test_earlier_backups_survive_a_failure():
@@ -139,5 +139,5 @@ def test_an_object_without_a_record_at_the_key_is_kept_and_the_backup_takes_the_
     assert done.file_name in {with_suffix(record.file_name, n) for n in range(2, 10)}
     assert get_storage().get_bytes(record.storage_key) == orphan  # never overwritten
     assert get_storage().stat(done.storage_key).size == done.size
-    assert BackupRecord.objects.get(pk=record.pk).file_name == done.storage_key.split("/", 1)[1]
+    assert BackupRecord.objects.get(pk=record.pk).file_name == done.storage_key.rsplit("/", 1)[1]
     get_storage().delete(record.storage_key)

@@ -1,5 +1,6 @@
 """Scheduled verify drills: the tenants drilled longest ago get their newest backup restored in a scratch database."""
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -71,10 +72,14 @@ def test_a_failed_drill_is_mailed_to_ops(backed_up, monkeypatch):
     jobs = {j.schema_name: j for j in drills_schedule(sample=3)}
     done = restore_job_run(job_id=jobs["clinica_norte"].pk)
     assert done.status == "failed" and done.error
-    assert len(mail.outbox) == 1 and mail.outbox[0].subject == "[tenant-backups] Verify drill failed for clinica_norte"
-    assert done.error in mail.outbox[0].body
+    subjects = [m.subject for m in mail.outbox]
+    assert subjects == [f"[tenant-backups] Backup {damaged.file_name} of clinica_norte is damaged",
+                        "[tenant-backups] Verify drill failed for clinica_norte"]
+    assert done.error in mail.outbox[1].body
+    damaged.refresh_from_db()
+    assert damaged.damaged_at is not None  # never drilled or restored again
     assert restore_job_run(job_id=jobs["clinica_demo"].pk).status == "succeeded"
-    assert len(mail.outbox) == 1  # passing drills say nothing
+    assert len(mail.outbox) == 2  # passing drills say nothing
 
 
 def test_tenants_without_a_successful_backup_are_not_drilled(backed_up, fake_tenants):  # noqa: F811
@@ -89,5 +94,6 @@ def test_tenants_without_a_successful_backup_are_not_drilled(backed_up, fake_ten
 
 
 def test_a_queued_job_of_a_deleted_tenant_does_not_hide_the_others(backed_up):
-    RestoreJob.objects.create(tenant=None, schema_name="clinica_gone", mode="verify")  # its tenant was deleted
+    RestoreJob.objects.create(tenant=None, tenant_uid=uuid.uuid4(), schema_name="clinica_gone",  # tenant deleted
+                              mode="verify")
     assert {schema for _, schema, _ in drill_candidates(sample=10)} >= set(DEMO_SCHEMAS)

@@ -66,9 +66,12 @@ def test_objects_without_a_usable_manifest_are_only_reported(backup):
     try:
         out = StringIO()
         call_command("reconcile_backups", SCHEMA, stdout=out)
-        assert sorted(storage_reconcile(schemas=[SCHEMA], dry_run=True).unknown) == sorted([stray, backup.storage_key])
+        again = storage_reconcile(schemas=[SCHEMA], dry_run=True)
+        assert again.unknown == [stray]
+        assert list(again.rejected) == [backup.storage_key]
+        assert "not signed" in again.rejected[backup.storage_key]
         assert not BackupRecord.objects.filter(storage_key__in=[stray, backup.storage_key]).exists()
         assert storage.get_bytes(stray) == b"no manifest beside me"  # nothing deleted
-        assert "2 unknown objects" in out.getvalue() and "0 were rebuilt" in out.getvalue()
+        assert "1 unknown objects, 1 refused" in out.getvalue() and "0 were rebuilt" in out.getvalue()
     finally:
         storage.delete(stray)

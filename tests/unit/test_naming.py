@@ -1,8 +1,7 @@
 """File names and keys: the convention, and keys that try to leave their tenant."""
 
-from datetime import UTC, datetime
-
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 

@@ -21,6 +21,9 @@ class Command(BaseCommand):
         for key in result.imported:
             self.stdout.write(f"record rebuilt from its manifest: {key}")
         for key in result.unknown:
-            self.stdout.write(f"object without record or usable manifest (left alone): {key}")
+            self.stdout.write(f"object without record or manifest (left alone): {key}")
+        for key, why in sorted(result.rejected.items()):
+            self.stdout.write(f"object refused, not imported (left alone): {key}: {why}")
         self.stdout.write(f"{result.schemas} schemas checked: {len(result.missing)} records {verb} marked failed, "
-                          f"{len(result.imported)} {verb} rebuilt, {len(result.unknown)} unknown objects.")
+                          f"{len(result.imported)} {verb} rebuilt, {len(result.unknown)} unknown objects, "
+                          f"{len(result.rejected)} refused.")
