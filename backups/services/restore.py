@@ -22,6 +22,7 @@ from django_tenants.utils import get_public_schema_name, schema_context
 
 from backups import pgtools
 from backups.errors import BackupError, RestoreFailed, VerificationFailed
+from backups.locks import tenant_lock
 from backups.models import BackupEvent, BackupRecord
 from backups.reading import PlainStream, open_backup
 from backups.storage import get_storage
@@ -276,6 +277,16 @@ def _checked_record(schema: str, record: BackupRecord) -> None:
 
 def restore_replace(*, schema: str, record: BackupRecord, actor: dict | None = None,
                     safety_backup: bool = True) -> RestoreReport:
+    """Replace the live schema with the backup while holding the tenant's lock, so no backup of it runs meanwhile.
+
+    Refuses at once (TenantBusy, naming what runs) while a backup or another replace of the tenant holds it.
+    """
+    with tenant_lock(schema, what=f"replace restore from backup {record.pk}"):
+        return _restore_replace_locked(schema=schema, record=record, actor=actor, safety_backup=safety_backup)
+
+
+def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | None = None,
+                            safety_backup: bool = True) -> RestoreReport:
     """Replace the live schema with the backup, atomically; the old schema stays if anything fails.
 
     A safety backup of the live schema is taken first. The live schema is renamed aside, the backup
