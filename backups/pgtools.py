@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from django.db import connections
+from psycopg import pq
 
 from . import conf
 from .errors import BackupConfigError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,25 +82,67 @@ def binaries(alias: str = "default") -> PgBinaries:
     return find_binaries(server_version_num(alias) // 10000)
 
 
-def libpq_env(alias: str = "default", dbname: str | None = None) -> dict[str, str]:
-    """Environment for pg_dump/psql: connection in PG* variables, password never on a command line."""
+APP_NAME = "tenant-backups"
+DEFAULT_CONNECT_TIMEOUT = "10"
+_SETTINGS_KEYS = {"NAME": "dbname", "USER": "user", "PASSWORD": "password", "HOST": "host", "PORT": "port"}
+
+
+@functools.cache
+def libpq_keywords() -> dict[str, str | None]:
+    """Every connection keyword the installed libpq knows, with its PG* variable (None when it has none).
+
+    Read from libpq itself (PQconndefaults), so a keyword a newer libpq adds needs no change here.
+    """
+    return {o.keyword.decode(): o.envvar.decode() if o.envvar else None for o in pq.Conninfo.get_defaults()}
+
+
+def connection_params(alias: str = "default", dbname: str | None = None) -> dict[str, str]:
+    """The libpq parameters Django's connection `alias` is made with: OPTIONS, then NAME/USER/.../PORT over them.
+
+    The same precedence as Django's PostgreSQL backend, so pg_dump, psql and our own psycopg connections reach
+    the server the way Django does (TLS settings, target_session_attrs, passfile...). Non-libpq OPTIONS
+    (isolation_level, pool, server_side_binding...) are Django's or psycopg's and are left out.
+    """
     db = connections[alias].settings_dict
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update({"PGHOST": db.get("HOST") or "", "PGPORT": str(db.get("PORT") or 5432),
-                "PGUSER": db.get("USER") or "", "PGDATABASE": dbname or db["NAME"],
-                "PGAPPNAME": "tenant-backups", "PGCONNECT_TIMEOUT": "10"})
-    if db.get("PASSWORD"):
-        env["PGPASSWORD"] = db["PASSWORD"]
+    known = libpq_keywords()
+    params = {k: str(v) for k, v in (db.get("OPTIONS") or {}).items() if k in known and v not in (None, "")}
+    params.update({key: str(db[name]) for name, key in _SETTINGS_KEYS.items() if db.get(name) not in (None, "")})
+    if dbname:
+        params["dbname"] = dbname
+    return params
+
+
+def libpq_env(alias: str = "default", dbname: str | None = None) -> dict[str, str]:
+    """Environment for pg_dump/psql/pg_restore: the process's own, with Django's connection settings as PG* over it.
+
+    PG* variables the process already has are kept (libpq gives them to Django's connection too) unless
+    DATABASES sets the same parameter. The password travels as PGPASSWORD (or the user's PGPASSFILE), never
+    on a command line. Parameters libpq reads from no variable (keepalives, sslpassword...) reach Django's and
+    `connect()`'s connections only; they are logged once so the gap is visible.
+    """
+    env = dict(os.environ)
+    known = libpq_keywords()
+    for key, value in connection_params(alias, dbname).items():
+        if known[key]:
+            env[known[key]] = value
+        else:
+            _warn_not_passed(key)
+    env.setdefault("PGAPPNAME", APP_NAME)
+    env.setdefault("PGCONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
     return {k: v for k, v in env.items() if v != ""}
 
 
-def connect(alias: str = "default", dbname: str | None = None, **kwargs) -> psycopg.Connection:
-    """A new psycopg connection beside Django's (for snapshots and scratch databases)."""
-    db = connections[alias].settings_dict
-    params = {"host": db.get("HOST") or None, "port": db.get("PORT") or None, "user": db.get("USER") or None,
-              "password": db.get("PASSWORD") or None, "dbname": dbname or db["NAME"],
-              "application_name": "tenant-backups"}
-    return psycopg.connect(**{k: v for k, v in params.items() if v is not None}, **kwargs)
+@functools.cache
+def _warn_not_passed(key: str) -> None:
+    logger.warning("DATABASES OPTIONS %r has no libpq environment variable: pg_dump and psql run without it", key)
+
+
+def connect(alias: str = "default", dbname: str | None = None, **kwargs: Any) -> psycopg.Connection:
+    """A new psycopg connection beside Django's (snapshots, scratch databases, locks), made as Django makes its own."""
+    params: dict[str, Any] = connection_params(alias, dbname)
+    if "application_name" not in params and not os.environ.get("PGAPPNAME"):
+        params["application_name"] = APP_NAME
+    return psycopg.connect(**{**params, **kwargs})
 
 
 def quote_ident(name: str) -> str:

@@ -9,7 +9,7 @@ from backups.compression import make_compressor
 from backups.dumpers import DumpInfo, dump_with_django, dump_with_pg_dump
 from backups.encryption import AgeEncryptor, recipients_fingerprint
 from backups.errors import BackupError, TransientBackupError
-from backups.locks import RECORD_NAMESPACE, claim_unfinished, dump_slot
+from backups.locks import RECORD_NAMESPACE, claim_unfinished, dump_slot, tenant_lock
 from backups.manifest import build_manifest, manifest_bytes, manifest_key, sign_manifest
 from backups.models import BackupRecord
 from backups.sink import BackupSink, SinkResult
@@ -106,14 +106,19 @@ def backup_run(*, record_id: int, task_id: str = "") -> BackupRecord | None:
     """Run the record's backup unless it already finished or another live worker is running it.
 
     A record found `running` whose advisory lock is free was left by a dead worker: it is run again.
+    The tenant's lock is held for the dump, so it never overlaps a replace restore of the tenant (whose own
+    safety backup takes it again, re-entrant); while another holds it this waits up to
+    BACKUPS_TENANT_LOCK_WAIT_SECONDS, then raises TenantBusy (transient: the task retries).
     Transient failures put the record back to `queued` and re-raise TransientBackupError for the caller
     to retry; anything else marks it `failed` with the error.
     """
     with claim_unfinished(BackupRecord, record_id, namespace=RECORD_NAMESPACE, finished=FINISHED) as (record, claimed):
         if not claimed:
             return record
-        with dump_slot(conf.get("BACKUPS_MAX_CONCURRENT_DUMPS"),
-                       wait_seconds=conf.get("BACKUPS_DUMP_SLOT_WAIT_SECONDS")) as slot:
+        with (tenant_lock(record.schema_name, what=f"backup {record.pk} ({record.backup_type})",
+                          wait_seconds=conf.get("BACKUPS_TENANT_LOCK_WAIT_SECONDS")),
+              dump_slot(conf.get("BACKUPS_MAX_CONCURRENT_DUMPS"),
+                        wait_seconds=conf.get("BACKUPS_DUMP_SLOT_WAIT_SECONDS")) as slot):
             if slot is None:
                 raise TransientBackupError(
                     f"All {conf.get('BACKUPS_MAX_CONCURRENT_DUMPS')} dump slots stayed busy "

@@ -24,6 +24,7 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model, schem
 from backups import pgtools
 from backups.dumpers import json_models
 from backups.errors import BackupError, RestoreFailed, StoredObjectDamaged, VerificationFailed
+from backups.locks import tenant_lock
 from backups.models import BackupEvent, BackupRecord
 from backups.psql_guard import scan_sql_lines
 from backups.reading import PlainStream, VerifiedBackup, byte_lines, open_backup, require_digest
@@ -367,6 +368,16 @@ def _count_tables(schema: str, tables: list[str]) -> dict[str, int | None]:
 
 def restore_replace(*, schema: str, record: BackupRecord, actor: dict | None = None,
                     safety_backup: bool = True) -> RestoreReport:
+    """Replace the live schema with the backup while holding the tenant's lock, so no backup of it runs meanwhile.
+
+    Refuses at once (TenantBusy, naming what runs) while a backup or another replace of the tenant holds it.
+    """
+    with tenant_lock(schema, what=f"replace restore from backup {record.pk}"):
+        return _restore_replace_locked(schema=schema, record=record, actor=actor, safety_backup=safety_backup)
+
+
+def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | None = None,
+                            safety_backup: bool = True) -> RestoreReport:
     """Replace the live schema with the backup, atomically; the old schema stays if anything fails.
 
     A safety backup of the live schema is taken first. The live schema is renamed aside, the backup

@@ -9,7 +9,7 @@ from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
 from backups.errors import TransientBackupError
-from backups.locks import DUMP_SLOT_NAMESPACE
+from backups.locks import DUMP_SLOT_NAMESPACE, lock_key
 from backups.models import BackupRecord
 from backups.pgtools import connect
 from backups.services import enqueue
@@ -174,7 +174,7 @@ def test_dump_slots_cap_concurrent_dumps(settings):
     settings.BACKUPS_DUMP_SLOT_WAIT_SECONDS = 0.5
     record = backup_record_create(schema_name="clinica_demo")
     with connect(autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s, 0)", (DUMP_SLOT_NAMESPACE,))
+        other.execute("SELECT pg_advisory_lock(%s)", (lock_key(DUMP_SLOT_NAMESPACE, 0),))
         with pytest.raises(TransientBackupError, match="BACKUPS_MAX_CONCURRENT_DUMPS"):
             backup_run(record_id=record.pk)
     assert BackupRecord.objects.get(pk=record.pk).status == "queued"

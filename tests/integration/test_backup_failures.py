@@ -7,7 +7,7 @@ import time
 import pytest
 
 from backups import pgtools
-from backups.locks import RECORD_NAMESPACE
+from backups.locks import RECORD_NAMESPACE, lock_key
 from backups.models import BackupRecord
 from backups.naming import with_suffix
 from backups.services import backup_run as backup_run_module
@@ -99,7 +99,7 @@ def test_earlier_backups_survive_a_failure():
 def test_a_record_run_by_a_live_worker_is_left_alone():
     record = backup_record_create(schema_name="clinica_demo")
     with pgtools.connect(autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s, %s)", (RECORD_NAMESPACE, record.pk))
+        other.execute("SELECT pg_advisory_lock(%s)", (lock_key(RECORD_NAMESPACE, record.pk),))
         result = backup_run(record_id=record.pk)
     assert result.status == BackupRecord.Status.QUEUED
     assert _objects_of(record) == []

@@ -7,7 +7,7 @@ from backups.checks import check_configuration
 from backups.errors import BackupError, TransientBackupError
 from backups.models import BackupRecord
 from backups.services.backup_run import backup_run
-from backups.services.records import backup_record_create
+from backups.services.records import backup_record_create, backup_record_mark_failed
 from backups.storage import StorageError
 
 
@@ -21,12 +21,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, schema: str, format: str | None, compression: str | None, **options) -> None:
         tenant = get_tenant_model().objects.filter(schema_name=schema).first()
+        record = None
         try:
             check_configuration()
             record = backup_record_create(schema_name=schema, tenant=tenant, fmt=format, compression=compression,
                                           requested_by={"command": "backup_tenant"})
             record = backup_run(record_id=record.pk)
         except (ValueError, StorageError, BackupError, TransientBackupError) as exc:
+            if record is not None and isinstance(exc, TransientBackupError):
+                # No task retries a command's record: fail it, or it would sit queued until the reaper sends it.
+                backup_record_mark_failed(record=record, error=str(exc))
             raise CommandError(str(exc)) from None
         if record.status != BackupRecord.Status.SUCCEEDED:
             raise CommandError(f"Backup {record.pk} of {schema} failed: {record.error}")
