@@ -101,9 +101,20 @@ class TenantBackupScheduleMixin(models.Model):
         if errors:
             raise ValidationError(errors)
 
+    def _schedule_changed(self) -> bool:
+        """Whether a full save changes a schedule field: editing a tenant's name must not move a due slot."""
+        if self.pk is None or self._state.adding:
+            return True
+        stored = type(self).objects.filter(pk=self.pk).values(*SCHEDULE_FIELDS, "next_backup_at").first()
+        if stored is None:
+            return True
+        if stored.pop("next_backup_at") is None and self.backup_schedule != DISABLED:
+            return True
+        return any(getattr(self, name) != value for name, value in stored.items())
+
     def save(self, *args, **kwargs) -> None:
         update_fields = kwargs.get("update_fields")
-        if update_fields is None or set(update_fields) & set(SCHEDULE_FIELDS):
+        if (set(update_fields) & set(SCHEDULE_FIELDS)) if update_fields is not None else self._schedule_changed():
             self.next_backup_at = self.compute_next_backup_at()
             if update_fields is not None:
                 kwargs["update_fields"] = set(update_fields) | {"next_backup_at"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -155,6 +156,7 @@ def test_past_the_hourly_limit_is_429_with_retry_after(settings, admin, cleanup)
     for _ in range(2):
         done = backup_record_create(schema_name="clinica_demo", backup_type=BackupRecord.Type.MANUAL)
         BackupRecord.objects.filter(pk=done.pk).update(status=BackupRecord.Status.FAILED)
+        BackupEvent.objects.filter(record=done, action="create").update(details={"via": "api"})
     response = admin.post(CREATE, {}, format="json")
     assert response.status_code == 429
     assert 1 <= int(response["Retry-After"]) <= 3600
@@ -302,3 +304,16 @@ def test_history_filters(admin, cleanup):
     page = admin.get("/api/backups/history/?page_size=1").json()
     assert len(page["results"]) == 1 and page["next"] and page["previous"] is None
     assert admin.get("/api/backups/history/?page=999999").status_code == 404
+
+
+@pytest.mark.worker
+def test_deleting_backups_does_not_lift_the_hourly_limit(settings, admin, api_worker, cleanup):
+    settings.BACKUPS_MANUAL_PER_HOUR = 1
+    BackupEvent.objects.filter(schema_name="clinica_demo", action="create").update(  # earlier tests' creations
+        created_at=timezone.now() - timedelta(hours=2))
+    record = wait_for_status(_create(admin)["id"])
+    assert record.status == BackupRecord.Status.SUCCEEDED, record.error
+    assert admin.delete(f"/api/backups/history/{record.pk}/").status_code in (200, 204)
+    assert not BackupRecord.objects.filter(pk=record.pk).exists()
+    again = admin.post(CREATE, {}, format="json")
+    assert again.status_code == 429, again.content  # creations are counted, not the records left
