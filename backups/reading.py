@@ -114,7 +114,6 @@ def spool_verified(storage: Storage, record, out: BinaryIO) -> None:
     if digest.hexdigest() != record.sha256:
         raise StoredObjectDamaged(f"The stored backup {record.storage_key} does not match the SHA-256 recorded when it "
                                  "was made: it is damaged or was tampered with.")
-    out.flush()
 
 
 class VerifiedBackup:
@@ -139,6 +138,7 @@ def open_backup(storage: Storage, record) -> Iterator[VerifiedBackup]:
     try:
         with os.fdopen(fd, "w+b") as spool:
             spool_verified(storage, record, spool)
+            spool.flush()
             yield VerifiedBackup(spool, record.compression, record.encryption)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -234,3 +234,26 @@ def test_editing_a_tenant_outside_its_schedule_keeps_its_due_slot(fake_tenants):
     tenant.save()
     tenant.refresh_from_db()
     assert tenant.next_backup_at > timezone.now()  # a schedule change does recompute
+
+
+def test_objects_stored_before_identities_move_under_the_identity_prefix(plain_sql):
+    record, _ = plain_sql
+    storage = get_storage()
+    legacy = f"{SCHEMA}/{record.file_name}"
+    data = storage.get_bytes(record.storage_key)
+    storage.put_bytes(legacy, data)
+    storage.put_bytes(manifest_key(legacy), b'{"schema": "clinica_sonrisa"}')  # an old, unsigned manifest
+    storage.delete(record.storage_key)
+    storage.delete(manifest_key(record.storage_key))
+    new_key = record.storage_key
+    BackupRecord.objects.filter(pk=record.pk).update(storage_key=legacy)
+    out = StringIO()
+    call_command("migrate_backup_keys", stdout=out)
+    record.refresh_from_db()
+    assert record.storage_key == new_key and "1 were moved, 0 failed" in out.getvalue()
+    assert storage.get_bytes(new_key) == data and storage.stat(legacy) is None
+    moved = json.loads(storage.get_bytes(manifest_key(new_key)))
+    assert moved["tenant_uid"] == str(record.tenant_uid) and "signature" in moved
+    assert restore_verify(schema=SCHEMA, record=record).ok
+    call_command("migrate_backup_keys", stdout=StringIO())  # nothing left to move, nothing breaks
+    assert storage.get_bytes(new_key) == data
