@@ -120,6 +120,11 @@ BACKUPS_TASK_MAX_RETRIES = env.int("BACKUPS_TASK_MAX_RETRIES", default=3)
 BACKUPS_TASK_RETRY_DELAY = env.int("BACKUPS_TASK_RETRY_DELAY", default=60)
 BACKUPS_AGE_RECIPIENTS = env("BACKUPS_AGE_RECIPIENTS", default="")
 BACKUPS_AGE_IDENTITY_FILE = env("BACKUPS_AGE_IDENTITY_FILE", default="")
+# Manifests in the storage are believed only with this deployment's HMAC (default: derived from SECRET_KEY).
+BACKUPS_MANIFEST_KEY = env("BACKUPS_MANIFEST_KEY", default="")
+BACKUPS_MANIFEST_OLD_KEYS = env.list("BACKUPS_MANIFEST_OLD_KEYS", default=[])
+BACKUPS_SPOOL_DIR = env("BACKUPS_SPOOL_DIR", default="")  # where restores check stored bytes before use
+BACKUPS_DELETED_TENANT_KEEP_DAYS = env.int("BACKUPS_DELETED_TENANT_KEEP_DAYS", default=90)
 BACKUPS_TICK_SECONDS = env.int("BACKUPS_TICK_SECONDS", default=300)
 BACKUPS_REAPER_SECONDS = env.int("BACKUPS_REAPER_SECONDS", default=600)
 BACKUPS_SPREAD_SECONDS = env.int("BACKUPS_SPREAD_SECONDS", default=1800)

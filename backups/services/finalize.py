@@ -97,9 +97,11 @@ def deleted_tenant_backups_purge(*, now: datetime | None = None) -> list[int]:
     cutoff = (now or timezone.now()) - timedelta(days=int(days))
     doomed = list(BackupRecord.objects.filter(tenant__isnull=True, tenant_deleted_at__lt=cutoff)
                   .exclude(status__in=(BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING)))
+    deleted = []
     for record in doomed:
+        deleted.append(record.pk)
         backup_record_delete(record=record, actor={"deleted_tenant_retention": True},
                              action=BackupEvent.Action.RETENTION)
-    if doomed:
-        logger.info("deleted %d backups of tenants deleted before %s", len(doomed), cutoff.isoformat())
-    return [r.pk for r in doomed]
+    if deleted:
+        logger.info("deleted %d backups of tenants deleted before %s", len(deleted), cutoff.isoformat())
+    return deleted

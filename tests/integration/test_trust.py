@@ -257,3 +257,27 @@ def test_objects_stored_before_identities_move_under_the_identity_prefix(plain_s
     assert restore_verify(schema=SCHEMA, record=record).ok
     call_command("migrate_backup_keys", stdout=StringIO())  # nothing left to move, nothing breaks
     assert storage.get_bytes(new_key) == data
+
+
+def test_a_damaged_newest_backup_stops_retention_and_a_deleted_tenants_backups_expire(fake_tenants, settings):  # noqa: F811
+    from backups.services.finalize import deleted_tenant_backups_purge, retention_apply
+
+    (tenant,) = fake_tenants("ret_", 1, due_at=None)
+    Tenant = type(tenant)
+    Tenant.objects.filter(pk=tenant.pk).update(backup_keep_daily=1, backup_keep_weekly=0, backup_keep_monthly=0)
+    base = timezone.now() - timedelta(days=5)
+    made = []
+    for day in range(3):
+        at = base + timedelta(days=day)
+        record = backup_record_create(schema_name=tenant.schema_name, tenant=tenant, backup_type="automatic",
+                                      at=at, slot=at)
+        BackupRecord.objects.filter(pk=record.pk).update(status="succeeded", created_at=at, finished_at=at,
+                                                         sha256="0" * 64, size=1)
+        made.append(record.pk)
+    BackupRecord.objects.filter(pk=made[-1]).update(damaged_at=timezone.now())
+    assert retention_apply(tenant_id=tenant.pk) == []  # the newest is damaged: nothing is deleted
+    Tenant.objects.filter(pk=tenant.pk).delete()
+    settings.BACKUPS_DELETED_TENANT_KEEP_DAYS = 30
+    assert deleted_tenant_backups_purge() == []  # deleted just now: kept for operators
+    assert sorted(deleted_tenant_backups_purge(now=timezone.now() + timedelta(days=31))) == made
+    assert not BackupRecord.objects.filter(pk__in=made).exists()
