@@ -1,12 +1,13 @@
-"""Auth endpoints on each clinic's domain: a DRF token, or a JWT pair bound to the clinic (its `schema` claim).
+"""Auth endpoints on each clinic's domain: a DRF token, or a JWT pair bound to the clinic's identity; logout.
 
-Users live in the clinic's schema, so credentials are checked there; a JWT carries the schema it was
-issued for and is refused on any other clinic's domain (see backups.api.authentication).
+Users live in the clinic's schema, so credentials are checked there; a JWT carries the clinic's identity
+and the user's credential fingerprint and is refused on any other clinic's domain, after a password
+change, and after logout (see backups.api.tokens). Refresh tokens rotate and are used once.
 """
 
 from __future__ import annotations
 
-from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth import authenticate
 from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -15,13 +16,11 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.exceptions import InvalidToken
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
-from rest_framework_simplejwt.settings import api_settings as jwt_settings
-from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from backups.api.authentication import SCHEMA_CLAIM, current_schema
+from backups.api import tokens
 from backups.api.schema import errors
 from backups.api.serializers import SafeCharField
 from backups.api.throttling import TenantAuthRateThrottle
@@ -55,10 +54,10 @@ class JwtRefreshInputSerializer(serializers.Serializer):
     refresh = SafeCharField(max_length=4096)
 
 
-class JwtAccessSerializer(serializers.Serializer):
-    """A new access token."""
+class LogoutSerializer(serializers.Serializer):
+    """The refresh token of the JWT session to end (a DRF token is ended by sending it as the credential)."""
 
-    access = serializers.CharField()
+    refresh = SafeCharField(max_length=4096, required=False)
 
 
 def _active_user(request, username: str, password: str):
@@ -107,28 +106,17 @@ class TenantTokenObtainPairSerializer(TokenObtainPairSerializer):
     def validate(self, attrs):
         request = self.context["request"]
         self.user = _active_user(request, attrs[self.username_field], attrs["password"])
-        refresh = self.get_token(self.user)
-        refresh[SCHEMA_CLAIM] = current_schema(request)
+        refresh = tokens.issue_pair(self.user, tokens.current_tenant(request))
         return {"refresh": str(refresh), "access": str(refresh.access_token)}
 
 
 class TenantTokenRefreshSerializer(TokenRefreshSerializer):
-    """A new access token, only from a refresh token of this clinic whose user is still active here."""
+    """A new pair, only from an unused refresh token of this clinic whose user and password are unchanged."""
 
     refresh = SafeCharField(max_length=4096)
 
     def validate(self, attrs):
-        refresh = RefreshToken(attrs["refresh"])
-        if refresh.get(SCHEMA_CLAIM) != current_schema(self.context["request"]):
-            raise InvalidToken("This token was not issued for this clinic.")
-        user_id = refresh.payload.get(jwt_settings.USER_ID_CLAIM)
-        try:
-            user = get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}).first()
-        except (ValueError, TypeError):
-            user = None
-        if user is None or not user.is_active:
-            raise AuthenticationFailed("No active account found for the given token.", code="no_active_account")
-        return {"access": str(refresh.access_token)}
+        return tokens.rotate(attrs["refresh"], self.context["request"])
 
 
 class ObtainJwtView(TokenObtainPairView):
@@ -144,20 +132,47 @@ class ObtainJwtView(TokenObtainPairView):
 
 
 class RefreshJwtView(TokenRefreshView):
-    """A new access token from a refresh token of this clinic."""
+    """A new JWT pair from a refresh token of this clinic; the one sent is used up (rotation)."""
 
     serializer_class = TenantTokenRefreshSerializer
     throttle_classes = (TenantAuthRateThrottle,)
 
-    @extend_schema(operation_id="auth_jwt_refresh", summary="Refresh a JWT access token",
+    @extend_schema(operation_id="auth_jwt_refresh", summary="Refresh a JWT pair",
                    request=JwtRefreshInputSerializer,
-                   responses={200: JwtAccessSerializer, **AUTH_ERRORS}, auth=[], tags=["auth"])
+                   responses={200: JwtPairSerializer, **AUTH_ERRORS}, auth=[], tags=["auth"])
     def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)  # a bad or expired token: simplejwt answers 401
+        return super().post(request, *args, **kwargs)  # a bad, expired or used token: simplejwt answers 401
+
+
+class LogoutView(APIView):
+    """End a session: the refresh token sent is blacklisted and its access tokens stop working; a DRF
+    token sent as the credential is deleted."""
+
+    permission_classes = (AllowAny,)
+    throttle_classes = (TenantAuthRateThrottle,)
+
+    @extend_schema(operation_id="auth_logout", summary="Log out", request=LogoutSerializer,
+                   responses={204: None, **AUTH_ERRORS}, tags=["auth"])
+    def post(self, request):
+        body = LogoutSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        refresh = body.validated_data.get("refresh")
+        drf_token = request.auth if isinstance(request.auth, Token) else None
+        if refresh is None and drf_token is None:
+            raise serializers.ValidationError({"refresh": ["Send the refresh token of the session to end."]})
+        if refresh is not None:
+            try:
+                tokens.log_out(refresh, request)
+            except TokenError as exc:
+                raise InvalidToken(exc.args[0]) from exc
+        if drf_token is not None:
+            drf_token.delete()
+        return Response(status=204)
 
 
 urlpatterns = [
     path("token/", ObtainTokenView.as_view(), name="auth-token"),
     path("jwt/", ObtainJwtView.as_view(), name="auth-jwt"),
     path("jwt/refresh/", RefreshJwtView.as_view(), name="auth-jwt-refresh"),
+    path("logout/", LogoutView.as_view(), name="auth-logout"),
 ]

@@ -71,4 +71,6 @@ def check_tenant_key(key: str, schema: str, uid: uuid.UUID | str) -> str:
     rest = key[len(prefix):]
     if not rest or "/" in rest or rest in {".", ".."}:
         raise InvalidKey("The key does not belong to this tenant.")
+    if len(rest.encode("utf-8")) > 255:
+        raise InvalidKey("The key's file name is longer than 255 bytes.")
     return key

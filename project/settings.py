@@ -43,6 +43,7 @@ TENANT_APPS = [
     "accounts",
     "clinic",
     "rest_framework.authtoken",  # API tokens live in each tenant's schema, beside its users
+    "rest_framework_simplejwt.token_blacklist",  # used and revoked refresh tokens, beside the users too
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -144,8 +145,16 @@ BACKUPS_DRILL_SECONDS = env.int("BACKUPS_DRILL_SECONDS", default=86400)
 BACKUPS_DRILL_SAMPLE = env.int("BACKUPS_DRILL_SAMPLE", default=3)
 BACKUPS_RECONCILE_SECONDS = env.int("BACKUPS_RECONCILE_SECONDS", default=86400)
 
-# --- celery ---------------------------------------------------------------
+# --- celery and the shared cache ---------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Shared by every web process: API throttles and revoked JWT sessions must count across processes.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env("CACHE_URL", default=REDIS_URL),
+        "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="tenant-backups"),
+    },
+}
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
@@ -229,7 +238,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["backups.api.parsers.SafeJSONParser"],
     "DEFAULT_THROTTLE_CLASSES": [
         "backups.api.throttling.TenantAnonRateThrottle",
         "backups.api.throttling.TenantUserRateThrottle",
@@ -251,6 +260,9 @@ SIMPLE_JWT = {
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("API_JWT_REFRESH_DAYS", default=1)),
     "AUTH_HEADER_TYPES": ("Bearer",),
     "UPDATE_LAST_LOGIN": False,
+    # Each refresh answers a new refresh token and uses up the one sent (backups.api.tokens.rotate).
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
     # A key of its own, derived from SECRET_KEY (and long enough for HS256 whatever SECRET_KEY's length).
     "SIGNING_KEY": env("API_JWT_SIGNING_KEY", default=hashlib.sha256(b"jwt:" + SECRET_KEY.encode()).hexdigest()),
 }

@@ -22,6 +22,7 @@ def main() -> None:
     print(f"REDIS_URL={with_path(redis, '/' + os.environ.get('TEST_REDIS_DB', '15'))}")
     print("BACKUPS_LOCAL_ROOT=var/test-backups")
     print("CELERY_QUEUE_PREFIX=tenant-backups-test.")
+    print("CACHE_KEY_PREFIX=tenant-backups-test")
     print("BACKUPS_TASK_RETRY_DELAY=1")
     print(f"TEST_DATABASE_NAME={name}")
 

@@ -26,7 +26,8 @@ def _service_error(exc: ApiServiceError) -> Response:
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF's handler, plus the backups' own errors: services' refusals, model validation, storage failures."""
+    """DRF's handler, plus the backups' own errors: services' refusals, model validation, storage failures;
+    anything else is logged and answered as a JSON 500."""
     if isinstance(exc, ApiServiceError):
         return _service_error(exc)
     if isinstance(exc, DjangoValidationError):
@@ -46,4 +47,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, BackupError):
         logger.error("backup error in the API: %s", exc)
         return Response({"detail": str(exc)}, status=status.HTTP_502_BAD_GATEWAY)
-    return exception_handler(exc, context)
+    response = exception_handler(exc, context)
+    if response is None:  # a bug, not bad input: logged with its traceback, answered in the API's shape
+        view = context.get("view")
+        logger.error("unexpected error in %s", type(view).__name__ if view else "the API", exc_info=exc)
+        response = Response({"detail": "Internal error; the operators have been told."},
+                            status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    return response

@@ -25,14 +25,16 @@ from .finalize import backup_record_delete
 from .records import backup_event_create
 
 MAX_KEY_LENGTH = 1024
+MAX_SEGMENT_BYTES = 255  # NAME_MAX of Linux file systems: the local backend could not hold a longer name
 NOT_FOUND = "No backup with this key."
 
 
 def api_cloud_key_parse(raw: Any, *, tenant: Any) -> str:
     """The storage key a request names, URL-decoded once, checked to lie directly under the tenant's prefix.
 
-    InvalidInput (400) for a malformed key: empty, overlong, not UTF-8, NUL or control characters,
-    backslashes, absolute, `.`/`..`/empty segments, or still percent-encoded after one decoding.
+    InvalidInput (400) for a malformed key: empty, overlong (or a segment no file system holds), not UTF-8,
+    NUL or control characters, backslashes, absolute, `.`/`..`/empty segments, or still
+    percent-encoded after one decoding.
     NotFoundError (404) for a well-formed key that is not one of this tenant's backups.
     """
     if not isinstance(raw, str) or not raw:
@@ -53,6 +55,8 @@ def api_cloud_key_parse(raw: Any, *, tenant: Any) -> str:
         raise InvalidInput("s3_key must be relative (<schema>/<file>), not absolute.", field="s3_key")
     if any(part in ("", ".", "..") for part in key.split("/")):
         raise InvalidInput("s3_key must not contain empty, '.' or '..' segments.", field="s3_key")
+    if any(len(part.encode("utf-8")) > MAX_SEGMENT_BYTES for part in key.split("/")):
+        raise InvalidInput(f"s3_key has a segment longer than {MAX_SEGMENT_BYTES} bytes.", field="s3_key")
     try:
         check_tenant_key(key, tenant.schema_name, tenant.tenant_uid)
     except InvalidKey:

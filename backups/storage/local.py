@@ -100,7 +100,9 @@ class LocalStorage(Storage):
         self.public_url = public_url.rstrip("/")
 
     def path(self, key: str) -> Path:
-        """The file for `key`, refusing anything that would leave the root."""
+        """The file for `key`, refusing anything that would leave the root or that no file system could name."""
+        if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in key.split("/")):
+            raise StorageError(f"Key {key[:80]!r}... has a segment longer than 255 bytes.")
         path = (self.root / key).resolve()
         root = self.root.resolve()
         if root not in path.parents:

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 
 import pytest
 from django.core.cache import cache
-from django_tenants.utils import schema_context
+from django_tenants.utils import get_tenant_model, schema_context
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
-from backups.api.authentication import SCHEMA_CLAIM
+from backups.api.tokens import issue_pair
 from backups.models import BackupRecord, RestoreJob
 from backups.storage import get_storage
 from tests.integration.conftest import django_db_setup, live_db  # noqa: F401 - the same real database
@@ -59,9 +58,20 @@ class Creds:
 
 
 def mint_jwt(user: User, schema: str) -> tuple[str, str]:
-    refresh = RefreshToken.for_user(user)
-    refresh[SCHEMA_CLAIM] = schema
+    """An access and a refresh token of `user`, issued as the clinic's JWT endpoint issues them."""
+    refresh = issue_pair(user, get_tenant_model().objects.get(schema_name=schema))
     return str(refresh.access_token), str(refresh)
+
+
+def clear_cache() -> None:
+    """Delete this run's cache keys (throttle counts, revoked sessions) from the shared Redis cache.
+
+    Never `cache.clear()`: that is FLUSHDB, and the test broker's queues live in the same Redis database.
+    """
+    client = cache._cache.get_client(None, write=True)
+    keys = list(client.scan_iter(match=cache.make_key("*"), count=1000))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture(scope="package")
@@ -97,10 +107,10 @@ def admin(creds) -> APIClient:
 
 @pytest.fixture(autouse=True)
 def _fresh_throttles() -> Iterator[None]:
-    """Throttle counters live in the (per-process) cache: each test starts with none."""
-    cache.clear()
+    """Throttle counters live in the shared cache: each test starts with none."""
+    clear_cache()
     yield
-    cache.clear()
+    clear_cache()
 
 
 @pytest.fixture(autouse=True)

@@ -159,6 +159,9 @@ def test_api_answers_as_its_schema_says(case, fuzz_run, restore_afterwards):
         fuzz_run.skipped += 1
         return
     fuzz_run.requests += 1
-    response = case.call(base_url=fuzz_run.base_url, headers=fuzz_run.headers, timeout=30)
+    headers = fuzz_run.headers
+    if case.operation.path == "/api/auth/logout/":  # sent with the admin's token, logout would delete it
+        headers = {"Host": HOST}
+    response = case.call(base_url=fuzz_run.base_url, headers=headers, timeout=30)
     fuzz_run.statuses[response.status_code] = fuzz_run.statuses.get(response.status_code, 0) + 1
-    case.validate_response(response, checks=CHECKS, headers=fuzz_run.headers)
+    case.validate_response(response, checks=CHECKS, headers=headers)

@@ -17,9 +17,10 @@ OPERATIONS = {
     ("post", "/api/backups/cloud/get-url/"), ("get", "/api/backups/schedule/"), ("put", "/api/backups/schedule/"),
     ("patch", "/api/backups/schedule/"), ("get", "/api/backups/audit/"),
     ("get", "/api/backups/local-download/{token}/"), ("post", "/api/auth/token/"), ("post", "/api/auth/jwt/"),
-    ("post", "/api/auth/jwt/refresh/"),
+    ("post", "/api/auth/jwt/refresh/"), ("post", "/api/auth/logout/"),
 }
-NO_AUTH = {"/api/auth/token/", "/api/auth/jwt/", "/api/auth/jwt/refresh/", "/api/backups/local-download/{token}/"}
+NO_AUTH = {"/api/auth/token/", "/api/auth/jwt/", "/api/auth/jwt/refresh/", "/api/auth/logout/",
+           "/api/backups/local-download/{token}/"}
 
 
 def _schema():
