@@ -20,13 +20,13 @@ help:
 	@echo "make bench  - run the benchmarks in bench/"
 	@echo "make worker | beat | web | flower - run one process in the foreground"
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || \
 		{ echo "Python 3.11 or newer is required: install it, or run make PYTHON=/path/to/python3.11"; exit 2; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
 		{ echo "Could not create $(VENV): install the venv module (apt-get install python3-venv)"; exit 2; }
-	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt || \
-		{ echo "pip could not install requirements.txt: check your access to PyPI"; exit 2; }
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt || \
+		{ echo "pip could not install requirements-dev.txt: check your access to PyPI"; exit 2; }
 	@touch $(STAMP)
 
 install: $(STAMP)

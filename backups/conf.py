@@ -45,6 +45,16 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_DRILL_SECONDS": 86400,
     "BACKUPS_DRILL_SAMPLE": 3,
     "BACKUPS_RECONCILE_SECONDS": 86400,
+    # The REST API (backups.api): it carries its own DRF classes, so a host project needs no REST_FRAMEWORK.
+    "BACKUPS_IS_TENANT_ADMIN": "backups.api.roles.is_tenant_admin",
+    "BACKUPS_SYNC_WAIT_SECONDS": 30,
+    "BACKUPS_MANUAL_PER_HOUR": 6,
+    "BACKUPS_URL_MAX_EXPIRY": 7 * 24 * 3600,
+    "BACKUPS_URL_DEFAULT_EXPIRY": 3600,
+    "BACKUPS_SYNC_POLL_SECONDS": 0.2,
+    "BACKUPS_STREAM_CHUNK_BYTES": 1 << 20,
+    "BACKUPS_API_THROTTLE_RATES": {"anon": "120/min", "user": "1200/min", "auth": "30/min"},
+    "BACKUPS_API_NUM_PROXIES": 0,  # proxies in front of the app whose X-Forwarded-For is trusted (0: none)
 }
 
 

@@ -226,12 +226,13 @@ SUPABASE_S3_SECRET_ACCESS_KEY = env("SUPABASE_S3_SECRET_ACCESS_KEY", default="")
 SUPABASE_UPLOAD_LIMIT = env.int("SUPABASE_UPLOAD_LIMIT", default=50 * 1024 * 1024)
 # --- end Supabase storage ---------------------------------------------------------------------------
 
-# --- API (backups.api on tenant domains; accounts.api for tokens) -----------------------------------
+# --- API (backups.api on tenant domains, its auth endpoints at backups.api.auth) -----------------------------------
 import hashlib  # noqa: E402 - kept inside the API block
 from datetime import timedelta  # noqa: E402
 
+# The backups API sets its own DRF classes on its views (backups.api.defaults); these are the project's
+# defaults for any other DRF view, kept the same so nothing falls back to Basic/Session auth or HTML.
 REST_FRAMEWORK = {
-    # Explicit: DRF's defaults would leave Basic and Session auth on. Users and tokens live in the tenant's schema.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "backups.api.authentication.TenantJWTAuthentication",
         "backups.api.authentication.TenantTokenAuthentication",
@@ -239,22 +240,19 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["backups.api.parsers.SafeJSONParser"],
-    "DEFAULT_THROTTLE_CLASSES": [
-        "backups.api.throttling.TenantAnonRateThrottle",
-        "backups.api.throttling.TenantUserRateThrottle",
-    ],
-    "DEFAULT_THROTTLE_RATES": {
-        "anon": env("API_THROTTLE_ANON", default="120/min"),
-        "user": env("API_THROTTLE_USER", default="1200/min"),
-        "auth": env("API_THROTTLE_AUTH", default="30/min"),
-    },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "backups.api.exceptions.api_exception_handler",
     "URL_FORMAT_OVERRIDE": None,
     "UNAUTHENTICATED_USER": None,
-    # Proxies in front of the app: X-Forwarded-For is trusted only that deep (0: never; DRF's None trusts any).
     "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
 }
+BACKUPS_API_THROTTLE_RATES = {
+    "anon": env("API_THROTTLE_ANON", default="120/min"),
+    "user": env("API_THROTTLE_USER", default="1200/min"),
+    "auth": env("API_THROTTLE_AUTH", default="30/min"),
+}
+# Proxies in front of the app: X-Forwarded-For is trusted only that deep (0: never).
+BACKUPS_API_NUM_PROXIES = env.int("API_NUM_PROXIES", default=0)
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("API_JWT_ACCESS_MINUTES", default=15)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("API_JWT_REFRESH_DAYS", default=1)),
@@ -279,7 +277,8 @@ SPECTACULAR_SETTINGS = {
         "BackupCompressionEnum": "backups.models.BackupRecord.Compression",
     },
 }
-# Who counts as a tenant admin: dotted path of a callable (user, tenant) -> bool.
+# Who counts as a tenant admin: dotted path of a callable (user, tenant) -> bool. The app's default is any
+# staff user or superuser of the tenant; the demo's clinics use their users' ADMIN role.
 BACKUPS_IS_TENANT_ADMIN = env("BACKUPS_IS_TENANT_ADMIN", default="accounts.roles.is_tenant_admin")
 BACKUPS_SYNC_WAIT_SECONDS = env.float("BACKUPS_SYNC_WAIT_SECONDS", default=30)  # create/?download=true waits this long
 BACKUPS_MANUAL_PER_HOUR = env.int("BACKUPS_MANUAL_PER_HOUR", default=6)  # manual backups per tenant per hour

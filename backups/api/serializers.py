@@ -49,14 +49,17 @@ class ActorSerializer(serializers.Serializer):
 
     id = serializers.IntegerField(allow_null=True)
     email = serializers.CharField(allow_blank=True)
-    nombre = serializers.CharField(allow_blank=True)
+    name = serializers.CharField(allow_blank=True, help_text="The user's full name (get_full_name()).")
 
 
 def actor_or_none(snapshot: dict | None) -> dict | None:
-    """The snapshot as {id, email, nombre}, or None for the scheduler and other non-users."""
+    """The snapshot as {id, email, name}, or None for the scheduler and other non-users.
+
+    Snapshots written before 1.0 kept the demo's `nombre` field: it is read as the name."""
     if not snapshot or "id" not in snapshot:
         return None
-    return {"id": snapshot.get("id"), "email": snapshot.get("email") or "", "nombre": snapshot.get("nombre") or ""}
+    name = snapshot.get("name") or snapshot.get("nombre") or ""
+    return {"id": snapshot.get("id"), "email": snapshot.get("email") or "", "name": name}
 
 
 class RecordLinksSerializer(serializers.Serializer):
@@ -150,6 +153,6 @@ class BackupEventSerializer(serializers.ModelSerializer):
             return event.record.file_name
         return str((event.details or {}).get("file_name") or "")
 
-    @extend_schema_field(serializers.DictField(help_text="{id, email, nombre} of a user, {} or {'scheduler': true}."))
+    @extend_schema_field(serializers.DictField(help_text="{id, email, name} of a user, {} or {'scheduler': true}."))
     def get_actor(self, event: BackupEvent) -> dict:
         return event.actor or {}
