@@ -12,12 +12,13 @@ export DJANGO_DEBUG ?= 1
 WITH_SERVICES = set -a && . ./$(SERVICES_ENV) && set +a
 WITH_TEST_ENV = $(WITH_SERVICES) && $(PY) scripts/test_env.py > $(TEST_ENV) && set -a && . ./$(TEST_ENV) && set +a
 
-.PHONY: help install services demo test bench lint worker beat web flower stop-services clean
+.PHONY: help install services demo test bench lint manage worker beat web flower stop-services clean
 
 help:
 	@echo "make demo   - set up everything, back up every demo clinic through Celery, print the results"
 	@echo "make test   - set up everything and run the whole test suite"
 	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make manage ARGS=\"list_backups clinica_demo\" - any management command, with the local servers"
 	@echo "make worker | beat | web | flower - run one process in the foreground"
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -48,6 +49,9 @@ test: services
 
 bench: services
 	@$(WITH_SERVICES) && $(PY) bench/run.py $(BENCH_ARGS)
+
+manage: services
+	@$(WITH_SERVICES) && $(PY) manage.py $(ARGS)
 
 lint: install
 	@$(VENV)/bin/ruff check .
