@@ -46,7 +46,7 @@ class SplitUnsupported(SplitError):
     """The archive uses a version or feature this splitter does not handle: dump those tenants alone."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One TOC entry: where its bytes are in toc.dat and what the split needs to know of it."""
 
