@@ -49,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_BATCH_SIZE": 500,
     "BACKUPS_BATCH_MIN_SIZE": 10,  # a tick's due tenants are spread over the dump slots in batches of at least this
     "BACKUPS_BATCH_LOCK_SHARE": 0.5,  # of the server's lock table, shared by the BACKUPS_MAX_CONCURRENT_DUMPS batches
-    "BACKUPS_BATCH_TABLES_PER_TENANT": 20,  # what the start-up check assumes; batches count the real tables
+    "BACKUPS_BATCH_TABLES_PER_TENANT": 30,  # tables + sequences the start-up check assumes; batches count real ones
     "BACKUPS_BATCH_MAX_SPOOL_BYTES": 2 << 30,  # one batch's directory archive in BACKUPS_SPOOL_DIR, at most
 }
 

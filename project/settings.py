@@ -146,7 +146,7 @@ BACKUPS_RECONCILE_SECONDS = env.int("BACKUPS_RECONCILE_SECONDS", default=86400)
 BACKUPS_BATCH_SIZE = env.int("BACKUPS_BATCH_SIZE", default=500)  # due tenants per pg_dump; 1: one by one
 BACKUPS_BATCH_MIN_SIZE = env.int("BACKUPS_BATCH_MIN_SIZE", default=10)
 BACKUPS_BATCH_LOCK_SHARE = env.float("BACKUPS_BATCH_LOCK_SHARE", default=0.5)
-BACKUPS_BATCH_TABLES_PER_TENANT = env.int("BACKUPS_BATCH_TABLES_PER_TENANT", default=20)
+BACKUPS_BATCH_TABLES_PER_TENANT = env.int("BACKUPS_BATCH_TABLES_PER_TENANT", default=30)
 BACKUPS_BATCH_MAX_SPOOL_BYTES = env.int("BACKUPS_BATCH_MAX_SPOOL_BYTES", default=2 << 30)
 
 # --- celery ---------------------------------------------------------------

@@ -101,7 +101,8 @@ def lock_budget(conn=None) -> LockBudget:
 
 
 def locks_per_member(tables: int) -> int:
-    """Locks one member costs: pg_dump's ACCESS SHARE on each table, the record's and the tenant's advisory locks."""
+    """Locks one member costs: pg_dump's ACCESS SHARE on each table and sequence, the record's and the tenant's
+    advisory locks."""
     return tables + 2
 
 
@@ -287,9 +288,11 @@ def _parts(members: list[BackupRecord], sizes: dict[str, tuple[int, int]],
 
 
 def _schema_sizes(conn, schemas: list[str]) -> dict[str, tuple[int, int]]:
-    """Per existing schema: its tables (locks pg_dump takes) and the bytes its data may spool (heap + TOAST)."""
+    """Per existing schema: the relations pg_dump locks (tables and sequences, measured: 27 locks a demo tenant
+    of 13 tables and 12 sequences, with our 2 advisory ones; views counted to be safe), and the bytes its
+    data may spool (heap + TOAST)."""
     rows = conn.execute(
-        "SELECT n.nspname, count(c.oid) FILTER (WHERE c.relkind IN ('r', 'p')), "
+        "SELECT n.nspname, count(c.oid) FILTER (WHERE c.relkind IN ('r', 'p', 'S', 'm', 'f', 'v')), "
         "coalesce(sum(pg_table_size(c.oid)) FILTER (WHERE c.relkind IN ('r', 'p', 'm')), 0) "
         "FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid "
         "WHERE n.nspname = ANY(%s) GROUP BY n.nspname", (schemas,)).fetchall()
