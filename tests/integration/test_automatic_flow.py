@@ -69,6 +69,7 @@ def all_demo_clinics_daily():
 def test_a_large_tick_fans_out_through_batch_tasks_on_the_worker(celery_worker, all_demo_clinics_daily, settings,
                                                                   monkeypatch):
     settings.BACKUPS_FANOUT_BATCH = 2
+    settings.BACKUPS_BATCH_SIZE = 1  # batched dumps off: the tick fans out chains (test_batch_backup covers batches)
     batches, direct = [], []
     monkeypatch.setattr(enqueue, "publish_chains", direct.append)  # the tick itself must not send chains
     real_fan_out = enqueue.publish_fan_out
