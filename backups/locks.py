@@ -70,11 +70,14 @@ def _try(conn: psycopg.Connection, key: int) -> bool:
 
 
 def lock_holder(conn: psycopg.Connection, key: int) -> str | None:
-    """What holds `key` now, from its lock connection's label; None when it cannot be told (another role, no label)."""
+    """What holds `key` now, from its lock connection's label; None when it cannot be told (another role, no label).
+
+    Advisory locks are per database: another database's holder of the same key is not this one's."""
     unsigned = key & 0xFFFFFFFFFFFFFFFF
     row = conn.execute(
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
         " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         " AND l.classid::int8 = %s AND l.objid::int8 = %s LIMIT 1",
         (unsigned >> 32, unsigned & 0xFFFFFFFF),
     ).fetchone()
