@@ -83,7 +83,9 @@ class BackupsCollector:
         timeout_ms = int(float(conf.get("BACKUPS_METRICS_STATEMENT_TIMEOUT_SECONDS")) * 1000)
         with transaction.atomic():
             with connection.cursor() as cur:
-                cur.execute("SELECT set_config('statement_timeout', %s, true)", [str(timeout_ms)])
+                # JIT compiling the per-tenant probes costs ~5x their run time (300 ms at 10,000 tenants)
+                cur.execute("SELECT set_config('statement_timeout', %s, true), set_config('jit', 'off', true)",
+                            [str(timeout_ms)])
             rows = _tenant_rows(since=now - timedelta(hours=24))
             active = list(BackupRecord.objects.filter(status__in=ACTIVE).values("status")
                           .annotate(n=Count("pk")).order_by())
