@@ -9,6 +9,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s
 # python-json-logger puts these first and every `extra={...}` field of a call beside them.
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(processName)s %(message)s"
 LOG_FORMATS = ("text", "json")
+QUIET_LOGGERS = ("httpx", "httpcore", "botocore", "boto3", "s3transfer", "urllib3")
 
 
 def logging_config(*, log_format: str = "text", level: str = "INFO", backups_level: str | None = None) -> dict:
@@ -42,6 +43,8 @@ def logging_config(*, log_format: str = "text", level: str = "INFO", backups_lev
             # Django's default config gives `django` a console handler of its own: replaced, or lines go out twice.
             "django": {"handlers": ["mail_admins"], "level": "INFO", "propagate": True},
             "backups": {"level": backups_level or level, "propagate": True},
+            # HTTP clients of the storage backends log every request at INFO.
+            **{name: {"level": "WARNING"} for name in QUIET_LOGGERS},
         },
     }
 
