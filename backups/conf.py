@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_METRICS_STATEMENT_TIMEOUT_SECONDS": 10,  # the catalog queries of one scrape give up after this
     "BACKUPS_BROKER_URL": "",  # the broker /readyz and the queue depths look at; empty: the Celery app's broker_url
     "BACKUPS_HEALTH_TIMEOUT_SECONDS": 3.0,  # each /readyz check (database, broker, storage) gives up after this
+    "BACKUPS_READYZ_CACHE_SECONDS": 1.0,  # /readyz answers from its last checks this long (anonymous callers)
     # Answered by backups.middleware.HealthProbeMiddleware on any host, before the tenant lookup ("": not answered).
     "BACKUPS_HEALTHZ_PATH": "/healthz",
     "BACKUPS_READYZ_PATH": "/readyz",

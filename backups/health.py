@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,23 @@ def check_storage(timeout: float) -> None:
 CHECKS: dict[str, Callable[[float], None]] = {
     "database": check_database, "broker": check_broker, "storage": check_storage,
 }
+
+
+_last: tuple[float, list[CheckResult]] | None = None
+_last_lock = threading.Lock()
+
+
+def readiness_cached() -> list[CheckResult]:
+    """readiness(), reused for BACKUPS_READYZ_CACHE_SECONDS: /readyz is anonymous, so a flood of probes costs
+    one round of checks (an S3 HEAD, a connection) a second per process, not one each."""
+    global _last
+    ttl = float(conf.get("BACKUPS_READYZ_CACHE_SECONDS") or 0)
+    with _last_lock:
+        if ttl > 0 and _last is not None and time.monotonic() - _last[0] < ttl:
+            return _last[1]
+        results = readiness()
+        _last = (time.monotonic(), results)
+        return results
 
 
 def readiness(timeout: float | None = None) -> list[CheckResult]:

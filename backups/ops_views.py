@@ -47,10 +47,10 @@ def healthz(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "HEAD"])
 def readyz(request: HttpRequest) -> HttpResponse:
     """Readiness: database, broker and storage each answered within BACKUPS_HEALTH_TIMEOUT_SECONDS (200), or
-    not (503); the JSON names each check's status and time."""
-    from backups.health import readiness
+    not (503); the JSON names each check's status and time. Checked at most once per BACKUPS_READYZ_CACHE_SECONDS."""
+    from backups.health import readiness_cached
 
-    results = readiness()
+    results = readiness_cached()
     ok = all(result.ok for result in results)
     body = {"status": "ok" if ok else "error", "checks": {result.name: result.as_dict() for result in results}}
     return JsonResponse(body, status=200 if ok else 503, headers=PROBE_HEADERS)

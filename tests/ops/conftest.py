@@ -23,6 +23,12 @@ PUBLIC_HOST = "localhost"  # the public tenant's domain (create_demo_clinics)
 TOKEN = "metrics-test-token-0123456789"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_readiness(settings) -> None:
+    """Every /readyz of a test checks again (no answer reused from the test before)."""
+    settings.BACKUPS_READYZ_CACHE_SECONDS = 0
+
+
 @pytest.fixture
 def public_client() -> Client:
     """A client of the public (ops) domain."""

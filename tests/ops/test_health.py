@@ -104,3 +104,18 @@ def test_without_its_database_the_process_is_alive_and_not_ready():
     assert healthz == 200 and readyz == 503
     assert body["checks"]["database"]["status"] == "error" and body["checks"]["database"]["error"] == "OperationalError"
     assert body["checks"]["broker"]["status"] == "ok"
+
+
+def test_readyz_checks_at_most_once_per_cache_period(settings, monkeypatch):
+    """/readyz is anonymous: within BACKUPS_READYZ_CACHE_SECONDS a flood of probes reuses one round of checks."""
+    from backups import health
+
+    monkeypatch.setattr(health, "_last", None)  # nothing from the tests before
+    settings.BACKUPS_READYZ_CACHE_SECONDS = 30
+    client = Client(HTTP_HOST="localhost")
+    assert client.get("/readyz").status_code == 200
+    with closed_port() as port:
+        settings.BACKUPS_BROKER_URL = f"redis://127.0.0.1:{port}/0"
+        assert client.get("/readyz").status_code == 200  # the answer of a moment ago
+        settings.BACKUPS_READYZ_CACHE_SECONDS = 0
+        assert client.get("/readyz").status_code == 503
