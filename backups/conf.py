@@ -61,6 +61,18 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_STREAM_CHUNK_BYTES": 1 << 20,
     "BACKUPS_API_THROTTLE_RATES": {"anon": "120/min", "user": "1200/min", "auth": "30/min"},
     "BACKUPS_API_NUM_PROXIES": 0,  # proxies in front of the app whose X-Forwarded-For is trusted (0: none)
+    # Operations (backups.ops_views): metrics, health probes, alerts.
+    "BACKUPS_METRICS_TOKEN": "",  # bearer token of /metrics; empty: metrics are off (404)
+    "BACKUPS_METRICS_QUEUES": (),  # queues whose depth is reported; empty: every queue the Celery app declares
+    "BACKUPS_METRICS_STATEMENT_TIMEOUT_SECONDS": 10,  # the catalog queries of one scrape give up after this
+    "BACKUPS_BROKER_URL": "",  # the broker /readyz and the queue depths look at; empty: the Celery app's broker_url
+    "BACKUPS_HEALTH_TIMEOUT_SECONDS": 3.0,  # each /readyz check (database, broker, storage) gives up after this
+    "BACKUPS_READYZ_CACHE_SECONDS": 1.0,  # /readyz answers from its last checks this long (anonymous callers)
+    # Answered by backups.middleware.HealthProbeMiddleware on any host, before the tenant lookup ("": not answered).
+    "BACKUPS_HEALTHZ_PATH": "/healthz",
+    "BACKUPS_READYZ_PATH": "/readyz",
+    "BACKUPS_ALERT_WEBHOOK_URL": "",  # Slack-compatible incoming webhook ({"text": ...}) told beside ADMINS
+    "BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS": 5.0,
 }
 
 

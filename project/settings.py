@@ -36,6 +36,7 @@ SHARED_APPS = [
     "accounts",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc served from our static files, never a CDN
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -55,8 +56,10 @@ DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 AUTH_USER_MODEL = "accounts.User"
 
 MIDDLEWARE = [
+    "backups.middleware.HealthProbeMiddleware",  # /healthz and /readyz on any host, before the tenant lookup
     "django_tenants.middleware.main.TenantMainMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn (after `collectstatic`)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -99,12 +102,25 @@ SERVER_EMAIL = env("DJANGO_SERVER_EMAIL", default="tenant-backups@localhost")
 EMAIL_SUBJECT_PREFIX = "[tenant-backups] "
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"backups": {"handlers": ["console"], "level": env("BACKUPS_LOG_LEVEL", default="INFO")}},
-}
+# --- logs, errors, metrics and alerts --------------------------------------------------------------
+from backups.observability import logging_config, sentry_init  # noqa: E402 - no app registry needed
+
+# One handler, on the root logger: every line is printed once, as text or as one JSON object (LOG_FORMAT=json).
+LOGGING = logging_config(log_format=env("LOG_FORMAT", default="text"), level=env("LOG_LEVEL", default="INFO"),
+                         backups_level=env("BACKUPS_LOG_LEVEL", default="INFO"))
+# Celery workers keep LOGGING (its handler and format) instead of replacing the root logger's handlers.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Errors of web and workers go to Sentry when SENTRY_DSN is set (sentry-sdk is not even imported otherwise).
+SENTRY_DSN = env("SENTRY_DSN", default="")
+sentry_init(dsn=SENTRY_DSN, environment=env("SENTRY_ENVIRONMENT", default=""),
+            release=env("SENTRY_RELEASE", default=""),
+            traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0))
+# /metrics on the public domain answers `Authorization: Bearer <token>` only; empty: metrics are off (404).
+BACKUPS_METRICS_TOKEN = env("BACKUPS_METRICS_TOKEN", default="")
+BACKUPS_HEALTH_TIMEOUT_SECONDS = env.float("BACKUPS_HEALTH_TIMEOUT_SECONDS", default=3.0)
+# Alerts (overdue tenants, failed drills, damaged backups) go to DJANGO_ADMINS and, if set, this chat webhook.
+BACKUPS_ALERT_WEBHOOK_URL = env("BACKUPS_ALERT_WEBHOOK_URL", default="")
+BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS = env.float("BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 
 # --- backups --------------------------------------------------------------
 BACKUPS_STORAGE = env("BACKUPS_STORAGE", default="local")
@@ -270,6 +286,10 @@ SIMPLE_JWT = {
     "SIGNING_KEY": env("API_JWT_SIGNING_KEY", default=hashlib.sha256(b"jwt:" + SECRET_KEY.encode()).hexdigest()),
 }
 SPECTACULAR_SETTINGS = {
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files: /api/docs/ works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "TITLE": "tenant-backups API",
     "DESCRIPTION": "Backups of the tenant whose domain serves the request: create, list, download, restore, schedule.",
     "VERSION": "1.0.0",
