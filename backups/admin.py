@@ -95,8 +95,8 @@ class BackupRecordAdmin(admin.ModelAdmin):
     """Backups of every tenant, filterable by status, type and format; sizes, durations and progress as
     operators read them; a dashboard of the whole fleet at `dashboard/`."""
 
-    list_display = ("id", "tenant_column", "file_column", "status_column", "type_column", "format_column",
-                    "size_column", "duration_column", "progress_column", "created_column", "attempts")
+    list_display = ("id", "tenant_column", "file_column", "status_column", "progress_column", "size_column",
+                    "duration_column", "created_column")
     list_display_links = ("id", "file_column")
     list_filter = ("status", TenantFilter, "backup_type", "format", "compression", StorageFilter, DamagedFilter,
                    OwnerFilter)
@@ -132,7 +132,13 @@ class BackupRecordAdmin(admin.ModelAdmin):
 
     @admin.display(description="file", ordering="file_name")
     def file_column(self, record: BackupRecord) -> str:
-        return record.file_name
+        """The file name, and under it what kind of backup it is: type, format, compression, encryption."""
+        kind = [TYPE_SHORT.get(record.backup_type, record.backup_type), record.format]
+        kind += [record.compression] if record.compression != "none" else []
+        kind += [record.encryption] if record.encryption else []
+        attempts = f", {record.attempts} attempts" if record.attempts > 1 else ""
+        return format_html('{}<br><span class="muted" title="{}">{}{}</span>', record.file_name,
+                           record.get_format_display(), " · ".join(kind), attempts)
 
     @admin.display(description="status", ordering="status")
     def status_column(self, record: BackupRecord) -> str:
@@ -141,16 +147,6 @@ class BackupRecordAdmin(admin.ModelAdmin):
             badge += format_html(' <span class="backups-status damaged" title="failed its check on {}">damaged</span>',
                                  _when(record.damaged_at))
         return badge
-
-    @admin.display(description="type", ordering="backup_type")
-    def type_column(self, record: BackupRecord) -> str:
-        return TYPE_SHORT.get(record.backup_type, record.backup_type)
-
-    @admin.display(description="format", ordering="format")
-    def format_column(self, record: BackupRecord) -> str:
-        parts = [record.format] + ([record.compression] if record.compression != "none" else [])
-        parts += [record.encryption] if record.encryption else []
-        return format_html('<span title="{}">{}</span>', record.get_format_display(), " · ".join(parts))
 
     @admin.display(description="size", ordering="size")
     def size_column(self, record: BackupRecord) -> str:
@@ -171,14 +167,17 @@ class BackupRecordAdmin(admin.ModelAdmin):
     @admin.display(description="progress")
     def progress_column(self, record: BackupRecord) -> str:
         if record.status not in ACTIVE:
-            return "done" if record.status == BackupRecord.Status.SUCCEEDED else (record.stage or "-")
+            if record.status == BackupRecord.Status.SUCCEEDED:
+                return "done"
+            return format_html('<span class="muted">at {}</span>', record.stage) if record.stage else "-"
         from django.template.loader import render_to_string
 
         return render_to_string("admin/backups/includes/progress.html", {"progress": progress_of(record)})
 
     @admin.display(description="created", ordering="created_at")
     def created_column(self, record: BackupRecord) -> str:
-        return format_html('<span class="nowrap">{}</span>', _when(record.created_at))
+        day, _, clock = _when(record.created_at).partition(" ")
+        return format_html('<span class="nowrap">{}</span> <span class="nowrap">{}</span>', day, clock)
 
     @admin.display(description="size (readable)")
     def size_human(self, record: BackupRecord) -> str:
@@ -265,14 +264,16 @@ class TenantBackupAdminMixin:
     def get_queryset(self, request):
         return super().get_queryset(request).exclude(schema_name=get_public_schema_name())
 
-    @admin.display(description="backups", ordering="backup_overdue_since")
+    @admin.display(description="schedule", ordering="backup_schedule")
     def backup_state(self, tenant) -> str:
-        if tenant.backup_overdue_since:
-            return format_html('<span class="backups-status failed" title="since {}">overdue</span>',
-                               _when(tenant.backup_overdue_since))
+        """The schedule, and whether its backups are on time."""
+        label = tenant.get_backup_schedule_display()
         if tenant.backup_schedule == DISABLED:
-            return format_html('<span class="backups-status queued">{}</span>', "not scheduled")
-        return format_html('<span class="backups-status succeeded">{}</span>', "on time")
+            return format_html('<span class="muted">{}</span>', "not scheduled")
+        if tenant.backup_overdue_since:
+            return format_html('{} <span class="backups-status failed" title="since {}">overdue</span>', label,
+                               _when(tenant.backup_overdue_since))
+        return format_html('{} <span class="backups-status succeeded">{}</span>', label, "on time")
 
     @admin.display(description="history")
     def backups_link(self, tenant) -> str:

@@ -75,12 +75,12 @@ def dashboard_view(request, *, model_admin) -> TemplateResponse:
         "outcomes_chart": charts.stacked_bars(
             days_axis, [("succeeded", "ok", [d.succeeded for d in day_stats]),
                         ("failed", "bad", [d.failed for d in day_stats])],
-            title=f"Backups per day, last {days} days"),
+            title=f"Backups per day, last {days} days", width=360),
         "bytes_chart": charts.line_chart([(d.day, d.stored_bytes) for d in day_stats], fmt=human_bytes,
-                                         title=f"Bytes stored per day, last {days} days"),
+                                         title=f"Bytes stored per day, last {days} days", width=360),
         "duration_chart": charts.line_chart([(d.day, d.p95_seconds) for d in day_stats], fmt=human_duration,
-                                            css_class="series-b", title=f"95th percentile duration per day, "
-                                                                        f"last {days} days"),
+                                            css_class="series-b", width=360,
+                                            title=f"95th percentile duration per day, last {days} days"),
         "largest": largest,
         "tenant_query": schema,
         "selected": selected,

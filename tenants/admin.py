@@ -17,7 +17,7 @@ class DomainInline(admin.TabularInline):
 class ClinicaAdmin(TenantBackupAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     """Clinics, when each is next due, when each last succeeded, and which are overdue."""
 
-    list_display = ("schema_name", "nombre", "backup_schedule", "backup_state", "last_backup_column",
-                    "next_backup_column", "backups_link")
+    list_display = ("schema_name", "nombre", "backup_state", "last_backup_column", "next_backup_column",
+                    "backups_link")
     search_fields = ("schema_name", "nombre")
     inlines = (DomainInline,)

@@ -16,6 +16,7 @@ from django_tenants.utils import get_tenant_model, schema_context
 from backups import dashboard
 from backups.models import BackupRecord
 
+from .helpers import catalog_record
 from .test_dispatch import fake_tenants  # noqa: F401 - fixture
 
 DASHBOARD = "/admin/backups/backuprecord/dashboard/"
@@ -32,32 +33,16 @@ def ops():
     return client  # the user stays: deleting it cascades into token tables that live only in tenant schemas
 
 
-def _record(tenant, status: str, *, minutes_ago: float = 10, seconds: float = 2.5, size: int | None = 1529651,
-            **extra) -> BackupRecord:
-    now = timezone.now()
-    finished = now - timedelta(minutes=minutes_ago) if status in ("succeeded", "failed") else None
-    started = (finished or now) - timedelta(seconds=seconds) if status != "queued" else None
-    record = BackupRecord.objects.create(
-        tenant=tenant, tenant_uid=tenant.tenant_uid, schema_name=tenant.schema_name, storage_backend="local",
-        file_name=f"backup-sql-{tenant.schema_name}-{status}-{minutes_ago}.sql.zst",
-        storage_key=f"{tenant.schema_name}/{tenant.tenant_uid}/{status}-{minutes_ago}-{timezone.now().timestamp()}",
-        status=status, size=size if status == "succeeded" else None, started_at=started, finished_at=finished,
-        **extra)
-    # created_at is auto_now_add: move it back to when the run started
-    BackupRecord.objects.filter(pk=record.pk).update(created_at=started or now)
-    return record
-
-
 def test_fleet_status_counts_tenants_by_their_newest_finished_backup(fake_tenants):  # noqa: F811
     before = dashboard.fleet_status()
     ok, bad, busy, fresh = fake_tenants("dash_st_", 4, due_at=timezone.now() + timedelta(days=1))
-    _record(ok, "failed", minutes_ago=120)
-    _record(ok, "succeeded", minutes_ago=60)       # recovered: counts as succeeded
-    _record(bad, "succeeded", minutes_ago=120)
-    _record(bad, "failed", minutes_ago=30)         # newest finished failed
-    _record(busy, "succeeded", minutes_ago=120)
-    _record(busy, "running", minutes_ago=0)        # running now; its last finished one succeeded
-    _record(fresh, "queued")                       # never finished one
+    catalog_record(ok, "failed", minutes_ago=120)
+    catalog_record(ok, "succeeded", minutes_ago=60)       # recovered: counts as succeeded
+    catalog_record(bad, "succeeded", minutes_ago=120)
+    catalog_record(bad, "failed", minutes_ago=30)         # newest finished failed
+    catalog_record(busy, "succeeded", minutes_ago=120)
+    catalog_record(busy, "running", minutes_ago=0)        # running now; its last finished one succeeded
+    catalog_record(fresh, "queued")                       # never finished one
     after = dashboard.fleet_status()
     assert after.tenants - before.tenants == 4
     assert (after.succeeded - before.succeeded, after.failed - before.failed, after.never - before.never) == (2, 1, 1)
@@ -68,9 +53,9 @@ def test_fleet_status_counts_tenants_by_their_newest_finished_backup(fake_tenant
 
 def test_dashboard_page_shows_status_trends_and_failures_without_the_network(ops, fake_tenants):  # noqa: F811
     (tenant,) = fake_tenants("dash_pg_", 1, due_at=timezone.now() + timedelta(days=1))
-    _record(tenant, "succeeded", minutes_ago=600, seconds=4, size=2_000_000)
-    _record(tenant, "succeeded", minutes_ago=300, seconds=6, size=3_500_000)
-    failed = _record(tenant, "failed", minutes_ago=20, error="pg_dump: error: connection to server lost")
+    catalog_record(tenant, "succeeded", minutes_ago=600, seconds=4, size=2_000_000)
+    catalog_record(tenant, "succeeded", minutes_ago=300, seconds=6, size=3_500_000)
+    failed = catalog_record(tenant, "failed", minutes_ago=20, error="pg_dump: error: connection to server lost")
     response = ops.get(DASHBOARD, {"tenant": tenant.schema_name, "days": 7})
     assert response.status_code == 200
     html = response.content.decode()
@@ -102,19 +87,19 @@ def test_dashboard_queries_do_not_grow_with_the_number_of_tenants(ops, fake_tena
 
     few = fake_tenants("dash_q_a_", 2, due_at=timezone.now() + timedelta(days=1))
     for t in few:
-        _record(t, "succeeded", minutes_ago=100)
+        catalog_record(t, "succeeded", minutes_ago=100)
     first = count()
     many = fake_tenants("dash_q_b_", 40, due_at=timezone.now() + timedelta(days=1))
     for t in many:
-        _record(t, "succeeded", minutes_ago=100)
-        _record(t, "failed", minutes_ago=50)
+        catalog_record(t, "succeeded", minutes_ago=100)
+        catalog_record(t, "failed", minutes_ago=50)
     assert count() == first
 
 
 def test_backups_list_is_readable(ops, fake_tenants):  # noqa: F811
     (tenant,) = fake_tenants("dash_ls_", 1, due_at=timezone.now() + timedelta(days=1))
-    done = _record(tenant, "succeeded", minutes_ago=5, seconds=75)
-    running = _record(tenant, "running", minutes_ago=0, seconds=30, stage="dumping", bytes_done=500_000)
+    done = catalog_record(tenant, "succeeded", minutes_ago=5, seconds=75)
+    running = catalog_record(tenant, "running", minutes_ago=0, seconds=30, stage="dumping", bytes_done=500_000)
     response = ops.get("/admin/backups/backuprecord/", {"tenant": tenant.pk})
     html = response.content.decode()
     assert [r.pk for r in response.context["cl"].result_list] == [running.pk, done.pk]
