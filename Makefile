@@ -63,10 +63,11 @@ beat: services
 	@$(WITH_SERVICES) && $(VENV)/bin/celery -A project beat -l INFO
 
 web: services
-	@$(WITH_SERVICES) && $(PY) manage.py runserver 0.0.0.0:8000
+	@$(WITH_SERVICES) && $(PY) manage.py runserver 127.0.0.1:8000
 
 flower: services
-	@$(WITH_SERVICES) && $(VENV)/bin/celery -A project flower --basic-auth=$${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH=user:password}
+	@test -n "$$FLOWER_BASIC_AUTH" || { echo "Set FLOWER_BASIC_AUTH=user:password (Flower reads it from the environment)"; exit 2; }
+	@$(WITH_SERVICES) && $(VENV)/bin/celery -A project flower --address=127.0.0.1 --port=5555
 
 stop-services:
 	@test ! -x $(PY) || $(PY) scripts/services.py down --env-file $(SERVICES_ENV)

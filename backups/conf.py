@@ -45,6 +45,12 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_DRILL_SECONDS": 86400,
     "BACKUPS_DRILL_SAMPLE": 3,
     "BACKUPS_RECONCILE_SECONDS": 86400,
+    # batched dumps (backups.services.batch_backup): one pg_dump for up to this many due tenants; 1 turns it off
+    "BACKUPS_BATCH_SIZE": 500,
+    "BACKUPS_BATCH_MIN_SIZE": 10,  # a tick's due tenants are spread over the dump slots in batches of at least this
+    "BACKUPS_BATCH_LOCK_SHARE": 0.5,  # of the server's lock table, shared by the BACKUPS_MAX_CONCURRENT_DUMPS batches
+    "BACKUPS_BATCH_TABLES_PER_TENANT": 30,  # tables + sequences the start-up check assumes; batches count real ones
+    "BACKUPS_BATCH_MAX_SPOOL_BYTES": 2 << 30,  # one batch's directory archive in BACKUPS_SPOOL_DIR, at most
     # The REST API (backups.api): it carries its own DRF classes, so a host project needs no REST_FRAMEWORK.
     "BACKUPS_IS_TENANT_ADMIN": "backups.api.roles.is_tenant_admin",
     "BACKUPS_SYNC_WAIT_SECONDS": 30,

@@ -144,6 +144,11 @@ BACKUPS_OVERDUE_CHECK_SECONDS = env.int("BACKUPS_OVERDUE_CHECK_SECONDS", default
 BACKUPS_DRILL_SECONDS = env.int("BACKUPS_DRILL_SECONDS", default=86400)
 BACKUPS_DRILL_SAMPLE = env.int("BACKUPS_DRILL_SAMPLE", default=3)
 BACKUPS_RECONCILE_SECONDS = env.int("BACKUPS_RECONCILE_SECONDS", default=86400)
+BACKUPS_BATCH_SIZE = env.int("BACKUPS_BATCH_SIZE", default=500)  # due tenants per pg_dump; 1: one by one
+BACKUPS_BATCH_MIN_SIZE = env.int("BACKUPS_BATCH_MIN_SIZE", default=10)
+BACKUPS_BATCH_LOCK_SHARE = env.float("BACKUPS_BATCH_LOCK_SHARE", default=0.5)
+BACKUPS_BATCH_TABLES_PER_TENANT = env.int("BACKUPS_BATCH_TABLES_PER_TENANT", default=30)
+BACKUPS_BATCH_MAX_SPOOL_BYTES = env.int("BACKUPS_BATCH_MAX_SPOOL_BYTES", default=2 << 30)
 
 # --- celery and the shared cache ---------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
