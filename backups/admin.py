@@ -11,6 +11,7 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model
 from .formatting import human_bytes, human_duration
 from .models import BackupEvent, BackupRecord, RestoreJob
 from .scheduling import DISABLED
+from .services.enqueue import backups_enqueue
 from .services.progress import ACTIVE, progress_of
 
 STORAGE_LABELS = {"local": "Local folder", "s3": "S3 (or compatible)", "supabase": "Supabase Storage"}
@@ -194,13 +195,10 @@ class BackupRecordAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry the selected failed backups")
     def retry_failed(self, request, queryset) -> None:
-        from tasks.backups import run_backup
-
         ids = list(queryset.filter(status=BackupRecord.Status.FAILED).values_list("pk", flat=True))
         with transaction.atomic():
             BackupRecord.objects.filter(pk__in=ids).update(status=BackupRecord.Status.QUEUED, error="")
-            for pk in ids:
-                transaction.on_commit(lambda pk=pk: run_backup.delay(pk))
+            backups_enqueue(BackupRecord.objects.filter(pk__in=ids))  # the whole chain, as the dispatcher sends
         messages.info(request, f"{len(ids)} backups queued again.")
 
 

@@ -8,4 +8,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 app = CeleryApp("project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["tasks"], related_name="backups")
+app.autodiscover_tasks()  # the standard discovery: backups.tasks of the installed app

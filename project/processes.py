@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from tasks.queues import ALL
+from backups.queues import ALL
 
 
 def start_worker(*, name: str, concurrency: int = 2, log_file: Path, queues: tuple[str, ...] = ALL,

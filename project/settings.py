@@ -5,7 +5,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from tasks.queues import CELERY_QUEUES, CELERY_ROUTES, DUMP
+from tasks.queues import CELERY_QUEUES, CELERY_ROUTES, DUMP  # the app's topology (backups.queues)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

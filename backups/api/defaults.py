@@ -7,7 +7,6 @@ project configures for its own views.
 
 from __future__ import annotations
 
-from drf_spectacular.openapi import AutoSchema
 from rest_framework.renderers import JSONRenderer
 
 from .authentication import TenantJWTAuthentication, TenantTokenAuthentication
@@ -23,7 +22,6 @@ class ApiDefaults:
     renderer_classes = (JSONRenderer,)
     parser_classes = (SafeJSONParser,)
     throttle_classes = (TenantAnonRateThrottle, TenantUserRateThrottle)
-    schema = AutoSchema()  # the OpenAPI schema works without the host's DEFAULT_SCHEMA_CLASS
 
     def get_exception_handler(self):
         return api_exception_handler

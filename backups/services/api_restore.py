@@ -13,6 +13,7 @@ from django_tenants.utils import get_tenant_model
 from backups.errors import BackupError
 from backups.locks import claim_unfinished
 from backups.models import BackupEvent, BackupRecord, RestoreJob
+from backups.queues import RESTORE_BACKUP, signature
 
 from .api_backups import ACTIVE, _as_id
 from .api_errors import ConflictError, InvalidInput, NotFoundError
@@ -64,9 +65,7 @@ def api_restore_request(*, tenant: Any, record: BackupRecord, mode: str, confirm
         job_pk = job.pk
 
         def send() -> None:
-            from tasks.backups import restore_backup
-
-            restore_backup.apply_async(args=[job_pk])
+            signature(RESTORE_BACKUP, job_pk).apply_async()
 
         transaction.on_commit(send)
     return job

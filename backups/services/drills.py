@@ -16,6 +16,7 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from backups import conf
 from backups.models import BackupEvent, BackupRecord, RestoreJob
+from backups.queues import RESTORE_BACKUP, signature
 
 from .alerts import alert_ops
 from .api_backups import ACTIVE
@@ -63,10 +64,8 @@ def drills_schedule(*, sample: int | None = None) -> list[RestoreJob]:
         ids = [job.pk for job in jobs]
 
         def send() -> None:
-            from tasks.backups import restore_backup
-
             for pk in ids:
-                restore_backup.apply_async(args=[pk])
+                signature(RESTORE_BACKUP, pk).apply_async()
 
         transaction.on_commit(send)
     if jobs:

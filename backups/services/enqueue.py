@@ -9,21 +9,34 @@ from django.utils import timezone
 
 from backups import conf
 from backups.models import BackupRecord
+from backups.queues import (
+    APPLY_RETENTION,
+    DUMP,
+    DUMP_PRIORITY,
+    FAN_OUT,
+    RECORD_BACKUP,
+    RUN_BACKUP,
+    RUN_BACKUP_BATCH,
+    signature,
+)
 
 from .batch_backup import batch_sizes, batching_enabled
 
 
+def shown(record: BackupRecord) -> str:
+    """How Flower shows a task of this record (its `argsrepr`): the tenant and the file, not just an id."""
+    return f"(record={record.pk}, tenant={record.schema_name}, file={record.file_name})"
+
+
 def backup_chain(record: BackupRecord):
-    """run_backup -> record_backup (-> apply_retention for automatic ones), immutable signatures."""
+    """run_backup -> record_backup (-> apply_retention for automatic ones), immutable signatures, by name."""
     from celery import chain
 
-    from tasks.backups import apply_retention, record_backup, run_backup
-    from tasks.queues import DUMP, DUMP_PRIORITY
-
     queue = DUMP if record.backup_type == BackupRecord.Type.AUTOMATIC else DUMP_PRIORITY
-    links = [run_backup.si(record.pk).set(queue=queue), record_backup.si(record.pk)]
+    links = [signature(RUN_BACKUP, record.pk, queue=queue, argsrepr=shown(record)),
+             signature(RECORD_BACKUP, record.pk, argsrepr=shown(record))]
     if record.backup_type == BackupRecord.Type.AUTOMATIC and record.tenant_id:
-        links.append(apply_retention.si(record.tenant_id))
+        links.append(signature(APPLY_RETENTION, record.tenant_id, argsrepr=f"(tenant={record.schema_name},)"))
     return chain(*links)
 
 
@@ -54,7 +67,7 @@ def backups_fan_out(*, record_ids: list[int]) -> int:
     """Send the chains of those records still queued (a redelivered batch skips what already ran)."""
     records = list(
         BackupRecord.objects.filter(pk__in=record_ids, status=BackupRecord.Status.QUEUED)
-        .only("pk", "backup_type", "tenant_id").order_by("pk")
+        .only("pk", "backup_type", "tenant_id", "schema_name", "file_name").order_by("pk")
     )
     if batching_enabled() and len(records) > 1:
         publish_batches(records)
@@ -68,23 +81,25 @@ def publish_batches(records: list[BackupRecord]) -> None:
     sized so every dump slot gets a share (batch_sizes); the worker cuts a batch the server cannot hold."""
     from celery import current_app
 
-    from tasks.queues import DUMP, DUMP_PRIORITY
-
-    by_queue: dict[str, list[int]] = {}
+    by_queue: dict[str, list[BackupRecord]] = {}
     for record in records:
         queue = DUMP if record.backup_type == BackupRecord.Type.AUTOMATIC else DUMP_PRIORITY
-        by_queue.setdefault(queue, []).append(record.pk)
+        by_queue.setdefault(queue, []).append(record)
     with current_app.producer_or_acquire() as producer:
-        for queue, ids in by_queue.items():
-            size = batch_sizes(len(ids))
-            for i in range(0, len(ids), size):
-                current_app.send_task("tasks.backups.run_backup_batch", kwargs={"record_ids": ids[i:i + size]},
-                                      queue=queue, producer=producer)
+        for queue, members in by_queue.items():
+            size = batch_sizes(len(members))
+            for i in range(0, len(members), size):
+                part = members[i:i + size]
+                tenants = ", ".join(r.schema_name for r in part[:20]) + (", ..." if len(part) > 20 else "")
+                current_app.send_task(RUN_BACKUP_BATCH, kwargs={"record_ids": [r.pk for r in part]},
+                                      queue=queue, producer=producer,
+                                      kwargsrepr=f"{{{len(part)} tenants: {tenants}}}")
 
 
 def backups_send_alone(*, record_ids: list[int]) -> None:
     """Send one ordinary chain per record (batch members to retry alone)."""
-    records = list(BackupRecord.objects.filter(pk__in=record_ids).only("pk", "backup_type", "tenant_id"))
+    records = list(BackupRecord.objects.filter(pk__in=record_ids)
+                   .only("pk", "backup_type", "tenant_id", "schema_name", "file_name"))
     publish_chains([backup_chain(record) for record in records])
 
 
@@ -92,11 +107,10 @@ def publish_fan_out(batches: list[list[int]]) -> None:
     """One fan_out_backups task per batch of record ids, through one producer."""
     from celery import current_app
 
-    from tasks.backups import fan_out_backups
-
     with current_app.producer_or_acquire() as producer:
         for ids in batches:
-            fan_out_backups.apply_async(kwargs={"record_ids": ids}, producer=producer)
+            current_app.send_task(FAN_OUT, kwargs={"record_ids": ids}, producer=producer,
+                                  kwargsrepr=f"{{{len(ids)} records: {ids[0]}..{ids[-1]}}}")
 
 
 def publish_chains(chains: list) -> None:

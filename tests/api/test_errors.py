@@ -10,7 +10,7 @@ from django_tenants.utils import get_tenant_model
 from backups.models import BackupRecord, RestoreJob
 from backups.services.api_backups import api_backup_create
 from backups.storage import StorageError, StorageTransientError
-from tasks.backups import restore_backup
+from backups.tasks import restore_backup
 from tasks.queues import DUMP_PRIORITY
 from tests.servers.moto_s3 import free_port
 

@@ -7,8 +7,8 @@ from django.db import transaction
 from backups.models import BackupRecord
 from backups.services.records import backup_record_create
 from backups.storage import get_storage
+from backups.tasks import run_backup
 from project.celery import app
-from tasks.backups import run_backup
 
 from .conftest import DEMO_SCHEMAS, wait_for_record
 

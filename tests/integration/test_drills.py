@@ -39,7 +39,7 @@ def backed_up(settings):
 def _pending_drills(monkeypatch) -> list:
     """Keep the jobs' messages from the broker: these tests run them here, synchronously."""
     sent: list = []
-    from tasks.backups import restore_backup
+    from backups.tasks import restore_backup
 
     monkeypatch.setattr(restore_backup, "apply_async", lambda args, **kw: sent.append(args[0]))
     return sent

@@ -126,8 +126,9 @@ body = b"".join(r.streaming_content) if r.status_code == 200 else b""
 out["download"] = r.status_code
 out["sha_ok"] = r.status_code == 200 and hashlib.sha256(body).hexdigest() == r["X-Backup-SHA256"] == detail["sha256"]
 out["size"] = len(body)
-out["other_domain"] = HttpClient(HTTP_HOST="localhost").get("/api/backups/history/",
-                                                             HTTP_AUTHORIZATION=auth).status_code
+other = HttpClient(HTTP_HOST="localhost").get("/api/backups/history/", HTTP_AUTHORIZATION=auth)
+out["other_domain"] = other.status_code
+out["other_body"] = other.content[:300].decode(errors="replace")
 schema = http.get("/api/schema/", HTTP_ACCEPT="application/json")
 out["schema"] = schema.status_code
 out["schema_ops"] = sorted(schema.json()["paths"]) if schema.status_code == 200 else []
@@ -161,7 +162,8 @@ def host_project(tmp_path_factory) -> dict:
                                 + f'\nCELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = "{PREFIX}"\n'
                                 + f'BACKUPS_LOCAL_ROOT = "{root / "stored"}"\n',
         "hostsite/urls_tenants.py": blocks["urls_tenants.py"],
-        "hostsite/urls_public.py": "urlpatterns = []\n",
+        "hostsite/urls_public.py": "from django.contrib import admin\nfrom django.urls import path\n\n"
+                                   "urlpatterns = [path('admin/', admin.site.urls)]\n",
         "hostsite/celery.py": blocks["celery.py"],
         "customers/__init__.py": "",
         "customers/migrations/__init__.py": "",
@@ -231,7 +233,7 @@ def test_a_new_project_backs_up_through_its_own_worker_and_the_api(host_project)
     assert found["file_name"].startswith("backup-sql-acme-") and found["file_name"].endswith(".sql.zst")
     assert found["created_by"]["email"] == "boss@acme.example"
     assert found["download"] == 200 and found["sha_ok"] and found["size"] > 0
-    assert found["other_domain"] == 404  # the public domain serves no API
+    assert found["other_domain"] == 404, found["other_body"]  # the public domain serves no API
     assert found["schema"] == 200 and "/api/backups/create/" in found["schema_ops"]
     stored = list((root / "stored").rglob("*.sql.zst"))
     assert len(stored) == 1 and stored[0].parent.parent.name == "acme"

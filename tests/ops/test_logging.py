@@ -61,7 +61,7 @@ def test_a_failed_backup_logs_one_error_line_with_its_facts(caplog, cleanup):
 def test_the_worker_prints_each_backup_event_once(celery_worker, cleanup):  # noqa: F811
     """The duplicate: a handler on `backups` plus propagation to the root handler printed every line twice."""
     from backups.services.records import backup_record_create
-    from tasks.backups import run_backup
+    from backups.tasks import run_backup
 
     log = Path(django_settings.BASE_DIR) / "var" / "test-worker.log"
     start = log.stat().st_size

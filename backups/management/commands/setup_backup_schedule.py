@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from backups import conf
-from tasks.queues import DISPATCH, HOUSEKEEPING
+from backups.queues import DISPATCH, HOUSEKEEPING
 
 ENTRIES = (
     ("backups: dispatch due backups", "tasks.backups.dispatch_due_backups", DISPATCH, "BACKUPS_TICK_SECONDS"),

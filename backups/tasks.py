@@ -1,4 +1,8 @@
-"""Backup tasks: load by id, call one service, own the retry policy."""
+"""The app's Celery tasks: load by id, call one service, own the retry policy.
+
+Found by the standard `app.autodiscover_tasks()`; their names (backups.queues) are wire names, and
+services send work by name, so nothing below the tasks imports them.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ import sys
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init
-from django.conf import settings
 from django_tenants.utils import get_public_schema_name, schema_context
 
+from backups import conf
 from backups.checks import check_configuration
 from backups.errors import BackupError, TransientBackupError
 from backups.models import BackupRecord
@@ -44,10 +48,10 @@ def check_configuration_on_start(**kwargs) -> None:
     name="tasks.backups.run_backup",
     acks_late=True,
     reject_on_worker_lost=True,
-    soft_time_limit=settings.BACKUPS_DUMP_SOFT_TIME_LIMIT,
-    time_limit=settings.BACKUPS_DUMP_TIME_LIMIT,
-    max_retries=settings.BACKUPS_TASK_MAX_RETRIES,
-    default_retry_delay=settings.BACKUPS_TASK_RETRY_DELAY,
+    soft_time_limit=conf.get("BACKUPS_DUMP_SOFT_TIME_LIMIT"),
+    time_limit=conf.get("BACKUPS_DUMP_TIME_LIMIT"),
+    max_retries=conf.get("BACKUPS_TASK_MAX_RETRIES"),
+    default_retry_delay=conf.get("BACKUPS_TASK_RETRY_DELAY"),
     ignore_result=True,
 )
 def run_backup(self, record_id: int, **kwargs) -> str:
@@ -61,12 +65,12 @@ def run_backup(self, record_id: int, **kwargs) -> str:
                 backup_record_mark_failed(record=record, error=f"Gave up after {self.request.retries + 1} tries: {exc}")
                 return "failed"
             raise self.retry(
-                exc=exc, countdown=settings.BACKUPS_TASK_RETRY_DELAY * 2 ** self.request.retries
+                exc=exc, countdown=conf.get("BACKUPS_TASK_RETRY_DELAY") * 2 ** self.request.retries
             ) from exc
         except SoftTimeLimitExceeded:
             record = BackupRecord.objects.get(pk=record_id)
             backup_record_mark_failed(
-                record=record, error=f"The backup took longer than {settings.BACKUPS_DUMP_SOFT_TIME_LIMIT} s."
+                record=record, error=f"The backup took longer than {conf.get('BACKUPS_DUMP_SOFT_TIME_LIMIT')} s."
             )
             return "failed"
     return record.status if record else "missing"
@@ -77,8 +81,8 @@ def run_backup(self, record_id: int, **kwargs) -> str:
     name="tasks.backups.run_backup_batch",
     acks_late=True,
     reject_on_worker_lost=True,
-    soft_time_limit=settings.BACKUPS_DUMP_SOFT_TIME_LIMIT,
-    time_limit=settings.BACKUPS_DUMP_TIME_LIMIT,
+    soft_time_limit=conf.get("BACKUPS_DUMP_SOFT_TIME_LIMIT"),
+    time_limit=conf.get("BACKUPS_DUMP_TIME_LIMIT"),
     ignore_result=True,
 )
 def run_backup_batch(self, record_ids: list[int] | None = None, **kwargs) -> dict:
@@ -90,7 +94,7 @@ def run_backup_batch(self, record_ids: list[int] | None = None, **kwargs) -> dic
         except SoftTimeLimitExceeded:
             for record in BackupRecord.objects.filter(pk__in=ids, status=BackupRecord.Status.RUNNING):
                 backup_record_mark_failed(
-                    record=record, error=f"The batch took longer than {settings.BACKUPS_DUMP_SOFT_TIME_LIMIT} s.")
+                    record=record, error=f"The batch took longer than {conf.get('BACKUPS_DUMP_SOFT_TIME_LIMIT')} s.")
             return {"failed": len(ids)}
         if result.retry:
             backups_send_alone(record_ids=result.retry)
@@ -165,8 +169,8 @@ def schedule_verify_drills(**kwargs) -> int:
     name="tasks.backups.restore_backup",
     acks_late=True,
     reject_on_worker_lost=True,
-    soft_time_limit=settings.BACKUPS_DUMP_SOFT_TIME_LIMIT,
-    time_limit=settings.BACKUPS_DUMP_TIME_LIMIT,
+    soft_time_limit=conf.get("BACKUPS_DUMP_SOFT_TIME_LIMIT"),
+    time_limit=conf.get("BACKUPS_DUMP_TIME_LIMIT"),
     ignore_result=True,
 )
 def restore_backup(self, job_id: int, **kwargs) -> str:
@@ -180,7 +184,7 @@ def restore_backup(self, job_id: int, **kwargs) -> str:
         except SoftTimeLimitExceeded:
             RestoreJob.objects.filter(pk=job_id, status=RestoreJob.Status.RUNNING).update(
                 status=RestoreJob.Status.FAILED,
-                error=f"The restore took longer than {settings.BACKUPS_DUMP_SOFT_TIME_LIMIT} s.",
+                error=f"The restore took longer than {conf.get('BACKUPS_DUMP_SOFT_TIME_LIMIT')} s.",
             )
             return "failed"
     return job.status if job else "missing"
