@@ -41,7 +41,7 @@ def _pending_drills(monkeypatch) -> list:
     sent: list = []
     from backups.tasks import restore_backup
 
-    monkeypatch.setattr(restore_backup, "apply_async", lambda args, **kw: sent.append(args[0]))
+    monkeypatch.setattr(restore_backup, "apply_async", lambda args, kwargs=None, **kw: sent.append(args[0]))
     return sent
 
 
