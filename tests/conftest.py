@@ -13,7 +13,13 @@ _STATE: dict[str, object] = {"server": None, "deselected": 0}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"{SIGNATURES_MARK}: needs radosgw: checks of signatures, link expiry and encryption that moto does not make")
+    try:
+        chosen_kind()
+    except RuntimeError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.addinivalue_line(
+        "markers", f"{SIGNATURES_MARK}: needs radosgw, which checks signatures, link expiry and encryption",
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
@@ -17,6 +19,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from botocore.stub import Stubber
+from django.conf import settings
 
 from backups.storage import get_storage
 from backups.storage.base import ObjectNotFound, StorageError, StorageTransientError
@@ -372,6 +375,22 @@ def test_check_refuses_an_encryption_the_store_ignores(s3_server: S3TestServer, 
     assert not isinstance(caught.value, StorageTransientError)
     assert raw_keys(storage) == []  # the probe object is gone
     make_s3_storage(s3_server, bucket=s3_bucket).check()  # the default (the bucket's encryption) passes
+
+
+@pytest.mark.radosgw
+def test_worker_refuses_to_start_with_an_encryption_the_store_ignores(s3_server: S3TestServer, s3_bucket):
+    """The README's promise: a wrong setting stops the worker at start-up with a sentence naming it."""
+    env = {**os.environ, "BACKUPS_STORAGE": "s3", "AWS_STORAGE_BUCKET_NAME": s3_bucket, "AWS_S3_SSE": "AES256",
+           "AWS_S3_ENDPOINT_URL": s3_server.endpoint_url, "AWS_ACCESS_KEY_ID": s3_server.access_key_id,
+           "AWS_SECRET_ACCESS_KEY": s3_server.secret_access_key, "AWS_S3_REGION_NAME": s3_server.region}
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "backups.dump", "-c", "1",
+         "--without-mingle", "--without-gossip", "-n", "sse-misconfigured@%h"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=settings.BASE_DIR,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("tenant-backups cannot start:")]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "AWS_S3_SSE=AES256" in lines[0] and "None" not in lines[0]
 
 
 @pytest.mark.radosgw
