@@ -18,7 +18,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except RuntimeError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.addinivalue_line(
-        "markers", f"{SIGNATURES_MARK}: needs radosgw, which checks signatures, link expiry and encryption",
+        "markers", f"{SIGNATURES_MARK}: needs radosgw: it checks signatures, link expiry, encryption, upload dates",
     )
 
 

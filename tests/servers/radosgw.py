@@ -85,11 +85,13 @@ class S3TestServer:
         for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=name):
             for upload in page.get("Uploads", ()):
                 client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
-        for page in client.get_paginator("list_object_versions").paginate(Bucket=name):
-            doomed = [{"Key": item["Key"], "VersionId": item["VersionId"]}
-                      for item in page.get("Versions", []) + page.get("DeleteMarkers", [])]
-            for start in range(0, len(doomed), 1000):
-                client.delete_objects(Bucket=name, Delete={"Objects": doomed[start:start + 1000], "Quiet": True})
+        while keys := [{"Key": item["Key"]} for item in client.list_objects_v2(Bucket=name).get("Contents", ())]:
+            client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})  # 1,000 a page
+        versions = client.list_object_versions(Bucket=name)  # only a versioned bucket has any left
+        doomed = [{"Key": item["Key"], "VersionId": item["VersionId"]}
+                  for item in versions.get("Versions", []) + versions.get("DeleteMarkers", [])]
+        if doomed:
+            client.delete_objects(Bucket=name, Delete={"Objects": doomed[:1000], "Quiet": True})
 
     def delete_bucket(self, name: str) -> None:
         """Empty `name` and remove it."""

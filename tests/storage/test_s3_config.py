@@ -496,6 +496,7 @@ def test_read_is_streamed(s3_storage):
 # -- housekeeping ------------------------------------------------------------------------------------
 
 
+@pytest.mark.radosgw  # moto dates every upload 2010-11-10
 def test_abort_incomplete_uploads(s3_storage):
     """Only uploads under the prefix and started before the cutoff are aborted; a running one is spared."""
     stale = s3_storage.open_write("clinic1/stale.sql")
