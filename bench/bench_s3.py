@@ -44,6 +44,7 @@ MAX_RSS_MB = 150
 # writer name -> (description, managed transfer's max_request_concurrency, or None for the hand-written one)
 WRITERS: dict[str, tuple[str, int | None]] = {
     "handwritten": ("S3Storage.open_write (hand-written multipart)", None),
+    "managed-1": ("boto3 managed transfer, 1 in flight", 1),
     "managed-2": ("boto3 managed transfer, 2 in flight", 2),
     "managed-10": ("boto3 managed transfer, boto3's default 10", 10),
 }
