@@ -45,7 +45,7 @@ DAEMONS = ("mon", "osd", "rgw")  # start order; stopped in reverse
 REGION = "us-east-1"
 KMS_KEY_ID = "backups-test-key"
 EXTRA_STORAGE_CLASS = "STANDARD_IA"  # a second placement class, so storage classes can be tested
-BLOCK_SIZE = 10 * 1024**3  # the OSD's sparse file: only what is written takes disk space
+BLOCK_SIZE = 40 * 1024**3  # the OSD's sparse file: only what is written takes disk space
 START_TIMEOUT = 120.0
 
 
@@ -195,6 +195,11 @@ osd op num threads per shard = 2
 rgw frontends = beast endpoint=127.0.0.1:{rgw_port}
 rgw data = {base}/rgw
 rgw thread pool size = 64
+# Reclaim deleted objects' space within a minute, not after radosgw's default two hours: the tests and
+# benchmarks write and delete gigabytes, which would otherwise fill the OSD.
+rgw gc obj min wait = 10
+rgw gc processor period = 30
+rgw gc processor max time = 30
 # aws:kms with the key below over plain HTTP; AES256 (SSE-S3) needs Vault in this release and is ignored.
 rgw crypt require ssl = false
 rgw crypt s3 kms backend = testing
