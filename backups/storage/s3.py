@@ -135,6 +135,10 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
 
 _SESSION_LOCK = threading.Lock()
 _SESSION: botocore.session.Session | None = None
+# Configurations whose writes check() has probed in this process: a readiness probe that calls check()
+# every few seconds then costs a HEAD, not a PUT and a DELETE (and a delete marker in a versioned bucket).
+_PROBED_LOCK = threading.Lock()
+_PROBED: set[tuple[str, ...]] = set()
 
 
 def _botocore_session() -> botocore.session.Session:
@@ -371,6 +375,7 @@ class S3Storage(Storage):
     ) -> None:
         self.setting_names = {**DEFAULT_SETTING_NAMES, **(setting_names or {})}
         names = self.setting_names
+        self._access_key_id = access_key_id or ""
         self.bucket = bucket or ""
         self.region_name = region_name or "us-east-1"
         self.endpoint_url = endpoint_url or None
@@ -612,7 +617,14 @@ class S3Storage(Storage):
                         f"check {names['region']}."
                     ) from None
             raise self.map_error(exc, f"checking bucket {self.bucket}") from None
+        probe = (self.endpoint_url or "", self.region_name, self._access_key_id, self.bucket, self.key_prefix,
+                 self.sse, self.sse_kms_key_id, self.storage_class, self.request_checksum_calculation)
+        with _PROBED_LOCK:
+            if probe in _PROBED:
+                return
         self._check_writes()
+        with _PROBED_LOCK:
+            _PROBED.add(probe)
 
     def _check_writes(self) -> None:
         """Store and delete a tiny object with the configured encryption and storage class.

@@ -51,6 +51,27 @@ def test_check_passes_on_a_working_bucket_and_leaves_nothing(s3_storage):
     assert raw_keys(s3_storage) == [] and s3_pending_uploads(s3_storage) == []
 
 
+def test_check_probes_writes_once_per_configuration(s3_server: S3TestServer, s3_bucket):
+    """A readiness probe calls check() every few seconds: after the first, only the bucket's HEAD goes out."""
+    calls: list[str] = []
+    first = make_s3_storage(s3_server, bucket=s3_bucket)
+    first.client.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+    first.check()
+    assert calls == ["HeadBucket", "PutObject", "DeleteObject"]
+
+    calls.clear()
+    again = make_s3_storage(s3_server, bucket=s3_bucket)  # get_storage() builds a new one each time
+    again.client.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+    again.check()
+    assert calls == ["HeadBucket"]
+
+    calls.clear()
+    other = make_s3_storage(s3_server, bucket=s3_bucket, storage_class=s3_server.storage_class)
+    other.client.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+    other.check()  # another configuration is probed again
+    assert calls == ["HeadBucket", "PutObject", "DeleteObject"]
+
+
 def test_check_without_bucket_name(s3_server: S3TestServer):
     storage = make_s3_storage(s3_server, bucket="")
     with pytest.raises(StorageError) as caught:
