@@ -20,21 +20,22 @@ WITH_TEST_S3 = case "$(TEST_S3)" in \
 	moto) echo "S3 server: moto (TEST_S3=moto): tests of signatures, links and encryption will not run" ;; \
 	*) echo "TEST_S3=$(TEST_S3) is not radosgw or moto."; exit 2 ;; esac
 
-.PHONY: help install services demo test bench lint worker beat web flower stop-services clean
+.PHONY: help install services demo test bench lint manage worker beat web flower stop-services clean
 
 help:
 	@echo "make demo   - set up everything, back up every demo clinic through Celery, print the results"
 	@echo "make test   - set up everything and run the whole test suite"
 	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make manage ARGS=\"list_backups clinica_demo\" - any management command, with the local servers"
 	@echo "make worker | beat | web | flower - run one process in the foreground"
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || \
 		{ echo "Python 3.11 or newer is required: install it, or run make PYTHON=/path/to/python3.11"; exit 2; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
 		{ echo "Could not create $(VENV): install the venv module (apt-get install python3-venv)"; exit 2; }
-	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt || \
-		{ echo "pip could not install requirements.txt: check your access to PyPI"; exit 2; }
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt || \
+		{ echo "pip could not install requirements-dev.txt: check your access to PyPI"; exit 2; }
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -57,6 +58,9 @@ test: services
 bench: services
 	@$(WITH_SERVICES) && $(PY) bench/run.py $(BENCH_ARGS)
 
+manage: services
+	@$(WITH_SERVICES) && $(PY) manage.py $(ARGS)
+
 lint: install
 	@$(VENV)/bin/ruff check .
 
@@ -67,10 +71,10 @@ beat: services
 	@$(WITH_SERVICES) && $(VENV)/bin/celery -A project beat -l INFO
 
 web: services
-	@$(WITH_SERVICES) && $(PY) manage.py runserver 0.0.0.0:8000
+	@$(WITH_SERVICES) && $(PY) manage.py runserver 127.0.0.1:8000
 
 flower: services
-	@$(WITH_SERVICES) && $(VENV)/bin/celery -A project flower --basic-auth=$${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH=user:password}
+	@$(WITH_SERVICES) && $(PY) -m project.flower --address=127.0.0.1 --port=5555
 
 stop-services:
 	@test ! -x $(PY) || $(PY) scripts/services.py down --env-file $(SERVICES_ENV)

@@ -18,3 +18,7 @@ class User(AbstractUser):
 
     def __str__(self) -> str:
         return self.email
+
+    def get_full_name(self) -> str:
+        """The clinic's own full-name field (what backups' audit snapshots show as `name`)."""
+        return self.nombre or super().get_full_name()

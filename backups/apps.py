@@ -15,7 +15,7 @@ class BackupsConfig(AppConfig):
         from django.contrib.auth import get_user_model
         from django_tenants.utils import get_tenant_model
 
-        from .api.tokens import revoke_on_credential_change
+        from .api.revocation import revoke_on_credential_change
         from .services.tenant_lifecycle import tenant_deleted
 
         pre_delete.connect(tenant_deleted, sender=get_tenant_model(), dispatch_uid="backups.tenant_deleted")

@@ -45,6 +45,34 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_DRILL_SECONDS": 86400,
     "BACKUPS_DRILL_SAMPLE": 3,
     "BACKUPS_RECONCILE_SECONDS": 86400,
+    # batched dumps (backups.services.batch_backup): one pg_dump for up to this many due tenants; 1 turns it off
+    "BACKUPS_BATCH_SIZE": 500,
+    "BACKUPS_BATCH_MIN_SIZE": 10,  # a tick's due tenants are spread over the dump slots in batches of at least this
+    "BACKUPS_BATCH_LOCK_SHARE": 0.5,  # of the server's lock table, shared by the BACKUPS_MAX_CONCURRENT_DUMPS batches
+    "BACKUPS_BATCH_TABLES_PER_TENANT": 30,  # tables + sequences the start-up check assumes; batches count real ones
+    "BACKUPS_BATCH_MAX_SPOOL_BYTES": 2 << 30,  # one batch's directory archive in BACKUPS_SPOOL_DIR, at most
+    # The REST API (backups.api): it carries its own DRF classes, so a host project needs no REST_FRAMEWORK.
+    "BACKUPS_IS_TENANT_ADMIN": "backups.api.roles.is_tenant_admin",
+    "BACKUPS_SYNC_WAIT_SECONDS": 30,
+    "BACKUPS_MANUAL_PER_HOUR": 6,
+    "BACKUPS_URL_MAX_EXPIRY": 7 * 24 * 3600,
+    "BACKUPS_URL_DEFAULT_EXPIRY": 3600,
+    "BACKUPS_SYNC_POLL_SECONDS": 0.2,
+    "BACKUPS_STREAM_CHUNK_BYTES": 1 << 20,
+    "BACKUPS_API_THROTTLE_RATES": {"anon": "120/min", "user": "1200/min", "auth": "30/min"},
+    "BACKUPS_API_NUM_PROXIES": 0,  # proxies in front of the app whose X-Forwarded-For is trusted (0: none)
+    # Operations (backups.ops_views): metrics, health probes, alerts.
+    "BACKUPS_METRICS_TOKEN": "",  # bearer token of /metrics; empty: metrics are off (404)
+    "BACKUPS_METRICS_QUEUES": (),  # queues whose depth is reported; empty: every queue the Celery app declares
+    "BACKUPS_METRICS_STATEMENT_TIMEOUT_SECONDS": 10,  # the catalog queries of one scrape give up after this
+    "BACKUPS_BROKER_URL": "",  # the broker /readyz and the queue depths look at; empty: the Celery app's broker_url
+    "BACKUPS_HEALTH_TIMEOUT_SECONDS": 3.0,  # each /readyz check (database, broker, storage) gives up after this
+    "BACKUPS_READYZ_CACHE_SECONDS": 1.0,  # /readyz answers from its last checks this long (anonymous callers)
+    # Answered by backups.middleware.HealthProbeMiddleware on any host, before the tenant lookup ("": not answered).
+    "BACKUPS_HEALTHZ_PATH": "/healthz",
+    "BACKUPS_READYZ_PATH": "/readyz",
+    "BACKUPS_ALERT_WEBHOOK_URL": "",  # Slack-compatible incoming webhook ({"text": ...}) told beside ADMINS
+    "BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS": 5.0,
 }
 
 

@@ -70,11 +70,14 @@ def _try(conn: psycopg.Connection, key: int) -> bool:
 
 
 def lock_holder(conn: psycopg.Connection, key: int) -> str | None:
-    """What holds `key` now, from its lock connection's label; None when it cannot be told (another role, no label)."""
+    """What holds `key` now, from its lock connection's label; None when it cannot be told (another role, no label).
+
+    Advisory locks are per database: another database's holder of the same key is not this one's."""
     unsigned = key & 0xFFFFFFFFFFFFFFFF
     row = conn.execute(
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
         " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         " AND l.classid::int8 = %s AND l.objid::int8 = %s LIMIT 1",
         (unsigned >> 32, unsigned & 0xFFFFFFFF),
     ).fetchone()
@@ -209,3 +212,36 @@ def tenant_lock(schema_name: str, *, what: str, wait_seconds: float = 0.0,
         if taken is None:
             raise TenantBusy(schema_name=schema_name, what=what, holder=holder[0], waited=wait_seconds)
         yield
+
+
+@contextlib.contextmanager
+def hold_many(keys: Sequence[int], *, label: str) -> Iterator[set[int]]:
+    """Try many advisory locks at once on ONE connection (a batch of records and tenants); yields those taken.
+
+    One connection and one round trip whatever the count, instead of a connection per lock. Keys this thread
+    already holds count as taken (re-entrant, like _holding), and keys taken here are registered for this
+    thread, so single-record code run inside (a batch member run alone) re-enters them instead of waiting.
+    """
+    held = _held()
+    mine = {k for k in keys if k in held}
+    wanted = [k for k in dict.fromkeys(keys) if k not in held]
+    conn = lock_connection(label) if wanted else None
+    taken: set[int] = set()
+    try:
+        if conn is not None:
+            conn.execute("SELECT set_config('idle_in_transaction_session_timeout', '0', true)")
+            rows = conn.execute("SELECT k FROM unnest(%s::bigint[]) AS k WHERE pg_try_advisory_xact_lock(k)",
+                                (wanted,)).fetchall()
+            taken = {row[0] for row in rows}
+        for key in mine | taken:
+            held[key] = held.get(key, 0) + 1
+        try:
+            yield mine | taken
+        finally:
+            for key in mine | taken:
+                held[key] -= 1
+                if not held[key]:
+                    del held[key]
+    finally:
+        if conn is not None:
+            _release(conn, label if taken else "")

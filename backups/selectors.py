@@ -83,3 +83,20 @@ def overdue_tenants(*, now: datetime | None = None, grace_seconds: int | None = 
         found.append(OverdueTenant(tenant_id=row["pk"], schema_name=row["schema_name"], reason=reason,
                                    due_at=due_at, last_backup_at=row["last_backup_at"], error=error))
     return found
+
+
+def schema_exists(schema: str) -> bool:
+    """Whether the database has this schema."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema])
+        return cur.fetchone() is not None
+
+
+def schema_relation_bytes(schema: str) -> int:
+    """Bytes of the schema's tables, indexes and TOAST (pg_total_relation_size over its tables)."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'm')",
+            [schema])
+        return int(cur.fetchone()[0])

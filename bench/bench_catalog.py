@@ -67,7 +67,8 @@ def server_bin_dir() -> Path:
 class Cluster:
     """A private cluster on DATA_DIR, started for the benchmark and stopped at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path | None = None, log_file: Path | None = None) -> None:
+        self.data_dir, self.log_file = data_dir or DATA_DIR, log_file or LOG_FILE  # bench_scale has its own
         self.svc = _services()
         self.bin = server_bin_dir()
         self.as_user = self.svc.run_as_unprivileged()
@@ -75,42 +76,43 @@ class Cluster:
 
     def start(self) -> None:
         svc, as_user = self.svc, self.as_user
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-        LOG_FILE.touch()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.touch()
         if as_user:
-            for path in (DATA_DIR, LOG_FILE):
+            for path in (self.data_dir, self.log_file):
                 os.chown(path, as_user["user"], as_user["group"])
-            svc.make_traversable(DATA_DIR)
+            svc.make_traversable(self.data_dir)
             svc.make_traversable(self.bin)
-        DATA_DIR.chmod(0o700)
-        if not (DATA_DIR / "PG_VERSION").exists():
-            code, out = svc.run([str(self.bin / "initdb"), "-D", str(DATA_DIR), "-U", "postgres", "--auth=trust",
-                                 "--encoding=UTF8", "--locale=C", "--no-sync"], cwd=DATA_DIR, **as_user)
+        self.data_dir.chmod(0o700)
+        if not (self.data_dir / "PG_VERSION").exists():
+            code, out = svc.run([str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+                                 "--encoding=UTF8", "--locale=C", "--no-sync"], cwd=self.data_dir, **as_user)
             if code != 0:
                 raise RuntimeError(f"initdb failed: {out[-2000:]}")
-            with (DATA_DIR / "postgresql.conf").open("a") as conf:
+            with (self.data_dir / "postgresql.conf").open("a") as conf:
                 conf.write(CONF)
-            print(f"  initdb: new cluster in {DATA_DIR.relative_to(ROOT)}")
-        if running := svc.running_private_pg(DATA_DIR):
+            print(f"  initdb: new cluster in {self.data_dir.relative_to(ROOT)}")
+        if running := svc.running_private_pg(self.data_dir):
             self.port = running[1]
             print(f"  reusing the cluster already running on port {self.port}")
             return
         self.port = svc.free_port()
-        code, out = svc.run([str(self.bin / "pg_ctl"), "-D", str(DATA_DIR), "-l", str(LOG_FILE), "-w", "-t", "60",
-                             "-o", f"-p {self.port}", "start"], cwd=DATA_DIR, start_new_session=True, **as_user)
-        if code != 0 or not svc.running_private_pg(DATA_DIR):
-            raise RuntimeError(f"pg_ctl start failed (see {LOG_FILE}): {out[-2000:]}")
+        code, out = svc.run([str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
+                             "-t", "60", "-o", f"-p {self.port}", "start"], cwd=self.data_dir,
+                            start_new_session=True, **as_user)
+        if code != 0 or not svc.running_private_pg(self.data_dir):
+            raise RuntimeError(f"pg_ctl start failed (see {self.log_file}): {out[-2000:]}")
         print(f"  private cluster started on 127.0.0.1:{self.port} ({self.bin}), fsync off, "
               "max_locks_per_transaction 1024")
 
     def stop(self) -> None:
-        if self.svc.running_private_pg(DATA_DIR):
-            self.svc.run([str(self.bin / "pg_ctl"), "-D", str(DATA_DIR), "-m", "fast", "-w", "stop"], cwd=DATA_DIR,
-                         **self.as_user)
-        print(f"  private cluster stopped (data kept in {DATA_DIR.relative_to(ROOT)})"
+        if self.svc.running_private_pg(self.data_dir):
+            self.svc.run([str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
+                         cwd=self.data_dir, **self.as_user)
+        print(f"  private cluster stopped (data kept in {self.data_dir.relative_to(ROOT)})"
               if os.environ.get("BENCH_CATALOG_KEEP", "1") != "0" else "  private cluster stopped")
         if os.environ.get("BENCH_CATALOG_KEEP", "1") == "0":
-            shutil.rmtree(DATA_DIR, ignore_errors=True)
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/{dbname}"

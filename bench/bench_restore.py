@@ -44,7 +44,7 @@ started = time.perf_counter()
 report = restore_verify(schema=record.schema_name, record=record)
 seconds = time.perf_counter() - started
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(json.dumps({"seconds": seconds, "rss_kib": hwm, "ok": not report.mismatches()}))
+print(json.dumps({"seconds": seconds, "rss_kib": hwm, "ok": not report.mismatches}))
 """
 
 

@@ -36,6 +36,7 @@ SHARED_APPS = [
     "accounts",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc served from our static files, never a CDN
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -55,8 +56,10 @@ DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 AUTH_USER_MODEL = "accounts.User"
 
 MIDDLEWARE = [
+    "backups.middleware.HealthProbeMiddleware",  # /healthz and /readyz on any host, before the tenant lookup
     "django_tenants.middleware.main.TenantMainMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn (after `collectstatic`)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -99,12 +102,25 @@ SERVER_EMAIL = env("DJANGO_SERVER_EMAIL", default="tenant-backups@localhost")
 EMAIL_SUBJECT_PREFIX = "[tenant-backups] "
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"backups": {"handlers": ["console"], "level": env("BACKUPS_LOG_LEVEL", default="INFO")}},
-}
+# --- logs, errors, metrics and alerts --------------------------------------------------------------
+from backups.observability import logging_config, sentry_init  # noqa: E402 - no app registry needed
+
+# One handler, on the root logger: every line is printed once, as text or as one JSON object (LOG_FORMAT=json).
+LOGGING = logging_config(log_format=env("LOG_FORMAT", default="text"), level=env("LOG_LEVEL", default="INFO"),
+                         backups_level=env("BACKUPS_LOG_LEVEL", default="INFO"))
+# Celery workers keep LOGGING (its handler and format) instead of replacing the root logger's handlers.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Errors of web and workers go to Sentry when SENTRY_DSN is set (sentry-sdk is not even imported otherwise).
+SENTRY_DSN = env("SENTRY_DSN", default="")
+sentry_init(dsn=SENTRY_DSN, environment=env("SENTRY_ENVIRONMENT", default=""),
+            release=env("SENTRY_RELEASE", default=""),
+            traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0))
+# /metrics on the public domain answers `Authorization: Bearer <token>` only; empty: metrics are off (404).
+BACKUPS_METRICS_TOKEN = env("BACKUPS_METRICS_TOKEN", default="")
+BACKUPS_HEALTH_TIMEOUT_SECONDS = env.float("BACKUPS_HEALTH_TIMEOUT_SECONDS", default=3.0)
+# Alerts (overdue tenants, failed drills, damaged backups) go to DJANGO_ADMINS and, if set, this chat webhook.
+BACKUPS_ALERT_WEBHOOK_URL = env("BACKUPS_ALERT_WEBHOOK_URL", default="")
+BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS = env.float("BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 
 # --- backups --------------------------------------------------------------
 BACKUPS_STORAGE = env("BACKUPS_STORAGE", default="local")
@@ -144,6 +160,11 @@ BACKUPS_OVERDUE_CHECK_SECONDS = env.int("BACKUPS_OVERDUE_CHECK_SECONDS", default
 BACKUPS_DRILL_SECONDS = env.int("BACKUPS_DRILL_SECONDS", default=86400)
 BACKUPS_DRILL_SAMPLE = env.int("BACKUPS_DRILL_SAMPLE", default=3)
 BACKUPS_RECONCILE_SECONDS = env.int("BACKUPS_RECONCILE_SECONDS", default=86400)
+BACKUPS_BATCH_SIZE = env.int("BACKUPS_BATCH_SIZE", default=500)  # due tenants per pg_dump; 1: one by one
+BACKUPS_BATCH_MIN_SIZE = env.int("BACKUPS_BATCH_MIN_SIZE", default=10)
+BACKUPS_BATCH_LOCK_SHARE = env.float("BACKUPS_BATCH_LOCK_SHARE", default=0.5)
+BACKUPS_BATCH_TABLES_PER_TENANT = env.int("BACKUPS_BATCH_TABLES_PER_TENANT", default=30)
+BACKUPS_BATCH_MAX_SPOOL_BYTES = env.int("BACKUPS_BATCH_MAX_SPOOL_BYTES", default=2 << 30)
 
 # --- celery and the shared cache ---------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -226,12 +247,13 @@ SUPABASE_S3_SECRET_ACCESS_KEY = env("SUPABASE_S3_SECRET_ACCESS_KEY", default="")
 SUPABASE_UPLOAD_LIMIT = env.int("SUPABASE_UPLOAD_LIMIT", default=50 * 1024 * 1024)
 # --- end Supabase storage ---------------------------------------------------------------------------
 
-# --- API (backups.api on tenant domains; accounts.api for tokens) -----------------------------------
+# --- API (backups.api on tenant domains, its auth endpoints at backups.api.auth) -----------------------------------
 import hashlib  # noqa: E402 - kept inside the API block
 from datetime import timedelta  # noqa: E402
 
+# The backups API sets its own DRF classes on its views (backups.api.defaults); these are the project's
+# defaults for any other DRF view, kept the same so nothing falls back to Basic/Session auth or HTML.
 REST_FRAMEWORK = {
-    # Explicit: DRF's defaults would leave Basic and Session auth on. Users and tokens live in the tenant's schema.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "backups.api.authentication.TenantJWTAuthentication",
         "backups.api.authentication.TenantTokenAuthentication",
@@ -239,22 +261,19 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["backups.api.parsers.SafeJSONParser"],
-    "DEFAULT_THROTTLE_CLASSES": [
-        "backups.api.throttling.TenantAnonRateThrottle",
-        "backups.api.throttling.TenantUserRateThrottle",
-    ],
-    "DEFAULT_THROTTLE_RATES": {
-        "anon": env("API_THROTTLE_ANON", default="120/min"),
-        "user": env("API_THROTTLE_USER", default="1200/min"),
-        "auth": env("API_THROTTLE_AUTH", default="30/min"),
-    },
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "backups.api.exceptions.api_exception_handler",
     "URL_FORMAT_OVERRIDE": None,
     "UNAUTHENTICATED_USER": None,
-    # Proxies in front of the app: X-Forwarded-For is trusted only that deep (0: never; DRF's None trusts any).
     "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
 }
+BACKUPS_API_THROTTLE_RATES = {
+    "anon": env("API_THROTTLE_ANON", default="120/min"),
+    "user": env("API_THROTTLE_USER", default="1200/min"),
+    "auth": env("API_THROTTLE_AUTH", default="30/min"),
+}
+# Proxies in front of the app: X-Forwarded-For is trusted only that deep (0: never).
+BACKUPS_API_NUM_PROXIES = env.int("API_NUM_PROXIES", default=0)
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("API_JWT_ACCESS_MINUTES", default=15)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("API_JWT_REFRESH_DAYS", default=1)),
@@ -267,6 +286,10 @@ SIMPLE_JWT = {
     "SIGNING_KEY": env("API_JWT_SIGNING_KEY", default=hashlib.sha256(b"jwt:" + SECRET_KEY.encode()).hexdigest()),
 }
 SPECTACULAR_SETTINGS = {
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files: /api/docs/ works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "TITLE": "tenant-backups API",
     "DESCRIPTION": "Backups of the tenant whose domain serves the request: create, list, download, restore, schedule.",
     "VERSION": "1.0.0",
@@ -279,7 +302,8 @@ SPECTACULAR_SETTINGS = {
         "BackupCompressionEnum": "backups.models.BackupRecord.Compression",
     },
 }
-# Who counts as a tenant admin: dotted path of a callable (user, tenant) -> bool.
+# Who counts as a tenant admin: dotted path of a callable (user, tenant) -> bool. The app's default is any
+# staff user or superuser of the tenant; the demo's clinics use their users' ADMIN role.
 BACKUPS_IS_TENANT_ADMIN = env("BACKUPS_IS_TENANT_ADMIN", default="accounts.roles.is_tenant_admin")
 BACKUPS_SYNC_WAIT_SECONDS = env.float("BACKUPS_SYNC_WAIT_SECONDS", default=30)  # create/?download=true waits this long
 BACKUPS_MANUAL_PER_HOUR = env.int("BACKUPS_MANUAL_PER_HOUR", default=6)  # manual backups per tenant per hour

@@ -1,8 +1,9 @@
-"""URLs served on the public (ops) domain: the Django admin."""
+"""URLs served on the public (ops) domain: the Django admin, and the metrics and probes of the backups app."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("backups.ops_urls")),
 ]

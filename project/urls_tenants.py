@@ -12,7 +12,7 @@ def api_not_found(request, *args, **kwargs) -> JsonResponse:
 
 urlpatterns = [
     path("api/backups/", include("backups.api.urls")),
-    path("api/auth/", include("accounts.api")),
+    path("api/auth/", include("backups.api.auth")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/", api_not_found),

@@ -15,9 +15,10 @@ from backups.checks import check_configuration
 from backups.errors import BackupError, TransientBackupError
 from backups.models import BackupRecord
 from backups.services.backup_run import backup_run
+from backups.services.batch_backup import batch_backup_run
 from backups.services.dispatch import dispatch_due_backups as dispatch_service
 from backups.services.drills import drills_schedule
-from backups.services.enqueue import backups_fan_out
+from backups.services.enqueue import backups_fan_out, backups_send_alone
 from backups.services.finalize import backup_record_finalize, deleted_tenant_backups_purge, retention_apply
 from backups.services.overdue import overdue_check
 from backups.services.reaper import reap_stuck_backups as reap_service
@@ -69,6 +70,32 @@ def run_backup(self, record_id: int, **kwargs) -> str:
             )
             return "failed"
     return record.status if record else "missing"
+
+
+@shared_task(
+    bind=True,
+    name="tasks.backups.run_backup_batch",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.BACKUPS_DUMP_SOFT_TIME_LIMIT,
+    time_limit=settings.BACKUPS_DUMP_TIME_LIMIT,
+    ignore_result=True,
+)
+def run_backup_batch(self, record_ids: list[int] | None = None, **kwargs) -> dict:
+    """Back up several due tenants from one pg_dump; members that must be retried are sent again, alone."""
+    ids = list(record_ids or [])
+    with schema_context(get_public_schema_name()):
+        try:
+            result = batch_backup_run(record_ids=ids, task_id=self.request.id or "")
+        except SoftTimeLimitExceeded:
+            for record in BackupRecord.objects.filter(pk__in=ids, status=BackupRecord.Status.RUNNING):
+                backup_record_mark_failed(
+                    record=record, error=f"The batch took longer than {settings.BACKUPS_DUMP_SOFT_TIME_LIMIT} s.")
+            return {"failed": len(ids)}
+        if result.retry:
+            backups_send_alone(record_ids=result.retry)
+    return {"succeeded": len(result.succeeded), "failed": len(result.failed), "retry": len(result.retry),
+            "skipped": len(result.skipped)}
 
 
 @shared_task(name="tasks.backups.record_backup", acks_late=True, ignore_result=True)

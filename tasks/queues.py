@@ -17,6 +17,7 @@ CELERY_ROUTES = {
     "tasks.backups.dispatch_due_backups": {"queue": DISPATCH},
     "tasks.backups.fan_out_backups": {"queue": DISPATCH},
     "tasks.backups.run_backup": {"queue": DUMP},
+    "tasks.backups.run_backup_batch": {"queue": DUMP},
     "tasks.backups.record_backup": {"queue": RECORD},
     "tasks.backups.apply_retention": {"queue": HOUSEKEEPING},
     "tasks.backups.reap_stuck_backups": {"queue": HOUSEKEEPING},

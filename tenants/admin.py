@@ -1,4 +1,4 @@
-"""Clinics in the Django admin, with their backup schedule."""
+"""Clinics in the Django admin, with their backup schedule (the public tenant is not listed)."""
 
 from django.contrib import admin
 from django_tenants.admin import TenantAdminMixin
@@ -17,7 +17,7 @@ class DomainInline(admin.TabularInline):
 class ClinicaAdmin(TenantBackupAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     """Clinics, when each is next due, when each last succeeded, and which are overdue."""
 
-    list_display = ("schema_name", "nombre", "backup_schedule", "next_backup_at", "last_backup_at",
-                    "backup_overdue_since")
+    list_display = ("schema_name", "nombre", "backup_state", "last_backup_column", "next_backup_column",
+                    "backups_link")
     search_fields = ("schema_name", "nombre")
     inlines = (DomainInline,)

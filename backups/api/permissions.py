@@ -24,7 +24,7 @@ class IsTenantUser(BasePermission):
 class IsTenantAdmin(IsTenantUser):
     """A user of this tenant who administers its backups."""
 
-    message = "Only this clinic's administrators can do this."
+    message = "Only this tenant's administrators can do this."
 
     def has_permission(self, request, view) -> bool:
         return super().has_permission(request, view) and bool(tenant_admin_check()(request.user, request.tenant))

@@ -30,9 +30,9 @@ class MessageSerializer(serializers.Serializer):
 
 ERROR_DESCRIPTIONS = {
     400: "Bad input: field errors, or `detail`.",
-    401: "No credentials, or invalid ones (another clinic's token or JWT counts as invalid here).",
-    403: "Authenticated, but this clinic's administrators only.",
-    404: "Nothing of this clinic by that id or key (another clinic's objects look the same).",
+    401: "No credentials, or invalid ones (another tenant's token or JWT counts as invalid here).",
+    403: "Authenticated, but this tenant's administrators only.",
+    404: "Nothing of this tenant by that id or key (another tenant's objects look the same).",
     409: "The backup's state (queued, running, or another operation under way) forbids this now.",
     429: "Too many requests, or too many manual backups this hour; see Retry-After.",
     502: "The backup storage refused the request.",
@@ -56,7 +56,7 @@ BINARY = OpenApiTypes.BINARY
 
 
 class TenantJWTScheme(OpenApiAuthenticationExtension):
-    """`Authorization: Bearer <jwt>` from /api/auth/jwt/, valid on the issuing clinic's domain only."""
+    """`Authorization: Bearer <jwt>` from /api/auth/jwt/, valid on the issuing tenant's domain only."""
 
     target_class = "backups.api.authentication.TenantJWTAuthentication"
     name = "jwtAuth"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from backups.models import BackupEvent, BackupRecord, RestoreJob
+from backups.services.progress import progress_of
 
 NAMESPACE = "backups_api"
 
@@ -49,14 +52,17 @@ class ActorSerializer(serializers.Serializer):
 
     id = serializers.IntegerField(allow_null=True)
     email = serializers.CharField(allow_blank=True)
-    nombre = serializers.CharField(allow_blank=True)
+    name = serializers.CharField(allow_blank=True, help_text="The user's full name (get_full_name()).")
 
 
 def actor_or_none(snapshot: dict | None) -> dict | None:
-    """The snapshot as {id, email, nombre}, or None for the scheduler and other non-users."""
+    """The snapshot as {id, email, name}, or None for the scheduler and other non-users.
+
+    Snapshots written before 1.0 kept the demo's `nombre` field: it is read as the name."""
     if not snapshot or "id" not in snapshot:
         return None
-    return {"id": snapshot.get("id"), "email": snapshot.get("email") or "", "nombre": snapshot.get("nombre") or ""}
+    name = snapshot.get("name") or snapshot.get("nombre") or ""
+    return {"id": snapshot.get("id"), "email": snapshot.get("email") or "", "name": name}
 
 
 class RecordLinksSerializer(serializers.Serializer):
@@ -96,12 +102,32 @@ class BackupRecordSerializer(serializers.ModelSerializer):
                 "download": api_url(request, "history-download", record_id=record.pk)}
 
 
+class ProgressSerializer(serializers.Serializer):
+    """How far the backup is (estimated_total, percent and eta_seconds are null when nothing is known)."""
+
+    stage = serializers.CharField(allow_blank=True)
+    bytes_done = serializers.IntegerField(help_text="Raw dump bytes so far.")
+    estimated_total = serializers.IntegerField(
+        allow_null=True, help_text="Raw bytes expected: the last good backup's, else the schema's size.")
+    percent = serializers.FloatField(allow_null=True, help_text="0-99 while it runs, 100 once succeeded.")
+    eta_seconds = serializers.FloatField(allow_null=True, help_text="Seconds left at the rate so far.")
+
+
 class BackupRecordDetailSerializer(BackupRecordSerializer):
     """One backup with its progress."""
 
+    progress = serializers.SerializerMethodField()
+
     class Meta(BackupRecordSerializer.Meta):
-        fields = BackupRecordSerializer.Meta.fields + ("stage", "bytes_done", "plain_size", "started_at")
+        fields = BackupRecordSerializer.Meta.fields + ("stage", "bytes_done", "plain_size", "started_at",
+                                                       "progress")
         read_only_fields = fields
+
+    @extend_schema_field(ProgressSerializer)
+    def get_progress(self, record: BackupRecord) -> dict:
+        data = asdict(progress_of(record))
+        data.pop("status")
+        return data
 
 
 class RestoreJobLinksSerializer(serializers.Serializer):
@@ -150,6 +176,6 @@ class BackupEventSerializer(serializers.ModelSerializer):
             return event.record.file_name
         return str((event.details or {}).get("file_name") or "")
 
-    @extend_schema_field(serializers.DictField(help_text="{id, email, nombre} of a user, {} or {'scheduler': true}."))
+    @extend_schema_field(serializers.DictField(help_text="{id, email, name} of a user, {} or {'scheduler': true}."))
     def get_actor(self, event: BackupEvent) -> dict:
         return event.actor or {}

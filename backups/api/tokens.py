@@ -22,7 +22,6 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection, transaction
 from django.utils.crypto import constant_time_compare, salted_hmac
-from django_tenants.utils import get_public_schema_name
 from rest_framework import exceptions
 from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
@@ -130,25 +129,3 @@ def log_out(raw_refresh: str, request) -> None:
         BlacklistedToken.objects.create(token=_locked_unused(refresh))
     lifetime = int(jwt_settings.ACCESS_TOKEN_LIFETIME.total_seconds()) + 60
     cache.set(_session_key(str(refresh[SESSION_CLAIM])), 1, timeout=lifetime)
-
-
-def revoke_on_credential_change(sender, instance, **kwargs) -> None:
-    """pre_save of the user model: a new password or a deactivation revokes the user's DRF tokens and JWTs.
-
-    JWTs stop working through their `cred` claim whatever the path; this also deletes DRF tokens and
-    blacklists outstanding refresh tokens (both live in tenant schemas, beside the users).
-    """
-    if instance.pk is None or connection.schema_name == get_public_schema_name():
-        return
-    before = sender.objects.filter(pk=instance.pk).values("password", "is_active").first()
-    if before is None:
-        return
-    deactivated = before["is_active"] and not instance.is_active
-    if before["password"] == instance.password and not deactivated:
-        return
-    from rest_framework.authtoken.models import Token as DrfToken
-
-    DrfToken.objects.filter(user_id=instance.pk).delete()
-    outstanding = OutstandingToken.objects.filter(user_id=instance.pk).exclude(blacklistedtoken__isnull=False)
-    BlacklistedToken.objects.bulk_create([BlacklistedToken(token=row) for row in outstanding],
-                                         ignore_conflicts=True)

@@ -29,7 +29,9 @@ def actor_snapshot(user: Any) -> dict:
     """What an audit event or a record keeps of a user: users live in tenant schemas, records in public."""
     if user is None or not getattr(user, "is_authenticated", False):
         return {}
-    return {"id": user.pk, "email": getattr(user, "email", ""), "nombre": getattr(user, "nombre", "")}
+    full_name = getattr(user, "get_full_name", None)
+    name = (full_name() if callable(full_name) else "") or ""
+    return {"id": user.pk, "email": getattr(user, "email", "") or "", "name": str(name)}
 
 
 # --- selectors ---------------------------------------------------------------------------------------------
@@ -95,11 +97,11 @@ def _ensure_nothing_running(tenant: Any) -> None:
     if active is not None:
         kind = {"manual": "A manual", "automatic": "An automatic", "pre_restore": "A safety"}.get(
             active.backup_type, "A")
-        raise ConflictError(f"{kind} backup of this clinic is already {active.status} (id {active.pk}, "
+        raise ConflictError(f"{kind} backup of this tenant is already {active.status} (id {active.pk}, "
                             f"{active.file_name}); wait until it finishes.")
     job = RestoreJob.objects.filter(tenant_uid=tenant.tenant_uid, status__in=ACTIVE).order_by("created_at").first()
     if job is not None:
-        raise ConflictError(f"A {job.mode} of this clinic is {job.status} (restore job {job.pk}); "
+        raise ConflictError(f"A {job.mode} of this tenant is {job.status} (restore job {job.pk}); "
                             f"wait until it finishes.")
 
 

@@ -36,7 +36,7 @@ def api_restore_request(*, tenant: Any, record: BackupRecord, mode: str, confirm
     if mode not in RestoreJob.Mode.values:
         raise InvalidInput(f"Unknown mode {mode!r}.", field="mode")
     if confirm != tenant.schema_name:
-        raise InvalidInput(f"Type this clinic's schema name ({tenant.schema_name}) in 'confirm' to go ahead.",
+        raise InvalidInput(f"Type this tenant's schema name ({tenant.schema_name}) in 'confirm' to go ahead.",
                            field="confirm")
     Tenant = get_tenant_model()
     with transaction.atomic():
@@ -48,11 +48,11 @@ def api_restore_request(*, tenant: Any, record: BackupRecord, mode: str, confirm
             raise ConflictError(f"Backup {record.pk} is {record.status}; only a succeeded backup can be restored.")
         job = RestoreJob.objects.filter(tenant_uid=locked.tenant_uid, status__in=ACTIVE).first()
         if job is not None:
-            raise ConflictError(f"A {job.mode} of this clinic is already {job.status} (restore job {job.pk}).")
+            raise ConflictError(f"A {job.mode} of this tenant is already {job.status} (restore job {job.pk}).")
         if mode == RestoreJob.Mode.REPLACE:
             running = BackupRecord.objects.filter(tenant_uid=locked.tenant_uid, status__in=ACTIVE).first()
             if running is not None:
-                raise ConflictError(f"Backup {running.pk} of this clinic is {running.status}; restore once it "
+                raise ConflictError(f"Backup {running.pk} of this tenant is {running.status}; restore once it "
                                     f"finishes.")
         job = RestoreJob.objects.create(tenant=locked, tenant_uid=locked.tenant_uid, schema_name=locked.schema_name,
                                         record=record, mode=mode,

@@ -1,4 +1,4 @@
-"""The API's settings, with defaults, so a host project sets only what it changes."""
+"""The API's settings: read through backups.conf, where every setting has its default."""
 
 from __future__ import annotations
 
@@ -6,23 +6,14 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.utils.module_loading import import_string
 
-API_DEFAULTS: dict[str, Any] = {
-    "BACKUPS_IS_TENANT_ADMIN": "accounts.roles.is_tenant_admin",
-    "BACKUPS_SYNC_WAIT_SECONDS": 30,
-    "BACKUPS_MANUAL_PER_HOUR": 6,
-    "BACKUPS_URL_MAX_EXPIRY": 7 * 24 * 3600,
-    "BACKUPS_URL_DEFAULT_EXPIRY": 3600,
-    "BACKUPS_SYNC_POLL_SECONDS": 0.2,
-    "BACKUPS_STREAM_CHUNK_BYTES": 1 << 20,
-}
+from backups import conf
 
 
 def api_setting(name: str) -> Any:
     """A setting the API reads, falling back to its default."""
-    return getattr(settings, name, API_DEFAULTS[name])
+    return conf.get(name)
 
 
 @functools.lru_cache(maxsize=8)

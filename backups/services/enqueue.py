@@ -10,6 +10,8 @@ from django.utils import timezone
 from backups import conf
 from backups.models import BackupRecord
 
+from .batch_backup import batch_sizes, batching_enabled
+
 
 def backup_chain(record: BackupRecord):
     """run_backup -> record_backup (-> apply_retention for automatic ones), immutable signatures."""
@@ -37,6 +39,9 @@ def backups_enqueue(records: Iterable[BackupRecord]) -> None:
     if not records:
         return
     BackupRecord.objects.filter(pk__in=[r.pk for r in records]).update(enqueued_at=timezone.now())
+    if batching_enabled() and len(records) > 1:
+        transaction.on_commit(lambda: publish_batches(records))
+        return
     batch = max(1, int(conf.get("BACKUPS_FANOUT_BATCH")))
     if len(records) <= batch:
         transaction.on_commit(lambda: publish_chains([backup_chain(record) for record in records]))
@@ -51,8 +56,36 @@ def backups_fan_out(*, record_ids: list[int]) -> int:
         BackupRecord.objects.filter(pk__in=record_ids, status=BackupRecord.Status.QUEUED)
         .only("pk", "backup_type", "tenant_id").order_by("pk")
     )
-    publish_chains([backup_chain(record) for record in records])
+    if batching_enabled() and len(records) > 1:
+        publish_batches(records)
+    else:
+        publish_chains([backup_chain(record) for record in records])
     return len(records)
+
+
+def publish_batches(records: list[BackupRecord]) -> None:
+    """One run_backup_batch message per batch of records (automatic and manual ones on their own queues),
+    sized so every dump slot gets a share (batch_sizes); the worker cuts a batch the server cannot hold."""
+    from celery import current_app
+
+    from tasks.queues import DUMP, DUMP_PRIORITY
+
+    by_queue: dict[str, list[int]] = {}
+    for record in records:
+        queue = DUMP if record.backup_type == BackupRecord.Type.AUTOMATIC else DUMP_PRIORITY
+        by_queue.setdefault(queue, []).append(record.pk)
+    with current_app.producer_or_acquire() as producer:
+        for queue, ids in by_queue.items():
+            size = batch_sizes(len(ids))
+            for i in range(0, len(ids), size):
+                current_app.send_task("tasks.backups.run_backup_batch", kwargs={"record_ids": ids[i:i + size]},
+                                      queue=queue, producer=producer)
+
+
+def backups_send_alone(*, record_ids: list[int]) -> None:
+    """Send one ordinary chain per record (batch members to retry alone)."""
+    records = list(BackupRecord.objects.filter(pk__in=record_ids).only("pk", "backup_type", "tenant_id"))
+    publish_chains([backup_chain(record) for record in records])
 
 
 def publish_fan_out(batches: list[list[int]]) -> None:

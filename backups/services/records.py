@@ -140,18 +140,34 @@ def backup_record_mark_succeeded(*, record: BackupRecord, size: int, sha256: str
     record.error = ""
     record.save()
     backup_event_create(record=record, action=BackupEvent.Action.SUCCEED, details={"size": size})
+    logger.info("backup succeeded: tenant=%s record=%s file=%s size=%s duration=%s", record.schema_name,
+                record.pk, record.file_name, size, _duration(record), extra=_log_fields(record))
     return record
+
+
+def _duration(record: BackupRecord) -> str:
+    seconds = record.duration_seconds
+    return "-" if seconds is None else f"{seconds:.2f}s"
+
+
+def _log_fields(record: BackupRecord, **more: Any) -> dict[str, Any]:
+    """The record's fields a log line carries as data (JSON logs, Sentry): one event, every fact beside it."""
+    return {"event": f"backup_{record.status}", "tenant": record.schema_name, "record_id": record.pk,
+            "file_name": record.file_name, "backup_type": record.backup_type, "storage_backend": record.storage_backend,
+            "size": record.size, "duration_seconds": record.duration_seconds, "attempts": record.attempts, **more}
 
 
 def backup_record_mark_failed(*, record: BackupRecord, error: str) -> BackupRecord:
     """Record a failure with a message users can act on."""
-    logger.warning("backup %s of %s failed: %s", record.pk, record.schema_name, error)
     record.status = BackupRecord.Status.FAILED
     record.finished_at = timezone.now()
     record.error = error[:10000]
     record.stage = "failed"
     record.save(update_fields=["status", "finished_at", "error", "stage"])
     backup_event_create(record=record, action=BackupEvent.Action.FAIL, details={"error": error[:500]})
+    one_line = " | ".join(line.strip() for line in error.splitlines() if line.strip())[:1000]
+    logger.error("backup failed: tenant=%s record=%s file=%s duration=%s error=%s", record.schema_name, record.pk,
+                 record.file_name, _duration(record), one_line, extra=_log_fields(record, error=error[:2000]))
     return record
 
 

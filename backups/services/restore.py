@@ -28,6 +28,7 @@ from backups.locks import tenant_lock
 from backups.models import BackupEvent, BackupRecord
 from backups.psql_guard import scan_sql_lines
 from backups.reading import PlainStream, VerifiedBackup, byte_lines, open_backup, require_digest
+from backups.selectors import schema_exists
 from backups.storage import get_storage
 
 from .backup_run import backup_run
@@ -72,12 +73,6 @@ def _manifest_counts(record: BackupRecord) -> dict[str, int]:
     if not usable:
         raise RestoreFailed(f"Backup {record.pk} has no usable row counts in its manifest; it cannot be verified.")
     return dict(counts)
-
-
-def _schema_exists(schema: str) -> bool:
-    with connection.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
-        return cur.fetchone() is not None
 
 
 def check_sql(schema: str, counts: dict[str, int]) -> str:
@@ -386,7 +381,7 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
     _checked_record(schema, record)
     counts = _manifest_counts(record)
     report = RestoreReport(record.pk, schema, "replace", ok=False)
-    live = _schema_exists(schema)
+    live = schema_exists(schema)
     if live and safety_backup:
         safety = backup_record_create(schema_name=schema, tenant=record.tenant, fmt=record.format,
                                       backup_type=BackupRecord.Type.PRE_RESTORE, requested_by=actor)

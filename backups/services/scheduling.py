@@ -1,4 +1,4 @@
-"""Spreading tenants inside their slot, so 2,000 clinics due at 02:00 do not all start at 02:00."""
+"""Spreading tenants inside their slot, so 2,000 tenants due at 02:00 do not all start at 02:00."""
 
 from __future__ import annotations
 

@@ -8,8 +8,13 @@ plain httpx for streamed downloads). Writes take one of two paths:
   prefix, no SSE headers): memory stays at about one part (`BACKUPS_S3_PART_SIZE`) and size is bounded only by
   the project's upload size limit.
 * Without them, writes go through the standard upload (`POST /storage/v1/object/<bucket>/<path>`), streamed as a
-  chunked request body from a bounded queue; it is capped at SUPABASE_UPLOAD_LIMIT (50 MiB by default, Supabase's
-  own default), and a larger stream is aborted with a message pointing at the S3 settings.
+  chunked request body from a bounded queue. Supabase Storage checks a standard upload's size only through its
+  Content-Length, so a chunked body passes whatever its size: the cap is enforced here, at SUPABASE_UPLOAD_LIMIT
+  (50 MiB by default, Supabase's own default) or the bucket's file size limit if lower, and a larger stream is
+  aborted with a message naming the setting and the S3 settings to use instead.
+
+Keys are limited to Supabase Storage's S3-safe characters (it answers anything else with 400 InvalidKey), without
+`?`, which it stores but which cuts its signed links short.
 
 Either way nothing is visible under the key before `commit()`, and a failed or aborted upload leaves no object.
 """
@@ -55,8 +60,24 @@ UPLOAD_TOKEN_FIELD = "backups-upload-token"  # user metadata naming the upload, 
 FOLDER_PLACEHOLDER = ".emptyFolderPlaceholder"  # what the dashboard writes to make an empty folder
 
 UPLOAD_LIMIT_MESSAGE = (
-    "Backups larger than SUPABASE_UPLOAD_LIMIT need Supabase's S3 endpoint: set SUPABASE_S3_ENDPOINT, "
-    "SUPABASE_S3_ACCESS_KEY_ID and SUPABASE_S3_SECRET_ACCESS_KEY."
+    "{key} is larger than SUPABASE_UPLOAD_LIMIT ({limit} bytes), the cap of Supabase's standard upload; set "
+    "SUPABASE_S3_ENDPOINT, SUPABASE_S3_ACCESS_KEY_ID and SUPABASE_S3_SECRET_ACCESS_KEY to write backups through "
+    "Supabase's S3 endpoint instead."
+)
+BUCKET_LIMIT_MESSAGE = (
+    "{key} is larger than bucket {bucket}'s file size limit ({limit} bytes); raise it in the Supabase dashboard "
+    "(Storage, the bucket's settings) or choose another SUPABASE_BUCKET."
+)
+SIZE_LIMIT_MESSAGE = (
+    "Supabase refused {action}: the object is larger than the project's upload size limit or the bucket's file "
+    "size limit (raise them in the Supabase dashboard's Storage settings)."
+)
+# Supabase Storage's key characters (src/storage/limits.ts, VALID_OBJECT_KEY) but `?`: it stores such a key, but
+# the signed link it returns is not encoded (`/object/sign/<bucket>/<key>?token=`), so the link's path ends there.
+KEY_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_/!.*'() &$=@;:+,-")
+REGION_HINT = (
+    "SUPABASE_S3_REGION={region!r} must be the project's region (shown beside the S3 access keys), us-east-1 or "
+    "auto: Supabase signs with its own region otherwise"
 )
 S3_SETTINGS = ("SUPABASE_S3_ENDPOINT", "SUPABASE_S3_ACCESS_KEY_ID", "SUPABASE_S3_SECRET_ACCESS_KEY")
 
@@ -112,13 +133,40 @@ class _UploadAborted(Exception):
     """Raised inside the request body generator to cut the request off (nothing gets committed)."""
 
 
-def check_key(key: str) -> str:
-    """`key` if it is a plain `<schema>/<file>`-style key; StorageError otherwise (same rules as S3, and no `%`)."""
+def _check_shape(key: str) -> None:
+    """Refuse keys that could name something outside `<schema>/<file>` (the rules of S3, and no `%`)."""
     if (
         not isinstance(key, str) or not key or "\x00" in key or "\\" in key or "%" in key or key.startswith("/")
         or posixpath.normpath(key) != key or key.split("/")[0] in {".", ".."} or key.endswith("/")
     ):
         raise StorageError(f"Key {key!r} is not a valid backup key.")
+
+
+def refused_characters(key: str) -> str:
+    """The characters of `key` that Supabase Storage refuses (or whose signed links break), in order, once each."""
+    return "".join(dict.fromkeys(c for c in key if c not in KEY_CHARACTERS))
+
+
+def check_key(key: str) -> str:
+    """`key` if it is a plain `<schema>/<file>`-style key Supabase can hold; StorageError otherwise.
+
+    Tenant keys (backups/naming.py) are lowercase letters, digits, `_`, `-`, `.` and `/` only; the check is for
+    keys that arrive from elsewhere, refused here with a sentence rather than by the server's 400 InvalidKey.
+    """
+    _check_shape(key)
+    if refused := refused_characters(key):
+        raise StorageError(
+            f"Key {key!r} is not a valid backup key for Supabase Storage: it refuses {refused!r} (keys may use "
+            f"only ASCII letters, digits, spaces and _ / ! . * ' ( ) & $ = @ ; : + , -)."
+        )
+    return key
+
+
+def _check_read_key(key: str) -> str:
+    """`key` for a read, stat, delete or link: one Supabase cannot hold names no object (ObjectNotFound)."""
+    _check_shape(key)
+    if refused := refused_characters(key):
+        raise ObjectNotFound(f"No backup object at {key!r}: Supabase Storage cannot hold a key with {refused!r}.")
     return key
 
 
@@ -190,9 +238,11 @@ class _SupabaseS3Storage(S3Storage):
         if isinstance(exc, ClientError):
             code, status = _error_code(exc)
             if code == "EntityTooLarge" or status == 413:
+                return StorageError(SIZE_LIMIT_MESSAGE.format(action=action))
+            if code == "SignatureDoesNotMatch":
                 return StorageError(
-                    f"Supabase refused {action}: the object is larger than the project's upload size limit or "
-                    f"the bucket's file size limit (raise them in the Supabase dashboard's Storage settings)."
+                    f"Supabase's S3 endpoint refused the request signature while {action}; check "
+                    f"SUPABASE_S3_SECRET_ACCESS_KEY, and {REGION_HINT.format(region=self.region_name)}."
                 )
         return super().map_error(exc, action)
 
@@ -257,13 +307,16 @@ class SupabaseUploadWriter(ObjectWriter):
     a background thread sends a chunked POST whose body generator pulls from a queue of QUEUE_CHUNKS chunks, so
     `write()` blocks rather than buffering. `abort()` makes the generator raise: the request is cut off before
     its end, and Supabase commits nothing from an incomplete body.
+
+    Supabase checks the size limit only on a body with a Content-Length (the one-POST case); a chunked body is
+    stored whatever its size, so the limit is counted here, in `write()`, before any byte past it is sent.
     """
 
     def __init__(self, storage: SupabaseStorage, key: str, path: str) -> None:
         self.storage = storage
         self.key = key
         self.path = path
-        self.limit = storage.upload_limit
+        self.limit, self.limit_message = storage.write_limit(key)
         self.token = uuid.uuid4().hex
         self.size = 0
         self.done = False
@@ -331,7 +384,7 @@ class SupabaseUploadWriter(ObjectWriter):
                 return self.storage.transport_error(self._error, action)
             return StorageError(f"Supabase Storage failed while {action} ({self._error}).")
         if self._response is not None:
-            return self.storage.response_error(self._response, action, key=self.key, too_large=UPLOAD_LIMIT_MESSAGE)
+            return self.storage.response_error(self._response, action, key=self.key)
         return StorageError(f"The upload of {self.key} was aborted.")
 
     # -- the interface -------------------------------------------------------------------------------
@@ -342,7 +395,7 @@ class SupabaseUploadWriter(ObjectWriter):
         view = memoryview(data).cast("B")
         if self.size + len(view) > self.limit:
             self.abort()
-            raise StorageError(UPLOAD_LIMIT_MESSAGE)
+            raise StorageError(self.limit_message)
         self.size += len(view)
         if self._thread is None and len(self._head) + len(view) <= STREAM_CHUNK:
             self._head += view
@@ -487,6 +540,7 @@ class SupabaseStorage(Storage):
         self._api: Any = None
         self._s3: _SupabaseS3Storage | None = None
         self._bucket_ready = False
+        self.bucket_file_size_limit: int | None = None  # the bucket's own limit, read by ensure_bucket()
 
     @classmethod
     def from_settings(cls, settings: Any = None, **overrides: Any) -> SupabaseStorage:
@@ -600,6 +654,17 @@ class SupabaseStorage(Storage):
                     )
         return self._s3
 
+    def write_limit(self, key: str) -> tuple[int, str]:
+        """The most bytes a standard upload of `key` may carry, and the sentence for one that would carry more.
+
+        SUPABASE_UPLOAD_LIMIT, or the bucket's file size limit when lower: Supabase enforces neither on a chunked
+        body, so this is the only guard.
+        """
+        bucket_limit = self.bucket_file_size_limit
+        if bucket_limit is not None and bucket_limit < self.upload_limit:
+            return bucket_limit, BUCKET_LIMIT_MESSAGE.format(key=key, bucket=self.bucket, limit=bucket_limit)
+        return self.upload_limit, UPLOAD_LIMIT_MESSAGE.format(key=key, limit=self.upload_limit)
+
     def object_url(self, path: str) -> str:
         bucket = urllib.parse.quote(self.bucket, safe="")
         return f"{self.storage_url}/object/{bucket}/{urllib.parse.quote(path, safe='/')}"
@@ -607,37 +672,54 @@ class SupabaseStorage(Storage):
     # -- errors --------------------------------------------------------------------------------------
 
     def response_error(
-        self, response: httpx.Response, action: str, *, key: str | None = None, too_large: str | None = None
+        self, response: httpx.Response, action: str, *, key: str | None = None
     ) -> StorageError:
-        """The StorageError for an error response of Supabase Storage (or of whatever answered instead)."""
+        """The StorageError for an error response of Supabase Storage (or of whatever answered instead).
+
+        Storage answers JSON. Anything else is not Storage's REST API: HTML from a proxy, or the S3 protocol's XML
+        (`.../storage/v1/s3` answers a Bearer request 403 AccessDenied "Missing signature"), so SUPABASE_URL, not
+        SUPABASE_KEY, is what to check; only a proxy's size refusal or its server errors read otherwise.
+        """
         status, code, error, message, is_json = _error_fields(response)
         http_status = response.status_code
         detail = message or error or code or f"HTTP {http_status}"
-        if http_status == 401 or status == 401:
-            return StorageError(f"Supabase rejected the API key while {action} ({detail}); check SUPABASE_KEY.")
-        if status == 403:
-            return StorageError(
-                f"Supabase denied {action} ({detail}); SUPABASE_KEY must be the project's service_role key."
-            )
-        if is_json and _is_missing_bucket(status, code, error, message):
-            return StorageError(f"Bucket {self.bucket} does not exist (SUPABASE_BUCKET).")
-        if is_json and _is_missing_object(status, code, error, message):
-            return ObjectNotFound(f"No backup object at {key}." if key else f"No object found while {action}.")
-        if status == 409:
-            what = key or "that key"
-            return StorageError(f"An object already exists at {what}; refusing to overwrite it.")
-        if status == 413:
-            return StorageError(too_large or (
-                f"Supabase refused {action}: the object is larger than the project's upload size limit or the "
-                f"bucket's file size limit (raise them in the Supabase dashboard's Storage settings)."
-            ))
+        if status == 413 or http_status == 413:  # one POST with a Content-Length, so at most a MiB (see the writer)
+            return StorageError(SIZE_LIMIT_MESSAGE.format(action=action))
         if status == 429 or status >= 500 or http_status >= 500:
             return StorageTransientError(
                 f"Supabase Storage answered {status} ({detail}) while {action}; try again later."
             )
+        if not is_json:
+            return StorageError(
+                f"{self.project_url} did not answer like Supabase Storage while {action} (HTTP {http_status}); "
+                f"check SUPABASE_URL."
+            )
+        if http_status == 401 or status == 401:
+            return StorageError(f"Supabase rejected the API key while {action} ({detail}); check SUPABASE_KEY.")
+        if status == 403:
+            if message.startswith('"exp" claim'):  # jose's JWTExpired: `"exp" claim timestamp check failed`
+                return StorageError(
+                    f"Supabase refused SUPABASE_KEY while {action}: it is an expired JWT ({message}); use the "
+                    f"project's current service_role key."
+                )
+            if message.startswith(("Invalid Compact JWS", "JWS ", "JWT ", "Failed to base64url")):  # jose JWSInvalid
+                return StorageError(
+                    f"Supabase could not read SUPABASE_KEY as a JWT while {action} ({message}); SUPABASE_KEY must "
+                    f"be the project's service_role key."
+                )
+            return StorageError(
+                f"Supabase denied {action} ({detail}); SUPABASE_KEY must be the project's service_role key."
+            )
+        if _is_missing_bucket(status, code, error, message):
+            return StorageError(f"Bucket {self.bucket} does not exist (SUPABASE_BUCKET).")
+        if _is_missing_object(status, code, error, message):
+            return ObjectNotFound(f"No backup object at {key}." if key else f"No object found while {action}.")
+        if status == 409:
+            what = key or "that key"
+            return StorageError(f"An object already exists at {what}; refusing to overwrite it.")
         if code == "InvalidBucketName":
             return StorageError(f"Supabase refused the bucket name {self.bucket!r} ({detail}); check SUPABASE_BUCKET.")
-        if status == 404 or not is_json:
+        if status == 404:
             return StorageError(
                 f"{self.project_url} did not answer like Supabase Storage while {action} (HTTP {http_status}); "
                 f"check SUPABASE_URL."
@@ -702,9 +784,14 @@ class SupabaseStorage(Storage):
         response = self._request("GET", f"bucket/{urllib.parse.quote(self.bucket, safe='')}", action)
         if response.status_code == 200:
             try:
-                public = bool(response.json().get("public"))
+                info = response.json()
+                public = bool(info.get("public"))
+                limit = info.get("file_size_limit")
             except (ValueError, AttributeError):
                 raise self.response_error(response, action) from None
+            # Supabase applies it to chunked uploads no more than the project's limit: the writer does.
+            valid = isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
+            self.bucket_file_size_limit = limit if valid else None
             if public:
                 raise StorageError(
                     f"Bucket {self.bucket} is public, so anyone could download its backups; make it private "
@@ -731,12 +818,14 @@ class SupabaseStorage(Storage):
             raise self.transport_error(exc, f"creating bucket {self.bucket}") from exc
 
     def _check_s3(self) -> None:
+        """List one key through the S3 endpoint: a GET, so a refusal carries its code (a HEAD's has none)."""
         s3 = self.s3
         try:
-            s3.client.head_bucket(Bucket=self.bucket)
+            s3.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
         except (BotoCoreError, ClientError) as exc:
             if isinstance(exc, ClientError):
                 code, status = _error_code(exc)
+                message = str(exc.response.get("Error", {}).get("Message", "") or "")
                 if status == 404 or code in {"NoSuchBucket", "404", "NotFound"}:
                     raise StorageError(
                         f"Supabase's S3 endpoint {self.s3_endpoint} does not know bucket {self.bucket} that the "
@@ -747,10 +836,20 @@ class SupabaseStorage(Storage):
                         f"{self.s3_endpoint} answered like the REST API, not the S3 protocol; check "
                         f"SUPABASE_S3_ENDPOINT (https://<project>.supabase.co/storage/v1/s3)."
                     ) from None
+                if code == "SignatureDoesNotMatch":  # a wrong secret, or a region Supabase does not sign with
+                    raise StorageError(
+                        f"Supabase's S3 endpoint refused the request signature (SignatureDoesNotMatch); check "
+                        f"SUPABASE_S3_SECRET_ACCESS_KEY, and {REGION_HINT.format(region=self.s3_region)}."
+                    ) from None
+                if code == "InvalidAccessKeyId" or message == "Invalid Access Key":
+                    raise StorageError(
+                        f"Supabase's S3 endpoint does not know the access key ({code}: {message or code}); check "
+                        f"SUPABASE_S3_ACCESS_KEY_ID."
+                    ) from None
                 if status == 403:
                     raise StorageError(
-                        f"Supabase's S3 endpoint refused the S3 access key ({code}); check "
-                        f"SUPABASE_S3_ACCESS_KEY_ID and SUPABASE_S3_SECRET_ACCESS_KEY."
+                        f"Supabase's S3 endpoint refused the S3 access key ({code}: {message or code}); check "
+                        f"SUPABASE_S3_ACCESS_KEY_ID, SUPABASE_S3_SECRET_ACCESS_KEY and SUPABASE_S3_REGION."
                     ) from None
             raise s3.map_error(exc, f"checking bucket {self.bucket} through the S3 endpoint") from None
 
@@ -773,7 +872,7 @@ class SupabaseStorage(Storage):
         return SupabaseUploadWriter(self, key, path)
 
     def open_read(self, key: str) -> BinaryIO:
-        path = check_key(key)
+        path = _check_read_key(key)
         self._require_config()
         action = f"reading {key}"
         request = self.http.build_request("GET", self.object_url(path), headers=self.auth_headers)
@@ -792,8 +891,8 @@ class SupabaseStorage(Storage):
         return SupabaseReader(response, key, self)  # type: ignore[return-value]
 
     def delete(self, key: str) -> None:
-        path = check_key(key)
         try:
+            path = _check_read_key(key)
             self._call(f"deleting {key}", self._files().remove, [path], key=key)
         except ObjectNotFound:
             pass
@@ -883,7 +982,10 @@ class SupabaseStorage(Storage):
         return info
 
     def stat(self, key: str) -> StoredObject | None:
-        path = check_key(key)
+        try:
+            path = _check_read_key(key)
+        except ObjectNotFound:
+            return None
         info = self.object_info(path, key)
         if info is None:
             return None
@@ -900,7 +1002,7 @@ class SupabaseStorage(Storage):
                 f"expires_in must be a whole number of seconds from 1 to {self.url_max_expiry} "
                 f"(BACKUPS_URL_MAX_EXPIRY); got {expires_in!r}."
             )
-        path = check_key(key)
+        path = _check_read_key(key)
         signed = self._call(f"signing a link to {key}", self._files().create_signed_url, path, expires_in, key=key)
         link = str(signed.get("signedURL") or signed.get("signedUrl") or "")
         if not link:

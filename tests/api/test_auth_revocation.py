@@ -172,7 +172,7 @@ def test_logout_refuses_another_tenants_refresh_token(creds):
 
 def test_auth_throttle_counts_across_processes():
     """Another process (a second gunicorn worker) spends the address's budget; this one is then refused."""
-    rate = int(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["auth"].split("/")[0])
+    rate = int(settings.BACKUPS_API_THROTTLE_RATES["auth"].split("/")[0])
     script = (
         "import django, json; django.setup()\n"
         "from rest_framework.test import APIClient\n"

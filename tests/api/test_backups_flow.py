@@ -35,7 +35,7 @@ def test_create_history_download_link_delete_audit(admin, api_worker, cleanup):
     created = _create(admin)
     assert created["status"] == "queued" and created["backup_type"] == "manual"
     assert created["file_name"].startswith("backup-sql-clinica_demo-")
-    assert created["created_by"] == {"id": 1, "email": "admin@clinica_demo.example", "nombre": "Dra. Núñez"}
+    assert created["created_by"] == {"id": 1, "email": "admin@clinica_demo.example", "name": "Dra. Núñez"}
     assert created["links"]["self"] == f"http://demo.localhost/api/backups/history/{created['id']}/"
     assert created["links"]["download"] == f"http://demo.localhost/api/backups/history/{created['id']}/download/"
     record = wait_for_status(created["id"])
@@ -125,7 +125,7 @@ def test_create_while_a_backup_is_queued_is_409(admin, cleanup):
     try:
         response = admin.post(CREATE, {}, format="json")
         assert response.status_code == 409
-        assert "automatic backup of this clinic is already queued" in response.json()["detail"]
+        assert "automatic backup of this tenant is already queued" in response.json()["detail"]
         assert admin.delete(f"/api/backups/history/{waiting.pk}/").status_code == 409
         assert admin.get(f"/api/backups/history/{waiting.pk}/download/").status_code == 409
     finally:

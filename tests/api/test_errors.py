@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django_tenants.utils import get_tenant_model
 
@@ -54,19 +56,37 @@ def test_an_unreachable_s3_server_is_503(settings, admin):
     assert response.json()["detail"]
 
 
-def test_manual_backups_go_to_the_priority_queue(admin, monkeypatch):
-    import backups.services.enqueue as enqueue
+@pytest.mark.worker
+def test_manual_backups_go_to_the_priority_queue(admin, api_worker):
+    """The message really lands on the priority queue: the worker stops consuming it, the test reads Redis."""
+    import json as jsonlib
 
-    sent = []
-    monkeypatch.setattr(enqueue, "publish_chains", sent.extend)
+    import redis
+    from django.conf import settings
+
+    from project.celery import app
+
+    from .conftest import wait_for_status
+
+    key = settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] + DUMP_PRIORITY
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    assert app.control.cancel_consumer(DUMP_PRIORITY, reply=True, timeout=5)
     tenant = get_tenant_model().objects.get(schema_name="clinica_demo")
-    record = api_backup_create(tenant=tenant, actor={"id": 1}, ip_address="127.0.0.1")
+    record = None
     try:
-        assert len(sent) == 1
-        assert sent[0].tasks[0].options["queue"] == DUMP_PRIORITY
-        assert sent[0].tasks[0].args == (record.pk,)
+        record = api_backup_create(tenant=tenant, actor={"id": 1}, ip_address="127.0.0.1")
+        deadline = time.monotonic() + 10
+        waiting: list = []
+        while time.monotonic() < deadline and not waiting:
+            waiting = [jsonlib.loads(m) for m in client.lrange(key, 0, -1)]
+            time.sleep(0.05)
+        assert [m["headers"]["task"] for m in waiting] == ["tasks.backups.run_backup"]
+        assert BackupRecord.objects.get(pk=record.pk).status == BackupRecord.Status.QUEUED
     finally:
-        record.delete()
+        assert app.control.add_consumer(DUMP_PRIORITY, reply=True, timeout=5)
+    assert wait_for_status(record.pk).status == BackupRecord.Status.SUCCEEDED
+    assert client.llen(key) == 0
+    record.delete()
 
 
 def test_restore_task_is_idempotent_on_its_job():
@@ -89,6 +109,19 @@ def test_restore_task_is_idempotent_on_its_job():
         job.delete()
 
 
-def test_records_keep_their_schema_when_listed(admin):
-    assert not BackupRecord.objects.filter(schema_name="clinica_demo").exclude(
-        storage_key__startswith="clinica_demo/").exists()
+def test_records_keep_their_schema_and_identity_when_listed(admin, creds):
+    from backups.naming import tenant_prefix
+    from backups.services.records import backup_record_create
+
+    from .conftest import api_client
+
+    tenant = get_tenant_model().objects.get(schema_name="clinica_demo")
+    record = backup_record_create(schema_name="clinica_demo", tenant=tenant)
+    try:
+        listed = {r["id"]: r for r in admin.get("/api/backups/history/?status=queued").json()["results"]}
+        assert listed[record.pk]["file_name"] == record.file_name and "-clinica_demo-" in record.file_name
+        assert record.storage_key.startswith(tenant_prefix("clinica_demo", tenant.tenant_uid))
+        other = api_client("clinica_sonrisa", f"Token {creds['clinica_sonrisa'].admin_token}")
+        assert record.pk not in {r["id"] for r in other.get("/api/backups/history/").json()["results"]}
+    finally:
+        record.delete()

@@ -3,8 +3,9 @@
 Every operation gets the schema's examples, schemathesis' coverage cases (boundaries, wrong types) and
 up to MAX_EXAMPLES generated ones, sent as clinica_demo's admin (DRF token, `Host: demo.localhost`).
 No answer may be a 5xx, and every answer must match the schema: a documented status code, content
-type, headers and body. The run stops sending after BUDGET_SECONDS so `make test` stays fast; it prints
-how many requests it made. What the fuzzing changes (records, the schedule) is put back afterwards.
+type, headers and body. Every case is sent (no time budget: a case left out could hide a failure);
+MAX_EXAMPLES keeps the run to about half a minute. It prints how many requests it made. What the
+fuzzing changes (records, the schedule) is put back afterwards.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from .conftest import SUMMARY
 pytestmark = pytest.mark.worker
 
 MAX_EXAMPLES = 15  # generated cases per operation, beside the examples and coverage cases
-BUDGET_SECONDS = 150  # no request is sent after this; the whole run stays under 3 minutes
 HOST = "demo.localhost"
 CHECKS = [schemathesis.checks.not_a_server_error, schemathesis.checks.status_code_conformance,
           schemathesis.checks.content_type_conformance, schemathesis.checks.response_headers_conformance,
@@ -52,11 +52,7 @@ class FuzzRun:
     headers: dict[str, str]
     started: float = field(default_factory=time.monotonic)
     requests: int = 0
-    skipped: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
-
-    def out_of_time(self) -> bool:
-        return time.monotonic() - self.started > BUDGET_SECONDS
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +99,7 @@ def fuzz_run(gunicorn_server, creds) -> Iterator[FuzzRun]:
                   headers={"Host": HOST, "Authorization": f"Token {creds['clinica_demo'].admin_token}"})
     yield run
     SUMMARY.append(f"schemathesis: {run.requests} requests in {time.monotonic() - run.started:.1f} s, statuses "
-                   f"{dict(sorted(run.statuses.items()))}, {run.skipped} cases left out past the time budget")
+                   f"{dict(sorted(run.statuses.items()))}")
 
 
 @pytest.fixture(scope="module")
@@ -155,9 +151,6 @@ def test_the_fuzzed_schema_is_the_served_one(fuzz_run):
 @hypothesis_settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
                      suppress_health_check=list(HealthCheck))
 def test_api_answers_as_its_schema_says(case, fuzz_run, restore_afterwards):
-    if fuzz_run.out_of_time():
-        fuzz_run.skipped += 1
-        return
     fuzz_run.requests += 1
     headers = fuzz_run.headers
     if case.operation.path == "/api/auth/logout/":  # sent with the admin's token, logout would delete it

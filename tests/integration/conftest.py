@@ -42,6 +42,19 @@ def celery_worker(django_db_setup, django_db_blocker):
         yield proc
 
 
+def wait_for_job(job_id: int, *, timeout: float = 180.0):
+    """Poll until the restore job succeeded or failed."""
+    from backups.models import RestoreJob
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = RestoreJob.objects.get(pk=job_id)
+        if job.status in ("succeeded", "failed"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"restore job {job_id} still {job.status} after {timeout} s")
+
+
 def wait_for_record(record_id: int, *, timeout: float = 60.0) -> BackupRecord:
     """Poll until the record is succeeded or failed."""
     deadline = time.monotonic() + timeout

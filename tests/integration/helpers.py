@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from django.db import connection
+from datetime import timedelta
 
+from django.db import connection
+from django.utils import timezone
+
+from backups.models import BackupRecord
 from backups.pgtools import quote_ident
 
 
@@ -28,3 +32,20 @@ def table_fingerprints(schema: str, tables: list[str] | None = None) -> dict[str
 
 
 DEMO_TABLES = ["accounts_user", "clinic_patient", "clinic_appointment", "clinic_treatment", "clinic_invoice"]
+
+
+def catalog_record(tenant, status: str, *, minutes_ago: float = 10, seconds: float = 2.5, size: int | None = 1529651,
+                   **extra) -> BackupRecord:
+    """A catalog row only (no stored object): finished `minutes_ago`, having run `seconds`."""
+    now = timezone.now()
+    finished = now - timedelta(minutes=minutes_ago) if status in ("succeeded", "failed") else None
+    started = (finished or now) - timedelta(seconds=seconds) if status != "queued" else None
+    record = BackupRecord.objects.create(
+        tenant=tenant, tenant_uid=tenant.tenant_uid, schema_name=tenant.schema_name, storage_backend="local",
+        file_name=f"backup-sql-{tenant.schema_name}-{status}-{minutes_ago}.sql.zst",
+        storage_key=f"{tenant.schema_name}/{tenant.tenant_uid}/{status}-{minutes_ago}-{timezone.now().timestamp()}",
+        status=status, size=size if status == "succeeded" else None, started_at=started, finished_at=finished,
+        **extra)
+    # created_at is auto_now_add: move it back to when the run started
+    BackupRecord.objects.filter(pk=record.pk).update(created_at=started or now)
+    return record

@@ -22,6 +22,7 @@ from backups.storage import get_storage
 from tests.identities import prefix
 
 from .conftest import wait_for_record
+from .test_dispatch import fake_tenants  # noqa: F401 - fixture
 
 
 @pytest.fixture
@@ -68,6 +69,7 @@ def all_demo_clinics_daily():
 def test_a_large_tick_fans_out_through_batch_tasks_on_the_worker(celery_worker, all_demo_clinics_daily, settings,
                                                                   monkeypatch):
     settings.BACKUPS_FANOUT_BATCH = 2
+    settings.BACKUPS_BATCH_SIZE = 1  # batched dumps off: the tick fans out chains (test_batch_backup covers batches)
     batches, direct = [], []
     monkeypatch.setattr(enqueue, "publish_chains", direct.append)  # the tick itself must not send chains
     real_fan_out = enqueue.publish_fan_out
@@ -98,8 +100,15 @@ def test_a_redelivered_fan_out_batch_sends_only_records_still_queued(monkeypatch
     BackupRecord.objects.filter(pk__in=[waiting.pk, finished.pk]).delete()
 
 
-def test_retention_deletes_objects_and_records_outside_the_policy(daily_clinic):
-    tenant = daily_clinic
+@pytest.fixture
+def retention_tenant(fake_tenants):  # noqa: F811
+    """A tenant of its own: no other test's records can be its newest backup (the suite runs in any order)."""
+    (tenant,) = fake_tenants("retention_", 1, due_at=None)
+    return tenant
+
+
+def test_retention_deletes_objects_and_records_outside_the_policy(retention_tenant):
+    tenant = retention_tenant
     get_tenant_model().objects.filter(pk=tenant.pk).update(backup_keep_daily=3, backup_keep_weekly=0,
                                                            backup_keep_monthly=0)
     storage = get_storage()
@@ -131,8 +140,8 @@ def test_retention_deletes_objects_and_records_outside_the_policy(daily_clinic):
     BackupRecord.objects.filter(pk__in=kept | {manual.pk}).delete()
 
 
-def test_retention_deletes_nothing_while_backups_fail(daily_clinic):
-    tenant = daily_clinic
+def test_retention_deletes_nothing_while_backups_fail(retention_tenant):
+    tenant = retention_tenant
     get_tenant_model().objects.filter(pk=tenant.pk).update(backup_keep_daily=1, backup_keep_weekly=0,
                                                            backup_keep_monthly=0)
     BackupRecord.objects.filter(tenant=tenant).delete()

@@ -4,6 +4,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django_tenants.utils import get_tenant_model
 
 from backups.models import BackupRecord
 
@@ -18,9 +19,60 @@ def test_backup_tenant_prints_record_file_and_size():
     assert record.file_name.endswith(".jsonl.gz")
 
 
-def test_backup_tenant_missing_schema_is_a_clear_error():
-    with pytest.raises(CommandError, match="does not exist"):
+def test_backup_tenant_missing_schema_is_a_clear_error_and_records_nothing():
+    before = BackupRecord.objects.count()
+    with pytest.raises(CommandError, match="No tenant has the schema 'clinica_gone'"):
         call_command("backup_tenant", "clinica_gone", stdout=StringIO())
+    assert BackupRecord.objects.count() == before
+
+
+def test_backup_tenant_moves_the_tenants_last_backup_like_a_worker():
+    Tenant = get_tenant_model()
+    Tenant.objects.filter(schema_name="clinica_norte").update(last_backup_at=None)
+    err = StringIO()
+    call_command("backup_tenant", "clinica_norte", stdout=StringIO(), stderr=err)
+    record = BackupRecord.objects.order_by("-pk").first()
+    assert Tenant.objects.get(schema_name="clinica_norte").last_backup_at == record.finished_at
+
+
+def test_backup_tenant_prints_plain_progress_lines_off_a_terminal(monkeypatch):
+    import backups.management.commands.backup_tenant as command
+
+    real = command.shown_progress
+    monkeypatch.setattr(command, "shown_progress", lambda rid, out: real(rid, out, every=0.05, plain_every=0.05))
+    err = StringIO()
+    call_command("backup_tenant", "clinica_demo", stdout=StringIO(), stderr=err)
+    lines = [line for line in err.getvalue().splitlines() if line]
+    assert lines, "no progress line was printed"
+    assert all(line.startswith(("queued", "running", "succeeded")) and " MB" in line for line in lines), lines
+    assert "\r" not in err.getvalue()
+
+
+def test_restore_tenant_asks_before_replacing(monkeypatch):
+    record = BackupRecord.objects.filter(schema_name="clinica_demo", status="succeeded").order_by("-pk").first() \
+        or _backup("clinica_demo")
+    before = BackupRecord.objects.count()
+    monkeypatch.setattr("builtins.input", lambda prompt: "clinica_sonrisa")  # the wrong name
+    with pytest.raises(CommandError, match="Restore cancelled: nothing was changed"):
+        call_command("restore_tenant", "clinica_demo", str(record.pk), stdout=StringIO())
+    assert BackupRecord.objects.count() == before  # not even the safety backup was taken
+
+
+def test_list_backups_shows_the_tenants_backups_newest_first():
+    first, second = _backup("clinica_sonrisa"), _backup("clinica_sonrisa")
+    out = StringIO()
+    call_command("list_backups", "clinica_sonrisa", "--limit", "2", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].split()[:3] == ["id", "created", "type"]
+    assert [int(line.split()[0]) for line in lines[1:]] == [second.pk, first.pk]
+    assert second.file_name in lines[1] and "succeeded" in lines[1]
+    with pytest.raises(CommandError, match="No tenant has the schema"):
+        call_command("list_backups", "clinica_gone", stdout=StringIO())
+
+
+def _backup(schema: str) -> BackupRecord:
+    call_command("backup_tenant", schema, "--no-progress", stdout=StringIO())
+    return BackupRecord.objects.order_by("-pk").first()
 
 
 def test_restore_tenant_verify_only_reports_row_counts():

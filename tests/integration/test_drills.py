@@ -61,6 +61,20 @@ def test_drills_go_to_the_tenants_drilled_longest_ago_and_pass(backed_up, monkey
     assert not mail.outbox
 
 
+@pytest.mark.worker
+def test_scheduled_drills_run_on_the_real_worker_and_pass(backed_up, celery_worker):
+    from .conftest import wait_for_job
+
+    jobs = drills_schedule(sample=3)
+    assert {j.schema_name for j in jobs} == set(DEMO_SCHEMAS)
+    for job in jobs:
+        done = wait_for_job(job.pk)
+        assert done.status == "succeeded", done.error
+        assert done.started_at is not None  # a worker took it: nothing here ran it
+        counts = done.report["row_counts"]["clinic_patient"]
+        assert counts["restored"] == counts["manifest"] == 1200
+
+
 def test_a_failed_drill_is_mailed_to_ops(backed_up, monkeypatch):
     _pending_drills(monkeypatch)
     mail.outbox.clear()

@@ -219,7 +219,7 @@ def test_other_tenants_are_not_held_up():
 def test_restore_tenant_refuses_while_a_backup_holds_the_tenant():
     good = _succeeded_backup()
     with held_by_another_thread(SCHEMA, "backup 4242 (automatic)"), pytest.raises(CommandError) as refused:
-        call_command("restore_tenant", SCHEMA, str(good.pk))
+        call_command("restore_tenant", SCHEMA, str(good.pk), "--noinput")
     assert str(refused.value) == (
         f"Restore of backup {good.pk} into {SCHEMA} failed, nothing was changed: Replace restore from backup "
         f"{good.pk} cannot start: backup 4242 (automatic) is running on {SCHEMA}. Try again once it finishes.")
@@ -230,7 +230,7 @@ def test_restore_tenant_refuses_a_holder_it_cannot_name_too():
     with pgtools.connect(autocommit=True) as other:  # e.g. an older worker or an operator's session
         other.execute("SELECT pg_advisory_lock(%s)", (lock_key(TENANT_NAMESPACE, SCHEMA),))
         with pytest.raises(CommandError, match=f"another backup or restore of this tenant is running on {SCHEMA}"):
-            call_command("restore_tenant", SCHEMA, str(good.pk))
+            call_command("restore_tenant", SCHEMA, str(good.pk), "--noinput")
 
 
 def test_backup_tenant_waits_then_fails_with_the_reason_and_leaves_no_queued_record(settings):

@@ -26,23 +26,39 @@ Error bodies and status codes follow supabase/storage:
 
 Auth: REST calls need ``apikey: <service key>`` and ``Authorization: Bearer <t>``
 where ``t`` is the service key itself or any HS256 JWT signed with the JWT secret
-(no RLS: every valid token may do everything). Signed-URL and public-bucket reads
-need neither. S3 calls need SigV4 with the configured access key id; the header
-(or presigned-query) signature is verified with the secret key, and hex
-``x-amz-content-sha256`` / ``x-amz-checksum-*`` / ``Content-MD5`` values are checked
-against the body.
+(no RLS: every valid token may do everything). A refused token is HTTP 400 with
+``statusCode "403"``, ``AccessDenied`` and jose's message, as storage's
+``verifyJWT`` passes it through: ``Invalid Compact JWS`` (malformed or missing),
+``"exp" claim timestamp check failed`` (expired), ``signature verification
+failed``. Signed-URL and public-bucket reads need neither; a refused link token is
+``InvalidJWT`` with the same messages. S3 calls need SigV4 with the configured
+access key id (else 403 ``AccessDenied`` "Invalid Access Key"); a request without
+a SigV4 signature (a Bearer token) is 403 ``AccessDenied`` "Missing signature".
+The signature is verified with the secret key over a scope whose region is the
+client's only if it is ``auto``, ``us-east-1``, empty or the server's
+``s3_region`` (storage's ``getSelectedRegion``): any other region gets 403
+``SignatureDoesNotMatch``. Hex ``x-amz-content-sha256`` / ``x-amz-checksum-*`` /
+``Content-MD5`` values are checked against the body.
+
+Keys: only storage's S3-safe set ``A-Z a-z 0-9 _ / ! . * ' ( ) space & $ = @ ; : + , ? -``
+(``src/storage/limits.ts``); anything else (non-ASCII, emoji, ``% # [ ] ~ { } " ^ |``)
+is 400 ``InvalidKey`` on uploads, reads, infos and signing alike. ``?`` is accepted,
+as by storage, though it cuts a signed link's path short.
 
 Limits: ``file_size_limit`` (default 52428800 = 50 MiB, storage's default
-``FILE_SIZE_LIMIT``) caps REST uploads and S3 objects (the sum of a multipart
-upload's parts), lowered by a bucket's own ``file_size_limit``; over it, REST
-answers HTTP 400 ``{"statusCode": "413", "error": "Payload too large", ...}`` and
-S3 answers 413 ``EntityTooLarge``. Multipart parts but the last must be >= 5 MiB.
+``FILE_SIZE_LIMIT``), lowered by a bucket's own ``file_size_limit``. Like storage's
+``uploader.ts``, a REST upload with a raw body is checked only through its
+``Content-Length``: a chunked body is stored whatever its size. A multipart/form-data
+file is truncated at the limit and refused. Over it, REST answers HTTP 400
+``{"statusCode": "413", "error": "Payload too large", ...}``. S3 objects (the sum of
+a multipart upload's parts, each part with its Content-Length) are always checked:
+413 ``EntityTooLarge``. Multipart parts but the last must be >= 5 MiB.
 
 boto3 needs ``endpoint_url=<base_url>/storage/v1/s3`` and
-``Config(signature_version="s3v4", s3={"addressing_style": "path"})``; any region
-works. Both ``request_checksum_calculation`` settings work: over http botocore
-sends ``x-amz-checksum-crc32`` headers, over https ``aws-chunked`` bodies with CRC32
-trailers; both are decoded and verified.
+``Config(signature_version="s3v4", s3={"addressing_style": "path"})`` and a region
+the server accepts (above). Both ``request_checksum_calculation`` settings work: over
+http botocore sends ``x-amz-checksum-crc32`` headers, over https ``aws-chunked``
+bodies with CRC32 trailers; both are decoded and verified.
 
 Run standalone::
 
@@ -261,51 +277,65 @@ def jwt_encode(payload: dict, secret: str) -> str:
 
 
 def jwt_decode(token: str | None, secret: str) -> dict:
-    """Verify an HS256 JWT; error messages are the ``jsonwebtoken`` ones storage surfaces."""
-    if not token:
-        raise JWTError("jwt must be provided")
-    parts = token.split(".")
+    """Verify an HS256 JWT like storage's ``verifyJWT`` (``jose.jwtVerify``), with jose's error messages.
+
+    ``src/internal/auth/jwt.ts`` passes jose's message through: a malformed token (not three
+    dot-separated parts, or no token at all) is ``Invalid Compact JWS``, an expired one
+    ``"exp" claim timestamp check failed``.
+    """
+    parts = (token or "").split(".")
     if len(parts) != 3:
-        raise JWTError("jwt malformed")
+        raise JWTError("Invalid Compact JWS")
     try:
         header = json.loads(b64url_decode(parts[0]))
-        payload = json.loads(b64url_decode(parts[1]))
+    except (ValueError, binascii.Error) as exc:
+        raise JWTError("JWS Protected Header is invalid") from exc
+    if not isinstance(header, dict):
+        raise JWTError("JWS Protected Header must be an object")
+    if header.get("alg") != "HS256":
+        raise JWTError('"alg" (Algorithm) Header Parameter value not allowed')
+    try:
         signature = b64url_decode(parts[2])
     except (ValueError, binascii.Error) as exc:
-        raise JWTError("invalid token") from exc
-    if not isinstance(header, dict) or not isinstance(payload, dict):
-        raise JWTError("invalid token")
-    if header.get("alg") != "HS256":
-        raise JWTError("invalid algorithm")
+        raise JWTError("Failed to base64url decode the signature") from exc
     expected = hmac.new(
         secret.encode(), f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256
     ).digest()
     if not hmac.compare_digest(signature, expected):
-        raise JWTError("invalid signature")
+        raise JWTError("signature verification failed")
+    try:
+        payload = json.loads(b64url_decode(parts[1]))
+    except (ValueError, binascii.Error) as exc:
+        raise JWTError("JWT Claims Set must be a top-level JSON object") from exc
+    if not isinstance(payload, dict):
+        raise JWTError("JWT Claims Set must be a top-level JSON object")
     exp = payload.get("exp")
     if exp is not None:
-        if not isinstance(exp, (int, float)):
-            raise JWTError("invalid exp value")
-        if time.time() >= exp:
-            raise JWTError("jwt expired")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            raise JWTError('"exp" claim must be a number')
+        if exp <= int(time.time()):
+            raise JWTError('"exp" claim timestamp check failed')
     return payload
 
 
+# src/storage/limits.ts: "only allow s3 safe characters and characters which require special
+# handling"; anything else (non-ASCII, emoji, ``% # [ ] ~ { } " ^ | < > \\`` and backtick) is a
+# 400 InvalidKey. Hyphen last so it stays a literal.
+VALID_OBJECT_KEY = re.compile(r"[A-Za-z0-9_/!.*'() &$=@;:+,?-]*")
+VALID_BUCKET_NAME = re.compile(r"[A-Za-z0-9_!.*'() &$=@;:+,?-]*")
+
+
 def valid_bucket_name(name: str) -> bool:
-    return (
-        bool(name)
-        and len(name) <= 100
-        and "/" not in name
-        and name not in (".", "..")
-        and (re.fullmatch(r"[\w!\-.*'() &$@=;:+,?]+", name) is not None)
-    )
+    """``isValidBucketName``: 1..100 characters of the S3-safe set, no slash."""
+    return 0 < len(name) < 101 and VALID_BUCKET_NAME.fullmatch(name) is not None
 
 
 def check_key(key: str) -> None:
+    """``mustBeValidKey``: the S3-safe set only, else 400 InvalidKey (and no ``.``/``..`` segments)."""
     if (
         not key
+        or VALID_OBJECT_KEY.fullmatch(key) is None
         or len(key.encode()) > 1024
-        or any(ord(c) < 32 or ord(c) == 127 for c in key)
         or any(seg in (".", "..") for seg in key.split("/"))
     ):
         raise StorageError(400, "InvalidKey", f"Invalid key: {key}")
@@ -1550,10 +1580,13 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             else:
                 mimetype = content_type or "application/octet-stream"
                 cache_control = self.headers.get("Cache-Control") or "no-cache"
+                # uploader.ts: a binary body is checked against the limit only through its
+                # Content-Length; a chunked one has no size up front and no later truncation
+                # signal, so it is stored whatever its size.
                 declared = self.body.declared_length
                 if limit is not None and declared is not None and declared > limit:
                     raise entity_too_large()
-                size, md5, truncated = stream_to_file(self.body, tmp, limit, [])
+                size, md5, truncated = stream_to_file(self.body, tmp, None, [])
                 custom = self.headers.get("x-metadata")
                 if custom:
                     with contextlib.suppress(ValueError, binascii.Error):
@@ -1630,6 +1663,7 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         self, bucket_id: str, key: str, *, public=False, extra_headers=None
     ):
         store = self.server.store
+        check_key(key)  # findObject: reads refuse such keys too
         bucket = store.get_bucket(bucket_id)
         if bucket is None or (public and not bucket["public"]):
             raise no_such_bucket()
@@ -1651,6 +1685,7 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
 
     def _rest_info(self, bucket_id: str, key: str, *, public=False):
         store = self.server.store
+        check_key(key)
         bucket = store.get_bucket(bucket_id)
         if bucket is None or (public and not bucket["public"]):
             raise no_such_bucket()
@@ -1803,12 +1838,14 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
     def _sign(self, url: str, expires_in: int) -> str:
         now = int(time.time())
         return jwt_encode(
-            {"url": url, "iat": now, "exp": now + expires_in}, self.server.jwt_secret
+            {"url": url, "scope": "download", "iat": now, "exp": now + expires_in},
+            self.server.jwt_secret,
         )
 
     def _rest_sign(self, bucket_id: str, key: str):
         body = self._read_json()
         expires_in = self._expires_in(body)
+        check_key(key)
         store = self.server.store
         store.require_bucket(bucket_id)
         if store.get_object(bucket_id, key) is None:
@@ -1854,6 +1891,11 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             payload = jwt_decode(token, self.server.jwt_secret)
         except JWTError as exc:
             raise StorageError(400, "InvalidJWT", str(exc)) from exc
+        scope = payload.get("scope")  # isDownloadScopedToken: legacy tokens carry no scope
+        if scope != "download" and (scope is not None or "upsert" in payload):
+            raise StorageError(
+                400, "InvalidSignature", "Token is not scoped for download"
+            )
         if payload.get("url") != f"{bucket_id}/{key}":
             raise StorageError(400, "InvalidSignature", "Invalid signature")
         exp = payload.get("exp")
@@ -1966,17 +2008,11 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
     # -- SigV4
     def _verify_sigv4(self):
         srv = self.server
-        if not srv.s3_access_key or not srv.s3_secret_key:
-            raise S3Error(
-                403,
-                "AccessDenied",
-                "Missing S3 Protocol Access Key ID or Secret Key Environment variables",
-            )
-        auth = self.headers.get("Authorization")
+        auth = self.headers.get("Authorization") or ""
         presigned = False
-        if auth:
-            if not auth.startswith("AWS4-HMAC-SHA256 "):
-                raise S3Error(400, "InvalidSignature", "Unsupported authorization type")
+        # extractSignature: only an AWS4-HMAC-SHA256 header counts; anything else (a Bearer
+        # token) falls through to the presigned query, then to 403 "Missing signature".
+        if auth.startswith("AWS4-HMAC-SHA256 "):
             params = {}
             for item in auth[len("AWS4-HMAC-SHA256 ") :].split(","):
                 k, _, v = item.strip().partition("=")
@@ -1995,6 +2031,12 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
             payload_hash = "UNSIGNED-PAYLOAD"
         else:
             raise S3Error(403, "AccessDenied", "Missing signature")
+        if not srv.s3_access_key or not srv.s3_secret_key:  # createServerSignature
+            raise S3Error(
+                403,
+                "AccessDenied",
+                "Missing S3 Protocol Access Key ID or Secret Key Environment variables",
+            )
         if not all(
             isinstance(x, str) and x
             for x in (credential, signed_headers, signature, amz_date)
@@ -2004,14 +2046,15 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         if len(cred) != 5:
             raise S3Error(400, "InvalidSignature", "Invalid credentials")
         access_key, short_date, region, service, _ = cred
+        # SignatureV4.validateCredentials (single-tenant credentials)
         if not hmac.compare_digest(access_key.encode(), srv.s3_access_key.encode()):
-            raise S3Error(
-                403,
-                "InvalidAccessKeyId",
-                "The Access Key Id you provided does not exist in our records.",
-            )
+            raise S3Error(403, "AccessDenied", "Invalid Access Key")
         if service != "s3":
             raise S3Error(403, "AccessDenied", "Invalid Service")
+        # SignatureV4.getSelectedRegion: the client's region is used for the scope only if it
+        # is one of these; otherwise the server signs with its own, so the signatures differ.
+        if region not in ("auto", "us-east-1", srv.s3_region, ""):
+            region = srv.s3_region
         if presigned:
             try:
                 expires = int(self.query.get("X-Amz-Expires", "0"))

@@ -22,7 +22,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -63,7 +65,7 @@ def s3_client(url: str, checksum: str = "when_supported", **kwargs):
     return boto3.client(
         "s3",
         endpoint_url=f"{url}/storage/v1/s3",
-        region_name="local",
+        region_name=kwargs.pop("region_name", "local"),
         aws_access_key_id=kwargs.pop("access_key", S3_ACCESS_KEY),
         aws_secret_access_key=kwargs.pop("secret_key", S3_SECRET_KEY),
         config=Config(
@@ -455,8 +457,15 @@ def test_signed_url_valid_expired_and_tampered(env, client, bucket):
         "statusCode": "400",
         "code": "InvalidJWT",
         "error": "InvalidJWT",
-        "message": "jwt expired",
+        "message": '"exp" claim timestamp check failed',  # jose's JWTExpired
     }
+    for malformed in ("garbage", "a.b", ""):  # jose's JWSInvalid (an empty token is one too)
+        r = httpx.get(base, params={"token": malformed})
+        if malformed:
+            assert (r.status_code, r.json()["code"]) == (400, "InvalidJWT")
+            assert r.json()["message"] == "Invalid Compact JWS"
+        else:  # the route's query schema requires a token
+            assert r.status_code == 400 and "token" in r.json()["message"]
 
     head, _, sig = token.split(".")
     forged_claims = dict(claims, url=f"{bucket}/reports/other.bin")
@@ -469,11 +478,15 @@ def test_signed_url_valid_expired_and_tampered(env, client, bucket):
         params={"token": tampered},
     )
     assert r.status_code == 400 and r.json()["code"] == "InvalidJWT"
-    assert r.json()["message"] == "invalid signature"
+    assert r.json()["message"] == "signature verification failed"
 
     wrong_secret = jwt.encode(dict(claims), "another-secret-another-secret-another")
     r = httpx.get(base, params={"token": wrong_secret})
-    assert (r.status_code, r.json()["message"]) == (400, "invalid signature")
+    assert (r.status_code, r.json()["message"]) == (400, "signature verification failed")
+
+    upload_token = jwt.encode(dict(claims, scope="upload"), JWT_SECRET)  # not for downloads
+    r = httpx.get(base, params={"token": upload_token})
+    assert (r.status_code, r.json()["code"]) == (400, "InvalidSignature")
 
     # a valid token for one object doesn't open another
     r = httpx.get(
@@ -524,10 +537,13 @@ def test_wrong_or_missing_keys_are_rejected(env):
         {
             "Authorization": f"Bearer {service_key('a-different-secret-a-different-secret')}"
         }
-    ) == ("invalid signature")
-    assert denied({"Authorization": f"Bearer {service_key(ttl=-10)}"}) == "jwt expired"
-    assert denied({"Authorization": "Bearer garbage"}) == "jwt malformed"
-    assert denied({}) == "jwt must be provided"
+    ) == ("signature verification failed")
+    assert (
+        denied({"Authorization": f"Bearer {service_key(ttl=-10)}"})
+        == '"exp" claim timestamp check failed'
+    )
+    assert denied({"Authorization": "Bearer garbage"}) == "Invalid Compact JWS"
+    assert denied({}) == "Invalid Compact JWS"
 
     bad_bearer = create_client(
         env.url,
@@ -539,7 +555,7 @@ def test_wrong_or_missing_keys_are_rejected(env):
     assert (exc.value.status, exc.value.code, exc.value.message) == (
         "403",
         "Unauthorized",
-        "invalid signature",
+        "signature verification failed",
     )
     assert httpx.get(url, headers=headers(env.key)).status_code == 200
 
@@ -782,7 +798,8 @@ def test_s3_multipart_small_parts_and_errors(env, bucket):
 
     with pytest.raises(ClientError) as exc:
         s3_client(env.url, access_key="wrong-key").list_objects_v2(Bucket=bucket)
-    assert exc.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    assert exc.value.response["Error"]["Code"] == "AccessDenied"
+    assert exc.value.response["Error"]["Message"] == "Invalid Access Key"
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
     with pytest.raises(ClientError) as exc:
@@ -835,6 +852,104 @@ def test_s3_size_limit(env, client):
     s3.abort_multipart_upload(Bucket=name, Key="mp.bin", UploadId=uid)
     assert client.storage.from_(name).list() == []
     assert tmp_files(env) == []
+
+
+def test_s3_signing_region_must_be_one_the_server_accepts(tmp_path):
+    """storage's getSelectedRegion: `auto`, `us-east-1` or its own region sign; any other gets
+    403 SignatureDoesNotMatch, because the server computes the scope with its own region."""
+    e = launch(tmp_path / "data", s3_region="eu-central-1")
+    try:
+        create_client(e.url, e.key).storage.create_bucket("regions")
+        for region in ("auto", "us-east-1", "eu-central-1"):
+            s3 = s3_client(e.url, region_name=region)
+            s3.put_object(Bucket="regions", Key=f"{region}.bin", Body=b"x")
+            assert s3.get_object(Bucket="regions", Key=f"{region}.bin")["Body"].read() == b"x"
+        for region in ("eu-west-3", "local"):
+            with pytest.raises(ClientError) as exc:
+                s3_client(e.url, region_name=region).list_objects_v2(Bucket="regions")
+            assert exc.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+            assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        presigned = s3_client(e.url, region_name="eu-west-3").generate_presigned_url(
+            "get_object", Params={"Bucket": "regions", "Key": "auto.bin"}, ExpiresIn=60
+        )
+        assert httpx.get(presigned).status_code == 403
+    finally:
+        stop(e.srv)
+
+
+def test_bearer_request_on_the_s3_path_is_missing_a_signature(env, bucket):
+    """extractSignature: only SigV4 counts on /storage/v1/s3; a REST-style request there is an
+    XML 403 AccessDenied "Missing signature", never a JSON body."""
+    url = f"{env.url}/storage/v1/s3/storage/v1/bucket/{bucket}"
+    r = httpx.get(url, headers=headers(env.key))
+    assert r.status_code == 403 and r.headers["content-type"] == "application/xml"
+    error = ET.fromstring(r.content)
+    assert (error.findtext("Code"), error.findtext("Message")) == (
+        "AccessDenied",
+        "Missing signature",
+    )
+    r = httpx.post(f"{env.url}/storage/v1/s3/{bucket}/a.bin", headers=headers(env.key))
+    assert r.status_code == 403 and b"Missing signature" in r.content
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["caf\u00e9.bin", "emoji-\U0001f600.bin", "a%20b.bin"]
+    + [f"a{c}b.bin" for c in '#[]~{}"^|<>`\\'],
+)
+def test_keys_outside_the_s3_safe_set_are_invalid(env, client, bucket, name):
+    """src/storage/limits.ts: 400 InvalidKey on upload (REST and S3), info, download and sign."""
+    key = f"k/{name}"
+    quoted = urllib.parse.quote(key, safe="/")
+    h = {**headers(env.key), "Content-Type": "application/octet-stream"}
+    invalid = {
+        "statusCode": "400",
+        "code": "InvalidKey",
+        "error": "InvalidKey",
+        "message": f"Invalid key: {key}",
+    }
+    base = f"{env.url}/storage/v1/object"
+    assert httpx.post(f"{base}/{bucket}/{quoted}", content=b"x", headers=h).json() == invalid
+    assert httpx.get(f"{base}/info/{bucket}/{quoted}", headers=h).json() == invalid
+    assert httpx.get(f"{base}/{bucket}/{quoted}", headers=h).json() == invalid
+    signed = httpx.post(f"{base}/sign/{bucket}/{quoted}", json={"expiresIn": 60}, headers=h)
+    assert signed.json() == invalid
+    with pytest.raises(ClientError) as exc:
+        s3_client(env.url).put_object(Bucket=bucket, Key=key, Body=b"x")
+    assert exc.value.response["Error"]["Code"] == "InvalidKey"
+    assert client.storage.from_(bucket).list("k") == []
+
+
+def test_question_mark_is_stored_but_cuts_the_signed_link(env, client, bucket):
+    """`?` is in storage's key set, but the signed URL it returns is not encoded
+    (`/object/sign/<bucket>/<key>?token=`), so the link's path ends at the `?`."""
+    h = {**headers(env.key), "Content-Type": "application/octet-stream"}
+    url = f"{env.url}/storage/v1/object/{bucket}/q/a%3Fb.bin"
+    assert httpx.post(url, content=b"x", headers=h).status_code == 200
+    assert client.storage.from_(bucket).info("q/a?b.bin")["size"] == 1
+    signed = client.storage.from_(bucket).create_signed_url("q/a?b.bin", 60)["signedURL"]
+    assert "/q/a?b.bin?token=" in signed
+    assert httpx.get(signed).status_code == 400  # asks for /q/a with a mangled query
+
+
+def test_chunked_upload_passes_whatever_its_size(env, client):
+    """uploader.ts checks a raw body's size only through its Content-Length: a chunked body
+    over the bucket's limit is stored, one with a Content-Length over it is refused."""
+    name = f"lim-{uuid.uuid4().hex[:8]}"
+    client.storage.create_bucket(name, options={"file_size_limit": MB})
+    url = f"{env.url}/storage/v1/object/{name}/chunked.bin"
+    h = {**headers(env.key), "Content-Type": "application/octet-stream"}
+    data = random.Random(9).randbytes(3 * MB)
+    parts = (data[i : i + 256 * 1024] for i in range(0, len(data), 256 * 1024))
+    r = httpx.post(url, content=parts, headers=h)
+    assert r.status_code == 200, r.text
+    assert client.storage.from_(name).info("chunked.bin")["size"] == 3 * MB
+    fetched = httpx.get(url, headers=headers(env.key))
+    assert sha(fetched.content) == sha(data)
+
+    r = httpx.post(f"{env.url}/storage/v1/object/{name}/sized.bin", content=data, headers=h)
+    assert r.status_code == 400 and r.json()["statusCode"] == "413"
+    assert client.storage.from_(name).exists("sized.bin") is False
 
 
 # --------------------------------------------------------------------------- robustness

@@ -6,22 +6,33 @@ The conformance suite (test_conformance.py) already runs every shared behaviour 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import time
 import tracemalloc
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
+import jwt as pyjwt
 import pytest
 import requests
 
 from backups.storage import get_storage
 from backups.storage.base import ObjectNotFound, StorageError, StorageTransientError
-from backups.storage.supabase import UPLOAD_LIMIT_MESSAGE, SupabaseStorage
+from backups.storage.supabase import (
+    BUCKET_LIMIT_MESSAGE,
+    SIZE_LIMIT_MESSAGE,
+    UPLOAD_LIMIT_MESSAGE,
+    SupabaseStorage,
+    check_key,
+)
 from tests.servers.moto_s3 import free_port
 from tests.servers.supabase_storage import stop
 
 from .conftest import (
+    SUPABASE_JWT_SECRET,
     SUPABASE_S3_ACCESS_KEY,
     SUPABASE_S3_SECRET_KEY,
     SUPABASE_SERVICE_KEY,
@@ -137,22 +148,53 @@ def test_object_over_the_upload_limit_fails_naming_the_s3_settings(small_server)
     with pytest.raises(StorageError) as caught:
         upload(storage, "clinic1/big.sql", 3 * MiB, size=512 * 1024)
 
-    assert str(caught.value) == UPLOAD_LIMIT_MESSAGE
+    assert str(caught.value) == UPLOAD_LIMIT_MESSAGE.format(key="clinic1/big.sql", limit=SMALL_LIMIT)
+    assert "SUPABASE_UPLOAD_LIMIT (2097152 bytes)" in str(caught.value) and "SUPABASE_S3_ENDPOINT" in str(caught.value)
     assert not isinstance(caught.value, StorageTransientError)
     assert list(storage.list("clinic1/")) == []
     assert storage.stat("clinic1/big.sql") is None
     assert wait_for_no_partial_files(small_server) == []
 
 
-def test_server_refusing_a_too_large_body_gives_the_same_message(small_server):
-    storage = rest_storage(small_server, upload_limit=50 * MiB)  # the project's limit (2 MiB) is lower
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupabaseServer]:
+    """A stand-in whose project file size limit (100 kB) is below the one-POST threshold (1 MiB)."""
+    server = start_supabase(tmp_path_factory.mktemp("supabase-tiny"), file_size_limit=100_000)
+    yield server
+    stop(server.server)
+
+
+def test_the_servers_limit_guards_only_bodies_with_a_content_length(tiny_server):
+    """Like storage-api, the stand-in refuses an oversized body only by its Content-Length: the one-POST upload
+    (up to 1 MiB) gets its 413, read as the size-limit sentence; a streamed one is stored whatever its size, which
+    is why the writer counts SUPABASE_UPLOAD_LIMIT itself."""
+    storage = rest_storage(tiny_server, upload_limit=50 * MiB)
 
     with pytest.raises(StorageError) as caught:
-        upload(storage, "clinic1/big.sql", 3 * MiB, size=512 * 1024)
+        storage.put_bytes("clinic1/one-post.sql", b"x" * 500_000)
+    assert str(caught.value) == SIZE_LIMIT_MESSAGE.format(action="uploading clinic1/one-post.sql")
+    assert storage.stat("clinic1/one-post.sql") is None
 
-    assert str(caught.value) == UPLOAD_LIMIT_MESSAGE
-    assert list(storage.list("clinic1/")) == []
-    assert wait_for_no_partial_files(small_server) == []
+    upload(storage, "clinic1/streamed.sql", 1536 * 1024)  # chunked, 15 times the project's limit
+    assert storage.stat("clinic1/streamed.sql").size == 1536 * 1024
+
+
+def test_the_buckets_own_limit_is_counted_by_the_writer(small_server):
+    """The bucket's file_size_limit (read with the bucket) caps a streamed upload the server would store."""
+    storage = rest_storage(small_server)
+    raw_create_bucket(small_server, storage.bucket, file_size_limit=MiB + 100)
+    seen = record_requests(storage)
+
+    with pytest.raises(StorageError) as caught:
+        upload(storage, "clinic1/big.sql", 1536 * 1024)
+
+    assert str(caught.value) == BUCKET_LIMIT_MESSAGE.format(key="clinic1/big.sql", bucket=storage.bucket,
+                                                           limit=MiB + 100)
+    assert "SUPABASE_BUCKET" in str(caught.value)
+    assert storage.stat("clinic1/big.sql") is None and wait_for_no_partial_files(small_server) == []
+    assert not any(r.method == "POST" and r.url.path.endswith("/clinic1/big.sql") for r in seen)  # never sent
+    upload(storage, "clinic1/fits.sql", MiB + 100)
+    assert storage.stat("clinic1/fits.sql").size == MiB + 100
 
 
 def test_abort_mid_stream_leaves_nothing(small_server):
@@ -333,10 +375,12 @@ def test_check_with_unreachable_url(supabase_server):
 
 
 def test_check_with_something_else_at_the_url(supabase_server):
-    """A web server that is not Supabase (here: the stand-in's S3 side, which answers XML)."""
+    """The S3 side at SUPABASE_URL answers a Bearer request 403 AccessDenied "Missing signature" in XML: the URL is
+    wrong, not the key."""
     storage = make_supabase_storage(supabase_server, url=f"{supabase_server.url}/storage/v1/s3/x")
-    with pytest.raises(StorageError, match="SUPABASE_URL"):
+    with pytest.raises(StorageError, match="SUPABASE_URL") as caught:
         storage.check()
+    assert "SUPABASE_KEY" not in str(caught.value) and "HTTP 403" in str(caught.value)
 
 
 def test_check_with_wrong_key(supabase_server):
@@ -347,13 +391,14 @@ def test_check_with_wrong_key(supabase_server):
 
 
 def test_check_with_an_apikey_but_a_bad_bearer_token(supabase_server, monkeypatch):
-    """An accepted apikey with a token Storage refuses (403): still SUPABASE_KEY."""
+    """An accepted apikey with a token Storage refuses (403 `Invalid Compact JWS`): still SUPABASE_KEY."""
     storage = make_supabase_storage(supabase_server)
     monkeypatch.setattr(SupabaseStorage, "auth_headers", property(
-        lambda self: {"apikey": self.key, "Authorization": "Bearer not.a.jwt"}
+        lambda self: {"apikey": self.key, "Authorization": "Bearer not-a-jwt"}
     ))
-    with pytest.raises(StorageError, match="SUPABASE_KEY must be the project's service_role key"):
+    with pytest.raises(StorageError, match="SUPABASE_KEY must be the project's service_role key") as caught:
         storage.check()
+    assert "could not read SUPABASE_KEY as a JWT" in str(caught.value) and "Invalid Compact JWS" in str(caught.value)
 
 
 @pytest.mark.parametrize("missing", ["s3_endpoint", "s3_access_key_id", "s3_secret_access_key"])
@@ -371,13 +416,56 @@ def test_check_with_wrong_s3_secret(supabase_server):
     storage = make_supabase_storage(supabase_server, s3_secret_access_key="wrong")
     with pytest.raises(StorageError) as caught:
         storage.check()
-    assert "SUPABASE_S3_ACCESS_KEY_ID" in str(caught.value) and "SUPABASE_S3_SECRET_ACCESS_KEY" in str(caught.value)
+    assert "SignatureDoesNotMatch" in str(caught.value) and "SUPABASE_S3_SECRET_ACCESS_KEY" in str(caught.value)
+    assert "SUPABASE_S3_REGION='us-east-1'" in str(caught.value)
 
 
 def test_check_with_wrong_s3_access_key_id(supabase_server):
     storage = make_supabase_storage(supabase_server, s3_access_key_id="nobody")
-    with pytest.raises(StorageError, match="SUPABASE_S3_ACCESS_KEY_ID"):
+    with pytest.raises(StorageError) as caught:
         storage.check()
+    assert "Invalid Access Key" in str(caught.value) and str(caught.value).endswith("check SUPABASE_S3_ACCESS_KEY_ID.")
+
+
+@pytest.fixture(scope="module")
+def regional_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupabaseServer]:
+    """A stand-in in region eu-central-1, like a hosted project's S3 endpoint."""
+    server = start_supabase(tmp_path_factory.mktemp("supabase-eu"), s3_region="eu-central-1")
+    yield server
+    stop(server.server)
+
+
+@pytest.mark.parametrize("region", ["eu-central-1", "us-east-1", "auto"])
+def test_regions_supabase_signs_with_work(regional_server, region):
+    storage = make_supabase_storage(regional_server, s3_region=region)
+    storage.check()
+    storage.put_bytes("clinic1/a.sql", b"signed for " + region.encode())
+    assert storage.get_bytes("clinic1/a.sql") == b"signed for " + region.encode()
+
+
+def test_check_with_wrong_s3_region_names_the_region(regional_server):
+    """storage-api signs with its own region when the client's is not `auto`/`us-east-1`/its own: 403
+    SignatureDoesNotMatch, which used to read as a wrong access key."""
+    storage = make_supabase_storage(regional_server, s3_region="eu-west-3")
+    with pytest.raises(StorageError) as caught:
+        storage.check()
+    assert "SignatureDoesNotMatch" in str(caught.value)
+    assert "SUPABASE_S3_REGION='eu-west-3' must be the project's region" in str(caught.value)
+    with pytest.raises(StorageError, match="SUPABASE_S3_REGION='eu-west-3'"):  # a write without check() too
+        storage.put_bytes("clinic1/a.sql", b"x")
+
+
+def test_check_with_an_expired_jwt_as_key(supabase_server, monkeypatch):
+    """A legacy JWT service_role key past its `exp`: storage says `"exp" claim timestamp check failed`."""
+    expired = pyjwt.encode({"role": "service_role", "exp": int(time.time()) - 60}, SUPABASE_JWT_SECRET)
+    storage = make_supabase_storage(supabase_server)
+    monkeypatch.setattr(SupabaseStorage, "auth_headers", property(
+        lambda self: {"apikey": self.key, "Authorization": f"Bearer {expired}"}
+    ))
+    with pytest.raises(StorageError) as caught:
+        storage.check()
+    assert "SUPABASE_KEY while checking bucket" in str(caught.value) and "expired JWT" in str(caught.value)
+    assert '"exp" claim timestamp check failed' in str(caught.value)
 
 
 def test_check_with_unreachable_s3_endpoint(supabase_server):
@@ -444,9 +532,13 @@ def test_expired_link_is_refused(supabase_server):
     time.sleep(1.2)
     response = requests.get(link, timeout=10)
 
-    assert response.status_code == 400 and "expired" in response.text
+    assert response.status_code == 400
+    assert response.json()["code"] == "InvalidJWT"
+    assert response.json()["message"] == '"exp" claim timestamp check failed'  # jose's JWTExpired, as storage says
     tampered = link.replace("link.sql?", "other.sql?")
     assert requests.get(tampered, timeout=10).status_code == 400
+    malformed = requests.get(link.split("?token=")[0] + "?token=not-a-token", timeout=10)
+    assert (malformed.status_code, malformed.json()["message"]) == (400, "Invalid Compact JWS")
 
 
 def test_link_to_a_missing_object(supabase_server):
@@ -474,6 +566,43 @@ def test_bad_keys_are_refused_before_any_request(supabase_server, key):
         with pytest.raises(StorageError, match="not a valid backup key"):
             call(key)
     assert seen == []
+
+
+@pytest.mark.parametrize(("key", "refused"), [
+    ("clinic1/caf\u00e9 cr\u00e8me.sql", "\u00e9\u00e8"), ("clinic1/\U0001f600.sql", "\U0001f600"),
+    ("clinic1/a?b.sql", "?"), *((f"clinic1/a{c}b.sql", c) for c in '#[]~{}"^|<>`'),
+])
+def test_keys_supabase_refuses_are_refused_naming_the_characters(supabase_server, key, refused):
+    """storage-api answers 400 InvalidKey for these (and `?` breaks its signed links): writes are refused with a
+    sentence, and since no such object can exist there, reads find nothing; no request is sent either way."""
+    storage = make_supabase_storage(supabase_server)
+    seen = record_requests(storage)
+
+    with pytest.raises(StorageError, match="not a valid backup key for Supabase Storage") as caught:
+        storage.open_write(key)
+    assert f"it refuses {refused!r}" in str(caught.value) and not isinstance(caught.value, ObjectNotFound)
+    assert storage.stat(key) is None
+    storage.delete(key)
+    with pytest.raises(ObjectNotFound):
+        storage.open_read(key)
+    with pytest.raises(ObjectNotFound):
+        storage.url(key, 60)
+    assert seen == []
+
+
+def test_every_key_the_project_builds_is_one_supabase_holds():
+    """Tenant keys come from backups/naming.py (schema, UUID, file name, collision suffix, manifest)."""
+    from backups.manifest import manifest_key
+    from backups.naming import COMPRESSION_EXT, ENCRYPTION_EXT, FORMAT_EXT, backup_file_name, tenant_key, with_suffix
+
+    schema = "a_" + "z9" * 30  # every character a schema may use, at its longest
+    for fmt, compression, encryption, automatic in itertools.product(FORMAT_EXT, COMPRESSION_EXT, ENCRYPTION_EXT,
+                                                                     (True, False)):
+        name = backup_file_name(schema=schema, fmt=fmt, compression=compression, encryption=encryption,
+                                automatic=automatic, at=datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC))
+        for file_name in (name, with_suffix(name, 12)):
+            key = tenant_key(schema, uuid.uuid4(), file_name)
+            assert check_key(key) == key and check_key(manifest_key(key)) == manifest_key(key)
 
 
 # -- error mapping -----------------------------------------------------------------------------------
@@ -520,10 +649,35 @@ def test_error_responses_map_to_storage_errors(status, body, kind, text):
     assert text in str(error)
 
 
-def test_too_large_message_of_the_standard_upload():
-    error = storage_error(400, {"statusCode": "413", "error": "Payload too large", "message": "too big"},
-                         too_large=UPLOAD_LIMIT_MESSAGE)
-    assert str(error) == UPLOAD_LIMIT_MESSAGE
+@pytest.mark.parametrize(
+    ("status", "body", "text"),
+    [
+        # `Authorization: Bearer` on the S3 path (SUPABASE_URL=.../storage/v1/s3): storage-api's XML 403
+        (403, b'<?xml version="1.0"?><Error><Code>AccessDenied</Code><Message>Missing signature</Message></Error>',
+         "check SUPABASE_URL"),
+        (403, b"<html>Forbidden</html>", "check SUPABASE_URL"),
+        (413, b"<html>413 Request Entity Too Large</html>", "upload size limit"),
+    ],
+)
+def test_answers_that_are_not_storages_json_blame_the_url_not_the_key(status, body, text):
+    storage = SupabaseStorage(url="https://proj.supabase.co", key="k", bucket="backups")
+    error = storage.response_error(httpx.Response(status, content=body), "reading clinic1/a.sql")
+    assert text in str(error) and ("SUPABASE_KEY" not in str(error))
+
+
+@pytest.mark.parametrize(
+    ("message", "text"),
+    [
+        ('"exp" claim timestamp check failed', "it is an expired JWT"),
+        ("Invalid Compact JWS", "could not read SUPABASE_KEY as a JWT"),
+        ("signature verification failed", "SUPABASE_KEY must be the project's service_role key"),
+    ],
+)
+def test_refused_tokens_read_as_storage_words_them(message, text):
+    """storage-api's verifyJWT passes jose's messages through in a 403 AccessDenied."""
+    error = storage_error(400, {"statusCode": "403", "code": "AccessDenied", "error": "Unauthorized",
+                                "message": message})
+    assert text in str(error) and "SUPABASE_KEY" in str(error) and message in str(error)
 
 
 @pytest.mark.parametrize(
@@ -580,7 +734,7 @@ def test_from_settings_and_get_storage(settings, supabase_server):
     settings.SUPABASE_KEY = SUPABASE_SERVICE_KEY
     settings.SUPABASE_BUCKET = "tenant-backups-settings"
     settings.SUPABASE_S3_ENDPOINT = supabase_server.s3_endpoint
-    settings.SUPABASE_S3_REGION = "eu-central-1"
+    settings.SUPABASE_S3_REGION = "auto"  # one Supabase always signs with, besides us-east-1 and its own
     settings.SUPABASE_S3_ACCESS_KEY_ID = SUPABASE_S3_ACCESS_KEY
     settings.SUPABASE_S3_SECRET_ACCESS_KEY = SUPABASE_S3_SECRET_KEY
     settings.SUPABASE_UPLOAD_LIMIT = 10 * MiB
@@ -591,7 +745,7 @@ def test_from_settings_and_get_storage(settings, supabase_server):
     assert isinstance(storage, SupabaseStorage) and storage.name == "supabase"
     assert storage.project_url == supabase_server.url and storage.bucket == "tenant-backups-settings"
     assert storage.upload_limit == 10 * MiB and storage.s3_enabled
-    assert storage.s3.part_size == 8 * MiB and storage.s3.region_name == "eu-central-1"
+    assert storage.s3.part_size == 8 * MiB and storage.s3.region_name == "auto"
     storage.check()
     storage.put_bytes("clinic1/a.json", b"{}")
     assert get_storage("supabase").get_bytes("clinic1/a.json") == b"{}"

@@ -1,4 +1,4 @@
-"""audit/: who did what to the clinic's backups, from where, when."""
+"""audit/: who did what to the tenant's backups, from where, when."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from .base import TenantAdminAPIView
 
 
 class AuditListView(TenantAdminAPIView):
-    """The clinic's audit trail, newest first."""
+    """The tenant's audit trail, newest first."""
 
     pagination_class = BackupsPagination
 
-    @extend_schema(operation_id="backups_audit_list", summary="This clinic's audit trail",
+    @extend_schema(operation_id="backups_audit_list", summary="This tenant's audit trail",
                    responses={200: BackupEventSerializer(many=True), **errors(400, *ADMIN, 404)}, tags=["audit"])
     def get(self, request):
         paginator = self.pagination_class()

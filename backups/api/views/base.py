@@ -7,10 +7,11 @@ import ipaddress
 from django.http import StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
+from backups.api.defaults import ApiDefaults
 from backups.api.permissions import IsTenantAdmin, IsTenantUser
+from backups.api.throttling import client_ident
 from backups.services.api_backups import actor_snapshot
 from backups.services.api_streaming import OpenedObject, api_object_chunks, api_object_headers
 
@@ -24,14 +25,14 @@ class AnyAcceptNegotiation(DefaultContentNegotiation):
 
 def client_ip(request) -> str | None:
     """The client's address as DRF's throttles see it (X-Forwarded-For only behind NUM_PROXIES proxies)."""
-    ident = (BaseThrottle().get_ident(request) or "").strip()
+    ident = (client_ident(request) or "").strip()
     try:
         return str(ipaddress.ip_address(ident))
     except ValueError:
         return None
 
 
-class TenantAPIView(APIView):
+class TenantAPIView(ApiDefaults, APIView):
     """A view of the tenant's backups, readable by any of its users."""
 
     permission_classes = (IsTenantUser,)

@@ -1,4 +1,4 @@
-"""cloud/: the clinic's objects in the storage, by key (list, download, delete, time-limited link)."""
+"""cloud/: the tenant's objects in the storage, by key (list, download, delete, time-limited link)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from backups.storage import get_storage
 from .base import AnyAcceptNegotiation, TenantAdminAPIView, stream_response
 
 KEY_HELP = ("The object's key in the backup storage, `<schema>/<file>` as cloud/list/ shows it; "
-            "keys outside this clinic answer 404, malformed ones 400.")
+            "keys outside this tenant answer 404, malformed ones 400.")
 
 
 class CloudObjectSerializer(serializers.Serializer):
@@ -37,7 +37,7 @@ class CloudObjectSerializer(serializers.Serializer):
 
 
 class CloudListSerializer(serializers.Serializer):
-    """What the storage holds for the clinic."""
+    """What the storage holds for the tenant."""
 
     count = serializers.IntegerField()
     schema = serializers.CharField()
@@ -75,11 +75,11 @@ class CloudDeleteSerializer(MessageSerializer):
 
 
 class CloudListView(TenantAdminAPIView):
-    """The clinic's backup objects in the storage."""
+    """The tenant's backup objects in the storage."""
 
     @extend_schema(
         operation_id="backups_cloud_list",
-        summary="List this clinic's objects in the backup storage",
+        summary="List this tenant's objects in the backup storage",
         responses={200: CloudListSerializer, **errors(*ADMIN, *STORAGE)},
         tags=["cloud"],
     )

@@ -37,16 +37,16 @@ class BackupCreateInputSerializer(serializers.Serializer):
 
 
 class BackupCreateView(TenantAdminAPIView):
-    """Create a manual backup of this clinic."""
+    """Create a manual backup of this tenant."""
 
     content_negotiation_class = AnyAcceptNegotiation
 
     @extend_schema(
         operation_id="backups_create",
         summary="Create a manual backup now",
-        description="Queues a backup of this clinic on the priority queue and answers 202 with its record. "
+        description="Queues a backup of this tenant on the priority queue and answers 202 with its record. "
                     "`?download=true` waits for it and answers 200 with the file (header `X-Backup-SHA256`). "
-                    "409 while a backup or restore of this clinic is queued or running; 429 past "
+                    "409 while a backup or restore of this tenant is queued or running; 429 past "
                     "BACKUPS_MANUAL_PER_HOUR manual backups in the last hour (Retry-After says when).",
         parameters=[BackupCreateQuerySerializer],
         request=BackupCreateInputSerializer,

@@ -1,4 +1,4 @@
-"""history/: the clinic's backups, one backup with its progress, its download and its deletion."""
+"""history/: the tenant's backups, one backup with its progress, its download and its deletion."""
 
 from __future__ import annotations
 
@@ -46,13 +46,13 @@ class HistoryFilterSerializer(serializers.Serializer):
 
 
 class HistoryListView(TenantAPIView):
-    """The clinic's backups, newest first."""
+    """The tenant's backups, newest first."""
 
     pagination_class = BackupsPagination
 
     @extend_schema(
         operation_id="backups_history_list",
-        summary="List this clinic's backups",
+        summary="List this tenant's backups",
         parameters=[HistoryFilterSerializer],
         responses={200: BackupRecordSerializer(many=True), **errors(400, *AUTHED, 404)},
         tags=["history"],
@@ -71,7 +71,7 @@ class HistoryListView(TenantAPIView):
 
 
 class HistoryDetailView(TenantAPIView):
-    """One backup (any user of the clinic reads it; its administrators delete it)."""
+    """One backup (any user of the tenant reads it; its administrators delete it)."""
 
     def get_permissions(self):
         return [IsTenantAdmin() if self.request.method == "DELETE" else IsTenantUser()]

@@ -21,7 +21,7 @@ NOT_FOUND = "This link is invalid or has expired."
 
 
 class LocalDownloadView(TenantAPIView):
-    """Serve a signed link of the local backend, for this clinic's objects only."""
+    """Serve a signed link of the local backend, for this tenant's objects only."""
 
     authentication_classes = ()
     permission_classes = (AllowAny,)
@@ -31,7 +31,7 @@ class LocalDownloadView(TenantAPIView):
         operation_id="backups_local_download",
         summary="Download through a signed link (local storage)",
         description="What cloud/get-url/ answers with the local backend. No credentials: the signed, expiring "
-                    "token is the authorization. A tampered, expired or another clinic's link answers 404.",
+                    "token is the authorization. A tampered, expired or another tenant's link answers 404.",
         parameters=[OpenApiParameter("token", OpenApiTypes.STR, OpenApiParameter.PATH)],
         responses={
             (200, "application/octet-stream"): OpenApiResponse(BINARY, description="The object, streamed."),
@@ -43,7 +43,7 @@ class LocalDownloadView(TenantAPIView):
     def get(self, request, token):
         try:
             key = check_tenant_key(resolve_signed_key(token), self.schema_name, self.tenant.tenant_uid)
-        except Exception:  # bad signature, expired, malformed payload, another clinic's key
+        except Exception:  # bad signature, expired, malformed payload, another tenant's key
             raise NotFoundError(NOT_FOUND) from None
         storage = get_storage("local")
         record = api_cloud_record(storage=storage, key=key, tenant=self.tenant)

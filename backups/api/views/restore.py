@@ -20,7 +20,7 @@ from .history import RECORD_ID
 class RestoreInputSerializer(serializers.Serializer):
     """The confirmation a restore needs."""
 
-    confirm = SafeCharField(max_length=63, help_text="This clinic's schema name, typed again to confirm.")
+    confirm = SafeCharField(max_length=63, help_text="This tenant's schema name, typed again to confirm.")
 
 
 class _RestoreView(TenantAdminAPIView):
@@ -41,12 +41,12 @@ RESTORE_RESPONSES = {202: OpenApiResponse(RestoreJobSerializer, description="The
 
 
 class RestoreView(_RestoreView):
-    """Replace the clinic's live schema with a backup."""
+    """Replace the tenant's live schema with a backup."""
 
     @extend_schema(
         operation_id="backups_history_restore",
         summary="Restore a backup over the live data",
-        description="Takes a safety backup, then replaces the clinic's schema with the backup in one transaction "
+        description="Takes a safety backup, then replaces the tenant's schema with the backup in one transaction "
                     "(the live schema stays as it was if anything fails). Needs `confirm` = the schema name.",
         parameters=[RECORD_ID], request=RestoreInputSerializer, responses=RESTORE_RESPONSES, tags=["restore"],
     )

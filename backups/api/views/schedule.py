@@ -1,4 +1,4 @@
-"""schedule/: the clinic's backup schedule and retention (any user reads, administrators change)."""
+"""schedule/: the tenant's backup schedule and retention (any user reads, administrators change)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .base import TenantAPIView
 
 class ScheduleSerializer(serializers.ModelSerializer):
     """The schedule and retention fields; `next_backup_at`, `last_backup_at` and `backup_overdue_since` are computed
-    (the last: since when the overdue check has found this clinic's automatic backups behind, else null)."""
+    (the last: since when the overdue check has found this tenant's automatic backups behind, else null)."""
 
     backup_time = WallClockTimeField(required=False, allow_null=True,
                                      help_text="Local wall-clock time of the backup (base time for every_12h / "
@@ -40,7 +40,7 @@ class ScheduleView(TenantAPIView):
     def _tenant(self):
         return get_tenant_model().objects.get(pk=self.tenant.pk)
 
-    @extend_schema(operation_id="backups_schedule_retrieve", summary="This clinic's backup schedule",
+    @extend_schema(operation_id="backups_schedule_retrieve", summary="This tenant's backup schedule",
                    responses={200: ScheduleSerializer, **errors(*AUTHED)}, tags=["schedule"])
     def get(self, request):
         return Response(ScheduleSerializer(self._tenant()).data)

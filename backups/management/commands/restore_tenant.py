@@ -1,4 +1,4 @@
-"""`manage.py restore_tenant <schema> <record_id> [--verify-only]`."""
+"""`manage.py restore_tenant <schema> <record_id> [--verify-only] [--noinput]`."""
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -9,17 +9,32 @@ from backups.services.restore import restore_replace, restore_verify
 
 class Command(BaseCommand):
     help = ("Replace a tenant's schema with a backup (safety backup first, all-or-nothing), or with "
-            "--verify-only restore it into a scratch database and compare row counts with its manifest.")
+            "--verify-only restore it into a scratch database and compare row counts with its manifest. "
+            "A replace asks you to type the schema name unless --noinput is given.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("schema")
         parser.add_argument("record_id", type=int)
         parser.add_argument("--verify-only", action="store_true", help="Restore into a scratch database only.")
+        parser.add_argument("--noinput", "--no-input", action="store_false", dest="interactive",
+                            help="Replace without asking (scripts); the safety backup is still taken.")
 
-    def handle(self, *args, schema: str, record_id: int, verify_only: bool, **options) -> None:
+    def _confirmed(self, schema: str, record: BackupRecord) -> bool:
+        self.stdout.write(f"This replaces the live data of {schema} with backup {record.pk} "
+                          f"({record.file_name}, {record.finished_at or record.created_at:%Y-%m-%d %H:%M}). "
+                          "A safety backup is taken first.")
+        try:
+            answer = input(f"Type the schema name ({schema}) to go ahead: ")
+        except (EOFError, OSError):  # no terminal to ask on: the answer is no
+            return False
+        return answer.strip() == schema
+
+    def handle(self, *args, schema: str, record_id: int, verify_only: bool, interactive: bool, **options) -> None:
         record = BackupRecord.objects.filter(pk=record_id).first()
         if record is None:
             raise CommandError(f"No backup record {record_id}.")
+        if not verify_only and interactive and not self._confirmed(schema, record):
+            raise CommandError("Restore cancelled: nothing was changed.")
         actor = {"command": "restore_tenant"}
         try:
             if verify_only:

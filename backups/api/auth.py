@@ -1,7 +1,7 @@
-"""Auth endpoints on each clinic's domain: a DRF token, or a JWT pair bound to the clinic's identity; logout.
+"""Auth endpoints on each tenant's domain: a DRF token, or a JWT pair bound to the tenant's identity; logout.
 
-Users live in the clinic's schema, so credentials are checked there; a JWT carries the clinic's identity
-and the user's credential fingerprint and is refused on any other clinic's domain, after a password
+Users live in the tenant's schema, so credentials are checked there; a JWT carries the tenant's identity
+and the user's credential fingerprint and is refused on any other tenant's domain, after a password
 change, and after logout (see backups.api.tokens). Refresh tokens rotate and are used once.
 """
 
@@ -20,36 +20,37 @@ from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from backups.api import tokens
-from backups.api.schema import errors
-from backups.api.serializers import SafeCharField
-from backups.api.throttling import TenantAuthRateThrottle
+from . import tokens
+from .defaults import ApiDefaults
+from .schema import errors
+from .serializers import SafeCharField
+from .throttling import TenantAuthRateThrottle
 
-BAD_CREDENTIALS = "No active account of this clinic with these credentials."
+BAD_CREDENTIALS = "No active account of this tenant with these credentials."
 
 
 class CredentialsSerializer(serializers.Serializer):
-    """A user of this clinic and their password."""
+    """A user of this tenant and their password."""
 
     username = SafeCharField(max_length=150)
     password = SafeCharField(max_length=4096, trim_whitespace=False, write_only=True, style={"input_type": "password"})
 
 
 class TokenSerializer(serializers.Serializer):
-    """A DRF token: send it as `Authorization: Token <token>` to this clinic's domain."""
+    """A DRF token: send it as `Authorization: Token <token>` to this tenant's domain."""
 
     token = serializers.CharField()
 
 
 class JwtPairSerializer(serializers.Serializer):
-    """A JWT pair for this clinic: `Authorization: Bearer <access>`; refresh at /api/auth/jwt/refresh/."""
+    """A JWT pair for this tenant: `Authorization: Bearer <access>`; refresh at /api/auth/jwt/refresh/."""
 
     access = serializers.CharField()
     refresh = serializers.CharField()
 
 
 class JwtRefreshInputSerializer(serializers.Serializer):
-    """A refresh token issued on this clinic's domain."""
+    """A refresh token issued on this tenant's domain."""
 
     refresh = SafeCharField(max_length=4096)
 
@@ -67,7 +68,7 @@ def _active_user(request, username: str, password: str):
     return user
 
 
-class _AuthView(APIView):
+class _AuthView(ApiDefaults, APIView):
     authentication_classes = ()
     permission_classes = (AllowAny,)
     throttle_classes = (TenantAuthRateThrottle,)
@@ -80,7 +81,7 @@ AUTH_ERRORS = errors(400, 401, 429)
 
 
 class ObtainTokenView(_AuthView):
-    """Exchange a username and password for this clinic's DRF token."""
+    """Exchange a username and password for this tenant's DRF token."""
 
     @extend_schema(operation_id="auth_token_create", summary="Get a DRF token", request=CredentialsSerializer,
                    responses={200: TokenSerializer, **AUTH_ERRORS}, auth=[], tags=["auth"])
@@ -96,7 +97,7 @@ class ObtainTokenView(_AuthView):
 
 
 class TenantTokenObtainPairSerializer(TokenObtainPairSerializer):
-    """simplejwt's pair, with the clinic's schema in both tokens."""
+    """simplejwt's pair, with the tenant's schema in both tokens."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -111,7 +112,7 @@ class TenantTokenObtainPairSerializer(TokenObtainPairSerializer):
 
 
 class TenantTokenRefreshSerializer(TokenRefreshSerializer):
-    """A new pair, only from an unused refresh token of this clinic whose user and password are unchanged."""
+    """A new pair, only from an unused refresh token of this tenant whose user and password are unchanged."""
 
     refresh = SafeCharField(max_length=4096)
 
@@ -119,10 +120,11 @@ class TenantTokenRefreshSerializer(TokenRefreshSerializer):
         return tokens.rotate(attrs["refresh"], self.context["request"])
 
 
-class ObtainJwtView(TokenObtainPairView):
-    """Exchange a username and password for a JWT pair bound to this clinic."""
+class ObtainJwtView(ApiDefaults, TokenObtainPairView):
+    """Exchange a username and password for a JWT pair bound to this tenant."""
 
     serializer_class = TenantTokenObtainPairSerializer
+    authentication_classes = ()
     throttle_classes = (TenantAuthRateThrottle,)
 
     @extend_schema(operation_id="auth_jwt_create", summary="Get a JWT pair", request=CredentialsSerializer,
@@ -131,10 +133,11 @@ class ObtainJwtView(TokenObtainPairView):
         return super().post(request, *args, **kwargs)
 
 
-class RefreshJwtView(TokenRefreshView):
-    """A new JWT pair from a refresh token of this clinic; the one sent is used up (rotation)."""
+class RefreshJwtView(ApiDefaults, TokenRefreshView):
+    """A new JWT pair from a refresh token of this tenant; the one sent is used up (rotation)."""
 
     serializer_class = TenantTokenRefreshSerializer
+    authentication_classes = ()
     throttle_classes = (TenantAuthRateThrottle,)
 
     @extend_schema(operation_id="auth_jwt_refresh", summary="Refresh a JWT pair",
@@ -144,7 +147,7 @@ class RefreshJwtView(TokenRefreshView):
         return super().post(request, *args, **kwargs)  # a bad, expired or used token: simplejwt answers 401
 
 
-class LogoutView(APIView):
+class LogoutView(ApiDefaults, APIView):
     """End a session: the refresh token sent is blacklisted and its access tokens stop working; a DRF
     token sent as the credential is deleted."""
 

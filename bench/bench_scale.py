@@ -1,0 +1,351 @@
+"""A fleet pass at 1,000 and 10,000 tenants through real workers, batched dumps, on a PRIVATE cluster.
+
+One run:
+
+1. starts a private PostgreSQL cluster (bench_catalog.Cluster: its own data directory var/bench-scale-cluster,
+   kept between runs, fsync off, max_locks_per_transaction 1024, a free port; stopped at the end) and uses
+   database scale_fleet on it, and the Redis of REDIS_URL, database BENCH_SCALE_REDIS_DB (default 12), keys
+   under "bench-scale." only;
+2. builds the fleet once and grows it: one template tenant the normal way (ORM save -> migrate, then
+   clinic.demo.fill_clinic(patients=PATIENTS)), clones made by replaying the template's `pg_dump -n`
+   through psql with the schema name replaced, tenants_clinica rows inserted with SQL;
+3. at each size N (BENCH_SCALE_SIZES, default "1000,10000"):
+   (a) one whole-database `pg_dump | zstd -3 -T1` , divided by N;
+   (b) a `pg_dump -n <s> | zstd` loop through `xargs -P CONCURRENCY` over a sample of LOOP_SAMPLE schemas
+       (the whole loop at 10,000 tenants would take hours), per tenant;
+   (c) the project: every fleet tenant made due, one real worker (-c CONCURRENCY,
+       BACKUPS_MAX_CONCURRENT_DUMPS=CONCURRENCY), one dispatcher tick (dispatch_due_backups, which sends
+       run_backup_batch messages) and the wall time until every record succeeded; the worker's peak RSS
+       (VmHWM of main + pool processes), the largest pg_dump/pg_restore child seen (VmRSS sampled), and the most
+       locks held on the server (pg_locks sampled every 0.2 s);
+4. prints per-tenant costs, the ratio to (a), the growth from the smallest to the largest size, and one
+   PASS/FAIL line per target of issue 13.
+
+Environment: REDIS_URL, BACKUPS_PG_BIN_DIR (initdb, pg_ctl, pg_dump...), BENCH_SCALE_SIZES, BENCH_SCALE_KEEP=0 to
+delete the cluster's data at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script too
+from bench.bench_catalog import Cluster  # noqa: E402
+from bench.common import child_env, purge_prefix  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = ROOT / "var" / "bench-scale-cluster"
+LOG_FILE = ROOT / "var" / "bench-scale-cluster.log"
+OUT_DIR = ROOT / "var" / "bench-scale"
+STORE_DIR = OUT_DIR / "store"
+BENCH_DB = "scale_fleet"
+REDIS_DB = int(os.environ.get("BENCH_SCALE_REDIS_DB", "12"))
+KEY_PREFIX = "bench-scale."
+SIZES = tuple(int(x) for x in os.environ.get("BENCH_SCALE_SIZES", "1000,10000").split(","))
+PATIENTS = 20
+TEMPLATE = "scale_00000"
+CONCURRENCY = 2
+BATCH_SIZE = 1600  # fits 1/2 of this cluster's lock table over 2 dump slots for 13-table tenants
+LOOP_SAMPLE = 40
+CLONE_CHUNK = 250
+WORKER_NAME = "benchscale"
+
+# Targets (issue 13).
+MAX_RATIO = 2.0  # fleet pass per tenant / whole-database dump's share
+MAX_GROWTH = 1.3  # per-tenant cost at the largest size / at the smallest
+MAX_RSS_MIB = 150
+
+
+def schema(i: int) -> str:
+    return f"scale_{i:05d}"
+
+
+def run() -> None:
+    """Entry point for bench/run.py: private cluster, then the measurements in a child process."""
+    cluster = Cluster(DATA_DIR, LOG_FILE)
+    cluster.start()
+    try:
+        with cluster.connect() as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+        env = child_env(database=BENCH_DB, redis_db=REDIS_DB, key_prefix=KEY_PREFIX,
+                        BACKUPS_LOCAL_ROOT=str(STORE_DIR), BACKUPS_MAX_CONCURRENT_DUMPS=str(CONCURRENCY),
+                        BACKUPS_BATCH_SIZE=str(BATCH_SIZE), BACKUPS_DISPATCH_BATCH="1000000",
+                        BACKUPS_SPREAD_SECONDS="0", BACKUPS_SPOOL_DIR=str(OUT_DIR / "spool"),
+                        BACKUPS_PG_BIN_DIR=os.environ.get("BACKUPS_PG_BIN_DIR", str(cluster.bin)))
+        env["DATABASE_URL"] = cluster.url(BENCH_DB)
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child"], env=env, cwd=ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench_scale's child process failed with status {proc.returncode}")
+    finally:
+        cluster.stop()
+        if os.environ.get("BENCH_SCALE_KEEP", "1") == "0":
+            shutil.rmtree(DATA_DIR, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- child process
+
+
+def libpq() -> tuple[list[str], dict[str, str]]:
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ["DATABASE_URL"])
+    args = ["-h", url.hostname, "-p", str(url.port), "-U", url.username or "postgres", "-d", url.path.lstrip("/")]
+    return args, dict(os.environ)
+
+
+def tool(name: str) -> str:
+    return str(Path(os.environ["BACKUPS_PG_BIN_DIR"]) / name)
+
+
+def status(pid: int) -> dict[str, str]:
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+    except OSError:
+        pass
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                kids = [int(x) for x in (task / "children").read_text().split()]
+            except OSError:
+                kids = []
+            out += kids
+            todo += kids
+    return out
+
+
+def kib(field: str) -> int:
+    return int(field.split()[0]) if field else 0
+
+
+class Fleet:
+    def __init__(self) -> None:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate_schemas", shared=True, verbosity=0)
+        import redis
+        from django.conf import settings
+
+        from backups import pgtools
+
+        self.admin = pgtools.connect(autocommit=True)
+        self.redis = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+
+    def size(self) -> int:
+        return self.admin.execute("SELECT count(*) FROM tenants_clinica WHERE schema_name LIKE 'scale\\_%%'"
+                                  ).fetchone()[0]
+
+    def grow(self, n: int) -> None:
+        from django.db import transaction
+        from django_tenants.utils import get_tenant_model, schema_context
+
+        from clinic.demo import fill_clinic
+
+        Tenant = get_tenant_model()
+        for (stray,) in self.admin.execute(  # left by an interrupted run
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'scale\\_%%' AND nspname NOT IN "
+                "(SELECT schema_name FROM tenants_clinica)").fetchall():
+            self.admin.execute(f'DROP SCHEMA "{stray}" CASCADE')
+        have = self.size()
+        if have >= n:
+            return
+        t0 = time.perf_counter()
+        if have == 0:
+            if not Tenant.objects.filter(schema_name="public").exists():
+                Tenant.objects.create(schema_name="public", nombre="Public (operators)")
+            Tenant(schema_name=TEMPLATE, nombre="Scale clinic 0").save(verbosity=0)
+            with schema_context(TEMPLATE), transaction.atomic():
+                fill_clinic(TEMPLATE, patients=PATIENTS)
+            have = 1
+        args, env = libpq()
+        dump = subprocess.run([tool("pg_dump"), *args, "-n", TEMPLATE, "--no-owner", "--no-acl"], check=True,
+                              capture_output=True, env=env).stdout.decode()
+        dump = "".join(line for line in dump.splitlines(keepends=True)
+                       if not line.startswith(("\\restrict", "\\unrestrict")))  # one psql reads many dumps
+        for start in range(have, n, CLONE_CHUNK):
+            names = [schema(i) for i in range(start, min(n, start + CLONE_CHUNK))]
+            script = "".join(dump.replace(TEMPLATE, s) for s in names)
+            subprocess.run([tool("psql"), *args, "-q", "-X", "-1", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null"],
+                           input=script.encode(), check=True, env=env)
+            self.admin.execute(
+                "INSERT INTO tenants_clinica (tenant_uid, schema_name, backup_schedule, backup_timezone, "
+                "backup_keep_daily, backup_keep_weekly, backup_keep_monthly, nombre, created_at) "
+                "SELECT gen_random_uuid(), s, 'disabled', 'UTC', 7, 4, 12, 'Scale clinic', now() "
+                "FROM unnest(%s::text[]) AS s", (names,))
+            print(f"    cloned {start + len(names):,}/{n:,} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        self.admin.execute("VACUUM ANALYZE")
+        print(f"  fleet grown from {have:,} to {n:,} tenants in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    def whole(self) -> float:
+        args, env = libpq()
+        cmd = f"{shlex.join([tool('pg_dump'), *args, '--no-owner', '--no-acl'])} | zstd -3 -T1 -q > /dev/null"
+        t0 = time.perf_counter()
+        subprocess.run(["bash", "-c", "set -o pipefail; " + cmd], check=True, env=env)
+        return time.perf_counter() - t0
+
+    def loop(self, n: int) -> float:
+        args, env = libpq()
+        names = [schema(1 + (k * (n - 1)) // LOOP_SAMPLE) for k in range(LOOP_SAMPLE)]
+        inner = (f"set -o pipefail; {shlex.join([tool('pg_dump'), *args, '--no-owner', '--no-acl'])} -n \"$1\" "
+                 "| zstd -3 -T1 -q > /dev/null")
+        script = f"printf '%s\\n' {' '.join(names)} | xargs -P {CONCURRENCY} -I{{}} bash -c {shlex.quote(inner)} _ {{}}"
+        t0 = time.perf_counter()
+        subprocess.run(["bash", "-c", script], check=True, env=env)
+        return (time.perf_counter() - t0) / LOOP_SAMPLE
+
+    def fleet_pass(self, n: int) -> dict:
+        from datetime import time as dtime
+
+        from django.utils import timezone
+        from django_tenants.utils import get_tenant_model
+
+        from backups.models import BackupEvent, BackupRecord
+        from backups.services.dispatch import dispatch_due_backups
+        from project.celery import app
+        from project.processes import start_worker, stop_process, wait_for_worker
+
+        Tenant = get_tenant_model()
+        shutil.rmtree(STORE_DIR, ignore_errors=True)
+        STORE_DIR.mkdir(parents=True)
+        (OUT_DIR / "spool").mkdir(parents=True, exist_ok=True)
+        BackupEvent.objects.all().delete()
+        BackupRecord.objects.all().delete()
+        fleet = Tenant.objects.filter(schema_name__startswith="scale_")
+        fleet.update(last_backup_at=None, backup_schedule="disabled", next_backup_at=None)
+        due = fleet.filter(schema_name__in=[schema(i) for i in range(n)])
+        due.update(backup_schedule="daily", backup_time=dtime(3, 0), backup_timezone="UTC",
+                   next_backup_at=timezone.now())
+        purge_prefix(self.redis, KEY_PREFIX)
+        log = OUT_DIR / "worker.log"
+        log.unlink(missing_ok=True)
+        worker = start_worker(name=WORKER_NAME, concurrency=CONCURRENCY, log_file=log)
+        peaks = {"locks": 0, "child_rss": 0}
+        stop = threading.Event()
+
+        def sample() -> None:
+            from backups import pgtools
+
+            with pgtools.connect(autocommit=True) as conn:
+                while not stop.is_set():
+                    peaks["locks"] = max(peaks["locks"], conn.execute("SELECT count(*) FROM pg_locks").fetchone()[0])
+                    for pid in descendants(worker.pid):
+                        st = status(pid)
+                        if st.get("Name") in ("pg_dump", "pg_restore"):
+                            peaks["child_rss"] = max(peaks["child_rss"], kib(st.get("VmRSS", "")))
+                    stop.wait(0.2)
+
+        try:
+            wait_for_worker(app, worker, name=WORKER_NAME, timeout=120)
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            t0 = time.perf_counter()
+            tick0 = time.perf_counter()
+            dispatch = dispatch_due_backups()
+            tick = time.perf_counter() - tick0
+            ids = [r.pk for r in dispatch.records]
+            if len(ids) != n:
+                raise RuntimeError(f"the tick made {len(ids)} records, expected {n}")
+            last, progress_at = -1, time.monotonic()
+            while True:
+                done = BackupRecord.objects.filter(pk__in=ids, status=BackupRecord.Status.SUCCEEDED).count()
+                failed = BackupRecord.objects.filter(pk__in=ids, status=BackupRecord.Status.FAILED).count()
+                if failed:
+                    raise RuntimeError(f"{failed} backups failed; see {log}")
+                if done == n:
+                    break
+                if done != last:
+                    last, progress_at = done, time.monotonic()
+                elif time.monotonic() - progress_at > 900:
+                    raise RuntimeError(f"no progress for 900 s ({done}/{n}); see {log}")
+                time.sleep(0.5)
+            wall = time.perf_counter() - t0
+            pids = [worker.pid, *[p for p in descendants(worker.pid) if status(p).get("Name", "").startswith(
+                ("python", "celery"))]]
+            rss = {pid: kib(status(pid).get("VmHWM", "")) for pid in pids}
+        finally:
+            stop.set()
+            stop_process(worker)
+            purge_prefix(self.redis, KEY_PREFIX)
+        stored = sum(f.stat().st_size for f in STORE_DIR.rglob("*.zst"))
+        return {"wall": wall, "tick": tick, "rss": rss, "locks": peaks["locks"], "child_rss": peaks["child_rss"],
+                "stored": stored}
+
+
+def child() -> int:
+    print(f"bench_scale: private cluster {os.environ['DATABASE_URL']}, sizes {SIZES}, worker -c {CONCURRENCY}, "
+          f"BACKUPS_MAX_CONCURRENT_DUMPS={CONCURRENCY}, BACKUPS_BATCH_SIZE={BATCH_SIZE}")
+    print("load average at start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} CPUs")
+    fleet = Fleet()
+    budget = fleet.admin.execute("SELECT current_setting('max_locks_per_transaction')::int * "
+                                 "(current_setting('max_connections')::int + "
+                                 "current_setting('max_prepared_transactions')::int)").fetchone()[0]
+    results = {}
+    for n in SIZES:
+        fleet.grow(n)
+        relations = fleet.admin.execute("SELECT count(*) FROM pg_class").fetchone()[0]
+        print(f"\n--- {n:,} tenants ({relations:,} relations in pg_class) ---", flush=True)
+        whole = fleet.whole()
+        print(f"  (a) whole-database pg_dump | zstd: {whole:.1f} s -> {whole / n * 1000:.1f} ms per tenant", flush=True)
+        loop = fleet.loop(n)
+        print(f"  (b) pg_dump -n | zstd, xargs -P {CONCURRENCY}, {LOOP_SAMPLE} schemas sampled: "
+              f"{loop * 1000:.0f} ms per tenant (a whole pass: {loop * n / 60:.1f} min)", flush=True)
+        p = fleet.fleet_pass(n)
+        per = p["wall"] / n
+        rss = sum(p["rss"].values()) / 1024
+        largest = max(p["rss"].values()) / 1024
+        print(f"  (c) project, dispatcher tick + batched dumps through one worker -c {CONCURRENCY}: {p['wall']:.1f} s"
+              f" -> {per * 1000:.1f} ms per tenant; the tick itself {p['tick']:.2f} s", flush=True)
+        print(f"      ratio to (a): {per / (whole / n):.2f}x; (b) / (c): {loop / per:.1f}x")
+        print("      worker peak RSS (VmHWM): " + ", ".join(f"{pid}: {k / 1024:.0f} MiB" for pid, k in p["rss"].items())
+              + f" (largest process {largest:.0f} MiB, sum {rss:.0f} MiB); largest pg_dump/pg_restore child seen "
+              f"{p['child_rss'] / 1024:.0f} MiB")
+        print(f"      most locks held on the server: {p['locks']:,} of {budget:,} lock slots "
+              f"(max_locks_per_transaction x connections)")
+        results[n] = {"per": per, "share": whole / n, "loop": loop, "rss": largest, "locks": p["locks"]}
+    print("\n=== summary ===")
+    print(f"  {'tenants':>8} {'fleet/tenant':>13} {'whole share':>12} {'ratio':>6} {'loop/tenant':>12} {'peak RSS':>9}"
+          f" {'locks':>7}")
+    for n, r in results.items():
+        print(f"  {n:>8,} {r['per'] * 1000:>11.1f}ms {r['share'] * 1000:>10.1f}ms {r['per'] / r['share']:>5.2f}x "
+              f"{r['loop'] * 1000:>10.0f}ms {r['rss']:>7.0f}Mi {r['locks']:>7,}")
+    checks = [(f"{n:,} tenants: fleet pass {r['per'] * 1000:.1f} ms/tenant = {r['per'] / r['share']:.2f}x the "
+               f"whole-database share (<= {MAX_RATIO}x)", r["per"] / r["share"] <= MAX_RATIO)
+              for n, r in results.items()]
+    if len(results) > 1:
+        small, big = results[min(results)], results[max(results)]
+        growth = big["per"] / small["per"]
+        checks.append((f"per-tenant cost {min(results):,} -> {max(results):,} tenants grows {growth:.2f}x "
+                       f"(<= {MAX_GROWTH}x)", growth <= MAX_GROWTH))
+    checks += [(f"{n:,} tenants: largest worker process peak RSS {r['rss']:.0f} MiB <= {MAX_RSS_MIB} MiB",
+                r["rss"] <= MAX_RSS_MIB) for n, r in results.items()]
+    checks += [(f"{n:,} tenants: most locks held {r['locks']:,} within the lock table {budget:,}",
+                r["locks"] <= budget) for n, r in results.items()]
+    for text, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}: {text}")
+    shutil.rmtree(STORE_DIR, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if "--child" in sys.argv:
+        sys.exit(child())
+    run()

@@ -1,0 +1,212 @@
+"""Batched dumps: one pg_dump for many tenants, one artifact each that restores exactly like a single backup."""
+
+from __future__ import annotations
+
+from datetime import time, timedelta
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+from django_tenants.utils import get_tenant_model
+
+from backups import batch_split
+from backups.checks import check_configuration
+from backups.errors import BackupConfigError
+from backups.locks import RECORD_NAMESPACE, TENANT_NAMESPACE, lock_key
+from backups.models import BackupRecord
+from backups.naming import tenant_prefix
+from backups.pgtools import connect
+from backups.services import batch_backup
+from backups.services.backup_run import backup_run
+from backups.services.batch_backup import batch_backup_run, batch_check
+from backups.services.dispatch import dispatch_due_backups
+from backups.services.records import backup_record_create
+from backups.services.restore import restore_replace, restore_verify
+
+from .conftest import DEMO_SCHEMAS, wait_for_record
+from .helpers import schema_tables, table_fingerprints
+
+
+def _tenant(schema: str):
+    return get_tenant_model().objects.get(schema_name=schema)
+
+
+def _records(fmt: str, schemas=DEMO_SCHEMAS, **kwargs) -> list[BackupRecord]:
+    return [backup_record_create(schema_name=s, tenant=_tenant(s), fmt=fmt, **kwargs) for s in schemas]
+
+
+@pytest.fixture
+def spool(tmp_path, settings) -> Path:
+    settings.BACKUPS_SPOOL_DIR = str(tmp_path)
+    return tmp_path
+
+
+def _spool_left(spool: Path) -> list[Path]:
+    return list(spool.glob("tenant-backups-batch-*"))
+
+
+@pytest.mark.parametrize("fmt", ["sql", "dump"])
+def test_batch_made_and_single_made_backups_restore_to_the_same_tables(fmt, spool):
+    before = {s: table_fingerprints(s) for s in DEMO_SCHEMAS}
+    single = {r.schema_name: backup_run(record_id=r.pk) for r in _records(fmt)}
+    batch = _records(fmt)
+    result = batch_backup_run(record_ids=[r.pk for r in batch])
+    assert result.dumped == len(DEMO_SCHEMAS) and not result.alone
+    assert sorted(result.succeeded) == sorted(r.pk for r in batch)
+    assert _spool_left(spool) == []
+    for made in batch:
+        made.refresh_from_db()
+        alone = single[made.schema_name]
+        assert made.status == alone.status == BackupRecord.Status.SUCCEEDED, made.error
+        # named and stored as today, under the tenant's identity
+        assert made.storage_key.startswith(tenant_prefix(made.schema_name, made.tenant_uid))
+        assert made.file_name.startswith(f"backup-{fmt}-{made.schema_name}-")
+        assert made.sha256 and made.size and made.manifest["sha256"] == made.sha256
+        assert made.manifest["row_counts"] == alone.manifest["row_counts"]
+        assert made.manifest["migrations"] == alone.manifest["migrations"]
+        assert made.manifest["tenant_uid"] == str(made.tenant_uid) and made.manifest["record_id"] == made.pk
+        assert made.manifest["row_counts"]["clinic_patient"] == 1200
+        report = restore_verify(schema=made.schema_name, record=made)
+        assert report.ok and not report.mismatches, report.message
+    for made in batch:
+        schema = made.schema_name
+        tables = schema_tables(schema)
+        assert restore_replace(schema=schema, record=made, safety_backup=False).ok
+        from_batch = table_fingerprints(schema, tables)
+        assert restore_replace(schema=schema, record=single[schema], safety_backup=False).ok
+        assert table_fingerprints(schema, tables) == from_batch == before[schema]
+
+
+def test_a_member_whose_schema_is_missing_fails_alone(spool):
+    gone = backup_record_create(schema_name="batch_gone_schema", fmt="sql")
+    others = _records("sql", DEMO_SCHEMAS[:2])
+    result = batch_backup_run(record_ids=[gone.pk, *[r.pk for r in others]])
+    gone.refresh_from_db()
+    assert gone.status == BackupRecord.Status.FAILED and "does not exist" in gone.error
+    assert result.failed == [gone.pk] and result.dumped == 2
+    assert all(BackupRecord.objects.get(pk=r.pk).status == BackupRecord.Status.SUCCEEDED for r in others)
+
+
+def test_when_the_batch_cannot_be_split_every_member_runs_alone(spool, monkeypatch):
+    class Unsplittable(batch_split.BatchArchive):
+        def members(self, schemas):
+            raise batch_split.SplitError("an entry that belongs to no member")
+
+    monkeypatch.setattr(batch_backup, "BatchArchive", Unsplittable)
+    records = _records("dump", DEMO_SCHEMAS[:2])
+    result = batch_backup_run(record_ids=[r.pk for r in records])
+    assert sorted(result.alone) == sorted(r.pk for r in records)
+    assert sorted(result.succeeded) == sorted(r.pk for r in records)
+    for record in records:
+        record.refresh_from_db()
+        assert record.status == BackupRecord.Status.SUCCEEDED and record.manifest["dump_tool"] == "pg_dump"
+        assert record.attempts == 2  # the batch's try, then its own
+    assert _spool_left(spool) == []
+
+
+def test_a_failing_member_upload_fails_alone(spool, monkeypatch):
+    records = _records("sql", DEMO_SCHEMAS)
+    victim = records[1]
+    real = batch_backup._write_member
+
+    def write(record, *args):
+        if record.pk == victim.pk:
+            raise OSError(28, "No space left on device")
+        return real(record, *args)
+
+    monkeypatch.setattr(batch_backup, "_write_member", write)
+    result = batch_backup_run(record_ids=[r.pk for r in records])
+    assert result.failed == [victim.pk] and len(result.succeeded) == 2
+    victim.refresh_from_db()
+    assert victim.status == BackupRecord.Status.FAILED and "No space left" in victim.error
+
+
+def test_members_finished_or_held_elsewhere_are_skipped_and_busy_tenants_retried_alone(spool):
+    done, held, busy, free = _records("sql", [*DEMO_SCHEMAS, DEMO_SCHEMAS[0]])[:4]
+    done = backup_run(record_id=done.pk)
+    with connect(autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (lock_key(RECORD_NAMESPACE, held.pk),))
+        other.execute("SELECT pg_advisory_lock(%s)", (lock_key(TENANT_NAMESPACE, busy.schema_name),))
+        result = batch_backup_run(record_ids=[done.pk, held.pk, busy.pk, free.pk])
+    assert done.pk in result.skipped and held.pk in result.skipped
+    assert result.retry == [busy.pk] and result.succeeded == [free.pk]
+    assert BackupRecord.objects.get(pk=held.pk).status == BackupRecord.Status.QUEUED
+    assert BackupRecord.objects.get(pk=busy.pk).status == BackupRecord.Status.QUEUED
+    assert backup_run(record_id=busy.pk).status == BackupRecord.Status.SUCCEEDED
+
+
+def test_batches_are_cut_to_fit_the_servers_lock_table(spool, settings):
+    budget = batch_backup.lock_budget()
+    with connect(autocommit=True) as conn:
+        tables = max(t for t, _ in batch_backup._schema_sizes(conn, list(DEMO_SCHEMAS)).values())
+    # room for two demo tenants per batch: three members make a batch of two and one run alone
+    settings.BACKUPS_MAX_CONCURRENT_DUMPS = 1
+    settings.BACKUPS_BATCH_LOCK_SHARE = (2 * batch_backup.locks_per_member(tables) + 1) / budget.table
+    records = _records("sql")
+    result = batch_backup_run(record_ids=[r.pk for r in records])
+    assert result.dumped == 2 and len(result.alone) == 1
+    assert sorted(result.succeeded) == sorted(r.pk for r in records)
+
+
+def test_start_up_check_names_the_setting_when_batches_cannot_fit(settings):
+    assert "lock slots" in batch_check()
+    settings.BACKUPS_BATCH_LOCK_SHARE = 0.0001
+    with pytest.raises(BackupConfigError, match="max_locks_per_transaction"):
+        check_configuration()
+    settings.BACKUPS_BATCH_SIZE = 1  # batching off: nothing to fit
+    check_configuration()
+
+
+def test_start_up_check_refuses_a_spool_without_room(settings, tmp_path):
+    settings.BACKUPS_SPOOL_DIR = str(tmp_path)
+    settings.BACKUPS_BATCH_MAX_SPOOL_BYTES = 1 << 60
+    with pytest.raises(BackupConfigError, match="BACKUPS_BATCH_MAX_SPOOL_BYTES"):
+        batch_check()
+
+
+def _make_due(schemas) -> None:
+    get_tenant_model().objects.filter(schema_name__in=schemas).update(
+        backup_schedule="daily", backup_time=time(3, 0), backup_timezone="UTC",
+        next_backup_at=timezone.now() - timedelta(minutes=1))
+
+
+@pytest.fixture
+def due_demo_tenants(settings):
+    settings.BACKUPS_SPREAD_SECONDS = 0
+    Tenant = get_tenant_model()
+    saved = list(Tenant.objects.filter(schema_name__in=DEMO_SCHEMAS).values_list(
+        "pk", "backup_schedule", "backup_time", "backup_timezone", "next_backup_at", "last_backup_at"))
+    _make_due(DEMO_SCHEMAS)
+    yield
+    for pk, schedule, at, zone, next_at, last_at in saved:
+        Tenant.objects.filter(pk=pk).update(backup_schedule=schedule, backup_time=at, backup_timezone=zone,
+                                            next_backup_at=next_at, last_backup_at=last_at)
+
+
+def test_the_dispatcher_tick_sends_one_batch_that_real_workers_run(due_demo_tenants, celery_worker):
+    dispatch = dispatch_due_backups()
+    ours = [r for r in dispatch.records if r.schema_name in DEMO_SCHEMAS]
+    assert len(ours) == len(DEMO_SCHEMAS)
+    for record in ours:
+        done = wait_for_record(record.pk, timeout=120)
+        assert done.status == BackupRecord.Status.SUCCEEDED, done.error
+        assert done.task_id  # run by the worker's batch task
+    # the batch did the chain's later links too
+    assert not get_tenant_model().objects.filter(schema_name__in=DEMO_SCHEMAS, last_backup_at__isnull=True).exists()
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(DISTINCT task_id) FROM backups_backuprecord WHERE id = ANY(%s)",
+                    ([r.pk for r in ours],))
+        assert cur.fetchone()[0] == 1
+
+
+def test_the_cron_path_batches_too(due_demo_tenants):
+    out = StringIO()
+    call_command("run_scheduled_backups", stdout=out)
+    text = out.getvalue()
+    assert f"Backing up {len(DEMO_SCHEMAS)} tenants from one dump..." in text
+    assert f"{len(DEMO_SCHEMAS)} of {len(DEMO_SCHEMAS)} scheduled backups done." in text
+    for schema in DEMO_SCHEMAS:
+        assert f"{schema}: Uploaded {tenant_prefix(schema, _tenant(schema).tenant_uid)}auto-sql-{schema}-" in text

@@ -1,0 +1,47 @@
+"""Progress: a running backup shows bytes done against an estimate from the tenant's last good backup."""
+
+from datetime import timedelta
+
+from django.utils import timezone
+from django_tenants.utils import get_tenant_model
+
+from backups.models import BackupRecord
+from backups.selectors import schema_relation_bytes
+from backups.services.backup_run import backup_run
+from backups.services.progress import progress_of
+from backups.services.records import backup_record_create
+
+
+def test_a_running_backup_is_measured_against_the_last_good_one():
+    tenant = get_tenant_model().objects.get(schema_name="clinica_norte")
+    done = backup_run(record_id=backup_record_create(schema_name="clinica_norte", tenant=tenant).pk)
+    assert done.status == BackupRecord.Status.SUCCEEDED
+    assert progress_of(done).percent == 100.0 and progress_of(done).estimated_total == done.plain_size
+    running = backup_record_create(schema_name="clinica_norte", tenant=tenant)
+    try:
+        half = done.plain_size // 2
+        BackupRecord.objects.filter(pk=running.pk).update(
+            status=BackupRecord.Status.RUNNING, stage="dumping", bytes_done=half,
+            started_at=timezone.now() - timedelta(seconds=10))
+        progress = progress_of(BackupRecord.objects.get(pk=running.pk))
+        assert progress.estimated_total == done.plain_size
+        assert 49 <= progress.percent <= 51
+        assert 8 <= progress.eta_seconds <= 12  # as long again at the same rate
+        assert "dumping" in progress.line() and "%" in progress.line()
+        BackupRecord.objects.filter(pk=running.pk).update(bytes_done=done.plain_size * 3)
+        assert progress_of(BackupRecord.objects.get(pk=running.pk)).percent == 99.0  # never 100 before the end
+    finally:
+        BackupRecord.objects.filter(pk=running.pk).delete()
+
+
+def test_without_history_the_estimate_is_the_schemas_size():
+    tenant = get_tenant_model().objects.get(schema_name="clinica_sonrisa")
+    record = backup_record_create(schema_name="clinica_sonrisa", tenant=tenant, fmt="dump")
+    try:
+        BackupRecord.objects.filter(schema_name="clinica_sonrisa", format="dump").exclude(pk=record.pk) \
+            .update(plain_size=None)
+        progress = progress_of(record)
+        assert progress.estimated_total == schema_relation_bytes("clinica_sonrisa") > 0
+        assert progress.percent == 0.0 and progress.eta_seconds is None
+    finally:
+        record.delete()
