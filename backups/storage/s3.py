@@ -6,6 +6,12 @@ so the largest object is `part_size * 10,000` (156.25 GiB at 16 MiB; raise the p
 Part sizes are never grown mid-upload, because some S3-compatible stores (R2) require every part but
 the last to have the same size. An object smaller than one part is sent with a single PutObject.
 
+Why not boto3's managed transfer (`upload_fileobj` + TransferConfig): measured on radosgw in
+bench/bench_s3.py, it is no faster at the same memory (one request in flight); it is faster only with
+more requests in flight, each a part of memory more, which takes a worker past its 150 MiB. And the
+pipeline pushes bytes while s3transfer pulls them: feeding it takes as much glue as this writer, where a
+mistaken end of stream would complete a truncated object that an explicit Complete/Abort cannot.
+
 Server-side encryption is left to the bucket unless `AWS_S3_SSE` asks for a mode: AWS encrypts every new
 object with SSE-S3 by default (since January 2023), while sending the header to a store that lacks the
 mode (Ceph without Vault, MinIO without KMS) makes every upload fail or, worse, is silently ignored.
