@@ -11,6 +11,14 @@ TEST_ENV := var/test.env
 export DJANGO_DEBUG ?= 1
 WITH_SERVICES = set -a && . ./$(SERVICES_ENV) && set +a
 WITH_TEST_ENV = $(WITH_SERVICES) && $(PY) scripts/test_env.py > $(TEST_ENV) && set -a && . ./$(TEST_ENV) && set +a
+# The S3 tests' server: radosgw (scripts/radosgw.py installs and starts it; CI always uses it), or moto where
+# radosgw cannot run (TEST_S3=moto: the tests of signatures, links and encryption then do not run).
+export TEST_S3 ?= radosgw
+S3_TEST_ENV := var/radosgw.env
+WITH_TEST_S3 = case "$(TEST_S3)" in \
+	radosgw) $(PY) scripts/radosgw.py up --env-file $(S3_TEST_ENV) && set -a && . ./$(S3_TEST_ENV) && set +a ;; \
+	moto) echo "S3 server: moto (TEST_S3=moto): tests of signatures, links and encryption will not run" ;; \
+	*) echo "TEST_S3=$(TEST_S3) is not radosgw or moto."; exit 2 ;; esac
 
 .PHONY: help install services demo test bench lint manage worker beat web flower stop-services clean
 
@@ -42,7 +50,7 @@ demo: services
 		&& $(PY) manage.py run_demo
 
 test: services
-	@$(WITH_TEST_ENV) && $(PY) scripts/services.py dropdb $$TEST_DATABASE_NAME \
+	@$(WITH_TEST_ENV) && $(WITH_TEST_S3) && $(PY) scripts/services.py dropdb $$TEST_DATABASE_NAME \
 		&& $(PY) scripts/services.py createdb $$TEST_DATABASE_NAME \
 		&& rm -rf var/test-backups \
 		&& $(PY) -m pytest $(PYTEST_ARGS)
@@ -70,6 +78,7 @@ flower: services
 
 stop-services:
 	@test ! -x $(PY) || $(PY) scripts/services.py down --env-file $(SERVICES_ENV)
+	@test ! -x $(PY) || $(PY) scripts/radosgw.py down
 
 clean: stop-services
 	rm -rf var $(VENV)

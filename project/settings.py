@@ -215,7 +215,7 @@ AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME", default="")  # required
 AWS_S3_REGION_NAME = env("AWS_S3_REGION_NAME", default="us-east-1")
 AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", default="")  # empty: AWS itself
 AWS_S3_KEY_PREFIX = env("AWS_S3_KEY_PREFIX", default="backups/")  # objects are <prefix><schema>/<file>
-AWS_S3_SSE = env("AWS_S3_SSE", default="AES256")  # AES256 | aws:kms | none
+AWS_S3_SSE = env("AWS_S3_SSE", default="")  # empty: the bucket's default encryption | AES256 | aws:kms
 AWS_S3_SSE_KMS_KEY_ID = env("AWS_S3_SSE_KMS_KEY_ID", default="")  # with aws:kms; empty: the AWS-managed key
 AWS_S3_STORAGE_CLASS = env("AWS_S3_STORAGE_CLASS", default="STANDARD")
 AWS_S3_ADDRESSING_STYLE = env("AWS_S3_ADDRESSING_STYLE", default="auto")  # auto | path (MinIO) | virtual

@@ -5,6 +5,18 @@ Uploads stream as multipart uploads through one bounded part buffer: memory stay
 so the largest object is `part_size * 10,000` (156.25 GiB at 16 MiB; raise the part size for more).
 Part sizes are never grown mid-upload, because some S3-compatible stores (R2) require every part but
 the last to have the same size. An object smaller than one part is sent with a single PutObject.
+
+Why not boto3's managed transfer (`upload_fileobj` + TransferConfig): measured on radosgw in
+bench/bench_s3.py, it is no faster at the same memory (one request in flight); it is faster only with
+more requests in flight, each a part of memory more, which takes a worker past its 150 MiB. And the
+pipeline pushes bytes while s3transfer pulls them: feeding it takes as much glue as this writer, where a
+mistaken end of stream would complete a truncated object that an explicit Complete/Abort cannot.
+
+Server-side encryption is left to the bucket unless `AWS_S3_SSE` asks for a mode: AWS encrypts every new
+object with SSE-S3 by default (since January 2023), while sending the header to a store that lacks the
+mode (Ceph without Vault, MinIO without KMS) makes every upload fail or, worse, is silently ignored.
+check() therefore stores and deletes a tiny probe object with the configured headers, so a mode the
+store refuses or ignores stops the worker at start-up with a sentence naming the setting.
 """
 
 from __future__ import annotations
@@ -12,6 +24,7 @@ from __future__ import annotations
 import io
 import posixpath
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -49,7 +62,9 @@ MAX_PART_SIZE = 5 * 1024 * MiB  # S3's maximum part size
 MAX_PARTS = 10_000  # S3's maximum part count
 S3_MAX_URL_EXPIRY = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
 
+# "" (the default) and "none" send no header: the bucket's default encryption applies.
 SSE_CHOICES = {"aes256": "AES256", "aws:kms": "aws:kms", "none": "", "": ""}
+CHECK_PREFIX = ".backups-check/"  # under the key prefix: where check() writes (and deletes) its probe object
 ADDRESSING_STYLES = ("auto", "path", "virtual")
 CHECKSUM_MODES = ("when_supported", "when_required")
 
@@ -111,7 +126,7 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "AWS_S3_REGION_NAME": "us-east-1",
     "AWS_S3_ENDPOINT_URL": "",
     "AWS_S3_KEY_PREFIX": "backups/",
-    "AWS_S3_SSE": "AES256",
+    "AWS_S3_SSE": "",
     "AWS_S3_SSE_KMS_KEY_ID": "",
     "AWS_S3_STORAGE_CLASS": "STANDARD",
     "AWS_S3_ADDRESSING_STYLE": "auto",
@@ -126,6 +141,10 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
 
 _SESSION_LOCK = threading.Lock()
 _SESSION: botocore.session.Session | None = None
+# Configurations whose writes check() has probed in this process: a readiness probe that calls check()
+# every few seconds then costs a HEAD, not a PUT and a DELETE (and a delete marker in a versioned bucket).
+_PROBED_LOCK = threading.Lock()
+_PROBED: set[tuple[str, ...]] = set()
 
 
 def _botocore_session() -> botocore.session.Session:
@@ -143,6 +162,14 @@ def _error_code(exc: ClientError) -> tuple[str, int]:
     code = str(exc.response.get("Error", {}).get("Code", "") or "")
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     return code or str(status), status
+
+
+def _error_detail(exc: ClientError) -> str:
+    """'InvalidRequest, HTTP 400: why' - the store's message only when it sent one (some send none at all)."""
+    code, status = _error_code(exc)
+    message = str(exc.response.get("Error", {}).get("Message") or "").strip()
+    detail = f"HTTP {status}" if code == str(status) else f"{code}, HTTP {status}" if status else code
+    return f"{detail}: {message}" if message and message != "None" else detail
 
 
 class S3Reader(io.RawIOBase):
@@ -340,7 +367,7 @@ class S3Storage(Storage):
         region_name: str = "us-east-1",
         endpoint_url: str | None = None,
         key_prefix: str = "backups/",
-        sse: str = "AES256",
+        sse: str = "",
         sse_kms_key_id: str = "",
         storage_class: str = "STANDARD",
         addressing_style: str = "auto",
@@ -354,6 +381,7 @@ class S3Storage(Storage):
     ) -> None:
         self.setting_names = {**DEFAULT_SETTING_NAMES, **(setting_names or {})}
         names = self.setting_names
+        self._access_key_id = access_key_id or ""
         self.bucket = bucket or ""
         self.region_name = region_name or "us-east-1"
         self.endpoint_url = endpoint_url or None
@@ -365,7 +393,7 @@ class S3Storage(Storage):
 
         sse_key = (sse or "").strip().lower()
         if sse_key not in SSE_CHOICES:
-            raise StorageError(f"{names['sse']}={sse!r} is not one of AES256, aws:kms or none.")
+            raise StorageError(f"{names['sse']}={sse!r} is not one of AES256, aws:kms, none or empty.")
         self.sse = SSE_CHOICES[sse_key]
         self.sse_kms_key_id = sse_kms_key_id or ""
         if self.sse_kms_key_id and self.sse != "aws:kms":
@@ -501,7 +529,7 @@ class S3Storage(Storage):
                     f"S3 refused the request checksums ({code}) while {action}; "
                     f"set {names['checksum']}=when_required."
                 )
-            return StorageError(f"S3 refused {action} ({code}: {exc.response.get('Error', {}).get('Message', '')}).")
+            return StorageError(f"S3 refused {action} ({_error_detail(exc)}).")
         return StorageError(f"S3 failed while {action} ({exc}).")
 
     # -- the interface -----------------------------------------------------------------------
@@ -595,6 +623,75 @@ class S3Storage(Storage):
                         f"check {names['region']}."
                     ) from None
             raise self.map_error(exc, f"checking bucket {self.bucket}") from None
+        probe = (self.endpoint_url or "", self.region_name, self._access_key_id, self.bucket, self.key_prefix,
+                 self.sse, self.sse_kms_key_id, self.storage_class, self.request_checksum_calculation)
+        with _PROBED_LOCK:
+            if probe in _PROBED:
+                return
+        self._check_writes()
+        with _PROBED_LOCK:
+            _PROBED.add(probe)
+
+    def _check_writes(self) -> None:
+        """Store and delete a tiny object with the configured encryption and storage class.
+
+        A HEAD of the bucket passes whatever the store thinks of the headers every upload carries: a
+        refused or silently ignored encryption mode would only show at the first backup.
+        """
+        names = self.setting_names
+        key = f"{self.key_prefix}{CHECK_PREFIX}{uuid.uuid4().hex}"
+        args = self.object_args()
+        try:
+            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=b"check", **args)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._probe_error(exc, key, args) from None
+        try:
+            if self.sse and response.get("ServerSideEncryption") != self.sse:
+                raise StorageError(
+                    f"S3 stored the check object without the server-side encryption {names['sse']}={self.sse} "
+                    f"asks for (the store ignores it); leave {names['sse']} empty to use the bucket's default "
+                    f"encryption, or enable {self.sse} on the store."
+                )
+        finally:
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            except (BotoCoreError, ClientError) as exc:
+                raise self.map_error(exc, f"deleting the check object {key}") from None
+
+    def _probe_error(self, exc: BaseException, key: str, args: dict[str, str]) -> StorageError:
+        """Which setting made the store refuse the probe: encryption, storage class, or what map_error says."""
+        names = self.setting_names
+        error = self.map_error(exc, f"storing the check object {key}")
+        if not isinstance(exc, ClientError) or isinstance(error, StorageTransientError):
+            return error
+        suspects = []
+        if self.sse:
+            suspects.append("sse")
+        if "StorageClass" in args:
+            suspects.append("storage_class")
+        for suspect in suspects:  # the store accepts the probe without this header: the header is the fault
+            without = {name: value for name, value in args.items()
+                       if (suspect == "sse") != (name in ("ServerSideEncryption", "SSEKMSKeyId"))}
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=b"check", **without)
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            except (BotoCoreError, ClientError):
+                continue
+            detail = _error_detail(exc)
+            if suspect == "storage_class":
+                return StorageError(f"S3 refused the storage class {names['storage_class']}={self.storage_class} "
+                                    f"({detail}); use one the store offers, or STANDARD.")
+            if self.sse_kms_key_id:
+                return StorageError(
+                    f"S3 refused server-side encryption {names['sse']}={self.sse} with "
+                    f"{names['kms_key']}={self.sse_kms_key_id} ({detail}); check {names['kms_key']}, or leave "
+                    f"{names['sse']} empty to use the bucket's default encryption."
+                )
+            return StorageError(
+                f"S3 refused server-side encryption {names['sse']}={self.sse} ({detail}); set {names['sse']} to "
+                f"a mode the store supports, or leave it empty to use the bucket's default encryption."
+            )
+        return error
 
     # -- housekeeping ------------------------------------------------------------------------
 

@@ -1,10 +1,10 @@
 """API fixtures: the real database, Redis and a real Celery worker, plus a loopback S3 server for the cloud tests.
 
-Storage choice for the cloud tests: one moto S3 server runs for this package, and the package's own
-worker is started with `AWS_*` variables pointing at it (its BACKUPS_STORAGE stays `local`). A record
-carries its backend, so a record the test process creates while its settings say
-`BACKUPS_STORAGE=s3` (the `s3` fixture overrides BACKUPS_STORAGE and the AWS_* settings) is dumped
-by the worker into moto, and everything else goes to the local folder both processes share. One
+Storage choice for the cloud tests: the session's S3 server (radosgw, tests/servers/radosgw.py) serves
+this package, and the package's own worker is started with `AWS_*` variables pointing at it (its
+BACKUPS_STORAGE stays `local`). A record carries its backend, so a record the test process creates while
+its settings say `BACKUPS_STORAGE=s3` (the `s3` fixture overrides BACKUPS_STORAGE and the AWS_* settings)
+is dumped by the worker into that server, and everything else goes to the local folder both processes share. One
 worker serves both kinds, so no test waits on a second worker start.
 
 The package's worker runs only while tests/api runs (package scope); tests/integration starts its own
@@ -29,7 +29,7 @@ from backups.api.tokens import issue_pair
 from backups.models import BackupRecord, RestoreJob
 from backups.storage import get_storage
 from tests.integration.conftest import django_db_setup, live_db  # noqa: F401 - the same real database
-from tests.servers.moto_s3 import MotoS3Server
+from tests.servers.radosgw import S3TestServer
 from tests.workers import running_worker
 
 DOMAINS = {"clinica_demo": "demo.localhost", "clinica_sonrisa": "sonrisa.localhost",
@@ -123,25 +123,21 @@ def _api_settings(settings):
 
 # --- the real worker and the S3 server -----------------------------------------------------------------------
 
-def s3_env(server: MotoS3Server) -> dict[str, str]:
-    """AWS_* settings (as environment) pointing at the loopback server."""
+def s3_env(server: S3TestServer) -> dict[str, str]:
+    """AWS_* settings (as environment) pointing at the loopback server, with its throwaway keys."""
     return {"AWS_STORAGE_BUCKET_NAME": S3_BUCKET, "AWS_S3_ENDPOINT_URL": server.endpoint_url,
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_S3_REGION_NAME": "us-east-1",
-            "AWS_S3_ADDRESSING_STYLE": "path", "AWS_S3_MAX_ATTEMPTS": "2"}
+            "AWS_ACCESS_KEY_ID": server.access_key_id, "AWS_SECRET_ACCESS_KEY": server.secret_access_key,
+            "AWS_S3_REGION_NAME": server.region, "AWS_S3_ADDRESSING_STYLE": "path", "AWS_S3_MAX_ATTEMPTS": "2"}
 
 
-def reset_bucket(server: MotoS3Server) -> None:
-    """An empty bucket."""
-    from backups.storage.s3 import S3Storage
-
-    server.reset()
-    env = s3_env(server)
-    S3Storage(bucket=S3_BUCKET, access_key_id="testing", secret_access_key="testing", region_name="us-east-1",
-              endpoint_url=env["AWS_S3_ENDPOINT_URL"], addressing_style="path").client.create_bucket(Bucket=S3_BUCKET)
+def reset_bucket(server: S3TestServer) -> None:
+    """The package's bucket, empty (its worker's settings name it, so it cannot be a new one per test)."""
+    server.create_bucket(S3_BUCKET)
+    server.empty_bucket(S3_BUCKET)
 
 
 @pytest.fixture(scope="package")
-def api_worker(django_db_setup, django_db_blocker, moto_s3):  # noqa: F811
+def api_worker(django_db_setup, django_db_blocker, s3_server):  # noqa: F811
     """One real worker for tests/api, which also knows the S3 server; stopped by pid when the package ends."""
     from project.celery import app
 
@@ -149,19 +145,19 @@ def api_worker(django_db_setup, django_db_blocker, moto_s3):  # noqa: F811
     if others:
         pytest.fail(f"Other Celery workers share the test broker ({', '.join(others)}): run tests/api before "
                     "tests/integration (the default order) so that only this package's worker takes its tasks.")
-    reset_bucket(moto_s3)
-    with running_worker(name="apitests", log_name="test-api-worker.log", extra_env=s3_env(moto_s3)) as proc:
+    reset_bucket(s3_server)
+    with running_worker(name="apitests", log_name="test-api-worker.log", extra_env=s3_env(s3_server)) as proc:
         yield proc
 
 
 @pytest.fixture
-def s3(settings, moto_s3) -> MotoS3Server:
+def s3(settings, s3_server) -> S3TestServer:
     """This test's storage is the loopback S3 server (an empty bucket); the worker already points at it."""
-    reset_bucket(moto_s3)
+    reset_bucket(s3_server)
     settings.BACKUPS_STORAGE = "s3"
-    for name, value in s3_env(moto_s3).items():
+    for name, value in s3_env(s3_server).items():
         setattr(settings, name, int(value) if name == "AWS_S3_MAX_ATTEMPTS" else value)
-    return moto_s3
+    return s3_server
 
 
 # --- waiting and cleaning up ---------------------------------------------------------------------------------

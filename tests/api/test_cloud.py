@@ -102,6 +102,24 @@ def test_an_object_without_record_is_listed_downloaded_and_deleted(s3, admin):
     assert event.details["storage_key"] == OWN_KEY and event.record is None and event.actor["id"] == 1
 
 
+@pytest.mark.radosgw
+def test_cloud_link_cannot_be_edited_into_another_tenants_and_expires(s3, admin):
+    """The S3 server checks the link's signature and its life: the tenant boundary holds outside the API too."""
+    storage = get_storage("s3")
+    storage.put_bytes(OWN_KEY, b"demo's backup")
+    storage.put_bytes(OTHER_KEY, b"sonrisa's backup")
+    link = admin.post("/api/backups/cloud/get-url/", {"s3_key": OWN_KEY, "expiration": 2}, format="json").json()
+    url = link["download_url"]
+    edited = url.replace(OWN_KEY.replace("/", "%2F"), OTHER_KEY.replace("/", "%2F")).replace(OWN_KEY, OTHER_KEY)
+    assert edited != url
+    refused = requests.get(edited, timeout=10)
+    assert refused.status_code == 403 and b"sonrisa" not in refused.content
+    assert requests.get(url, timeout=10).content == b"demo's backup"
+    time.sleep(3.5)
+    expired = requests.get(url, timeout=10)
+    assert expired.status_code == 403 and b"demo" not in expired.content
+
+
 INJECTIONS = [
     ("../clinica_sonrisa/backup-sql-clinica_sonrisa-2001-01-01-000000.sql.zst", 400),
     ("clinica_demo/../" + OTHER_KEY, 400),

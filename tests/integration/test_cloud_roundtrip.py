@@ -26,15 +26,16 @@ SCHEMA = "clinica_sonrisa"
 
 @pytest.fixture
 def configured_backend(request, settings, tmp_path):
-    """Point the project's settings at the loopback S3 server or the Supabase stand-in."""
+    """Point the project's settings at the session's S3 server (radosgw) or the Supabase stand-in."""
     name = request.param
     settings.BACKUPS_S3_PART_SIZE = 5 * 1024 * 1024
     if name == "s3":
-        server = request.getfixturevalue("moto_s3")
+        server = request.getfixturevalue("s3_server")
         settings.AWS_STORAGE_BUCKET_NAME = request.getfixturevalue("s3_bucket")
         settings.AWS_S3_ENDPOINT_URL = server.endpoint_url
-        settings.AWS_ACCESS_KEY_ID = settings.AWS_SECRET_ACCESS_KEY = "testing"
-        settings.AWS_S3_REGION_NAME = TEST_REGION
+        settings.AWS_ACCESS_KEY_ID = server.access_key_id
+        settings.AWS_SECRET_ACCESS_KEY = server.secret_access_key
+        settings.AWS_S3_REGION_NAME = server.region
     else:
         server = request.getfixturevalue("supabase_server")
         settings.SUPABASE_URL, settings.SUPABASE_KEY = server.url, SUPABASE_SERVICE_KEY

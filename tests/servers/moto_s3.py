@@ -1,8 +1,9 @@
-"""A loopback S3 server for tests: moto's server (`python -m moto.server`) in a subprocess.
+"""moto's S3 server (`python -m moto.server`) in a subprocess: the fallback S3 server (TEST_S3=moto) for
+machines where radosgw cannot run. moto accepts any signature and never expires a link; see
+tests/servers/radosgw.py, which picks the server and empties buckets through the S3 API alone.
 
     server = MotoS3Server.start()
     server.endpoint_url   # http://127.0.0.1:<port>
-    server.reset()        # forget every bucket and object (POST /moto-api/reset)
     server.stop()         # terminate the subprocess (by its pid)
 
 Its output goes to a log file, whose tail is quoted if it does not come up.
@@ -84,13 +85,6 @@ class MotoS3Server:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
-
-    def reset(self) -> None:
-        """Forget every bucket, object and multipart upload."""
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", data=b"", method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            if response.status != 200:
-                raise RuntimeError(f"moto reset answered {response.status}")
 
     def stop(self) -> None:
         """Terminate the subprocess (this one only) and remove its log."""

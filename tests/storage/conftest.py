@@ -1,5 +1,5 @@
-"""Storage fixtures: one moto S3 server and one Supabase stand-in per session, and the `backend` / `storage` pair
-every conformance test runs on.
+"""Storage fixtures: the session's S3 server (radosgw, tests/servers/radosgw.py) with a fresh bucket per test,
+one Supabase stand-in per session, and the `backend` / `storage` pair every conformance test runs on.
 
 To add a backend (e.g. `supabase`), write a factory `make_<name>(request) -> Backend` and add it to BACKENDS:
 every test in test_conformance.py then runs against it too.
@@ -19,10 +19,10 @@ from backups.storage.base import Storage
 from backups.storage.local import PARTIAL_PREFIX, LocalStorage
 from backups.storage.s3 import MiB, S3Storage
 from backups.storage.supabase import SupabaseStorage
-from tests.servers.moto_s3 import MotoS3Server
+from tests.servers.radosgw import S3TestServer
 from tests.servers.supabase_storage import StorageServer, start_server, stop
 
-TEST_BUCKET = "tenant-backups-test"
+TEST_BUCKET = "tenant-backups-test"  # a name for storages that never reach a server
 TEST_REGION = "us-east-1"
 TEST_PART_SIZE = 5 * MiB  # S3's minimum: a 12 MB upload already takes three parts
 
@@ -37,14 +37,14 @@ class Backend:
     list_calls: Callable[[], int] = lambda: 0  # how many listing requests went out (pagination checks)
 
 
-def make_s3_storage(endpoint_url: str, **overrides) -> S3Storage:
-    """An S3Storage on the test server, small parts, fake credentials, quick to give up."""
+def make_s3_storage(server: S3TestServer, **overrides) -> S3Storage:
+    """An S3Storage on the test server with its throwaway keys, small parts, no SSE header, quick to give up."""
     kwargs = {
         "bucket": TEST_BUCKET,
-        "access_key_id": "testing",
-        "secret_access_key": "testing",
-        "region_name": TEST_REGION,
-        "endpoint_url": endpoint_url,
+        "access_key_id": server.access_key_id,
+        "secret_access_key": server.secret_access_key,
+        "region_name": server.region,
+        "endpoint_url": server.endpoint_url,
         "part_size": TEST_PART_SIZE,
         "max_attempts": 2,
         "connect_timeout": 5,
@@ -55,16 +55,16 @@ def make_s3_storage(endpoint_url: str, **overrides) -> S3Storage:
 
 
 @pytest.fixture
-def s3_bucket(moto_s3: MotoS3Server) -> str:
-    """An empty server with the test bucket created (reset before each test)."""
-    moto_s3.reset()
-    make_s3_storage(moto_s3.endpoint_url).client.create_bucket(Bucket=TEST_BUCKET)
-    return TEST_BUCKET
+def s3_bucket(s3_server: S3TestServer) -> Iterator[str]:
+    """A new, empty bucket for this test, removed with everything in it afterwards."""
+    name = s3_server.create_bucket(new_bucket_name())
+    yield name
+    s3_server.delete_bucket(name)
 
 
 @pytest.fixture
-def s3_storage(moto_s3: MotoS3Server, s3_bucket: str) -> S3Storage:
-    return make_s3_storage(moto_s3.endpoint_url)
+def s3_storage(s3_server: S3TestServer, s3_bucket: str) -> S3Storage:
+    return make_s3_storage(s3_server, bucket=s3_bucket)
 
 
 def s3_pending_uploads(storage: S3Storage) -> list[str]:
@@ -88,8 +88,8 @@ def make_local(request: pytest.FixtureRequest) -> Backend:
 
 
 def make_s3(request: pytest.FixtureRequest) -> Backend:
-    request.getfixturevalue("s3_bucket")
-    storage = make_s3_storage(request.getfixturevalue("moto_s3").endpoint_url)
+    bucket = request.getfixturevalue("s3_bucket")
+    storage = make_s3_storage(request.getfixturevalue("s3_server"), bucket=bucket)
     calls = {"ListObjectsV2": 0}
 
     def count(**_):

@@ -1,23 +1,35 @@
-"""S3-only behaviour: configuration, check() messages, error mapping, encryption, checksums, part sizes, memory."""
+"""S3-only behaviour: configuration, check() messages, error mapping, encryption, checksums, part sizes, memory.
+
+They run against the session's S3 server (radosgw unless TEST_S3=moto): tests marked `radosgw` need a
+server that checks signatures, link expiry and encryption headers, which moto does not.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
+import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from botocore.stub import Stubber
+from django.conf import settings
 
 from backups.storage import get_storage
 from backups.storage.base import ObjectNotFound, StorageError, StorageTransientError
 from backups.storage.s3 import MiB, S3Storage
-from tests.servers.moto_s3 import MotoS3Server, free_port
+from tests.servers.moto_s3 import free_port
+from tests.servers.radosgw import S3TestServer
 
-from .conftest import TEST_BUCKET, TEST_PART_SIZE, make_s3_storage, s3_pending_uploads
+from .conftest import TEST_PART_SIZE, make_s3_storage, s3_pending_uploads
+
+CREDENTIALS = "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
 
 
 def client_error(code: str, status: int, operation: str = "PutObject") -> ClientError:
@@ -28,39 +40,85 @@ def client_error(code: str, status: int, operation: str = "PutObject") -> Client
 # -- check() -----------------------------------------------------------------------------------------
 
 
-def test_check_passes_on_a_working_bucket(s3_storage):
+def raw_keys(storage: S3Storage) -> list[str]:
+    """Every key in the storage's bucket, whatever its prefix."""
+    pages = storage.client.get_paginator("list_objects_v2").paginate(Bucket=storage.bucket)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", ()))
+
+
+def test_check_passes_on_a_working_bucket_and_leaves_nothing(s3_storage):
     s3_storage.check()
+    assert raw_keys(s3_storage) == [] and s3_pending_uploads(s3_storage) == []
 
 
-def test_check_without_bucket_name(moto_s3: MotoS3Server):
-    storage = make_s3_storage(moto_s3.endpoint_url, bucket="")
+def test_check_probes_writes_once_per_configuration(s3_server: S3TestServer, s3_bucket):
+    """A readiness probe calls check() every few seconds: after the first, only the bucket's HEAD goes out."""
+    calls: list[str] = []
+    first = make_s3_storage(s3_server, bucket=s3_bucket)
+    first.client.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+    first.check()
+    assert calls == ["HeadBucket", "PutObject", "DeleteObject"]
+
+    calls.clear()
+    again = make_s3_storage(s3_server, bucket=s3_bucket)  # get_storage() builds a new one each time
+    again.client.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+    again.check()
+    assert calls == ["HeadBucket"]
+
+    calls.clear()
+    other = make_s3_storage(s3_server, bucket=s3_bucket, storage_class=s3_server.storage_class)
+    other.client.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+    other.check()  # another configuration is probed again
+    assert calls == ["HeadBucket", "PutObject", "DeleteObject"]
+
+
+def test_check_without_bucket_name(s3_server: S3TestServer):
+    storage = make_s3_storage(s3_server, bucket="")
     with pytest.raises(StorageError) as caught:
         storage.check()
     assert str(caught.value) == "AWS_STORAGE_BUCKET_NAME is not set."
 
 
-def test_check_with_unreachable_endpoint():
-    storage = make_s3_storage(f"http://127.0.0.1:{free_port()}", max_attempts=1, connect_timeout=2)
+def test_check_with_unreachable_endpoint(s3_server: S3TestServer):
+    storage = make_s3_storage(s3_server, endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=1,
+                              connect_timeout=2)
     with pytest.raises(StorageError) as caught:
         storage.check()
     assert isinstance(caught.value, StorageTransientError)
     assert "AWS_S3_ENDPOINT_URL" in str(caught.value)
 
 
-def test_check_with_missing_bucket(moto_s3: MotoS3Server, s3_bucket):
-    storage = make_s3_storage(moto_s3.endpoint_url, bucket="no-such-bucket")
+def test_check_with_missing_bucket(s3_server: S3TestServer, s3_bucket):
+    storage = make_s3_storage(s3_server, bucket="no-such-bucket")
     with pytest.raises(StorageError) as caught:
         storage.check()
     assert str(caught.value) == "Bucket no-such-bucket does not exist (AWS_STORAGE_BUCKET_NAME)."
 
 
-def test_check_with_refused_credentials(s3_storage):
-    with Stubber(s3_storage.client) as stub:
-        stub.add_client_error("head_bucket", service_error_code="403", http_status_code=403)
-        with pytest.raises(StorageError) as caught:
-            s3_storage.check()
-    assert "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY" in str(caught.value)
+@pytest.mark.radosgw
+@pytest.mark.parametrize("wrong", ["secret_access_key", "access_key_id"])
+def test_check_with_refused_credentials(s3_server: S3TestServer, s3_bucket, wrong):
+    storage = make_s3_storage(s3_server, bucket=s3_bucket, **{wrong: "WRONG" + getattr(s3_server, wrong)[5:]})
+    with pytest.raises(StorageError) as caught:
+        storage.check()
+    assert str(caught.value) == f"S3 denied access to bucket {s3_bucket}; check {CREDENTIALS}."
     assert not isinstance(caught.value, StorageTransientError)
+
+
+@pytest.mark.radosgw
+def test_wrong_secret_is_refused(s3_server: S3TestServer, s3_storage):
+    """The server checks each request's signature: a wrong secret writes nothing, reads nothing, lists nothing."""
+    s3_storage.put_bytes("clinic1/a.sql", b"data")
+    wrong = make_s3_storage(s3_server, bucket=s3_storage.bucket, secret_access_key=s3_server.secret_access_key[::-1])
+
+    for action in (lambda: wrong.put_bytes("clinic1/b.sql", b"forged"), lambda: wrong.get_bytes("clinic1/a.sql"),
+                   lambda: list(wrong.list("clinic1/")), lambda: wrong.delete("clinic1/a.sql")):
+        with pytest.raises(StorageError) as caught:
+            action()
+        assert "SignatureDoesNotMatch" in str(caught.value) and CREDENTIALS in str(caught.value)
+        assert not isinstance(caught.value, (StorageTransientError, ObjectNotFound))
+    assert raw_keys(s3_storage) == ["backups/clinic1/a.sql"]
+    assert s3_storage.get_bytes("clinic1/a.sql") == b"data"
 
 
 # -- error mapping -----------------------------------------------------------------------------------
@@ -104,6 +162,23 @@ def test_missing_object_through_get_maps_to_object_not_found(s3_storage):
         s3_storage.open_read("clinic1/none.sql")
 
 
+def test_refusal_without_a_message_names_code_and_status(s3_storage):
+    """Some stores send no message (radosgw: `InvalidRequest`, nothing else): never print "None"."""
+    refusal = ClientError({"Error": {"Code": "InvalidRequest"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+                          "PutObject")
+    error = s3_storage.map_error(refusal, "uploading clinic1/a.sql")
+    assert str(error) == "S3 refused uploading clinic1/a.sql (InvalidRequest, HTTP 400)."
+
+
+@pytest.mark.radosgw
+def test_real_refusal_without_a_message(s3_server: S3TestServer, s3_bucket):
+    """radosgw refuses a storage class it does not offer with `InvalidArgument` and no message."""
+    storage = make_s3_storage(s3_server, bucket=s3_bucket, storage_class="GLACIER")
+    with pytest.raises(StorageError) as caught:
+        storage.put_bytes("clinic1/a.sql", b"data")
+    assert str(caught.value) == "S3 refused uploading clinic1/a.sql (InvalidArgument, HTTP 400)."
+
+
 def test_failed_commit_aborts_the_upload(s3_storage, monkeypatch):
     writer = s3_storage.open_write("clinic1/commit-fails.sql")
     writer.write(os.urandom(1024) * (11 * 1024))  # 11 MiB: two parts uploaded, one buffered
@@ -134,17 +209,54 @@ def test_presigned_url_downloads_the_object(s3_storage):
     response = requests.get(url, timeout=10)
     assert response.status_code == 200
     assert hashlib.sha256(response.content).digest() == hashlib.sha256(data).digest()
-    # moto does not verify presigned signatures or their expiry (it accepts a tampered link): AWS does.
 
 
-def test_url_expiry_is_capped_by_setting(moto_s3: MotoS3Server, s3_bucket):
-    storage = make_s3_storage(moto_s3.endpoint_url, url_max_expiry=3600)
+def with_query(url: str, **changes: str) -> str:
+    """`url` with some query parameters replaced."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update(changes)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@pytest.mark.radosgw
+def test_tampered_presigned_link_is_refused(s3_storage):
+    s3_storage.put_bytes("clinic1/mine.sql", b"mine")
+    s3_storage.put_bytes("clinic2/theirs.sql", b"theirs")
+    url = s3_storage.url("clinic1/mine.sql", 300)
+    query = dict(parse_qsl(urlsplit(url).query))
+    signature, (key_id, scope) = query["X-Amz-Signature"], query["X-Amz-Credential"].split("/", 1)
+    tampered = {
+        "another object": url.replace("/clinic1/mine.sql?", "/clinic2/theirs.sql?"),
+        "a longer life": with_query(url, **{"X-Amz-Expires": "604800"}),
+        "another signature": with_query(url, **{"X-Amz-Signature": signature[:-4] + "0000"}),
+        "another key id": with_query(url, **{"X-Amz-Credential": f"{key_id[:-4]}ZZZZ/{scope}"}),
+    }
+    for what, link in tampered.items():
+        response = requests.get(link, timeout=10)
+        assert response.status_code == 403, (what, response.status_code)
+        assert b"mine" not in response.content and b"theirs" not in response.content
+    assert requests.get(url, timeout=10).content == b"mine"  # the untouched link still works
+
+
+@pytest.mark.radosgw
+def test_expired_presigned_link_is_refused(s3_storage):
+    s3_storage.put_bytes("clinic1/soon.sql", b"soon gone")
+    url = s3_storage.url("clinic1/soon.sql", 2)
+    assert requests.get(url, timeout=10).content == b"soon gone"
+    time.sleep(3.5)  # past X-Amz-Date + 2 s, with a second to spare for the date's whole seconds
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 403 and b"soon gone" not in response.content
+
+
+def test_url_expiry_is_capped_by_setting(s3_server: S3TestServer, s3_bucket):
+    storage = make_s3_storage(s3_server, bucket=s3_bucket, url_max_expiry=3600)
     assert storage.url("clinic1/a.sql", 3600)
     with pytest.raises(ValueError, match="1 to 3600"):
         storage.url("clinic1/a.sql", 3601)
     with pytest.raises(ValueError):
         storage.url("clinic1/a.sql", True)  # not a number of seconds
-    assert make_s3_storage(moto_s3.endpoint_url, url_max_expiry=10**9).url_max_expiry == 604800
+    assert make_s3_storage(s3_server, url_max_expiry=10**9).url_max_expiry == 604800
 
 
 # -- client configuration ----------------------------------------------------------------------------
@@ -158,8 +270,8 @@ def sent_headers(storage: S3Storage) -> list[dict[str, str]]:
     return seen
 
 
-def test_checksum_when_required_configures_the_client(moto_s3: MotoS3Server, s3_bucket):
-    storage = make_s3_storage(moto_s3.endpoint_url, request_checksum_calculation="when_required")
+def test_checksum_when_required_configures_the_client(s3_server: S3TestServer, s3_bucket):
+    storage = make_s3_storage(s3_server, bucket=s3_bucket, request_checksum_calculation="when_required")
     assert storage.client.meta.config.request_checksum_calculation == "when_required"
     assert storage.client.meta.config.response_checksum_validation == "when_required"
     headers = sent_headers(storage)
@@ -196,12 +308,12 @@ def test_bad_settings_are_refused_naming_the_setting():
             S3Storage(bucket="b", **kwargs)
 
 
-def test_from_settings_and_get_storage(settings, moto_s3: MotoS3Server):
+def test_from_settings_and_get_storage(settings, s3_server: S3TestServer, s3_bucket):
     settings.BACKUPS_STORAGE = "s3"
-    settings.AWS_STORAGE_BUCKET_NAME = TEST_BUCKET
-    settings.AWS_ACCESS_KEY_ID = "testing"
-    settings.AWS_SECRET_ACCESS_KEY = "testing"
-    settings.AWS_S3_ENDPOINT_URL = moto_s3.endpoint_url
+    settings.AWS_STORAGE_BUCKET_NAME = s3_bucket
+    settings.AWS_ACCESS_KEY_ID = s3_server.access_key_id
+    settings.AWS_SECRET_ACCESS_KEY = s3_server.secret_access_key
+    settings.AWS_S3_ENDPOINT_URL = s3_server.endpoint_url
     settings.AWS_S3_ADDRESSING_STYLE = "path"
     settings.AWS_S3_REQUEST_CHECKSUM_CALCULATION = "when_required"
     settings.AWS_S3_KEY_PREFIX = "tenant-backups"
@@ -210,49 +322,128 @@ def test_from_settings_and_get_storage(settings, moto_s3: MotoS3Server):
     storage = get_storage()
 
     assert isinstance(storage, S3Storage) and storage.name == "s3"
-    assert storage.bucket == TEST_BUCKET and storage.endpoint_url == moto_s3.endpoint_url
+    assert storage.bucket == s3_bucket and storage.endpoint_url == s3_server.endpoint_url
     assert storage.key_prefix == "tenant-backups/"
     assert storage.part_size == 8 * MiB and storage.max_object_size == 8 * MiB * 10_000
-    assert storage.sse == "AES256" and storage.region_name == "us-east-1"
+    assert storage.sse == "" and storage.region_name == "us-east-1"  # encryption left to the bucket
     assert storage.client.meta.config.s3["addressing_style"] == "path"
     # AWS_S3_MAX_ATTEMPTS counts every attempt, the first included (botocore's "max_attempts" counts retries).
     assert storage.client.meta.config.retries == {"mode": "standard", "total_max_attempts": 5}
+    storage.check()
+
+
+def test_default_settings_leave_encryption_to_the_bucket(settings):
+    for name in ("AWS_S3_SSE", "AWS_S3_SSE_KMS_KEY_ID"):
+        if hasattr(settings, name):
+            delattr(settings, name)
+    storage = S3Storage.from_settings(settings, bucket="b")
+    assert storage.sse == "" and "ServerSideEncryption" not in storage.object_args()
 
 
 # -- encryption, storage class, layout ---------------------------------------------------------------
 
 
-def test_sse_aes256_is_sent(s3_storage):
-    s3_storage.put_bytes("clinic1/small.json", b"{}")
-    with s3_storage.open_write("clinic1/multi.sql") as writer:
+SSE_HEADER = "x-amz-server-side-encryption"
+
+
+def test_sse_header_is_sent_on_put_and_multipart(s3_server: S3TestServer, s3_bucket):
+    storage = make_s3_storage(s3_server, bucket=s3_bucket, sse="AES256")
+    headers = sent_headers(storage)
+    storage.put_bytes("clinic1/small.json", b"{}")
+    with storage.open_write("clinic1/multi.sql") as writer:
         writer.write(b"z" * (TEST_PART_SIZE + 1))
         writer.commit()
-    for key in ("backups/clinic1/small.json", "backups/clinic1/multi.sql"):
-        assert s3_storage.client.head_object(Bucket=TEST_BUCKET, Key=key)["ServerSideEncryption"] == "AES256"
+    assert sum(h.get(SSE_HEADER) == b"AES256" for h in headers) == 2  # PutObject, CreateMultipartUpload
+    assert storage.get_bytes("clinic1/small.json") == b"{}"
 
 
-def test_sse_kms_and_storage_class(moto_s3: MotoS3Server, s3_bucket):
-    storage = make_s3_storage(
-        moto_s3.endpoint_url, sse="aws:kms", sse_kms_key_id="alias/backups", storage_class="STANDARD_IA"
+def test_sse_kms_and_storage_class(s3_server: S3TestServer, s3_bucket):
+    """aws:kms with a key the server holds, and a second storage class: check() passes, objects say so."""
+    storage = make_s3_storage(s3_server, bucket=s3_bucket, sse="aws:kms", sse_kms_key_id=s3_server.kms_key_id,
+                              storage_class=s3_server.storage_class)
+    storage.check()
+    storage.put_bytes("clinic1/a.sql", b"data")
+    with storage.open_write("clinic1/multi.sql") as writer:
+        writer.write(b"k" * (TEST_PART_SIZE + 1))
+        writer.commit()
+    for key in ("backups/clinic1/a.sql", "backups/clinic1/multi.sql"):
+        head = storage.client.head_object(Bucket=s3_bucket, Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms" and head["StorageClass"] == s3_server.storage_class
+        assert head["SSEKMSKeyId"].endswith(s3_server.kms_key_id)
+    assert storage.get_bytes("clinic1/a.sql") == b"data"
+    assert storage.get_bytes("clinic1/multi.sql") == b"k" * (TEST_PART_SIZE + 1)
+    assert storage.stat("clinic1/a.sql").storage_class == s3_server.storage_class
+    assert {obj.storage_class for obj in storage.list("clinic1/")} == {s3_server.storage_class}
+
+
+def test_default_sends_no_encryption_header(s3_server: S3TestServer, s3_storage):
+    headers = sent_headers(s3_storage)
+    s3_storage.check()
+    s3_storage.put_bytes("clinic1/a.sql", b"data")
+    assert headers and not [h for h in headers if SSE_HEADER in h]
+    assert make_s3_storage(s3_server, sse="none").sse == ""  # "none" is the same as empty
+
+
+@pytest.mark.radosgw
+def test_check_refuses_an_encryption_the_store_ignores(s3_server: S3TestServer, s3_bucket):
+    """radosgw 16.2 stores AES256 (SSE-S3, which needs Vault there) unencrypted: check() must say so."""
+    storage = make_s3_storage(s3_server, bucket=s3_bucket, sse="AES256")
+    with pytest.raises(StorageError) as caught:
+        storage.check()
+    message = str(caught.value)
+    assert message.startswith("S3 stored the check object without the server-side encryption AWS_S3_SSE=AES256")
+    assert "leave AWS_S3_SSE empty" in message and "None" not in message
+    assert not isinstance(caught.value, StorageTransientError)
+    assert raw_keys(storage) == []  # the probe object is gone
+    make_s3_storage(s3_server, bucket=s3_bucket).check()  # the default (the bucket's encryption) passes
+
+
+@pytest.mark.radosgw
+def test_worker_refuses_to_start_with_an_encryption_the_store_ignores(s3_server: S3TestServer, s3_bucket):
+    """The README's promise: a wrong setting stops the worker at start-up with a sentence naming it."""
+    env = {**os.environ, "BACKUPS_STORAGE": "s3", "AWS_STORAGE_BUCKET_NAME": s3_bucket, "AWS_S3_SSE": "AES256",
+           "AWS_S3_ENDPOINT_URL": s3_server.endpoint_url, "AWS_ACCESS_KEY_ID": s3_server.access_key_id,
+           "AWS_SECRET_ACCESS_KEY": s3_server.secret_access_key, "AWS_S3_REGION_NAME": s3_server.region}
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "project", "worker", "-Q", "backups.dump", "-c", "1",
+         "--without-mingle", "--without-gossip", "-n", "sse-misconfigured@%h"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=settings.BASE_DIR,
     )
-    storage.put_bytes("clinic1/a.sql", b"data")
-    head = storage.client.head_object(Bucket=TEST_BUCKET, Key="backups/clinic1/a.sql")
-    assert head["ServerSideEncryption"] == "aws:kms"
-    assert head["StorageClass"] == "STANDARD_IA"
-    assert storage.stat("clinic1/a.sql").storage_class == "STANDARD_IA"
-    assert [obj.storage_class for obj in storage.list("clinic1/")] == ["STANDARD_IA"]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("tenant-backups cannot start:")]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "AWS_S3_SSE=AES256" in lines[0] and "None" not in lines[0]
 
 
-def test_sse_none_sends_no_encryption_header(moto_s3: MotoS3Server, s3_bucket):
-    storage = make_s3_storage(moto_s3.endpoint_url, sse="none")
-    headers = sent_headers(storage)
-    storage.put_bytes("clinic1/a.sql", b"data")
-    assert not [h for h in headers if "x-amz-server-side-encryption" in h]
+@pytest.mark.radosgw
+@pytest.mark.parametrize(
+    ("overrides", "start", "names"),
+    [
+        ({"sse": "aws:kms", "sse_kms_key_id": "no-such-key"},
+         "S3 refused server-side encryption AWS_S3_SSE=aws:kms with AWS_S3_SSE_KMS_KEY_ID=no-such-key (",
+         "check AWS_S3_SSE_KMS_KEY_ID"),
+        ({"sse": "aws:kms"}, "S3 refused server-side encryption AWS_S3_SSE=aws:kms (InvalidArgument, HTTP 400",
+         "leave it empty"),
+        ({"storage_class": "GLACIER"}, "S3 refused the storage class AWS_S3_STORAGE_CLASS=GLACIER (InvalidArgument",
+         "STANDARD"),
+        ({"storage_class": "GLACIER", "sse": "aws:kms", "sse_kms_key_id": "kms-key"},
+         "S3 refused the storage class AWS_S3_STORAGE_CLASS=GLACIER (", "STANDARD"),
+    ],
+)
+def test_check_names_the_setting_the_store_refuses(s3_server: S3TestServer, s3_bucket, overrides, start, names):
+    if overrides.get("sse_kms_key_id") == "kms-key":
+        overrides = {**overrides, "sse_kms_key_id": s3_server.kms_key_id}  # encryption fine, class refused
+    storage = make_s3_storage(s3_server, bucket=s3_bucket, **overrides)
+    with pytest.raises(StorageError) as caught:
+        storage.check()
+    message = str(caught.value)
+    assert message.startswith(start) and names in message, message
+    assert "None" not in message and not isinstance(caught.value, StorageTransientError)
+    assert raw_keys(storage) == []
 
 
 def test_objects_live_under_the_key_prefix(s3_storage):
     s3_storage.put_bytes("clinic1/a.sql", b"data")
-    raw = s3_storage.client.list_objects_v2(Bucket=TEST_BUCKET)["Contents"]
+    raw = s3_storage.client.list_objects_v2(Bucket=s3_storage.bucket)["Contents"]
     assert [item["Key"] for item in raw] == ["backups/clinic1/a.sql"]
     obj = s3_storage.stat("clinic1/a.sql")
     assert obj.key == "clinic1/a.sql" and obj.size == 4 and obj.last_modified.tzinfo is not None
@@ -326,31 +517,28 @@ def test_read_is_streamed(s3_storage):
 # -- housekeeping ------------------------------------------------------------------------------------
 
 
+@pytest.mark.radosgw  # moto dates every upload 2010-11-10
 def test_abort_incomplete_uploads(s3_storage):
+    """Only uploads under the prefix and started before the cutoff are aborted; a running one is spared."""
     stale = s3_storage.open_write("clinic1/stale.sql")
     stale.write(b"s" * (TEST_PART_SIZE + 1))  # one part sent: a multipart upload now exists
-    other = s3_storage.open_write("clinic2/other.sql")
-    other.write(b"o" * (TEST_PART_SIZE + 1))
-    assert len(s3_pending_uploads(s3_storage)) == 2
+    elsewhere = s3_storage.open_write("clinic2/elsewhere.sql")
+    elsewhere.write(b"e" * (TEST_PART_SIZE + 1))
+    time.sleep(1.1)  # the server dates uploads (some to the second): the cutoff falls clearly between
+    cutoff = datetime.now(UTC)
+    time.sleep(1.1)
+    running = s3_storage.open_write("clinic1/running.sql")
+    running.write(b"r" * (TEST_PART_SIZE + 1))
+    assert len(s3_pending_uploads(s3_storage)) == 3
 
-    # moto dates every upload 2010-11-10, so both count as older than an hour; only the prefix tells them apart.
-    assert s3_storage.abort_incomplete_uploads("clinic1/", older_than=timedelta(hours=1)) == 1
+    assert s3_storage.abort_incomplete_uploads("clinic1/", older_than=timedelta(hours=1)) == 0  # all recent
+    assert s3_storage.abort_incomplete_uploads("clinic1/", older_than=cutoff) == 1
 
-    assert s3_pending_uploads(s3_storage) == ["backups/clinic2/other.sql"]
-    assert s3_storage.abort_incomplete_uploads("", older_than=datetime.now(UTC)) == 1
+    assert s3_pending_uploads(s3_storage) == ["backups/clinic1/running.sql", "backups/clinic2/elsewhere.sql"]
+    running.write(b"r")
+    running.commit()  # the spared upload still completes
+    assert s3_storage.stat("clinic1/running.sql").size == TEST_PART_SIZE + 2
+    assert s3_storage.abort_incomplete_uploads("", older_than=datetime.now(UTC) + timedelta(seconds=5)) == 1
     assert s3_pending_uploads(s3_storage) == []
-
-
-def test_abort_incomplete_uploads_spares_recent_ones(s3_storage):
-    now = datetime.now(UTC)
-    uploads = [
-        {"Key": "backups/clinic1/running.sql", "UploadId": "recent", "Initiated": now - timedelta(minutes=5)},
-        {"Key": "backups/clinic1/stale.sql", "UploadId": "old", "Initiated": now - timedelta(days=2)},
-    ]
-    with Stubber(s3_storage.client) as stub:
-        stub.add_response("list_multipart_uploads", {"Bucket": TEST_BUCKET, "Uploads": uploads},
-                          {"Bucket": TEST_BUCKET, "Prefix": "backups/clinic1/"})
-        stub.add_response("abort_multipart_upload", {},
-                          {"Bucket": TEST_BUCKET, "Key": "backups/clinic1/stale.sql", "UploadId": "old"})
-        assert s3_storage.abort_incomplete_uploads("clinic1/", older_than=timedelta(days=1)) == 1
-        stub.assert_no_pending_responses()
+    with pytest.raises(StorageError):
+        stale.commit()  # its upload is gone
