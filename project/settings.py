@@ -163,6 +163,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# kombu 5.7.0's Redis transport stops a worker for good when Redis restarts while it runs a late-acked task
+# (AttributeError 'NoneType' object has no attribute 'hostname'); backups.broker.Transport is that transport
+# with the fix (its docstring says why). CELERY_BROKER_TRANSPORT=redis brings back kombu's own.
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT = env("CELERY_BROKER_TRANSPORT", default="backups.broker:Transport")
+    if CELERY_BROKER_URL.startswith("rediss://") and CELERY_BROKER_TRANSPORT != "redis":
+        CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": "required"}  # a named transport skips kombu's rediss default
+# A running backup goes on through a broker outage (its record's lock makes any redelivery a no-op).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # The visibility timeout must outlast the longest task, or Redis redelivers it mid-run.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=BACKUPS_DUMP_TIME_LIMIT + 1800),
