@@ -118,6 +118,10 @@ BACKUPS_DUMP_SOFT_TIME_LIMIT = env.int("BACKUPS_DUMP_SOFT_TIME_LIMIT", default=3
 BACKUPS_DUMP_TIME_LIMIT = env.int("BACKUPS_DUMP_TIME_LIMIT", default=BACKUPS_DUMP_SOFT_TIME_LIMIT + 600)
 BACKUPS_TASK_MAX_RETRIES = env.int("BACKUPS_TASK_MAX_RETRIES", default=3)
 BACKUPS_TASK_RETRY_DELAY = env.int("BACKUPS_TASK_RETRY_DELAY", default=60)
+BACKUPS_TASK_RETRY_MAX_DELAY = env.int("BACKUPS_TASK_RETRY_MAX_DELAY", default=900)
+# An automatic backup failing for a transient cause (database restart, storage 5xx, full or read-only disk)
+# is tried again with doubling waits that add up to at most this, then fails with its message.
+BACKUPS_TRANSIENT_RETRY_WINDOW_SECONDS = env.int("BACKUPS_TRANSIENT_RETRY_WINDOW_SECONDS", default=2 * 3600)
 BACKUPS_AGE_RECIPIENTS = env("BACKUPS_AGE_RECIPIENTS", default="")
 BACKUPS_AGE_IDENTITY_FILE = env("BACKUPS_AGE_IDENTITY_FILE", default="")
 # Manifests in the storage are believed only with this deployment's HMAC (default: derived from SECRET_KEY).
@@ -138,6 +142,10 @@ BACKUPS_TENANT_LOCK_WAIT_SECONDS = env.int("BACKUPS_TENANT_LOCK_WAIT_SECONDS", d
 BACKUPS_MANUAL_RETENTION_DAYS = env.int("BACKUPS_MANUAL_RETENTION_DAYS", default=None)
 BACKUPS_QUEUED_TIMEOUT_SECONDS = env.int("BACKUPS_QUEUED_TIMEOUT_SECONDS", default=6 * 3600)
 BACKUPS_RUNNING_GRACE_SECONDS = env.int("BACKUPS_RUNNING_GRACE_SECONDS", default=600)
+# The reaper resends a `running` record whose lock is free (its worker died) once it started this long ago,
+# and a `queued` one whose message is in no queue (a broker restart lost it) once it was sent this long ago.
+BACKUPS_ORPHAN_GRACE_SECONDS = env.int("BACKUPS_ORPHAN_GRACE_SECONDS", default=120)
+BACKUPS_LOST_MESSAGE_SECONDS = env.int("BACKUPS_LOST_MESSAGE_SECONDS", default=300)
 BACKUPS_OVERDUE_GRACE_SECONDS = env.int("BACKUPS_OVERDUE_GRACE_SECONDS", default=4 * 3600)
 BACKUPS_OVERDUE_CHECK_SECONDS = env.int("BACKUPS_OVERDUE_CHECK_SECONDS", default=900)
 BACKUPS_DRILL_SECONDS = env.int("BACKUPS_DRILL_SECONDS", default=86400)

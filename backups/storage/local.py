@@ -8,7 +8,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -136,6 +136,31 @@ class LocalStorage(Storage):
                     obj = self.stat(key)
                     if obj is not None:
                         yield obj
+
+    def abort_incomplete_uploads(self, prefix: str = "", older_than: timedelta | datetime = timedelta(days=1)) -> int:
+        """Remove the `.partial-*` files of killed writers not written to since `older_than`; the count.
+
+        A live writer touches its file with every write, and no backup runs longer than the hard time limit,
+        so with that as the age bound only dead writers' files go.
+        """
+        cutoff = (datetime.now(UTC) - older_than if isinstance(older_than, timedelta) else older_than).timestamp()
+        base = self.root.resolve()
+        removed = 0
+        if not base.is_dir():
+            return 0
+        for dirpath, _, filenames in os.walk(base):
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                key = os.path.relpath(path, base).replace(os.sep, "/")
+                if not name.startswith(PARTIAL_PREFIX) or not key.startswith(prefix):
+                    continue
+                try:
+                    if os.stat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
 
     def stat(self, key: str) -> StoredObject | None:
         try:
