@@ -145,6 +145,8 @@ def _run_claimed(record: BackupRecord, task_id: str) -> BackupRecord:
         error = describe_error(exc)
         if is_transient(exc, record):
             write_through_fresh_connection(lambda: backup_record_mark_queued(record=record, error=error))
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                raise  # a stopping worker stops; the message comes back (acks_late) or the reaper resends it
             raise TransientBackupError(error) from exc
         write_through_fresh_connection(lambda: backup_record_mark_failed(record=record, error=error))
         if isinstance(exc, (BackupError, StorageError, OSError)):

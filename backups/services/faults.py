@@ -37,6 +37,8 @@ _STORAGE_FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 def is_transient(exc: BaseException, record: BackupRecord) -> bool:
     """Whether `exc` is worth another try of this record (never bad input or a wrong setting)."""
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        return True  # the worker is being stopped under the backup: it is not the backup's fault
     if isinstance(exc, (TransientBackupError, StorageTransientError, psycopg.OperationalError, OperationalError,
                         InterfaceError)):
         return True

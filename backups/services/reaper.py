@@ -54,9 +54,11 @@ def abort_stale_uploads() -> int:
         getattr(storage, "s3", None), "abort_incomplete_uploads", None)
     if abort is None:
         return 0
+    running = set(BackupRecord.objects.filter(status=BackupRecord.Status.RUNNING).values_list("storage_key",
+                                                                                           flat=True))
     try:
         return abort("", older_than=timedelta(seconds=conf.get("BACKUPS_DUMP_TIME_LIMIT")
-                                              + conf.get("BACKUPS_RUNNING_GRACE_SECONDS")))
+                                              + conf.get("BACKUPS_RUNNING_GRACE_SECONDS")), keep=running)
     except StorageError as exc:
         logger.warning("could not abort stale uploads: %s", exc)
         return 0

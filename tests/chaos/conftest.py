@@ -84,6 +84,7 @@ class World:
         from tasks.queues import ALL
 
         log = self.logs / f"{name}.log"
+        log.unlink(missing_ok=True)  # "ready." must be this process's
         proc = start_worker(name=name, concurrency=concurrency, log_file=log, queues=queues or ALL,
                             extra_env=self.s3_env() if s3 else self.env)
         self.procs.append(proc)
@@ -93,6 +94,7 @@ class World:
         return proc
 
     def beat(self, name: str, *, s3: bool = False) -> subprocess.Popen:
+        (self.logs / f"{name}.log").unlink(missing_ok=True)
         proc = start_beat(log_file=self.logs / f"{name}.log", extra_env=self.s3_env() if s3 else self.env)
         self.procs.append(proc)
         return proc
@@ -135,9 +137,19 @@ class World:
     def make_due(self, schemas: list[str], at: datetime) -> datetime:
         """Give the tenants a due slot at `at` (whole seconds, as the scheduler makes them)."""
         at = at.replace(microsecond=0)
-        self.sql("UPDATE tenants_clinica SET backup_schedule = 'daily', next_backup_at = %s "
+        self.sql("UPDATE tenants_clinica SET backup_schedule = 'daily', backup_time = '03:00', next_backup_at = %s "
                  "WHERE schema_name = ANY(%s)", (at, schemas))
         return at
+
+    def wait_all_done(self, started: datetime, count: int, timeout: float = 180.0) -> None:
+        """`count` records made by the scheduler since `started` (some maybe deleted since by retention), and
+        nothing queued or running."""
+        def done():
+            made = self.sql("SELECT count(*) FROM backups_backupevent WHERE action = 'create' AND created_at >= %s"
+                            " AND actor->>'scheduler' = 'true'", (started,))[0][0]
+            busy = self.sql("SELECT count(*) FROM backups_backuprecord WHERE status IN ('queued', 'running')")[0][0]
+            return made >= count and busy == 0
+        wait_until(done, f"{count} scheduled backups to finish", timeout=timeout, every=0.5)
 
     def records(self, since: int) -> list[dict]:
         cols = ("id", "schema_name", "slot", "status", "stage", "storage_backend", "storage_key", "size", "sha256",

@@ -160,7 +160,7 @@ def test_two_beats_for_many_ticks_with_every_tenant_due_again_and_again(chaos: W
             slots[schema].append(slot)
         wait_until(lambda: not chaos.sql("SELECT 1 FROM tenants_clinica WHERE schema_name = ANY(%s) "
                                          "AND next_backup_at <= now()", (schemas,)), "the tick to claim the round")
-    chaos.wait_finished(since, len(schemas) * 6, timeout=180)
+    chaos.wait_all_done(started, len(schemas) * 6)
     made = chaos.sql("SELECT count(*) FROM backups_backupevent WHERE action = 'create' AND created_at >= %s "
                      "AND actor->>'scheduler' = 'true'", (started,))[0][0]
     assert made == len(schemas) * 6, f"{made} records made for {len(schemas) * 6} slots"
