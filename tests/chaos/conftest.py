@@ -10,6 +10,7 @@ private database with psycopg only.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -77,6 +78,11 @@ class World:
     logs: Path
     env: dict[str, str]
     procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def note(self, what: str, seconds: float) -> None:
+        """Record a measured recovery time (var/chaos/bounds.tsv; the README's reliability figures)."""
+        with open(self.logs / "bounds.tsv", "a") as out:
+            out.write(f"{what}\t{seconds:.1f}\n")
 
     # --- processes ------------------------------------------------------------------------------------
     def worker(self, name: str, *, queues: tuple[str, ...] | None = None, s3: bool = False,
@@ -193,6 +199,32 @@ class World:
     def s3_open_uploads(self) -> int:
         return len(self.s3_client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", []))
 
+    def backup_messages(self) -> int:
+        """Backup-chain messages still in the broker (queued or unacked); beat's ticks do not count."""
+        client = redis.Redis.from_url(self.broker.url)
+        raws = []
+        for key in client.scan_iter(count=1000):
+            kind = client.type(key)
+            if kind == b"list":
+                raws += client.lrange(key, 0, -1)
+            elif kind == b"hash" and key == b"unacked":
+                raws += [json.dumps(json.loads(v)[0]) for v in client.hvals(key)]
+        chain = ("tasks.backups.run_backup", "tasks.backups.record_backup", "tasks.backups.apply_retention",
+                 "tasks.backups.fan_out_backups")
+        count = 0
+        for raw in raws:
+            try:
+                count += json.loads(raw).get("headers", {}).get("task") in chain
+            except (ValueError, AttributeError):
+                continue
+        return count
+
+    def wait_quiet(self, timeout: float = 60.0) -> None:
+        """Every chain ran to its end (retention included) and no deletion is half done."""
+        wait_until(lambda: self.backup_messages() == 0 and not self.sql(
+            "SELECT 1 FROM backups_backuprecord WHERE stage = 'deleting' OR status IN ('queued', 'running')"),
+            "the chains to finish", timeout=timeout, every=0.5)
+
     # --- the invariants -------------------------------------------------------------------------------
     def check_invariants(self, *, since: int, slots: dict[str, list[datetime]], backend: str = "local") -> None:
         """What must hold after any fault, read from the database and the storage.
@@ -203,6 +235,7 @@ class World:
         - no orphan object (without a record), no manifest without its object, no partial file or open upload;
         - the newest succeeded backup of each tenant is there (retention never deletes it).
         """
+        self.wait_quiet()
         rows = self.sql("SELECT r.id, r.schema_name, r.slot, r.status, r.storage_backend, r.storage_key, r.size, "
                         "r.sha256, r.error FROM backups_backuprecord r")
         assert not [r for r in rows if r[3] in ("queued", "running")], \

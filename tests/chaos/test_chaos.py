@@ -37,8 +37,10 @@ def test_kill9_of_the_worker_mid_dump_and_upload(chaos: World, backend: str):
     wait_until(lambda: _running_with_bytes(chaos, since, "chaos_big"), "the big dump to be streaming", timeout=60,
                every=0.05)
     chaos.kill9(worker)  # mid-dump and mid-upload: pg_dump is writing, part of the object is stored
+    killed = time.monotonic()
     chaos.worker("w1-restarted", s3=s3)  # the supervisor's restart policy
     [record] = chaos.wait_finished(since, 1, timeout=120)
+    chaos.note(f"kill -9 mid-upload ({backend}) -> backup succeeded", time.monotonic() - killed)
     assert record["status"] == "succeeded" and record["attempts"] >= 2, record
     chaos.wait_clean(backend)
     chaos.check_invariants(since=since, slots={"chaos_big": [slot]}, backend=backend)
@@ -56,7 +58,9 @@ def test_kill9_at_random_points_of_many_chains(chaos: World):
         time.sleep(rng.uniform(0.3, 2.0))
         chaos.kill9(worker)
         worker = chaos.worker(f"w1-{n}")
+    last_kill = time.monotonic()
     chaos.wait_finished(since, len(schemas), timeout=180)
+    chaos.note("4 random kill -9 over 7 chains -> all succeeded (after the last kill)", time.monotonic() - last_kill)
     chaos.wait_clean("local")
     chaos.check_invariants(since=since, slots={s: [slot] for s in schemas})
 
@@ -82,8 +86,10 @@ def test_redis_restart_with_messages_queued_and_with_a_backup_running(chaos: Wor
     wait_until(lambda: len(chaos.records(since)) == len(small_schemas()), "the tick to queue the backups")
     time.sleep(1)
     chaos.broker.restart(down_seconds=1.0)  # diskless: every queued message is lost
+    restarted = time.monotonic()
     worker = chaos.worker("w1")
     chaos.wait_finished(since, len(small_schemas()), timeout=90)  # the reaper resends what was lost
+    chaos.note("redis restart lost 6 queued messages -> all succeeded", time.monotonic() - restarted)
 
     running_since = chaos.last_record_id()
     running_slot = chaos.make_due(["chaos_big"], past())
@@ -103,7 +109,9 @@ def test_postgresql_restart_mid_dump(chaos: World):
     slot = chaos.make_due(["chaos_big"], past())
     wait_until(lambda: _running_with_bytes(chaos, since, "chaos_big"), "the big dump to be streaming", every=0.05)
     chaos.pg.restart()  # every session is cut: pg_dump's, the locks', Django's
+    restarted = time.monotonic()
     [record] = chaos.wait_finished(since, 1, timeout=120)
+    chaos.note("postgresql restart mid-dump -> backup succeeded", time.monotonic() - restarted)
     assert record["status"] == "succeeded" and record["attempts"] >= 2, record
     assert worker.poll() is None
     chaos.wait_clean("local")
@@ -121,11 +129,13 @@ def test_storage_read_only_then_full_for_a_few_ticks(chaos: World):
         time.sleep(4)  # a few ticks
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(chaos.local_root)], check=True)
+    fixed = time.monotonic()
     chaos.wait_finished(since, 3, timeout=90)
+    chaos.note("read-only storage fixed -> 3 backups succeeded", time.monotonic() - fixed)
 
     full_since = chaos.last_record_id()
     filler = chaos.local_root / "filler"
-    subprocess.run(["fallocate", "-l", str(_free_bytes(chaos) - (64 << 10)), str(filler)], check=True)
+    subprocess.run(["fallocate", "-l", str(_free_bytes(chaos) - 4096), str(filler)], check=True)
     try:
         full_slot = chaos.make_due(small_schemas()[3:], past())
         wait_until(lambda: any("No space" in r["error"] for r in chaos.records(full_since)),
@@ -133,7 +143,9 @@ def test_storage_read_only_then_full_for_a_few_ticks(chaos: World):
         time.sleep(4)
     finally:
         filler.unlink()
+    fixed = time.monotonic()
     chaos.wait_finished(full_since, 3, timeout=90)
+    chaos.note("full disk freed -> 3 backups succeeded", time.monotonic() - fixed)
     chaos.check_invariants(since=since, slots={**{s: [ro_slot] for s in small_schemas()[:3]},
                                                **{s: [full_slot] for s in small_schemas()[3:]}})
 
