@@ -42,7 +42,40 @@ def _record_ids_of(raw: bytes | str) -> Iterable[int]:
 
 
 def record_ids_in_broker(queues: Iterable[str], *, url: str | None = None) -> set[int] | None:
-    """Ids of records with a message in `queues` (every priority) or in the unacked index; None if unreadable."""
+    """Ids of records with a message waiting in `queues` or held by a live worker; None if unreadable."""
+    found = record_ids_in_queues(queues, url=url)
+    if found is None:
+        return None
+    waiting, unacked = found
+    if unacked - waiting:
+        unacked &= record_ids_held_by_live_workers(url=url)
+    return waiting | unacked
+
+
+def record_ids_held_by_live_workers(*, url: str | None = None) -> set[int]:
+    """Ids of records whose run_backup a live worker has reserved, scheduled (a retry's countdown) or runs.
+
+    A message in the unacked index whose worker died stays there until the visibility timeout (hours):
+    asking the workers tells it from one waiting behind a long dump.
+    """
+    from celery import current_app
+
+    held: set[int] = set()
+    with current_app.connection_for_read(url) as conn:
+        inspect = current_app.control.inspect(timeout=2.0, connection=conn)
+        for reply in (inspect.reserved(), inspect.scheduled(), inspect.active()):
+            for tasks in (reply or {}).values():
+                for task in tasks:
+                    request = task.get("request", task)
+                    if request.get("name") == RUN_BACKUP and request.get("args"):
+                        value = request["args"][0]
+                        if isinstance(value, int):
+                            held.add(value)
+    return held
+
+
+def record_ids_in_queues(queues: Iterable[str], *, url: str | None = None) -> tuple[set[int], set[int]] | None:
+    """(ids with a message waiting in `queues`, at every priority; ids in the unacked index); None if unreadable."""
     from celery import current_app
 
     with current_app.connection_for_read(url) as conn:
@@ -53,6 +86,7 @@ def record_ids_in_broker(queues: Iterable[str], *, url: str | None = None) -> se
             client = redis.Redis(connection_pool=channel.pool)  # kombu's client prefixes only some commands
             prefix = getattr(channel, "global_keyprefix", "") or ""
             found: set[int] = set()
+            unacked: set[int] = set()
             for queue in queues:
                 for priority in channel.priority_steps:
                     name = prefix + channel._q_for_pri(queue, priority)
@@ -65,8 +99,8 @@ def record_ids_in_broker(queues: Iterable[str], *, url: str | None = None) -> se
                     raw = json.loads(value)[0]
                 except (ValueError, IndexError, TypeError):
                     continue
-                found.update(_record_ids_of(json.dumps(raw) if isinstance(raw, dict) else raw))
-            return found
+                unacked.update(_record_ids_of(json.dumps(raw) if isinstance(raw, dict) else raw))
+            return found, unacked
         except conn.connection_errors + conn.channel_errors as exc:
             logger.warning("could not read the broker's queues (%s); lost messages are not looked for", exc)
             return None

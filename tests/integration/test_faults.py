@@ -325,6 +325,20 @@ def test_broker_scan_finds_records_in_queues_and_batches(private_broker):
                                 url=private_broker.url) == {101, 102, 103, 104}
 
 
+def test_a_message_held_by_a_dead_worker_counts_as_lost(private_broker):
+    """A killed worker's prefetched message sits in the unacked index until the visibility timeout (hours)."""
+    import redis as redis_client
+
+    with app.connection_for_write(private_broker.url) as conn:
+        run_backup.apply_async((105,), connection=conn, queue=DUMP)
+    client = redis_client.Redis.from_url(private_broker.url)
+    queue = next(k for k in client.keys("*backups.dump") if client.type(k) == b"list")
+    prefix = queue.decode()[:-len("backups.dump")]
+    raw = client.rpop(queue)  # taken by a worker that then died: only the unacked index holds it
+    client.hset(prefix + "unacked", "tag-1", json.dumps([json.loads(raw), "backups.dump", "backups.dump"]))
+    assert record_ids_in_broker(("backups.dump",), url=private_broker.url) == set()
+
+
 def test_lost_messages_are_resent_within_one_reaper_pass_and_waiting_ones_never(private_broker, settings,
                                                                                  monkeypatch):
     from backups.services import enqueue as enqueue_module
