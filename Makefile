@@ -20,11 +20,14 @@ WITH_TEST_S3 = case "$(TEST_S3)" in \
 	moto) echo "S3 server: moto (TEST_S3=moto): tests of signatures, links and encryption will not run" ;; \
 	*) echo "TEST_S3=$(TEST_S3) is not radosgw or moto."; exit 2 ;; esac
 
-.PHONY: help install services demo test bench lint manage worker beat web flower stop-services clean
+.PHONY: help install services demo test chaos bench lint manage worker beat web flower stop-services clean
+# `make test` runs everything, the chaos suite included; `make chaos` only that suite.
+TEST_MARKERS ?=
 
 help:
 	@echo "make demo   - set up everything, back up every demo clinic through Celery, print the results"
-	@echo "make test   - set up everything and run the whole test suite"
+	@echo "make test   - set up everything and run the whole test suite (the chaos suite included)"
+	@echo "make chaos  - only the chaos suite: kills, restarts and outages against private servers"
 	@echo "make bench  - run the benchmarks in bench/"
 	@echo "make manage ARGS=\"list_backups clinica_demo\" - any management command, with the local servers"
 	@echo "make worker | beat | web | flower - run one process in the foreground"
@@ -53,7 +56,10 @@ test: services
 	@$(WITH_TEST_ENV) && $(WITH_TEST_S3) && $(PY) scripts/services.py dropdb $$TEST_DATABASE_NAME \
 		&& $(PY) scripts/services.py createdb $$TEST_DATABASE_NAME \
 		&& rm -rf var/test-backups \
-		&& $(PY) -m pytest $(PYTEST_ARGS)
+		&& $(PY) -m pytest $(if $(TEST_MARKERS),-m "$(TEST_MARKERS)") $(PYTEST_ARGS)
+
+chaos:
+	@$(MAKE) --no-print-directory test TEST_MARKERS=chaos PYTEST_ARGS="$(or $(PYTEST_ARGS),tests/chaos)"
 
 bench: services
 	@$(WITH_SERVICES) && $(PY) bench/run.py $(BENCH_ARGS)

@@ -42,6 +42,7 @@ def build_manifest(*, record, info: DumpInfo, result: SinkResult, encryption: di
         "compression": record.compression,
         "encryption": encryption or {},
         "backup_type": record.backup_type,
+        "slot": record.slot.isoformat() if record.slot else None,
         "created_at": record.created_at.isoformat(),
         "finished_at": timezone.now().isoformat(),
         "postgresql_version": info.server_version,

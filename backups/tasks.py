@@ -18,16 +18,17 @@ from backups import conf
 from backups.checks import check_configuration
 from backups.errors import BackupError, TransientBackupError
 from backups.models import BackupRecord
-from backups.services.backup_run import backup_run
+from backups.services.backup_run import backup_run, describe_error
 from backups.services.batch_backup import batch_backup_run
 from backups.services.dispatch import dispatch_due_backups as dispatch_service
 from backups.services.drills import drills_schedule
 from backups.services.enqueue import backups_fan_out, backups_send_alone
+from backups.services.faults import backup_next_retry
 from backups.services.finalize import backup_record_finalize, deleted_tenant_backups_purge, retention_apply
 from backups.services.overdue import overdue_check
 from backups.services.reaper import reap_stuck_backups as reap_service
 from backups.services.reconcile import storage_reconcile
-from backups.services.records import backup_record_mark_failed
+from backups.services.records import backup_record_fail_unfinished, backup_record_mark_failed
 from backups.storage import StorageError, StorageTransientError
 
 logger = logging.getLogger(__name__)
@@ -60,18 +61,12 @@ def run_backup(self, record_id: int, **kwargs) -> str:
         try:
             record = backup_run(record_id=record_id, task_id=self.request.id or "")
         except TransientBackupError as exc:
-            if self.request.retries >= self.max_retries:
-                record = BackupRecord.objects.get(pk=record_id)
-                backup_record_mark_failed(record=record, error=f"Gave up after {self.request.retries + 1} tries: {exc}")
+            delay = backup_next_retry(record_id=record_id, retries=self.request.retries, error=str(exc))
+            if delay is None:
                 return "failed"
-            raise self.retry(
-                exc=exc, countdown=conf.get("BACKUPS_TASK_RETRY_DELAY") * 2 ** self.request.retries
-            ) from exc
-        except SoftTimeLimitExceeded:
-            record = BackupRecord.objects.get(pk=record_id)
-            backup_record_mark_failed(
-                record=record, error=f"The backup took longer than {conf.get('BACKUPS_DUMP_SOFT_TIME_LIMIT')} s."
-            )
+            raise self.retry(exc=exc, countdown=delay, max_retries=self.request.retries + 1) from exc
+        except SoftTimeLimitExceeded:  # a run that reached its dump already wrote this failure: written once
+            backup_record_fail_unfinished(record_id=record_id, error=describe_error(SoftTimeLimitExceeded()))
             return "failed"
     return record.status if record else "missing"
 
@@ -154,7 +149,7 @@ def reconcile_storage(**kwargs) -> dict:
         result = storage_reconcile()
         purged = deleted_tenant_backups_purge()
     return {"missing": len(result.missing), "imported": len(result.imported), "unknown": len(result.unknown),
-            "rejected": len(result.rejected), "purged": len(purged)}
+            "rejected": len(result.rejected), "duplicates": len(result.duplicates), "purged": len(purged)}
 
 
 @shared_task(name="tasks.backups.schedule_verify_drills", ignore_result=True)

@@ -135,6 +135,10 @@ BACKUPS_DUMP_SOFT_TIME_LIMIT = env.int("BACKUPS_DUMP_SOFT_TIME_LIMIT", default=3
 BACKUPS_DUMP_TIME_LIMIT = env.int("BACKUPS_DUMP_TIME_LIMIT", default=BACKUPS_DUMP_SOFT_TIME_LIMIT + 600)
 BACKUPS_TASK_MAX_RETRIES = env.int("BACKUPS_TASK_MAX_RETRIES", default=3)
 BACKUPS_TASK_RETRY_DELAY = env.int("BACKUPS_TASK_RETRY_DELAY", default=60)
+BACKUPS_TASK_RETRY_MAX_DELAY = env.int("BACKUPS_TASK_RETRY_MAX_DELAY", default=900)
+# An automatic backup failing for a transient cause (database restart, storage 5xx, full or read-only disk)
+# is tried again with doubling waits that add up to at most this, then fails with its message.
+BACKUPS_TRANSIENT_RETRY_WINDOW_SECONDS = env.int("BACKUPS_TRANSIENT_RETRY_WINDOW_SECONDS", default=2 * 3600)
 BACKUPS_AGE_RECIPIENTS = env("BACKUPS_AGE_RECIPIENTS", default="")
 BACKUPS_AGE_IDENTITY_FILE = env("BACKUPS_AGE_IDENTITY_FILE", default="")
 # Manifests in the storage are believed only with this deployment's HMAC (default: derived from SECRET_KEY).
@@ -155,6 +159,10 @@ BACKUPS_TENANT_LOCK_WAIT_SECONDS = env.int("BACKUPS_TENANT_LOCK_WAIT_SECONDS", d
 BACKUPS_MANUAL_RETENTION_DAYS = env.int("BACKUPS_MANUAL_RETENTION_DAYS", default=None)
 BACKUPS_QUEUED_TIMEOUT_SECONDS = env.int("BACKUPS_QUEUED_TIMEOUT_SECONDS", default=6 * 3600)
 BACKUPS_RUNNING_GRACE_SECONDS = env.int("BACKUPS_RUNNING_GRACE_SECONDS", default=600)
+# The reaper resends a `running` record whose lock is free (its worker died) once it started this long ago,
+# and a `queued` one whose message is in no queue (a broker restart lost it) once it was sent this long ago.
+BACKUPS_ORPHAN_GRACE_SECONDS = env.int("BACKUPS_ORPHAN_GRACE_SECONDS", default=120)
+BACKUPS_LOST_MESSAGE_SECONDS = env.int("BACKUPS_LOST_MESSAGE_SECONDS", default=300)
 BACKUPS_OVERDUE_GRACE_SECONDS = env.int("BACKUPS_OVERDUE_GRACE_SECONDS", default=4 * 3600)
 BACKUPS_OVERDUE_CHECK_SECONDS = env.int("BACKUPS_OVERDUE_CHECK_SECONDS", default=900)
 BACKUPS_DRILL_SECONDS = env.int("BACKUPS_DRILL_SECONDS", default=86400)
@@ -193,6 +201,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# kombu 5.7.0's Redis transport stops a worker for good when Redis restarts while it runs a late-acked task
+# (AttributeError 'NoneType' object has no attribute 'hostname'); backups.redis_transport.Transport is that transport
+# with the fix (its docstring says why). CELERY_BROKER_TRANSPORT=redis brings back kombu's own.
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT = env("CELERY_BROKER_TRANSPORT", default="backups.redis_transport:Transport")
+    if CELERY_BROKER_URL.startswith("rediss://") and CELERY_BROKER_TRANSPORT != "redis":
+        CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": "required"}  # a named transport skips kombu's rediss default
+# A running backup goes on through a broker outage (its record's lock makes any redelivery a no-op).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # The visibility timeout must outlast the longest task, or Redis redelivers it mid-run.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=BACKUPS_DUMP_TIME_LIMIT + 1800),

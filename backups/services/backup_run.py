@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from backups import conf, pgtools
 from backups.compression import make_compressor
 from backups.dumpers import DumpInfo, dump_with_django, dump_with_pg_dump
@@ -13,15 +15,16 @@ from backups.locks import RECORD_NAMESPACE, claim_unfinished, dump_slot, tenant_
 from backups.manifest import build_manifest, manifest_bytes, manifest_key, sign_manifest
 from backups.models import BackupRecord
 from backups.sink import BackupSink, SinkResult
-from backups.storage import Storage, StorageError, StorageTransientError, get_storage
+from backups.storage import Storage, StorageError, get_storage
 from backups.storage.local import is_disk_full
 
+from .attempts import backup_attempt_adopt, backup_attempt_take_key
+from .faults import is_transient, write_through_fresh_connection
 from .records import (
     backup_record_mark_failed,
     backup_record_mark_queued,
     backup_record_mark_running,
     backup_record_mark_succeeded,
-    backup_record_take_free_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -95,6 +98,8 @@ def _store_and_confirm(record: BackupRecord, storage: Storage, info: DumpInfo, r
 
 def describe_error(exc: BaseException) -> str:
     """One sentence a user can act on."""
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return f"The backup took longer than {conf.get('BACKUPS_DUMP_SOFT_TIME_LIMIT')} s."
     if is_disk_full(exc):
         return "No space left on the device holding the backup storage; the partial file was removed."
     if isinstance(exc, (BackupError, StorageError)):
@@ -132,14 +137,18 @@ def _run_claimed(record: BackupRecord, task_id: str) -> BackupRecord:
     backup_record_mark_running(record=record, task_id=task_id)
     try:
         storage = get_storage(record.storage_backend)
-        backup_record_take_free_key(record=record, storage=storage)
+        if (adopted := backup_attempt_take_key(record=record, storage=storage)) is not None:
+            return backup_attempt_adopt(record=record, manifest=adopted)
         info, result = _dump_to_storage(record, storage)
         manifest = _store_and_confirm(record, storage, info, result)
-    except (TransientBackupError, StorageTransientError) as exc:
-        backup_record_mark_queued(record=record, error=describe_error(exc))
-        raise TransientBackupError(describe_error(exc)) from exc
-    except BaseException as exc:
-        backup_record_mark_failed(record=record, error=describe_error(exc))
+    except BaseException as exc:  # written through a fresh connection: the failure may be the database's
+        error = describe_error(exc)
+        if is_transient(exc, record):
+            write_through_fresh_connection(lambda: backup_record_mark_queued(record=record, error=error))
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                raise  # a stopping worker stops; the message comes back (acks_late) or the reaper resends it
+            raise TransientBackupError(error) from exc
+        write_through_fresh_connection(lambda: backup_record_mark_failed(record=record, error=error))
         if isinstance(exc, (BackupError, StorageError, OSError)):
             return record
         raise

@@ -49,6 +49,7 @@ class Reconciled:
     imported: list[str] = field(default_factory=list)  # keys of objects whose record was rebuilt from the manifest
     unknown: list[str] = field(default_factory=list)  # keys of objects with no record and no manifest at all
     rejected: dict[str, str] = field(default_factory=dict)  # key -> why its manifest was not believed
+    duplicates: list[str] = field(default_factory=list)  # keys of objects whose record or slot already has one
     schemas: int = 0
 
 
@@ -71,6 +72,9 @@ def storage_reconcile(*, schemas: list[str] | None = None, dry_run: bool = False
         logger.error("backup object missing from %s storage: %s", storage.name, key)
     for key in result.unknown:
         logger.warning("object without a record or a manifest in %s storage: %s", storage.name, key)
+    for key in result.duplicates:
+        logger.warning("object %s in %s storage not imported: its record or its slot already has one", key,
+                       storage.name)
     for key, why in result.rejected.items():
         logger.error("object %s in %s storage not imported: %s", key, storage.name, why)
     if result.rejected and not dry_run:
@@ -100,9 +104,26 @@ def _reconcile_schema(storage: Storage, schema: str, result: Reconciled, *, dry_
         if manifest is None:
             result.rejected[key] = why
             continue
+        if _already_recorded(manifest):
+            result.duplicates.append(key)
+            continue
         result.imported.append(key)
         if not dry_run:
             _import(storage.name, schema, key, manifest)
+
+
+def _manifest_slot(manifest: dict) -> datetime | None:
+    slot = parse_datetime(manifest["slot"]) if isinstance(manifest.get("slot"), str) else None
+    return slot if slot is not None and slot.tzinfo is not None else None
+
+
+def _already_recorded(manifest: dict) -> bool:
+    """Whether the record the manifest names, or another record of its tenant's slot, exists: never a second one."""
+    uid = manifest["tenant_uid"]
+    if BackupRecord.objects.filter(pk=manifest.get("record_id"), tenant_uid=uid).exists():
+        return True
+    slot = _manifest_slot(manifest)
+    return slot is not None and BackupRecord.objects.filter(tenant_uid=uid, slot=slot).exists()
 
 
 def _mark_missing(record: BackupRecord) -> None:
@@ -163,6 +184,7 @@ def _import(backend: str, schema: str, key: str, manifest: dict) -> BackupRecord
         plain_sha256=manifest.get("plain_sha256", ""), status=BackupRecord.Status.SUCCEEDED,
         backup_type=backup_type if backup_type in BackupRecord.Type.values else BackupRecord.Type.MANUAL,
         requested_by=ACTOR, stage="imported", manifest=manifest,
+        slot=_manifest_slot(manifest) if tenant is not None else None,
     )
     created = _when(manifest.get("created_at"), now)
     BackupRecord.objects.filter(pk=record.pk).update(created_at=created,

@@ -171,6 +171,14 @@ def backup_record_mark_failed(*, record: BackupRecord, error: str) -> BackupReco
     return record
 
 
+def backup_record_fail_unfinished(*, record_id: int, error: str) -> BackupRecord | None:
+    """Mark the record failed unless it already finished: a failure the run already wrote is not written twice."""
+    record = BackupRecord.objects.filter(pk=record_id).first()
+    if record is None or record.status in (BackupRecord.Status.SUCCEEDED, BackupRecord.Status.FAILED):
+        return record
+    return backup_record_mark_failed(record=record, error=error)
+
+
 def backup_record_mark_queued(*, record: BackupRecord, error: str) -> BackupRecord:
     """Put a record back in the queue after a transient failure (the task retries it)."""
     record.status = BackupRecord.Status.QUEUED

@@ -6,9 +6,9 @@ import contextlib
 import errno
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,7 +42,9 @@ class LocalWriter(ObjectWriter):
         self._sync: Future | None = None
 
     def write(self, data: bytes) -> None:
-        self.file.write(data)
+        view = memoryview(data)
+        while view:  # an unbuffered write may be short (a nearly full disk): the rest, or ENOSPC, comes next
+            view = view[self.file.write(view):]
         self.unsynced += len(data)
         if self.unsynced >= self.sync_every and (self._sync is None or self._sync.done()):
             self.unsynced = 0
@@ -138,6 +140,35 @@ class LocalStorage(Storage):
                     obj = self.stat(key)
                     if obj is not None:
                         yield obj
+
+    def abort_incomplete_uploads(self, prefix: str = "", older_than: timedelta | datetime = timedelta(days=1),
+                                 keep: Collection[str] = ()) -> int:
+        """Remove the `.partial-*` files of killed writers not written to since `older_than`; the count.
+
+        A live writer touches its file with every write, and no backup runs longer than the hard time limit,
+        so with that as the age bound only dead writers' files go.
+        """
+        cutoff = (datetime.now(UTC) - older_than if isinstance(older_than, timedelta) else older_than).timestamp()
+        base = self.root.resolve()
+        removed = 0
+        if not base.is_dir():
+            return 0
+        for dirpath, _, filenames in os.walk(base):
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                key = os.path.relpath(path, base).replace(os.sep, "/")
+                if not name.startswith(PARTIAL_PREFIX) or not key.startswith(prefix):
+                    continue
+                target = key.rsplit("/", 1)[0] + "/" + name[len(PARTIAL_PREFIX) + 33:]  # .partial-<uuid hex>-<name>
+                if target in keep:
+                    continue
+                try:
+                    if os.stat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
 
     def stat(self, key: str) -> StoredObject | None:
         try:

@@ -25,7 +25,7 @@ import io
 import posixpath
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
@@ -695,8 +695,13 @@ class S3Storage(Storage):
 
     # -- housekeeping ------------------------------------------------------------------------
 
-    def abort_incomplete_uploads(self, prefix: str = "", older_than: timedelta | datetime = timedelta(days=1)) -> int:
-        """Abort multipart uploads under `prefix` started before `older_than` (an age or a cutoff); the count."""
+    def abort_incomplete_uploads(self, prefix: str = "", older_than: timedelta | datetime = timedelta(days=1),
+                                 keep: Collection[str] = ()) -> int:
+        """Abort multipart uploads under `prefix` started before `older_than` (an age or a cutoff); the count.
+
+        Uploads to a key in `keep` (backups running now) are left alone whatever their date says: the store's
+        clock is not ours, and some stores report no real start time.
+        """
         if isinstance(older_than, timedelta):
             cutoff = datetime.now(UTC) - older_than
         else:
@@ -708,6 +713,8 @@ class S3Storage(Storage):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
                 for upload in page.get("Uploads", ()):
                     if not upload["Key"].startswith(full_prefix) or upload["Initiated"] >= cutoff:
+                        continue
+                    if upload["Key"][len(self.key_prefix):] in keep:
                         continue
                     try:
                         self.client.abort_multipart_upload(

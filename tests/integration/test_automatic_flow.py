@@ -159,7 +159,7 @@ def test_retention_deletes_nothing_while_backups_fail(retention_tenant):
 
 
 @pytest.mark.worker
-def test_reaper_resends_dead_and_lost_work_once(celery_worker, settings):
+def test_reaper_resends_dead_and_lost_work(celery_worker, settings):
     settings.BACKUPS_QUEUED_TIMEOUT_SECONDS = 60
     long_ago = timezone.now() - timedelta(days=1)
     dead = backup_record_create(schema_name="clinica_sonrisa")
@@ -171,11 +171,20 @@ def test_reaper_resends_dead_and_lost_work_once(celery_worker, settings):
     assert wait_for_record(dead.pk).status == "succeeded"
     assert wait_for_record(lost.pk).status == "succeeded"
 
-    twice = backup_record_create(schema_name="clinica_sonrisa")
-    BackupRecord.objects.filter(pk=twice.pk).update(enqueued_at=long_ago, stage="requeued")
+    again = backup_record_create(schema_name="clinica_sonrisa")  # its resent message was lost too
+    BackupRecord.objects.filter(pk=again.pk).update(enqueued_at=long_ago, stage="requeued")
+    assert again.pk in reap_stuck_backups().requeued
+    assert wait_for_record(again.pk).status == "succeeded"
+
+
+@pytest.mark.worker
+def test_reaper_gives_up_on_a_record_whose_runs_keep_dying(celery_worker, settings):
+    long_ago = timezone.now() - timedelta(days=1)
+    doomed = backup_record_create(schema_name="clinica_sonrisa")
+    BackupRecord.objects.filter(pk=doomed.pk).update(status="running", started_at=long_ago, attempts=50)
     result = reap_stuck_backups()
-    assert twice.pk in result.failed
-    assert "giving up" in BackupRecord.objects.get(pk=twice.pk).error
+    assert doomed.pk in result.failed
+    assert "giving up" in BackupRecord.objects.get(pk=doomed.pk).error
 
 
 def test_dump_slots_cap_concurrent_dumps(settings):

@@ -56,3 +56,24 @@ def test_abort_while_a_sync_runs_removes_the_partial_file(tmp_path):
     writer.abort()
     writer.abort()
     assert list(target.parent.iterdir()) == []
+
+
+def test_a_short_write_is_completed_not_lost(tmp_path):
+    """A nearly full disk makes os.write return fewer bytes than asked; none may be dropped."""
+
+    class ShortWrites:
+        def __init__(self, file) -> None:
+            self.real = file
+
+        def write(self, data) -> int:
+            return self.real.write(bytes(data[:3]))
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    writer = LocalWriter(tmp_path / "x.sql")
+    writer.file = ShortWrites(writer.file)
+    writer.write(b"0123456789")
+    writer.file = writer.file.real
+    writer.commit()
+    assert (tmp_path / "x.sql").read_bytes() == b"0123456789"
