@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from tasks.backups import run_backup
 
 from backups import pgtools
 from backups.models import BackupRecord
 from backups.services.records import backup_record_create
 from project.celery import app
 from project.processes import start_worker, stop_process
-from tasks.backups import run_backup
 from tasks.queues import DUMP_PRIORITY
 from tests.servers.redis_server import RedisServer
 

@@ -14,6 +14,7 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.utils import timezone
+from tasks.backups import fan_out_backups, run_backup
 
 from backups import pgtools
 from backups.errors import TransientBackupError
@@ -32,7 +33,6 @@ from backups.services.records import backup_record_create
 from backups.storage import get_storage
 from backups.storage.local import PARTIAL_PREFIX, LocalStorage, LocalWriter
 from project.celery import app
-from tasks.backups import fan_out_backups, run_backup
 from tasks.queues import DUMP
 from tests.servers.redis_server import RedisServer
 
