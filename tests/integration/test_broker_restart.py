@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from tasks.backups import run_backup
+from backups.tasks import run_backup
 
 from backups import pgtools
 from backups.models import BackupRecord

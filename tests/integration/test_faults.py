@@ -14,7 +14,7 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.utils import timezone
-from tasks.backups import fan_out_backups, run_backup
+from backups.tasks import fan_out_backups, run_backup
 
 from backups import pgtools
 from backups.errors import TransientBackupError
