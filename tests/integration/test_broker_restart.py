@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from backups.tasks import run_backup
 
 from backups import pgtools
 from backups.models import BackupRecord
 from backups.services.records import backup_record_create
+from backups.tasks import run_backup
 from project.celery import app
 from project.processes import start_worker, stop_process
 from tasks.queues import DUMP_PRIORITY

@@ -14,7 +14,6 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.utils import timezone
-from backups.tasks import fan_out_backups, run_backup
 
 from backups import pgtools
 from backups.errors import TransientBackupError
@@ -32,6 +31,7 @@ from backups.services.reconcile import storage_reconcile
 from backups.services.records import backup_record_create
 from backups.storage import get_storage
 from backups.storage.local import PARTIAL_PREFIX, LocalStorage, LocalWriter
+from backups.tasks import fan_out_backups, run_backup
 from project.celery import app
 from tasks.queues import DUMP
 from tests.servers.redis_server import RedisServer
