@@ -28,13 +28,12 @@ from accounts.models import User
 from backups.api.tokens import issue_pair
 from backups.models import BackupRecord, RestoreJob
 from backups.storage import get_storage
-from tests.integration.conftest import django_db_setup, live_db  # noqa: F401 - the same real database
+from tests.integration.conftest import celery_worker, django_db_setup, live_db  # noqa: F401 - shared
+from tests.s3env import S3_BUCKET, reset_bucket, s3_env  # noqa: F401 - used by the S3 tests
 from tests.servers.radosgw import S3TestServer
-from tests.workers import running_worker
 
 DOMAINS = {"clinica_demo": "demo.localhost", "clinica_sonrisa": "sonrisa.localhost",
            "clinica_norte": "norte.localhost"}
-S3_BUCKET = "tenant-backups-api-test"
 ACTIVE = (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING)
 SUMMARY: list[str] = []  # lines printed at the end of the run (the fuzzing's request count)
 
@@ -123,31 +122,11 @@ def _api_settings(settings):
 
 # --- the real worker and the S3 server -----------------------------------------------------------------------
 
-def s3_env(server: S3TestServer) -> dict[str, str]:
-    """AWS_* settings (as environment) pointing at the loopback server, with its throwaway keys."""
-    return {"AWS_STORAGE_BUCKET_NAME": S3_BUCKET, "AWS_S3_ENDPOINT_URL": server.endpoint_url,
-            "AWS_ACCESS_KEY_ID": server.access_key_id, "AWS_SECRET_ACCESS_KEY": server.secret_access_key,
-            "AWS_S3_REGION_NAME": server.region, "AWS_S3_ADDRESSING_STYLE": "path", "AWS_S3_MAX_ATTEMPTS": "2"}
-
-
-def reset_bucket(server: S3TestServer) -> None:
-    """The package's bucket, empty (its worker's settings name it, so it cannot be a new one per test)."""
-    server.create_bucket(S3_BUCKET)
-    server.empty_bucket(S3_BUCKET)
-
-
-@pytest.fixture(scope="package")
-def api_worker(django_db_setup, django_db_blocker, s3_server):  # noqa: F811
-    """One real worker for tests/api, which also knows the S3 server; stopped by pid when the package ends."""
-    from project.celery import app
-
-    others = app.control.inspect(timeout=1.0).ping() or {}
-    if others:
-        pytest.fail(f"Other Celery workers share the test broker ({', '.join(others)}): run tests/api before "
-                    "tests/integration (the default order) so that only this package's worker takes its tasks.")
+@pytest.fixture
+def api_worker(celery_worker, s3_server):  # noqa: F811
+    """The session's one real worker (it knows the S3 server too, so the suite runs in any order)."""
     reset_bucket(s3_server)
-    with running_worker(name="apitests", log_name="test-api-worker.log", extra_env=s3_env(s3_server)) as proc:
-        yield proc
+    return celery_worker
 
 
 @pytest.fixture

@@ -23,8 +23,7 @@ import pytest
 from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.test.testcases import LiveServerThread
 
-from tests.integration.conftest import django_db_setup, live_db  # noqa: F401 - the same real database
-from tests.workers import running_worker
+from tests.integration.conftest import celery_worker, django_db_setup, live_db  # noqa: F401 - shared
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "browser"
@@ -74,11 +73,10 @@ def live_server_admin(django_db_setup, django_db_blocker) -> Iterator[LiveServer
             thread.terminate()
 
 
-@pytest.fixture(scope="module")
-def browser_worker(django_db_setup):  # noqa: F811
-    """A real Celery worker for this module's tests (the "back up now" action enqueues on the real broker)."""
-    with running_worker(name="browser", log_name="test-browser-worker.log") as proc:
-        yield proc
+@pytest.fixture
+def browser_worker(celery_worker):  # noqa: F811
+    """The session's real Celery worker (the "back up now" action enqueues on the real broker)."""
+    return celery_worker
 
 
 @pytest.fixture(scope="session")

@@ -36,9 +36,13 @@ def live_db(django_db_setup, django_db_blocker) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker):
-    """One real worker on the real broker for the whole session, stopped by pid at the end."""
-    with running_worker(name="tests", log_name="test-worker.log") as proc:
+def celery_worker(django_db_setup, django_db_blocker, s3_server):
+    """The session's one real worker on the real broker (every package uses it, so the suite runs in any
+    order); it also knows the session's S3 server. Stopped by pid at the end."""
+    from tests.s3env import reset_bucket, s3_env
+
+    reset_bucket(s3_server)
+    with running_worker(name="tests", log_name="test-worker.log", extra_env=s3_env(s3_server)) as proc:
         yield proc
 
 
