@@ -26,12 +26,28 @@ from backups.services.enqueue import backups_fan_out, backups_send_alone
 from backups.services.faults import backup_next_retry
 from backups.services.finalize import backup_record_finalize, deleted_tenant_backups_purge, retention_apply
 from backups.services.overdue import overdue_check
+from backups.services.progress import estimated_total, progress_listener
 from backups.services.reaper import reap_stuck_backups as reap_service
 from backups.services.reconcile import storage_reconcile
 from backups.services.records import backup_record_fail_unfinished, backup_record_mark_failed
 from backups.storage import StorageError, StorageTransientError
 
 logger = logging.getLogger(__name__)
+
+
+def progress_events(task, record_id: int | None = None):
+    """A progress listener sending `task-progress` events: Flower shows the task as PROGRESS with bytes done,
+    the estimated total and percent (the admin, the API and the CLI read the same progress from the record)."""
+    record = BackupRecord.objects.filter(pk=record_id).first() if record_id else None
+    total = estimated_total(record) if record is not None else None
+
+    def send(rid: int, bytes_done: int) -> None:
+        fields = {"record_id": rid, "bytes_done": bytes_done}
+        if total and rid == record_id:
+            fields.update(estimated_total=total, percent=round(min(99.0, 100.0 * bytes_done / total), 1))
+        task.send_event("task-progress", **fields)
+
+    return send
 
 
 @worker_init.connect
@@ -59,7 +75,8 @@ def run_backup(self, record_id: int, **kwargs) -> str:
     """Dump, compress and store one record's backup (stages of one streaming task)."""
     with schema_context(get_public_schema_name()):
         try:
-            record = backup_run(record_id=record_id, task_id=self.request.id or "")
+            with progress_listener(progress_events(self, record_id)):
+                record = backup_run(record_id=record_id, task_id=self.request.id or "")
         except TransientBackupError as exc:
             delay = backup_next_retry(record_id=record_id, retries=self.request.retries, error=str(exc))
             if delay is None:
@@ -85,7 +102,8 @@ def run_backup_batch(self, record_ids: list[int] | None = None, **kwargs) -> dic
     ids = list(record_ids or [])
     with schema_context(get_public_schema_name()):
         try:
-            result = batch_backup_run(record_ids=ids, task_id=self.request.id or "")
+            with progress_listener(progress_events(self)):
+                result = batch_backup_run(record_ids=ids, task_id=self.request.id or "")
         except SoftTimeLimitExceeded:
             for record in BackupRecord.objects.filter(pk__in=ids, status=BackupRecord.Status.RUNNING):
                 backup_record_mark_failed(

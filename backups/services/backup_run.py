@@ -20,6 +20,7 @@ from backups.storage.local import is_disk_full
 
 from .attempts import backup_attempt_adopt, backup_attempt_take_key
 from .faults import is_transient, write_through_fresh_connection
+from .progress import progress_listener_now, progress_notify
 from .records import (
     backup_record_mark_failed,
     backup_record_mark_queued,
@@ -38,6 +39,7 @@ class _Progress:
     def __init__(self, record_id: int) -> None:
         self.record_id = record_id
         self.conn = None
+        self.listener = progress_listener_now()  # taken here: the sink may call from another thread
 
     def __call__(self, bytes_done: int) -> None:
         try:
@@ -47,6 +49,7 @@ class _Progress:
                               (bytes_done, self.record_id))
         except Exception:  # progress is best effort; the backup goes on
             logger.debug("progress update failed", exc_info=True)
+        progress_notify(self.listener, self.record_id, bytes_done)
 
     def close(self) -> None:
         if self.conn is not None:

@@ -8,6 +8,10 @@ below 100 until the record has succeeded, whatever the estimate says.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +21,36 @@ from backups.models import BackupRecord
 from backups.selectors import schema_relation_bytes
 
 ACTIVE = (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING)
+logger = logging.getLogger(__name__)
+
+Listener = Callable[[int, int], None]  # (record_id, bytes_done)
+_listener: ContextVar[Listener | None] = ContextVar("backups_progress_listener", default=None)
+
+
+@contextlib.contextmanager
+def progress_listener(listener: Listener) -> Iterator[None]:
+    """While the block runs, each progress step of a backup also calls `listener` (the task sends Flower an
+    event with it). The interface layer sets it; services never import it."""
+    token = _listener.set(listener)
+    try:
+        yield
+    finally:
+        _listener.reset(token)
+
+
+def progress_listener_now() -> Listener | None:
+    """The listener of the current context (capture it before handing work to another thread)."""
+    return _listener.get()
+
+
+def progress_notify(listener: Listener | None, record_id: int, bytes_done: int) -> None:
+    """Tell the listener, if any; progress is best effort and never stops a backup."""
+    if listener is None:
+        return
+    try:
+        listener(record_id, bytes_done)
+    except Exception:  # noqa: BLE001
+        logger.debug("progress listener failed", exc_info=True)
 
 
 @dataclass(frozen=True)

@@ -45,3 +45,39 @@ def test_without_history_the_estimate_is_the_schemas_size():
         assert progress.percent == 0.0 and progress.eta_seconds is None
     finally:
         record.delete()
+
+
+def test_a_progress_listener_hears_each_step_of_a_backup(settings):
+    from backups.services.progress import progress_listener
+
+    settings.BACKUPS_PROGRESS_EVERY_BYTES = 64 * 1024
+    heard: list[tuple[int, int]] = []
+    tenant = get_tenant_model().objects.get(schema_name="clinica_demo")
+    record = backup_record_create(schema_name="clinica_demo", tenant=tenant)
+    with progress_listener(lambda rid, done: heard.append((rid, done))):
+        done = backup_run(record_id=record.pk)
+    assert done.status == BackupRecord.Status.SUCCEEDED
+    assert len(heard) >= 3 and {rid for rid, _ in heard} == {record.pk}
+    steps = [b for _, b in heard]
+    assert steps == sorted(steps) and steps[-1] <= done.plain_size
+
+
+def test_the_worker_task_sends_flower_progress_events(settings):
+    from backups.tasks import progress_events
+
+    sent: list[dict] = []
+
+    class FakeTask:
+        def send_event(self, kind, **fields):
+            sent.append({"type": kind, **fields})
+
+    tenant = get_tenant_model().objects.get(schema_name="clinica_demo")
+    finished = backup_run(record_id=backup_record_create(schema_name="clinica_demo", tenant=tenant).pk)
+    record = backup_record_create(schema_name="clinica_demo", tenant=tenant)
+    try:
+        send = progress_events(FakeTask(), record.pk)
+        send(record.pk, finished.plain_size // 4)
+        assert sent == [{"type": "task-progress", "record_id": record.pk, "bytes_done": finished.plain_size // 4,
+                         "estimated_total": finished.plain_size, "percent": 25.0}]
+    finally:
+        record.delete()
