@@ -72,7 +72,7 @@ class BackupRecord(models.Model):
         "schedule slot", null=True, blank=True, help_text="The scheduled time an automatic backup serves.",
     )
     requested_by = models.JSONField(
-        "requested by", default=dict, blank=True, help_text="Snapshot {id, email, nombre} of who asked.",
+        "requested by", default=dict, blank=True, help_text="Snapshot {id, email, name} of who asked.",
     )
     created_at = models.DateTimeField("created at", auto_now_add=True)
     enqueued_at = models.DateTimeField(
@@ -150,7 +150,7 @@ class BackupEvent(models.Model):
         BackupRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="events", verbose_name="backup",
     )
     action = models.CharField("action", max_length=20, choices=Action.choices)
-    actor = models.JSONField("actor", default=dict, blank=True, help_text="Snapshot {id, email, nombre}, or empty.")
+    actor = models.JSONField("actor", default=dict, blank=True, help_text="Snapshot {id, email, name}, or empty.")
     ip_address = models.GenericIPAddressField("IP address", null=True, blank=True)
     details = models.JSONField("details", default=dict, blank=True)
     created_at = models.DateTimeField("created at", auto_now_add=True, db_index=True)
@@ -207,7 +207,7 @@ class RestoreJob(models.Model):
     )
     error = models.TextField("error", blank=True, default="", help_text="Why the job failed, if it did.")
     requested_by = models.JSONField(
-        "requested by", default=dict, blank=True, help_text="Snapshot {id, email, nombre} of who asked.",
+        "requested by", default=dict, blank=True, help_text="Snapshot {id, email, name} of who asked.",
     )
     task_id = models.CharField(
         "Celery task id", max_length=255, blank=True, default="", help_text="The task that ran the job last.",
