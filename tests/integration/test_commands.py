@@ -89,3 +89,23 @@ def test_migrations_are_in_sync_with_models():
     out = StringIO()
     call_command("makemigrations", "--check", "--dry-run", stdout=out)
     assert "No changes detected" in out.getvalue()
+
+
+@pytest.mark.parametrize("how", ["raises", "returns"])
+def test_a_transient_failure_under_backup_tenant_never_leaves_a_queued_record(monkeypatch, how):
+    import backups.management.commands.backup_tenant as command
+    from backups.errors import TransientBackupError
+    from backups.services.records import backup_record_mark_queued
+
+    def transient(*, record_id):
+        record = backup_record_mark_queued(record=BackupRecord.objects.get(pk=record_id),
+                                           error="S3 unreachable mid-upload")
+        if how == "raises":
+            raise TransientBackupError("S3 unreachable mid-upload")
+        return record
+
+    monkeypatch.setattr(command, "backup_run", transient)
+    with pytest.raises(CommandError, match="S3 unreachable mid-upload"):
+        call_command("backup_tenant", "clinica_sonrisa", "--no-progress", stdout=StringIO())
+    record = BackupRecord.objects.filter(schema_name="clinica_sonrisa").order_by("-pk").first()
+    assert record.status == BackupRecord.Status.FAILED and "S3 unreachable" in record.error

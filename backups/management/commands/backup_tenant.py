@@ -46,6 +46,9 @@ class Command(BaseCommand):
                 # No task retries a command's record: fail it, or it would sit queued until the reaper sends it.
                 backup_record_mark_failed(record=record, error=str(exc))
             raise CommandError(str(exc)) from None
+        if record.status in (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING):
+            # put back for a retry that no task will make: fail it, or it would block the tenant's API backups
+            record = backup_record_mark_failed(record=record, error=record.error or "The backup did not finish.")
         if record.status != BackupRecord.Status.SUCCEEDED:
             raise CommandError(f"Backup {record.pk} of {schema} failed: {record.error}")
         backup_record_finalize(record_id=record.pk)  # what the chain's record step does for a worker's backup

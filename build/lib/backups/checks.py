@@ -1,0 +1,18 @@
+"""Configuration checked at start-up, so a wrong setting stops a worker with one sentence, not a failed backup."""
+
+from __future__ import annotations
+
+from . import conf
+from .storage import get_storage
+
+
+def check_configuration() -> None:
+    """Raise BackupConfigError or StorageError naming the setting that is wrong."""
+    from .encryption import load_identities
+    from .services.batch_backup import batch_check
+
+    get_storage().check()
+    conf.age_recipients()
+    if conf.get("BACKUPS_AGE_IDENTITY_FILE"):
+        load_identities(conf.get("BACKUPS_AGE_IDENTITY_FILE"))
+    batch_check()

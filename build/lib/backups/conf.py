@@ -1,0 +1,103 @@
+"""The backups app's settings, with defaults, so a host project sets only what it changes."""
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    "BACKUPS_STORAGE": "local",
+    "BACKUPS_LOCAL_ROOT": "var/backups",
+    "BACKUPS_DEFAULT_FORMAT": "sql",
+    "BACKUPS_COMPRESSION": "zstd",
+    "BACKUPS_ZSTD_LEVEL": 3,
+    "BACKUPS_ZSTD_THREADS": 1,
+    "BACKUPS_GZIP_LEVEL": 6,
+    "BACKUPS_PG_BIN_DIR": "",
+    "BACKUPS_READ_SIZE": 1 << 20,
+    "BACKUPS_PIPE_SIZE": 1 << 20,
+    "BACKUPS_PROGRESS_EVERY_BYTES": 64 << 20,
+    "BACKUPS_DUMP_SOFT_TIME_LIMIT": 3 * 3600,
+    "BACKUPS_DUMP_TIME_LIMIT": 3 * 3600 + 600,
+    "BACKUPS_TASK_MAX_RETRIES": 3,
+    "BACKUPS_TASK_RETRY_DELAY": 60,
+    "BACKUPS_TASK_RETRY_MAX_DELAY": 900,
+    "BACKUPS_TRANSIENT_RETRY_WINDOW_SECONDS": 2 * 3600,
+    "BACKUPS_JSON_EXCLUDE": ("contenttypes.contenttype", "auth.permission"),
+    "BACKUPS_SPOOL_DIR": "",
+    "BACKUPS_DELETED_TENANT_KEEP_DAYS": 90,
+    "BACKUPS_MANIFEST_KEY": "",
+    "BACKUPS_MANIFEST_OLD_KEYS": (),
+    "BACKUPS_AGE_RECIPIENTS": "",
+    "BACKUPS_AGE_IDENTITY_FILE": "",
+    "BACKUPS_TICK_SECONDS": 300,
+    "BACKUPS_REAPER_SECONDS": 600,
+    "BACKUPS_SPREAD_SECONDS": 1800,
+    "BACKUPS_DISPATCH_BATCH": 5000,
+    "BACKUPS_FANOUT_BATCH": 100,
+    "BACKUPS_MAX_CONCURRENT_DUMPS": 4,
+    "BACKUPS_DUMP_SLOT_WAIT_SECONDS": 600,
+    "BACKUPS_LOCK_DATABASE_URL": "",
+    "BACKUPS_TENANT_LOCK_WAIT_SECONDS": 600,
+    "BACKUPS_MANUAL_RETENTION_DAYS": None,
+    "BACKUPS_QUEUED_TIMEOUT_SECONDS": 6 * 3600,
+    "BACKUPS_RUNNING_GRACE_SECONDS": 600,
+    "BACKUPS_ORPHAN_GRACE_SECONDS": 120,
+    "BACKUPS_LOST_MESSAGE_SECONDS": 300,
+    "BACKUPS_OVERDUE_GRACE_SECONDS": 4 * 3600,
+    "BACKUPS_OVERDUE_CHECK_SECONDS": 900,
+    "BACKUPS_DRILL_SECONDS": 86400,
+    "BACKUPS_DRILL_SAMPLE": 3,
+    "BACKUPS_RECONCILE_SECONDS": 86400,
+    # batched dumps (backups.services.batch_backup): one pg_dump for up to this many due tenants; 1 turns it off
+    "BACKUPS_BATCH_SIZE": 500,
+    "BACKUPS_BATCH_MIN_SIZE": 10,  # a tick's due tenants are spread over the dump slots in batches of at least this
+    "BACKUPS_BATCH_LOCK_SHARE": 0.5,  # of the server's lock table, shared by the BACKUPS_MAX_CONCURRENT_DUMPS batches
+    "BACKUPS_BATCH_TABLES_PER_TENANT": 30,  # tables + sequences the start-up check assumes; batches count real ones
+    "BACKUPS_BATCH_MAX_SPOOL_BYTES": 2 << 30,  # one batch's directory archive in BACKUPS_SPOOL_DIR, at most
+    # The REST API (backups.api): it carries its own DRF classes, so a host project needs no REST_FRAMEWORK.
+    "BACKUPS_IS_TENANT_ADMIN": "backups.api.roles.is_tenant_admin",
+    "BACKUPS_SYNC_WAIT_SECONDS": 30,
+    "BACKUPS_MANUAL_PER_HOUR": 6,
+    "BACKUPS_URL_MAX_EXPIRY": 7 * 24 * 3600,
+    "BACKUPS_URL_DEFAULT_EXPIRY": 3600,
+    "BACKUPS_SYNC_POLL_SECONDS": 0.2,
+    "BACKUPS_STREAM_CHUNK_BYTES": 1 << 20,
+    "BACKUPS_API_THROTTLE_RATES": {"anon": "120/min", "user": "1200/min", "auth": "30/min"},
+    "BACKUPS_API_NUM_PROXIES": 0,  # proxies in front of the app whose X-Forwarded-For is trusted (0: none)
+    # Operations (backups.ops_views): metrics, health probes, alerts.
+    "BACKUPS_METRICS_TOKEN": "",  # bearer token of /metrics; empty: metrics are off (404)
+    "BACKUPS_METRICS_QUEUES": (),  # queues whose depth is reported; empty: every queue the Celery app declares
+    "BACKUPS_METRICS_STATEMENT_TIMEOUT_SECONDS": 10,  # the catalog queries of one scrape give up after this
+    "BACKUPS_BROKER_URL": "",  # the broker /readyz and the queue depths look at; empty: the Celery app's broker_url
+    "BACKUPS_HEALTH_TIMEOUT_SECONDS": 3.0,  # each /readyz check (database, broker, storage) gives up after this
+    "BACKUPS_READYZ_CACHE_SECONDS": 1.0,  # /readyz answers from its last checks this long (anonymous callers)
+    # Answered by backups.middleware.HealthProbeMiddleware on any host, before the tenant lookup ("": not answered).
+    "BACKUPS_HEALTHZ_PATH": "/healthz",
+    "BACKUPS_READYZ_PATH": "/readyz",
+    "BACKUPS_ALERT_WEBHOOK_URL": "",  # Slack-compatible incoming webhook ({"text": ...}) told beside ADMINS
+    "BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS": 5.0,
+}
+
+
+def get(name: str) -> Any:
+    """A BACKUPS_* setting, falling back to the app's default."""
+    return getattr(settings, name, DEFAULTS[name])
+
+
+def age_recipients() -> list[str]:
+    """The age public keys backups are encrypted to (empty: no client-side encryption)."""
+    from .encryption import parse_recipients
+
+    return parse_recipients(get("BACKUPS_AGE_RECIPIENTS") or "")
+
+
+def default_encryption() -> str:
+    """'age' when recipients are configured, else ''."""
+    return "age" if age_recipients() else ""
+
+
+def local_root() -> Path:
+    """The local-folder storage root, absolute."""
+    root = Path(get("BACKUPS_LOCAL_ROOT"))
+    return root if root.is_absolute() else Path(settings.BASE_DIR) / root

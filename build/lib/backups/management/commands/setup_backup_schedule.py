@@ -1,0 +1,34 @@
+"""`manage.py setup_backup_schedule`: install beat's entries (dispatcher tick, reaper) in the database scheduler."""
+
+from django.core.management.base import BaseCommand
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from backups import conf
+from backups.queues import DISPATCH, HOUSEKEEPING
+
+ENTRIES = (
+    ("backups: dispatch due backups", "tasks.backups.dispatch_due_backups", DISPATCH, "BACKUPS_TICK_SECONDS"),
+    ("backups: reap stuck backups", "tasks.backups.reap_stuck_backups", HOUSEKEEPING, "BACKUPS_REAPER_SECONDS"),
+    ("backups: check overdue backups", "tasks.backups.check_overdue_backups", HOUSEKEEPING,
+     "BACKUPS_OVERDUE_CHECK_SECONDS"),
+    ("backups: verify drills", "tasks.backups.schedule_verify_drills", HOUSEKEEPING, "BACKUPS_DRILL_SECONDS"),
+    ("backups: reconcile storage", "tasks.backups.reconcile_storage", HOUSEKEEPING, "BACKUPS_RECONCILE_SECONDS"),
+)
+
+
+class Command(BaseCommand):
+    help = "Create or update the periodic tasks beat runs (idempotent; run on every deploy)."
+
+    def handle(self, *args, **options) -> None:
+        for name, task, queue, setting in ENTRIES:
+            every = int(conf.get(setting))
+            enabled = every > 0  # 0 turns an entry off (e.g. BACKUPS_DRILL_SECONDS=0: no scheduled drills)
+            every = every if enabled else 86400
+            interval, _ = IntervalSchedule.objects.get_or_create(every=every, period=IntervalSchedule.SECONDS)
+            # expire_seconds, not expires: django-celery-beat turns `expires` into a date that disables the task
+            PeriodicTask.objects.update_or_create(
+                name=name,
+                defaults={"interval": interval, "crontab": None, "task": task, "queue": queue,
+                          "expire_seconds": every, "enabled": enabled, "one_off": False},
+            )
+            self.stdout.write(f"{name}: every {every} s on {queue}" if enabled else f"{name}: off ({setting}=0)")

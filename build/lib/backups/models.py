@@ -1,0 +1,230 @@
+"""Backup state, kept in the public schema so a restore never rewrites it."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class BackupRecordQuerySet(models.QuerySet):
+    """Reusable filters of the catalog."""
+
+    def restorable(self) -> "BackupRecordQuerySet":
+        """Succeeded, not found damaged, and with a digest to check the stored bytes against: the only
+        backups a restore, a drill or retention's "newest good backup" may count on."""
+        return self.filter(status=BackupRecord.Status.SUCCEEDED, damaged_at__isnull=True).exclude(sha256="")
+
+
+class BackupRecord(models.Model):
+    """One backup of one tenant's schema: where it is, what it holds, how it went."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    class Type(models.TextChoices):
+        MANUAL = "manual", "Manual"
+        AUTOMATIC = "automatic", "Automatic"
+        PRE_RESTORE = "pre_restore", "Safety copy before a restore"
+
+    class Format(models.TextChoices):
+        SQL = "sql", "Plain SQL (psql)"
+        DUMP = "dump", "Custom archive (pg_restore)"
+        JSON = "json", "Django JSON Lines (portable)"
+
+    class Compression(models.TextChoices):
+        ZSTD = "zstd", "zstd"
+        GZIP = "gzip", "gzip"
+        NONE = "none", "none"
+
+    tenant = models.ForeignKey(
+        settings.TENANT_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="backup_records",
+        verbose_name="tenant", help_text="The tenant backed up; kept empty if the tenant is deleted later.",
+    )
+    tenant_uid = models.UUIDField(
+        "tenant identity", help_text="The never-reused identity of the tenant backed up; every lookup filters "
+                                     "by it, so a later tenant with the same schema name sees nothing of this one.",
+    )
+    tenant_deleted_at = models.DateTimeField(
+        "tenant deleted at", null=True, blank=True,
+        help_text="When the tenant was deleted; its backups are kept for operators until "
+                  "BACKUPS_DELETED_TENANT_KEEP_DAYS have passed.",
+    )
+    schema_name = models.CharField(
+        "schema name", max_length=63, help_text="The schema the backup was taken from (survives renames).",
+    )
+    file_name = models.CharField("file name", max_length=255, help_text="Name following the product's convention.")
+    storage_backend = models.CharField("storage backend", max_length=20, help_text="local, s3 or supabase.")
+    storage_key = models.CharField("storage key", max_length=1024, help_text="Key of the object in its backend.")
+    format = models.CharField("format", max_length=8, choices=Format.choices, default=Format.SQL)
+    compression = models.CharField("compression", max_length=8, choices=Compression.choices, default=Compression.ZSTD)
+    encryption = models.CharField("encryption", max_length=16, blank=True, default="", help_text="'age' or empty.")
+    size = models.BigIntegerField("size", null=True, blank=True, help_text="Stored bytes (after compression).")
+    plain_size = models.BigIntegerField("plain size", null=True, blank=True, help_text="Bytes of the raw dump.")
+    sha256 = models.CharField("SHA-256", max_length=64, blank=True, default="", help_text="Of the stored bytes.")
+    plain_sha256 = models.CharField(
+        "plain SHA-256", max_length=64, blank=True, default="", help_text="Of the raw dump."
+    )
+    status = models.CharField("status", max_length=10, choices=Status.choices, default=Status.QUEUED)
+    backup_type = models.CharField("type", max_length=12, choices=Type.choices, default=Type.MANUAL)
+    slot = models.DateTimeField(
+        "schedule slot", null=True, blank=True, help_text="The scheduled time an automatic backup serves.",
+    )
+    requested_by = models.JSONField(
+        "requested by", default=dict, blank=True, help_text="Snapshot {id, email, name} of who asked.",
+    )
+    created_at = models.DateTimeField("created at", auto_now_add=True)
+    enqueued_at = models.DateTimeField(
+        "enqueued at", null=True, blank=True, help_text="When its task message was last sent to the broker.",
+    )
+    started_at = models.DateTimeField("started at", null=True, blank=True)
+    finished_at = models.DateTimeField("finished at", null=True, blank=True)
+    error = models.TextField("error", blank=True, default="")
+    task_id = models.CharField("Celery task id", max_length=255, blank=True, default="")
+    stage = models.CharField("stage", max_length=32, blank=True, default="", help_text="Current pipeline stage.")
+    damaged_at = models.DateTimeField(
+        "damaged at", null=True, blank=True,
+        help_text="When the stored object failed its size or SHA-256 check; a damaged backup is never offered "
+                  "for restore, drilled, or counted as a good backup by retention.",
+    )
+    bytes_done = models.BigIntegerField("bytes done", default=0, help_text="Raw dump bytes processed so far.")
+    attempts = models.PositiveSmallIntegerField("attempts", default=0)
+    manifest = models.JSONField(
+        "manifest", default=dict, blank=True,
+        help_text="PostgreSQL/pg_dump versions, applied migrations, row counts per table, extensions.",
+    )
+
+    objects = BackupRecordQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "backup"
+        verbose_name_plural = "backups"
+        ordering = ("-created_at", "-id")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("tenant", "slot"), condition=Q(slot__isnull=False), name="backups_record_unique_slot",
+            ),
+            models.UniqueConstraint(fields=("storage_backend", "storage_key"), name="backups_record_unique_key"),
+        ]
+        indexes = [
+            models.Index(fields=("schema_name", "-created_at"), name="backups_record_schema_idx"),
+            models.Index(fields=("tenant_uid", "-created_at"), name="backups_record_uid_idx"),
+            models.Index(fields=("status", "created_at"), name="backups_record_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} [{self.status}]"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        """Wall time of the last run, when it finished."""
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class BackupEvent(models.Model):
+    """Audit trail: who did what to which backup, from where, when."""
+
+    class Action(models.TextChoices):
+        CREATE = "create", "Create"
+        SUCCEED = "succeed", "Succeeded"
+        FAIL = "fail", "Failed"
+        DOWNLOAD = "download", "Download"
+        LINK = "link", "Time-limited link"
+        DELETE = "delete", "Delete"
+        RESTORE = "restore", "Restore"
+        VERIFY = "verify", "Verify drill"
+        SCHEDULE_CHANGE = "schedule_change", "Schedule change"
+        RETENTION = "retention", "Retention delete"
+
+    tenant = models.ForeignKey(
+        settings.TENANT_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="backup_events",
+        verbose_name="tenant",
+    )
+    tenant_uid = models.UUIDField("tenant identity", null=True, blank=True,
+                                  help_text="The never-reused identity of the tenant the event belongs to.")
+    schema_name = models.CharField("schema name", max_length=63)
+    record = models.ForeignKey(
+        BackupRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="events", verbose_name="backup",
+    )
+    action = models.CharField("action", max_length=20, choices=Action.choices)
+    actor = models.JSONField("actor", default=dict, blank=True, help_text="Snapshot {id, email, name}, or empty.")
+    ip_address = models.GenericIPAddressField("IP address", null=True, blank=True)
+    details = models.JSONField("details", default=dict, blank=True)
+    created_at = models.DateTimeField("created at", auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = "backup event"
+        verbose_name_plural = "backup events"
+        ordering = ("-created_at", "-id")
+        indexes = [models.Index(fields=("schema_name", "-created_at"), name="backups_event_schema_idx"),
+                   models.Index(fields=("tenant_uid", "-created_at"), name="backups_event_uid_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.schema_name} {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class RestoreJob(models.Model):
+    """One restore (replace) or verify drill, asked for through the API or scheduled, run by `restore_backup`."""
+
+    class Mode(models.TextChoices):
+        REPLACE = "replace", "Replace the live schema"
+        VERIFY = "verify", "Verify drill in a scratch database"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    tenant = models.ForeignKey(
+        settings.TENANT_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="restore_jobs",
+        verbose_name="tenant", help_text="The tenant restored; kept empty if the tenant is deleted later.",
+    )
+    tenant_uid = models.UUIDField(
+        "tenant identity", help_text="The never-reused identity of the tenant restored; the job runs only "
+                                     "while a tenant of this identity owns the schema.",
+    )
+    schema_name = models.CharField(
+        "schema name", max_length=63, help_text="The schema the job restores into (or verifies for).",
+    )
+    record = models.ForeignKey(
+        BackupRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="restore_jobs",
+        verbose_name="backup", help_text="The backup restored; kept empty if it is deleted later.",
+    )
+    mode = models.CharField(
+        "mode", max_length=8, choices=Mode.choices, default=Mode.REPLACE,
+        help_text="replace: swap the live schema for the backup; verify: restore into a scratch database.",
+    )
+    status = models.CharField(
+        "status", max_length=10, choices=Status.choices, default=Status.QUEUED, help_text="Where the job stands.",
+    )
+    report = models.JSONField(
+        "report", default=dict, blank=True,
+        help_text="What the restore found: row counts (manifest, restored), safety backup id, message.",
+    )
+    error = models.TextField("error", blank=True, default="", help_text="Why the job failed, if it did.")
+    requested_by = models.JSONField(
+        "requested by", default=dict, blank=True, help_text="Snapshot {id, email, name} of who asked.",
+    )
+    task_id = models.CharField(
+        "Celery task id", max_length=255, blank=True, default="", help_text="The task that ran the job last.",
+    )
+    created_at = models.DateTimeField("created at", auto_now_add=True, help_text="When the job was asked for.")
+    started_at = models.DateTimeField("started at", null=True, blank=True, help_text="When a worker took it.")
+    finished_at = models.DateTimeField("finished at", null=True, blank=True, help_text="When it succeeded or failed.")
+
+    class Meta:
+        verbose_name = "restore job"
+        verbose_name_plural = "restore jobs"
+        ordering = ("-created_at", "-id")
+        indexes = [
+            models.Index(fields=("schema_name", "-created_at"), name="backups_restore_schema_idx"),
+            models.Index(fields=("tenant_uid", "-created_at"), name="backups_restore_uid_idx"),
+            models.Index(fields=("status", "created_at"), name="backups_restore_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mode} {self.schema_name} [{self.status}]"

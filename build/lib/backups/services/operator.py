@@ -1,0 +1,34 @@
+"""Backups an operator asks for from the Django admin, for many tenants at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import transaction
+
+from backups.models import BackupEvent, BackupRecord
+
+from .api_backups import ACTIVE
+from .enqueue import backups_enqueue
+from .records import backup_record_create
+
+
+def operator_backups_create(*, tenants: Iterable, actor: dict) -> tuple[list[BackupRecord], list[str]]:
+    """One manual backup per tenant, sent after commit on the priority queue; tenants with one queued or
+    running already are skipped (returned by schema name) rather than piled up."""
+    tenants = list(tenants)
+    busy_uids = set(BackupRecord.objects.filter(tenant_uid__in=[t.tenant_uid for t in tenants], status__in=ACTIVE)
+                    .values_list("tenant_uid", flat=True))
+    busy = {t.schema_name for t in tenants if t.tenant_uid in busy_uids}
+    records = []
+    with transaction.atomic():
+        for tenant in tenants:
+            if tenant.schema_name in busy:
+                continue
+            record = backup_record_create(schema_name=tenant.schema_name, tenant=tenant,
+                                          backup_type=BackupRecord.Type.MANUAL, requested_by=actor)
+            BackupEvent.objects.filter(record=record, action=BackupEvent.Action.CREATE).update(
+                details={"via": "admin", "file_name": record.file_name})
+            records.append(record)
+        backups_enqueue(records)
+    return records, sorted(busy)

@@ -1,0 +1,113 @@
+"""The storage interface every backend implements: streams in, streams out, never whole objects."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, BinaryIO
+
+
+class StorageError(Exception):
+    """A storage operation failed for good (bad configuration, refused request)."""
+
+
+class StorageTransientError(StorageError):
+    """A storage operation failed in a way worth retrying (network, throttling)."""
+
+
+class ObjectNotFound(StorageError):
+    """The key names no object."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What a backend knows about one object."""
+
+    key: str
+    size: int
+    last_modified: datetime
+    storage_class: str = ""
+
+
+class ObjectWriter(abc.ABC):
+    """A streaming upload: nothing is visible under the key until `commit()`."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None:
+        """Append bytes."""
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """Make the object visible under its key."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Discard everything written; safe to call twice or after a failed commit."""
+
+    def __enter__(self) -> ObjectWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+class Storage(abc.ABC):
+    """A place to keep backups. Keys are `<schema>/<file>`; each backend maps them to its own layout."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def open_write(self, key: str) -> ObjectWriter:
+        """Start a streaming upload to `key`."""
+
+    @abc.abstractmethod
+    def open_read(self, key: str) -> BinaryIO:
+        """A readable stream of the object's bytes (a context manager); ObjectNotFound if missing."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete the object; deleting a missing key is not an error."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object whose key starts with `prefix`, all pages."""
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> StoredObject | None:
+        """The object's size and date, or None when it does not exist."""
+
+    @abc.abstractmethod
+    def url(self, key: str, expires_in: int) -> str:
+        """A link that downloads the object for `expires_in` seconds."""
+
+    def check(self) -> None:  # noqa: B027 - optional hook, most backends have something to check
+        """Raise StorageError with one sentence naming the setting when the backend cannot work."""
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store a small object (a manifest) in one go."""
+        with self.open_write(key) as writer:
+            writer.write(data)
+            writer.commit()
+
+    def get_bytes(self, key: str) -> bytes:
+        """Read a small object (a manifest) whole."""
+        with self.open_read(key) as stream:
+            return stream.read()
+
+
+def kwargs_from_settings(settings: Any, arguments: Mapping[str, str], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Constructor arguments read from Django settings: `arguments` maps each to its setting's name.
+
+    A setting that is missing or None takes its default, so a host project sets only what it changes.
+    """
+    if settings is None:
+        from django.conf import settings
+    values = {}
+    for argument, name in arguments.items():
+        value = getattr(settings, name, None)
+        values[argument] = defaults[name] if value is None else value
+    return values
+

@@ -1,0 +1,730 @@
+"""S3 storage (AWS, MinIO, Cloudflare R2, Ceph, Supabase's S3 endpoint): `<bucket>/<prefix><schema>/<file>`.
+
+Uploads stream as multipart uploads through one bounded part buffer: memory stays at about one part
+(`BACKUPS_S3_PART_SIZE`, 16 MiB by default) whatever the object size. S3 allows at most 10,000 parts,
+so the largest object is `part_size * 10,000` (156.25 GiB at 16 MiB; raise the part size for more).
+Part sizes are never grown mid-upload, because some S3-compatible stores (R2) require every part but
+the last to have the same size. An object smaller than one part is sent with a single PutObject.
+
+Why not boto3's managed transfer (`upload_fileobj` + TransferConfig): measured on radosgw in
+bench/bench_s3.py, it is no faster at the same memory (one request in flight); it is faster only with
+more requests in flight, each a part of memory more, which takes a worker past its 150 MiB. And the
+pipeline pushes bytes while s3transfer pulls them: feeding it takes as much glue as this writer, where a
+mistaken end of stream would complete a truncated object that an explicit Complete/Abort cannot.
+
+Server-side encryption is left to the bucket unless `AWS_S3_SSE` asks for a mode: AWS encrypts every new
+object with SSE-S3 by default (since January 2023), while sending the header to a store that lacks the
+mode (Ceph without Vault, MinIO without KMS) makes every upload fail or, worse, is silently ignored.
+check() therefore stores and deletes a tiny probe object with the configured headers, so a mode the
+store refuses or ignores stops the worker at start-up with a sentence naming the setting.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import threading
+import uuid
+from collections.abc import Collection, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
+
+import botocore.session
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ChecksumError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    SSLError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from .base import (
+    ObjectNotFound,
+    ObjectWriter,
+    Storage,
+    StorageError,
+    StorageTransientError,
+    StoredObject,
+    kwargs_from_settings,
+)
+
+MiB = 1024 * 1024
+MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
+MAX_PART_SIZE = 5 * 1024 * MiB  # S3's maximum part size
+MAX_PARTS = 10_000  # S3's maximum part count
+S3_MAX_URL_EXPIRY = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
+
+# "" (the default) and "none" send no header: the bucket's default encryption applies.
+SSE_CHOICES = {"aes256": "AES256", "aws:kms": "aws:kms", "none": "", "": ""}
+CHECK_PREFIX = ".backups-check/"  # under the key prefix: where check() writes (and deletes) its probe object
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+CHECKSUM_MODES = ("when_supported", "when_required")
+
+# Error codes (or HTTP statuses, for HEAD requests that carry no body) worth retrying later.
+TRANSIENT_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests",
+    "RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable",
+    "ServiceUnavailableException", "500", "502", "503", "504", "429",
+}
+NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+CREDENTIAL_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidToken", "ExpiredToken",
+                    "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidSecurity", "AccountProblem"}
+REGION_CODES = {"AuthorizationHeaderMalformed", "PermanentRedirect", "301", "IllegalLocationConstraintException"}
+
+# Where each configurable value comes from, for error messages; a backend that builds an S3Storage
+# from other settings (Supabase) passes its own names.
+DEFAULT_SETTING_NAMES = {
+    "bucket": "AWS_STORAGE_BUCKET_NAME",
+    "credentials": "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+    "endpoint": "AWS_S3_ENDPOINT_URL",
+    "key_prefix": "AWS_S3_KEY_PREFIX",
+    "region": "AWS_S3_REGION_NAME",
+    "sse": "AWS_S3_SSE",
+    "kms_key": "AWS_S3_SSE_KMS_KEY_ID",
+    "storage_class": "AWS_S3_STORAGE_CLASS",
+    "addressing_style": "AWS_S3_ADDRESSING_STYLE",
+    "checksum": "AWS_S3_REQUEST_CHECKSUM_CALCULATION",
+    "part_size": "BACKUPS_S3_PART_SIZE",
+    "url_max_expiry": "BACKUPS_URL_MAX_EXPIRY",
+}
+
+# from_settings(): each constructor argument and the setting it comes from.
+S3_SETTINGS: dict[str, str] = {
+    "bucket": "AWS_STORAGE_BUCKET_NAME",
+    "access_key_id": "AWS_ACCESS_KEY_ID",
+    "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "session_token": "AWS_SESSION_TOKEN",
+    "region_name": "AWS_S3_REGION_NAME",
+    "endpoint_url": "AWS_S3_ENDPOINT_URL",
+    "key_prefix": "AWS_S3_KEY_PREFIX",
+    "sse": "AWS_S3_SSE",
+    "sse_kms_key_id": "AWS_S3_SSE_KMS_KEY_ID",
+    "storage_class": "AWS_S3_STORAGE_CLASS",
+    "addressing_style": "AWS_S3_ADDRESSING_STYLE",
+    "request_checksum_calculation": "AWS_S3_REQUEST_CHECKSUM_CALCULATION",
+    "part_size": "BACKUPS_S3_PART_SIZE",
+    "url_max_expiry": "BACKUPS_URL_MAX_EXPIRY",
+    "connect_timeout": "AWS_S3_CONNECT_TIMEOUT",
+    "read_timeout": "AWS_S3_READ_TIMEOUT",
+    "max_attempts": "AWS_S3_MAX_ATTEMPTS",
+}
+
+# Each setting from_settings() reads, with its default.
+SETTINGS_DEFAULTS: dict[str, Any] = {
+    "AWS_ACCESS_KEY_ID": "",
+    "AWS_SECRET_ACCESS_KEY": "",
+    "AWS_SESSION_TOKEN": "",
+    "AWS_STORAGE_BUCKET_NAME": "",
+    "AWS_S3_REGION_NAME": "us-east-1",
+    "AWS_S3_ENDPOINT_URL": "",
+    "AWS_S3_KEY_PREFIX": "backups/",
+    "AWS_S3_SSE": "",
+    "AWS_S3_SSE_KMS_KEY_ID": "",
+    "AWS_S3_STORAGE_CLASS": "STANDARD",
+    "AWS_S3_ADDRESSING_STYLE": "auto",
+    "AWS_S3_REQUEST_CHECKSUM_CALCULATION": "when_supported",
+    "AWS_S3_CONNECT_TIMEOUT": 10,
+    "AWS_S3_READ_TIMEOUT": 60,
+    "AWS_S3_MAX_ATTEMPTS": 5,
+    "BACKUPS_S3_PART_SIZE": 16 * MiB,
+    "BACKUPS_URL_MAX_EXPIRY": S3_MAX_URL_EXPIRY,
+}
+
+
+_SESSION_LOCK = threading.Lock()
+_SESSION: botocore.session.Session | None = None
+# Configurations whose writes check() has probed in this process: a readiness probe that calls check()
+# every few seconds then costs a HEAD, not a PUT and a DELETE (and a delete marker in a versioned bucket).
+_PROBED_LOCK = threading.Lock()
+_PROBED: set[tuple[str, ...]] = set()
+
+
+def _botocore_session() -> botocore.session.Session:
+    """One botocore session per process: its loaded service model makes each new client cheap (ms, not 0.2 s).
+
+    Empty credentials fall back to its default chain (environment, ~/.aws, instance or task role).
+    """
+    global _SESSION
+    if _SESSION is None:
+        _SESSION = botocore.session.get_session()
+    return _SESSION
+
+
+def _error_code(exc: ClientError) -> tuple[str, int]:
+    code = str(exc.response.get("Error", {}).get("Code", "") or "")
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return code or str(status), status
+
+
+def _error_detail(exc: ClientError) -> str:
+    """'InvalidRequest, HTTP 400: why' - the store's message only when it sent one (some send none at all)."""
+    code, status = _error_code(exc)
+    message = str(exc.response.get("Error", {}).get("Message") or "").strip()
+    detail = f"HTTP {status}" if code == str(status) else f"{code}, HTTP {status}" if status else code
+    return f"{detail}: {message}" if message and message != "None" else detail
+
+
+class S3Reader(io.RawIOBase):
+    """The object's body as a stream: read(n), close(), a context manager; errors become StorageErrors."""
+
+    def __init__(self, body: Any, key: str, errors: S3Storage) -> None:
+        super().__init__()
+        self._body = body
+        self._key = key
+        self._errors = errors
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._body.read(None if size is None or size < 0 else size)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._errors.map_error(exc, f"reading {self._key}") from exc
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
+class S3Writer(ObjectWriter):
+    """A multipart upload through bounded buffers; created lazily, aborted on any failure.
+
+    One part uploads in a background thread while the next one fills, so the dump is not paused for
+    every upload; memory is at most two parts.
+    """
+
+    def __init__(self, storage: S3Storage, key: str, object_key: str) -> None:
+        self.storage = storage
+        self.key = key
+        self.object_key = object_key
+        self.part_size = storage.part_size
+        self.max_parts = storage.max_parts
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+        self.parts_started = 0
+        self.size = 0
+        self.done = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: Future | None = None
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.done:
+            raise StorageError(f"The upload of {self.key} is already finished.")
+        view = memoryview(data).cast("B")
+        offset = 0
+        while offset < len(view):
+            if len(self.buffer) >= self.part_size:
+                self._flush_part()  # only when more bytes follow: a full last part goes out on commit
+            take = min(self.part_size - len(self.buffer), len(view) - offset)
+            self.buffer += view[offset : offset + take]
+            offset += take
+        self.size += len(view)
+
+    def _wait_inflight(self) -> None:
+        """Let the part in flight finish; its error, if any, is raised here."""
+        if self._inflight is not None:
+            future, self._inflight = self._inflight, None
+            future.result()
+
+    def _stop_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _flush_part(self) -> None:
+        part_number = self.parts_started + 1
+        if part_number >= self.max_parts:
+            limit = self.part_size * self.max_parts
+            self.abort()
+            raise StorageError(
+                f"{self.key} is larger than the {limit} bytes an upload of {self.max_parts} parts of "
+                f"{self.part_size} bytes can hold; raise {self.storage.setting_names['part_size']}."
+            )
+        try:
+            if self.upload_id is None:
+                response = self.storage.client.create_multipart_upload(
+                    Bucket=self.storage.bucket, Key=self.object_key, **self.storage.object_args(),
+                    **self.storage.checksum_args(),
+                )
+                self.upload_id = response["UploadId"]
+            self._wait_inflight()
+            body, self.buffer = self.buffer, bytearray()
+            self.parts_started += 1
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-part")
+            self._inflight = self._pool.submit(self._send_part, self.parts_started, body)
+        except (BotoCoreError, ClientError) as exc:
+            self.abort()
+            raise self.storage.map_error(exc, f"uploading {self.key}") from exc
+
+    def _upload_part(self) -> None:
+        """Send the buffer as the next part, in this thread, then start a fresh buffer."""
+        self.parts_started += 1
+        body, self.buffer = self.buffer, bytearray()
+        self._send_part(self.parts_started, body)
+
+    def _send_part(self, part_number: int, body: bytearray) -> None:
+        response = self.storage.client.upload_part(
+            Bucket=self.storage.bucket, Key=self.object_key, UploadId=self.upload_id,
+            PartNumber=part_number, Body=body, **self.storage.checksum_args(),
+        )
+        part: dict[str, Any] = {"PartNumber": part_number, "ETag": response["ETag"]}
+        algorithm = self.storage.checksum_algorithm
+        if algorithm and response.get(f"Checksum{algorithm}"):
+            # Complete must repeat each part's checksum when the upload was created with an algorithm.
+            part[f"Checksum{algorithm}"] = response[f"Checksum{algorithm}"]
+        self.parts.append(part)
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        if self.done:
+            raise StorageError(f"The upload of {self.key} is already finished.")
+        client = self.storage.client
+        try:
+            if self.upload_id is None:
+                client.put_object(
+                    Bucket=self.storage.bucket, Key=self.object_key, Body=bytes(self.buffer),
+                    **self.storage.object_args(),
+                )
+            else:
+                self._wait_inflight()
+                self._stop_pool()
+                if self.buffer:
+                    self._upload_part()
+                client.complete_multipart_upload(
+                    Bucket=self.storage.bucket,
+                    Key=self.object_key,
+                    UploadId=self.upload_id,
+                    MultipartUpload={"Parts": self.parts},
+                )
+        except (BotoCoreError, ClientError) as exc:
+            self.abort()
+            raise self.storage.map_error(exc, f"uploading {self.key}") from exc
+        except BaseException:
+            self.abort()
+            raise
+        self.done = True
+        self.buffer = bytearray()
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.buffer = bytearray()
+        try:
+            self._wait_inflight()
+        except Exception:  # noqa: BLE001 - the upload is being thrown away anyway
+            pass
+        self._stop_pool()
+        if self.upload_id is None:
+            return
+        upload_id, self.upload_id = self.upload_id, None
+        try:
+            self.storage.client.abort_multipart_upload(
+                Bucket=self.storage.bucket, Key=self.object_key, UploadId=upload_id
+            )
+        except (BotoCoreError, ClientError):
+            # Never mask the error that made us abort: a leftover upload is found by
+            # abort_incomplete_uploads() (and the bucket's lifecycle rule, where there is one).
+            pass
+
+
+class S3Storage(Storage):
+    """Backups in an S3 bucket (or any S3-compatible store), under `key_prefix`."""
+
+    name = "s3"
+    max_parts = MAX_PARTS
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
+        region_name: str = "us-east-1",
+        endpoint_url: str | None = None,
+        key_prefix: str = "backups/",
+        sse: str = "",
+        sse_kms_key_id: str = "",
+        storage_class: str = "STANDARD",
+        addressing_style: str = "auto",
+        request_checksum_calculation: str = "when_supported",
+        part_size: int = 16 * MiB,
+        url_max_expiry: int = S3_MAX_URL_EXPIRY,
+        connect_timeout: float = 10,
+        read_timeout: float = 60,
+        max_attempts: int = 5,
+        setting_names: Mapping[str, str] | None = None,
+    ) -> None:
+        self.setting_names = {**DEFAULT_SETTING_NAMES, **(setting_names or {})}
+        names = self.setting_names
+        self._access_key_id = access_key_id or ""
+        self.bucket = bucket or ""
+        self.region_name = region_name or "us-east-1"
+        self.endpoint_url = endpoint_url or None
+        self.key_prefix = key_prefix or ""
+        if self.key_prefix and not self.key_prefix.endswith("/"):
+            self.key_prefix += "/"
+        if self.key_prefix.startswith("/"):
+            raise StorageError(f"{names['key_prefix']} must not start with '/'.")
+
+        sse_key = (sse or "").strip().lower()
+        if sse_key not in SSE_CHOICES:
+            raise StorageError(f"{names['sse']}={sse!r} is not one of AES256, aws:kms, none or empty.")
+        self.sse = SSE_CHOICES[sse_key]
+        self.sse_kms_key_id = sse_kms_key_id or ""
+        if self.sse_kms_key_id and self.sse != "aws:kms":
+            raise StorageError(f"{names['kms_key']} is set but {names['sse']} is not aws:kms.")
+        self.storage_class = (storage_class or "STANDARD").strip().upper()
+
+        if addressing_style not in ADDRESSING_STYLES:
+            raise StorageError(f"{names['addressing_style']}={addressing_style!r} is not one of auto, path or virtual.")
+        if request_checksum_calculation not in CHECKSUM_MODES:
+            raise StorageError(
+                f"{names['checksum']}={request_checksum_calculation!r} is not when_supported or when_required."
+            )
+        part_size = int(part_size)
+        if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+            raise StorageError(f"{names['part_size']}={part_size} must be between {MIN_PART_SIZE} (5 MiB) and "
+                               f"{MAX_PART_SIZE} (5 GiB) bytes.")
+        self.part_size = part_size
+        url_max_expiry = int(url_max_expiry)
+        if url_max_expiry < 1:
+            raise StorageError(f"{names['url_max_expiry']} must be at least 1 second.")
+        self.url_max_expiry = min(url_max_expiry, S3_MAX_URL_EXPIRY)
+
+        self.request_checksum_calculation = request_checksum_calculation
+        self.checksum_algorithm = "CRC32" if request_checksum_calculation == "when_supported" else ""
+        self.config = Config(
+            region_name=self.region_name,
+            signature_version="s3v4",
+            s3={"addressing_style": addressing_style},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            # Every attempt, the first included, like AWS_MAX_ATTEMPTS; Config's "max_attempts" would count retries.
+            retries={"mode": "standard", "total_max_attempts": max(1, int(max_attempts))},
+            request_checksum_calculation=request_checksum_calculation,
+            response_checksum_validation=request_checksum_calculation,
+        )
+        with _SESSION_LOCK:  # botocore sessions are not thread-safe; clients are
+            self.client = _botocore_session().create_client(
+                "s3",
+                region_name=self.region_name,
+                endpoint_url=self.endpoint_url,
+                aws_access_key_id=access_key_id or None,
+                aws_secret_access_key=secret_access_key or None,
+                aws_session_token=session_token or None,
+                config=self.config,
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Any = None, **overrides: Any) -> S3Storage:
+        """Build one from Django settings (AWS_*, BACKUPS_S3_PART_SIZE, BACKUPS_URL_MAX_EXPIRY)."""
+        kwargs = kwargs_from_settings(settings, S3_SETTINGS, SETTINGS_DEFAULTS)
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    @property
+    def max_object_size(self) -> int:
+        """The largest object one upload can hold: part_size * 10,000."""
+        return self.part_size * self.max_parts
+
+    # -- keys and arguments ------------------------------------------------------------------
+
+    def object_key(self, key: str) -> str:
+        """The S3 key for `key`, refusing keys that could name something outside the prefix."""
+        if (
+            not isinstance(key, str) or not key or "\x00" in key or "\\" in key or key.startswith("/")
+            or posixpath.normpath(key) != key or key.split("/")[0] in {".", ".."} or key.endswith("/")
+        ):
+            raise StorageError(f"Key {key!r} is not a valid backup key.")
+        return self.key_prefix + key
+
+    def _strip_prefix(self, object_key: str) -> str:
+        return object_key[len(self.key_prefix):] if object_key.startswith(self.key_prefix) else object_key
+
+    def checksum_args(self) -> dict[str, str]:
+        """ChecksumAlgorithm for CreateMultipartUpload / UploadPart, as s3transfer does (when_supported only)."""
+        return {"ChecksumAlgorithm": self.checksum_algorithm} if self.checksum_algorithm else {}
+
+    def object_args(self) -> dict[str, str]:
+        """SSE and storage class for PutObject / CreateMultipartUpload."""
+        args: dict[str, str] = {}
+        if self.sse:
+            args["ServerSideEncryption"] = self.sse
+        if self.sse_kms_key_id:
+            args["SSEKMSKeyId"] = self.sse_kms_key_id
+        if self.storage_class and self.storage_class != "STANDARD":
+            # STANDARD is S3's default: not sending it keeps stores that reject the header happy.
+            args["StorageClass"] = self.storage_class
+        return args
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def map_error(self, exc: BaseException, action: str) -> StorageError:
+        """A StorageError (or StorageTransientError / ObjectNotFound) for a botocore exception."""
+        names = self.setting_names
+        where = self.endpoint_url or "AWS S3"
+        if isinstance(exc, SSLError):
+            return StorageError(f"TLS to {where} failed while {action}; check {names['endpoint']}.")
+        if isinstance(exc, BotoConnectionError):
+            return StorageTransientError(
+                f"Cannot reach the S3 endpoint {where} while {action}; check {names['endpoint']}."
+            )
+        if isinstance(exc, (HTTPClientError, IncompleteReadError, ChecksumError)):
+            return StorageTransientError(f"The connection to {where} failed while {action} ({exc}).")
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return StorageError(f"No S3 credentials found while {action}; set {names['credentials']}.")
+        if isinstance(exc, ClientError):
+            code, status = _error_code(exc)
+            if code in TRANSIENT_CODES or status >= 500 or status == 429:
+                return StorageTransientError(f"S3 answered {code} while {action}; try again later.")
+            if code == "NoSuchBucket":
+                return StorageError(f"Bucket {self.bucket} does not exist ({names['bucket']}).")
+            if code in NOT_FOUND_CODES:
+                return ObjectNotFound(f"No backup object while {action}.")
+            if code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}:
+                return StorageError(
+                    f"S3 refused the credentials ({code}) while {action}; check {names['credentials']}."
+                )
+            if code in CREDENTIAL_CODES:
+                return StorageError(
+                    f"S3 denied access to bucket {self.bucket} ({code}) while {action}; check {names['credentials']}."
+                )
+            if code in REGION_CODES:
+                return StorageError(f"Bucket {self.bucket} is in another region ({code}); check {names['region']}.")
+            if "KMS" in code:
+                return StorageError(f"S3 refused the KMS key ({code}) while {action}; check {names['kms_key']}.")
+            if code == "InvalidStorageClass":
+                return StorageError(
+                    f"S3 refused the storage class {self.storage_class}; check {names['storage_class']}."
+                )
+            if code in {"XAmzContentSHA256Mismatch", "BadDigest", "InvalidDigest", "NotImplemented"} or (
+                "checksum" in str(exc).lower()
+            ):
+                return StorageError(
+                    f"S3 refused the request checksums ({code}) while {action}; "
+                    f"set {names['checksum']}=when_required."
+                )
+            return StorageError(f"S3 refused {action} ({_error_detail(exc)}).")
+        return StorageError(f"S3 failed while {action} ({exc}).")
+
+    # -- the interface -----------------------------------------------------------------------
+
+    def open_write(self, key: str) -> ObjectWriter:
+        return S3Writer(self, key, self.object_key(key))
+
+    def open_read(self, key: str) -> BinaryIO:
+        object_key = self.object_key(key)
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=object_key)
+        except (BotoCoreError, ClientError) as exc:
+            error = self.map_error(exc, f"reading {key}")
+            if isinstance(error, ObjectNotFound):
+                raise ObjectNotFound(f"No backup object at {key}.") from None
+            raise error from exc
+        return S3Reader(response["Body"], key, self)  # type: ignore[return-value]
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            error = self.map_error(exc, f"deleting {key}")
+            if not isinstance(error, ObjectNotFound):
+                raise error from exc
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        if prefix.startswith("/") or "\x00" in prefix:
+            raise StorageError(f"Prefix {prefix!r} is not a valid backup prefix.")
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key_prefix + prefix):
+                for item in page.get("Contents", ()):
+                    yield StoredObject(
+                        key=self._strip_prefix(item["Key"]),
+                        size=int(item["Size"]),
+                        last_modified=item["LastModified"].astimezone(UTC),
+                        storage_class=item.get("StorageClass", "STANDARD"),
+                    )
+        except (BotoCoreError, ClientError) as exc:
+            raise self.map_error(exc, f"listing {prefix}") from exc
+
+    def stat(self, key: str) -> StoredObject | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            error = self.map_error(exc, f"checking {key}")
+            if isinstance(error, ObjectNotFound):
+                return None
+            raise error from exc
+        return StoredObject(
+            key=key,
+            size=int(head["ContentLength"]),
+            last_modified=head["LastModified"].astimezone(UTC),
+            storage_class=head.get("StorageClass", "STANDARD"),
+        )
+
+    def url(self, key: str, expires_in: int) -> str:
+        """A presigned GET, valid 1..min(BACKUPS_URL_MAX_EXPIRY, 7 days) seconds."""
+        valid = isinstance(expires_in, int) and not isinstance(expires_in, bool)
+        if not valid or not 1 <= expires_in <= self.url_max_expiry:
+            raise ValueError(
+                f"expires_in must be a whole number of seconds from 1 to {self.url_max_expiry} "
+                f"({self.setting_names['url_max_expiry']}, at most 7 days); got {expires_in!r}."
+            )
+        try:
+            return self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self.object_key(key)}, ExpiresIn=expires_in
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise self.map_error(exc, f"signing a link to {key}") from exc
+
+    def check(self) -> None:
+        names = self.setting_names
+        if not self.bucket:
+            raise StorageError(f"{names['bucket']} is not set.")
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as exc:
+            if isinstance(exc, ClientError):
+                code, status = _error_code(exc)
+                if status == 404 or code in {"NoSuchBucket", "404", "NotFound"}:
+                    raise StorageError(f"Bucket {self.bucket} does not exist ({names['bucket']}).") from None
+                if status == 403:
+                    raise StorageError(
+                        f"S3 denied access to bucket {self.bucket}; check {names['credentials']}."
+                    ) from None
+                if status in (301, 400) and code in REGION_CODES | {"400", "301"}:
+                    raise StorageError(
+                        f"Bucket {self.bucket} is not reachable in region {self.region_name}; "
+                        f"check {names['region']}."
+                    ) from None
+            raise self.map_error(exc, f"checking bucket {self.bucket}") from None
+        probe = (self.endpoint_url or "", self.region_name, self._access_key_id, self.bucket, self.key_prefix,
+                 self.sse, self.sse_kms_key_id, self.storage_class, self.request_checksum_calculation)
+        with _PROBED_LOCK:
+            if probe in _PROBED:
+                return
+        self._check_writes()
+        with _PROBED_LOCK:
+            _PROBED.add(probe)
+
+    def _check_writes(self) -> None:
+        """Store and delete a tiny object with the configured encryption and storage class.
+
+        A HEAD of the bucket passes whatever the store thinks of the headers every upload carries: a
+        refused or silently ignored encryption mode would only show at the first backup.
+        """
+        names = self.setting_names
+        key = f"{self.key_prefix}{CHECK_PREFIX}{uuid.uuid4().hex}"
+        args = self.object_args()
+        try:
+            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=b"check", **args)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._probe_error(exc, key, args) from None
+        try:
+            if self.sse and response.get("ServerSideEncryption") != self.sse:
+                raise StorageError(
+                    f"S3 stored the check object without the server-side encryption {names['sse']}={self.sse} "
+                    f"asks for (the store ignores it); leave {names['sse']} empty to use the bucket's default "
+                    f"encryption, or enable {self.sse} on the store."
+                )
+        finally:
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            except (BotoCoreError, ClientError) as exc:
+                raise self.map_error(exc, f"deleting the check object {key}") from None
+
+    def _probe_error(self, exc: BaseException, key: str, args: dict[str, str]) -> StorageError:
+        """Which setting made the store refuse the probe: encryption, storage class, or what map_error says."""
+        names = self.setting_names
+        error = self.map_error(exc, f"storing the check object {key}")
+        if not isinstance(exc, ClientError) or isinstance(error, StorageTransientError):
+            return error
+        suspects = []
+        if self.sse:
+            suspects.append("sse")
+        if "StorageClass" in args:
+            suspects.append("storage_class")
+        for suspect in suspects:  # the store accepts the probe without this header: the header is the fault
+            without = {name: value for name, value in args.items()
+                       if (suspect == "sse") != (name in ("ServerSideEncryption", "SSEKMSKeyId"))}
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=b"check", **without)
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            except (BotoCoreError, ClientError):
+                continue
+            detail = _error_detail(exc)
+            if suspect == "storage_class":
+                return StorageError(f"S3 refused the storage class {names['storage_class']}={self.storage_class} "
+                                    f"({detail}); use one the store offers, or STANDARD.")
+            if self.sse_kms_key_id:
+                return StorageError(
+                    f"S3 refused server-side encryption {names['sse']}={self.sse} with "
+                    f"{names['kms_key']}={self.sse_kms_key_id} ({detail}); check {names['kms_key']}, or leave "
+                    f"{names['sse']} empty to use the bucket's default encryption."
+                )
+            return StorageError(
+                f"S3 refused server-side encryption {names['sse']}={self.sse} ({detail}); set {names['sse']} to "
+                f"a mode the store supports, or leave it empty to use the bucket's default encryption."
+            )
+        return error
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    def abort_incomplete_uploads(self, prefix: str = "", older_than: timedelta | datetime = timedelta(days=1),
+                                 keep: Collection[str] = ()) -> int:
+        """Abort multipart uploads under `prefix` started before `older_than` (an age or a cutoff); the count.
+
+        Uploads to a key in `keep` (backups running now) are left alone whatever their date says: the store's
+        clock is not ours, and some stores report no real start time.
+        """
+        if isinstance(older_than, timedelta):
+            cutoff = datetime.now(UTC) - older_than
+        else:
+            cutoff = older_than if older_than.tzinfo else older_than.replace(tzinfo=UTC)
+        full_prefix = self.key_prefix + prefix
+        aborted = 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                for upload in page.get("Uploads", ()):
+                    if not upload["Key"].startswith(full_prefix) or upload["Initiated"] >= cutoff:
+                        continue
+                    if upload["Key"][len(self.key_prefix):] in keep:
+                        continue
+                    try:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    except ClientError as exc:
+                        if _error_code(exc)[0] != "NoSuchUpload":
+                            raise
+                        continue
+                    aborted += 1
+        except (BotoCoreError, ClientError) as exc:
+            raise self.map_error(exc, f"aborting old uploads under {prefix or '/'}") from exc
+        return aborted
