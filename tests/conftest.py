@@ -1,12 +1,19 @@
-"""Fixtures every test package shares: the session's S3 server (radosgw by default, see tests/servers/radosgw.py)."""
+"""Fixtures every test package shares, one instance per session whatever the order the tests run in: the real
+database (django_db_setup), the session's S3 server (radosgw by default, see tests/servers/radosgw.py) and the
+session's one real Celery worker. Defined here only: a fixture imported into another conftest would be a second
+session fixture (a second worker on the same broker)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from django.conf import settings
+from django.core.management import call_command
 
+from tests.identities import give_fixed_identities
 from tests.servers.radosgw import S3TestServer, chosen_kind, start_s3_server
+from tests.workers import running_worker
 
 SIGNATURES_MARK = "radosgw"
 _STATE: dict[str, object] = {"server": None, "deselected": 0}
@@ -58,3 +65,26 @@ def s3_server() -> Iterator[S3TestServer]:
     _STATE["server"] = server
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_blocker) -> None:
+    """Use the database `make test` created (not a test_ copy): pg_dump and workers must see it too."""
+    name = settings.DATABASES["default"]["NAME"]
+    if not name.endswith("_test"):
+        pytest.exit(f"Refusing to run against database {name!r}: run the suite with `make test`.", returncode=2)
+    with django_db_blocker.unblock():
+        call_command("migrate_schemas", shared=True, verbosity=0, interactive=False)
+        call_command("create_demo_clinics", quiet=True, patients=1200)
+        give_fixed_identities()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, s3_server):
+    """The session's one real worker on the real broker (every package uses it, so the suite runs in any
+    order); it also knows the session's S3 server. Stopped by pid at the end."""
+    from tests.s3env import reset_bucket, s3_env
+
+    reset_bucket(s3_server)
+    with running_worker(name="tests", log_name="test-worker.log", extra_env=s3_env(s3_server)) as proc:
+        yield proc

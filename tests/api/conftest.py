@@ -28,7 +28,7 @@ from accounts.models import User
 from backups.api.tokens import issue_pair
 from backups.models import BackupRecord, RestoreJob
 from backups.storage import get_storage
-from tests.integration.conftest import celery_worker, django_db_setup, live_db  # noqa: F401 - shared
+from tests.integration.conftest import live_db  # noqa: F401 - database access without a wrapping transaction
 from tests.s3env import S3_BUCKET, reset_bucket, s3_env  # noqa: F401 - used by the S3 tests
 from tests.servers.radosgw import S3TestServer
 

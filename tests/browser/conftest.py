@@ -23,7 +23,7 @@ import pytest
 from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.test.testcases import LiveServerThread
 
-from tests.integration.conftest import celery_worker, django_db_setup, live_db  # noqa: F401 - shared
+from tests.integration.conftest import live_db  # noqa: F401 - database access without a wrapping transaction
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "browser"

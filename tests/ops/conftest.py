@@ -17,7 +17,7 @@ from backups.services.backup_run import backup_run
 from backups.services.finalize import backup_record_finalize
 from backups.services.records import backup_record_create
 from backups.storage import get_storage
-from tests.integration.conftest import django_db_setup, live_db  # noqa: F401 - the same real database
+from tests.integration.conftest import live_db  # noqa: F401 - database access without a wrapping transaction
 
 PUBLIC_HOST = "localhost"  # the public tenant's domain (create_demo_clinics)
 TOKEN = "metrics-test-token-0123456789"

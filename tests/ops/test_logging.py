@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 
 from backups.models import BackupRecord
 from backups.observability import logging_config
-from tests.integration.conftest import celery_worker, wait_for_record  # noqa: F401 - the session's real worker
+from tests.integration.conftest import wait_for_record
 
 from .conftest import real_backup
 
