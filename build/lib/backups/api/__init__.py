@@ -1,1 +1,0 @@
-"""The backups REST API (DRF): one view per operation, served under /api/backups/ on tenant domains."""

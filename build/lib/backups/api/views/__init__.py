@@ -1,1 +1,0 @@
-"""One module per group of operations; each view calls services and holds its own input serializers."""
