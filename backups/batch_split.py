@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import string
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,18 @@ BLK_DATA = 1
 SUPPORTED_VERSIONS = {(1, 14), (1, 15), (1, 16)}
 SHARED_DESCS = {"ENCODING", "STDSTRINGS", "SEARCHPATH", "DATABASE", "DATABASE PROPERTIES"}  # in every archive
 CHUNK = 1 << 20
+# Entry kinds whose plain SQL pg_restore writes the generic way (comment, definition, COPY data: no second pass,
+# no special case), so write_sql can write them. Not here: ACLs, matview data and event triggers (later passes),
+# large objects, DATABASE (only with --create).
+SQL_DESCS = {"SCHEMA", "TABLE", "SEQUENCE", "SEQUENCE OWNED BY", "DEFAULT", "TABLE DATA", "SEQUENCE SET",
+             "CONSTRAINT", "FK CONSTRAINT", "CHECK CONSTRAINT", "INDEX", "INDEX ATTACH", "COMMENT", "VIEW",
+             "TRIGGER", "FUNCTION", "PROCEDURE", "AGGREGATE", "TYPE", "DOMAIN", "RULE", "POLICY", "ROW SECURITY",
+             "MATERIALIZED VIEW", "STATISTICS", "COLLATION"}
+RESTRICT_CHARS = string.ascii_letters + string.digits
+_RESTRICT_KEY = re.compile(r"[A-Za-z0-9]+")
+_SESSION_DEFN = {"SCHEMA": re.compile(rb"CREATE SCHEMA [^\n]+;\n"),
+                 "ENCODING": re.compile(rb"SET client_encoding = '[^'\n]*';\n"),
+                 "STDSTRINGS": re.compile(rb"SET standard_conforming_strings = '(on|off)';\n")}
 COPY_END = b"\\.\n\n\n"
 _DATA_FILE = re.compile(r"\d+\.dat")
 _COPY_COLUMNS = re.compile(r"\((.*)\)\s+FROM\s+stdin", re.IGNORECASE | re.DOTALL)
@@ -59,6 +74,8 @@ class Entry:
     filename: str = ""
     copy_stmt: str = ""
     deps: tuple[int, ...] = ()
+    tablespace: str | None = None  # None: not a tablespace object (pg_restore then leaves default_tablespace)
+    tableam: str | None = None
 
 
 @dataclass
@@ -71,6 +88,15 @@ class MemberPart:
     @property
     def data_entries(self) -> list[Entry]:
         return [e for e in self.entries if e.filename]
+
+
+@dataclass(slots=True)
+class _EntryText:
+    tag: bytes
+    desc: bytes
+    defn: bytes
+    copy_stmt: bytes
+    namespace: bytes
 
 
 class _Reader:
@@ -92,14 +118,18 @@ class _Reader:
         value = int.from_bytes(raw[1:], "little")
         return -value if raw[0] else value
 
-    def str(self) -> str | None:
+    def raw_str(self) -> bytes | None:
         n = self.int()
         if n < 0:
             return None
         raw = self.f.read(n)
         if len(raw) != n:
             raise SplitError("The batch archive's table of contents ends early.")
-        return raw.decode("utf-8", "replace")
+        return raw
+
+    def str(self) -> str | None:
+        raw = self.raw_str()
+        return None if raw is None else raw.decode("utf-8", "replace")
 
     def skip_str(self) -> None:
         n = self.int()
@@ -140,8 +170,9 @@ class BatchArchive:
         for _ in range(7):  # creation time
             r.int()
         r.str()  # database name
-        self.server_version = r.str() or ""
-        self.tool_version = r.str() or ""
+        self.server_version_bytes, self.tool_version_bytes = r.raw_str() or b"", r.raw_str() or b""
+        self.server_version = self.server_version_bytes.decode("utf-8", "replace")
+        self.tool_version = self.tool_version_bytes.decode("utf-8", "replace")
         self.header_end = f.tell()
         f.seek(0)
         header = bytearray(f.read(self.header_end))
@@ -164,9 +195,9 @@ class BatchArchive:
             r.skip_str()  # defn
             r.skip_str()  # dropStmt
             copy_stmt = r.str() or ""
-            namespace = r.str() or ""
-            r.skip_str()  # tablespace
-            r.skip_str()  # tableam
+            namespace = sys.intern(r.str() or "")
+            tablespace = r.str()
+            tableam = r.str()
             if self.version >= (1, 16):
                 r.int()  # relkind
             r.skip_str()  # owner
@@ -179,8 +210,10 @@ class BatchArchive:
             if filename and not _DATA_FILE.fullmatch(filename):
                 raise SplitUnsupported(f"The batch archive holds {desc} data in {filename!r} (large objects or "
                                        "compressed data), which the splitter does not handle.")
-            entries.append(Entry(dump_id, desc, tag, namespace, start, common_end, filename,
-                                 copy_stmt if filename else "", tuple(deps) if not namespace else ()))
+            entries.append(Entry(dump_id, sys.intern(desc), tag, namespace, start, common_end, filename,
+                                 copy_stmt if filename else "", tuple(deps) if not namespace else (),
+                                 None if tablespace is None else sys.intern(tablespace),
+                                 None if tableam is None else sys.intern(tableam)))
         return entries
 
     def members(self, schemas: list[str]) -> dict[str, MemberPart]:
@@ -236,6 +269,126 @@ class BatchArchive:
             while chunk := f.read(read_size):
                 yield chunk
 
+    # ------------------------------------------------------------------ one member's plain SQL
+
+    def sql_features(self, part: MemberPart) -> frozenset[str] | None:
+        """What the member's plain SQL depends on (its entry kinds, tablespaces, table access methods), or None
+        when write_sql cannot reproduce `pg_restore -f -` for it: then pg_restore must write it."""
+        descs = {e.desc for e in part.entries}
+        if not {"ENCODING", "STDSTRINGS", "SEARCHPATH"} <= descs or not descs <= SQL_DESCS | SHARED_DESCS:
+            return None
+        features = set(descs)
+        for entry in part.entries:
+            if "\n" in entry.tag or "\r" in entry.tag or "\n" in entry.namespace or "\r" in entry.namespace:
+                return None  # pg_restore rewrites line breaks in its comment lines
+            if entry.tablespace not in (None, "") or entry.tableam not in (None, "heap"):
+                return None  # pg_restore would quote them (fmtId); not needed for tenant schemas
+            if entry.desc == "TABLE DATA" and not entry.filename:
+                return None
+            features.add(f"tablespace:{entry.tablespace}")
+            features.add(f"tableam:{entry.tableam}")
+        with self.toc_path.open("rb") as toc:
+            for entry in part.entries:
+                if entry.desc in ("SCHEMA", "ENCODING", "STDSTRINGS"):
+                    defn = self._entry_text(toc.fileno(), entry).defn
+                    if not _SESSION_DEFN[entry.desc].fullmatch(defn):
+                        return None
+        return frozenset(features)
+
+    def write_sql(self, part: MemberPart, write: Write, *, restrict_key: str, read_size: int = CHUNK) -> None:
+        """Stream the plain SQL `pg_restore --no-owner --no-acl --restrict-key=KEY -f -` writes for `part`'s
+        custom archive, without running it: the same header, session settings, entry comments, definitions,
+        COPY data and trailer, byte for byte (PostgreSQL 15's pg_restore; the caller checks this against
+        pg_restore itself before trusting it, see backups.services.batch_backup). Everything is copied as the
+        archive's own bytes, in its own encoding. Call only when sql_features() is not None."""
+        if not _RESTRICT_KEY.fullmatch(restrict_key):
+            raise ValueError("A restrict key is letters and digits.")
+        key = restrict_key.encode("ascii")
+        with self.toc_path.open("rb") as toc:
+            fd = toc.fileno()
+            texts = {e.desc: self._entry_text(fd, e) for e in part.entries
+                     if e.desc in ("ENCODING", "STDSTRINGS", "SEARCHPATH")}
+            encoding = re.fullmatch(rb"SET client_encoding = '([^']*)';\n", texts["ENCODING"].defn)
+            std = re.fullmatch(rb"SET standard_conforming_strings = '(on|off)';\n", texts["STDSTRINGS"].defn)
+            if encoding is None or std is None:
+                raise SplitUnsupported("The batch archive's ENCODING or STDSTRINGS entry is not pg_dump's.")
+            out = [b"--\n-- PostgreSQL database dump\n--\n\n\\restrict " + key + b"\n\n"]
+            if self.server_version:
+                out.append(b"-- Dumped from database version " + self.server_version_bytes + b"\n")
+            if self.tool_version:
+                out.append(b"-- Dumped by pg_dump version " + self.tool_version_bytes + b"\n")
+            out += [b"\nSET statement_timeout = 0;\nSET lock_timeout = 0;\n"
+                    b"SET idle_in_transaction_session_timeout = 0;\n",
+                    b"SET client_encoding = '" + encoding.group(1) + b"';\n",
+                    b"SET standard_conforming_strings = " + std.group(1) + b";\n",
+                    texts["SEARCHPATH"].defn,
+                    b"SET check_function_bodies = false;\nSET xmloption = content;\n",
+                    b"SET client_min_messages = warning;\n"]
+            if std.group(1) == b"off":
+                out.append(b"SET escape_string_warning = off;\n")
+            out.append(b"SET row_security = off;\n\n")
+            write(b"".join(out))
+            tablespace = tableam = None
+            for entry in part.entries:
+                if entry.desc in SHARED_DESCS:
+                    continue  # the session settings above; DATABASE only with --create
+                out = []
+                if entry.tablespace is not None and entry.tablespace != tablespace:
+                    out.append(b"SET default_tablespace = '';\n\n")  # sql_features: only the default one
+                    tablespace = entry.tablespace
+                if entry.tableam is not None and entry.tableam != tableam:
+                    out.append(b"SET default_table_access_method = " + entry.tableam.encode() + b";\n\n")
+                    tableam = entry.tableam
+                text = self._entry_text(fd, entry)
+                out.append(b"--\n-- " + (b"Data for " if entry.filename else b"") + b"Name: " + text.tag
+                           + b"; Type: " + text.desc + b"; Schema: " + (text.namespace or b"-") + b"; Owner: -\n--\n\n")
+                # (SCHEMA: with --no-owner pg_restore writes "CREATE SCHEMA <name>;" itself, the name quoted as
+                # pg_dump quoted it in the definition, which sql_features checked is just that)
+                if text.defn:
+                    out.append(text.defn + b"\n\n")
+                if entry.filename:
+                    out.append(text.copy_stmt)
+                write(b"".join(out))
+                if entry.filename:
+                    for chunk in self._data_chunks(entry, read_size):
+                        write(chunk)
+        write(b"--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict " + key + b"\n\n")
+
+    def _entry_text(self, fd: int, entry: Entry) -> _EntryText:
+        """The entry's strings as the archive's bytes, read again from toc.dat (its SQL is never kept)."""
+        raw = os.pread(fd, entry.common_end - entry.start, entry.start)
+        pos = 0
+        step = 1 + self.int_size
+
+        def integer() -> int:
+            nonlocal pos
+            if pos + step > len(raw):
+                raise SplitError("The batch archive's table of contents ends early.")
+            value = int.from_bytes(raw[pos + 1:pos + step], "little")
+            negative = raw[pos]
+            pos += step
+            return -value if negative else value
+
+        def text() -> bytes:
+            nonlocal pos
+            n = integer()
+            if n <= 0:
+                return b""
+            if pos + n > len(raw):
+                raise SplitError("The batch archive's table of contents ends early.")
+            pos += n
+            return raw[pos - n:pos]
+
+        integer(), integer()  # dumpId, hadDumper
+        text(), text()  # tableoid, oid
+        tag, desc = text(), text()
+        integer()  # section
+        defn = text()
+        text()  # dropStmt
+        copy_stmt = text()
+        namespace = text()
+        return _EntryText(tag, desc, defn, copy_stmt, namespace)
+
     # ------------------------------------------------------------------ manifest facts
 
     def row_counts(self, part: MemberPart, *, read_size: int = CHUNK) -> dict[str, int]:
@@ -271,6 +424,11 @@ class BatchArchive:
         for _, app, name in sorted(rows):
             applied.setdefault(app, []).append(name)
         return applied
+
+
+def restrict_key() -> str:
+    """A fresh random psql \\restrict key, as pg_restore makes one: 63 letters and digits."""
+    return "".join(secrets.choice(RESTRICT_CHARS) for _ in range(63))
 
 
 _COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
