@@ -20,6 +20,7 @@ import re
 import secrets
 import string
 import sys
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,7 @@ class Entry:
     start: int
     common_end: int  # the custom/directory specific tail (data file name / offset) starts here
     filename: str = ""
-    copy_stmt: str = ""
+    copy_stmt: str = ""  # not kept: read again with BatchArchive.copy_stmt
     deps: tuple[int, ...] = ()
     tablespace: str | None = None  # None: not a tablespace object (pg_restore then leaves default_tablespace)
     tableam: str | None = None
@@ -80,14 +81,22 @@ class Entry:
 
 @dataclass
 class MemberPart:
-    """One schema's share of the batch: its entries in archive order, and what its manifest needs."""
+    """One schema's share of the batch: its entries in archive order (kept as positions in the archive's table
+    of contents; Entry objects are made when asked for, so a batch of thousands of tenants costs a few bytes an
+    entry, not a few hundred)."""
 
     schema: str
-    entries: list[Entry] = field(default_factory=list)
+    archive: BatchArchive | None = None
+    positions: array = field(default_factory=lambda: array("I"))
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [self.archive.entry(i) for i in self.positions]
 
     @property
     def data_entries(self) -> list[Entry]:
-        return [e for e in self.entries if e.filename]
+        files = self.archive._files
+        return [self.archive.entry(i) for i in self.positions if i in files]
 
 
 @dataclass(slots=True)
@@ -150,7 +159,7 @@ class BatchArchive:
         self.toc_path = self.directory / "toc.dat"
         with self.toc_path.open("rb", buffering=CHUNK) as f:
             self._read_header(f)
-            self.entries = self._read_toc(f)
+            self._read_toc(f)
 
     def _read_header(self, f) -> None:
         head = f.read(11)
@@ -180,21 +189,32 @@ class BatchArchive:
         self.custom_header = bytes(header)
         f.seek(self.header_end)
 
-    def _read_toc(self, f) -> list[Entry]:
+    def _read_toc(self, f) -> None:
+        """The entries as columns: positions and ids in arrays, kinds and schemas as shared strings; tags only
+        where the split needs them (data, SCHEMA and schema-less entries), data file names and dependencies only
+        where there are any. Never an entry's SQL."""
         r = _Reader(f, self.int_size)
-        entries = []
-        for _ in range(r.int()):
+        self._dump_id, self._start, self._end = array("q"), array("q"), array("q")
+        self._desc: list[str] = []
+        self._namespace: list[str] = []
+        self._tablespace: list[str | None] = []
+        self._tableam: list[str | None] = []
+        self._tags: dict[int, str] = {}
+        self._files: dict[int, str] = {}
+        self._deps: dict[int, tuple[int, ...]] = {}
+        self._odd_names: set[str] = set()  # schemas with a tag or name holding a line break
+        for i in range(r.int()):
             start = f.tell()
             dump_id = r.int()
             r.int()  # hadDumper
             r.skip_str()  # tableoid
             r.skip_str()  # oid
             tag = r.str() or ""
-            desc = r.str() or ""
+            desc = sys.intern(r.str() or "")
             r.int()  # section
             r.skip_str()  # defn
             r.skip_str()  # dropStmt
-            copy_stmt = r.str() or ""
+            r.skip_str()  # copyStmt
             namespace = sys.intern(r.str() or "")
             tablespace = r.str()
             tableam = r.str()
@@ -210,33 +230,70 @@ class BatchArchive:
             if filename and not _DATA_FILE.fullmatch(filename):
                 raise SplitUnsupported(f"The batch archive holds {desc} data in {filename!r} (large objects or "
                                        "compressed data), which the splitter does not handle.")
-            entries.append(Entry(dump_id, sys.intern(desc), tag, namespace, start, common_end, filename,
-                                 copy_stmt if filename else "", tuple(deps) if not namespace else (),
-                                 None if tablespace is None else sys.intern(tablespace),
-                                 None if tableam is None else sys.intern(tableam)))
-        return entries
+            self._dump_id.append(dump_id)
+            self._start.append(start)
+            self._end.append(common_end)
+            self._desc.append(desc)
+            self._namespace.append(namespace)
+            self._tablespace.append(None if tablespace is None else sys.intern(tablespace))
+            self._tableam.append(None if tableam is None else sys.intern(tableam))
+            if filename or desc == "SCHEMA" or not namespace:
+                self._tags[i] = tag
+            if filename:
+                self._files[i] = filename
+            if not namespace and deps:
+                self._deps[i] = tuple(deps)
+            if any(c in tag or c in namespace for c in "\r\n"):
+                self._odd_names.add(namespace or tag)
+
+    def __len__(self) -> int:
+        return len(self._dump_id)
+
+    def entry(self, i: int) -> Entry:
+        """The i-th entry of the table of contents (`tag` only for data, SCHEMA and schema-less entries)."""
+        return Entry(self._dump_id[i], self._desc[i], self._tags.get(i, ""), self._namespace[i], self._start[i],
+                     self._end[i], self._files.get(i, ""), "", self._deps.get(i, ()), self._tablespace[i],
+                     self._tableam[i])
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [self.entry(i) for i in range(len(self))]
+
+    def copy_stmt(self, entry: Entry) -> str:
+        """A data entry's COPY statement, read again from toc.dat."""
+        with self.toc_path.open("rb") as toc:
+            return self._entry_text(toc.fileno(), entry).copy_stmt.decode("utf-8", "replace")
 
     def members(self, schemas: list[str]) -> dict[str, MemberPart]:
         """Every schema's entries (the shared session entries go to each); raises SplitError for an orphan."""
-        parts = {s: MemberPart(s) for s in schemas}
-        schema_entry = {e.dump_id: e.tag for e in self.entries if e.desc == "SCHEMA" and e.tag in parts}
-        for entry in self.entries:
-            if entry.desc in SHARED_DESCS:
+        parts = {s: MemberPart(s, self) for s in schemas}
+        schema_entry = {self._dump_id[i]: tag for i, tag in self._tags.items()
+                        if self._desc[i] == "SCHEMA" and tag in parts}
+        for i in range(len(self)):
+            desc, namespace = self._desc[i], self._namespace[i]
+            if desc in SHARED_DESCS:
                 owners = schemas
-            elif entry.namespace:
-                owners = [entry.namespace]
-            elif entry.desc == "SCHEMA":
-                owners = [entry.tag]
+            elif namespace:
+                owners = [namespace]
+            elif desc == "SCHEMA":
+                owners = [self._tags[i]]
             else:  # COMMENT ON SCHEMA and the like: owned through their dependency on the schema
-                owners = sorted({schema_entry[d] for d in entry.deps if d in schema_entry})
+                owners = sorted({schema_entry[d] for d in self._deps.get(i, ()) if d in schema_entry})
                 if len(owners) != 1:
-                    raise SplitError(f"The batch archive's {entry.desc} {entry.tag!r} belongs to no single schema.")
+                    raise SplitError(f"The batch archive's {desc} {self._tags.get(i, '')!r} belongs to no single "
+                                     "schema.")
             for owner in owners:
                 if owner not in parts:
-                    raise SplitError(f"The batch archive holds {entry.desc} {entry.tag!r} of schema {owner!r}, "
+                    raise SplitError(f"The batch archive holds {desc} {self._tag(i)!r} of schema {owner!r}, "
                                      "which is not in the batch.")
-                parts[owner].entries.append(entry)
+                parts[owner].positions.append(i)
         return parts
+
+    def _tag(self, i: int) -> str:
+        if i in self._tags:
+            return self._tags[i]
+        with self.toc_path.open("rb") as toc:
+            return self._entry_text(toc.fileno(), self.entry(i)).tag.decode("utf-8", "replace")
 
     # ------------------------------------------------------------------ one member's archive
 
@@ -245,7 +302,7 @@ class BatchArchive:
         no_data = bytes([K_OFFSET_NO_DATA]) + bytes(self.off_size)
         not_set = bytes([K_OFFSET_POS_NOT_SET]) + bytes(self.off_size)
         write(self.custom_header)
-        write(write_int(len(part.entries), self.int_size))
+        write(write_int(len(part.positions), self.int_size))
         with self.toc_path.open("rb") as toc:
             fd = toc.fileno()
             pending = bytearray()
@@ -274,13 +331,14 @@ class BatchArchive:
     def sql_features(self, part: MemberPart) -> frozenset[str] | None:
         """What the member's plain SQL depends on (its entry kinds, tablespaces, table access methods), or None
         when write_sql cannot reproduce `pg_restore -f -` for it: then pg_restore must write it."""
-        descs = {e.desc for e in part.entries}
+        entries = part.entries
+        descs = {e.desc for e in entries}
         if not {"ENCODING", "STDSTRINGS", "SEARCHPATH"} <= descs or not descs <= SQL_DESCS | SHARED_DESCS:
             return None
         features = set(descs)
-        for entry in part.entries:
-            if "\n" in entry.tag or "\r" in entry.tag or "\n" in entry.namespace or "\r" in entry.namespace:
-                return None  # pg_restore rewrites line breaks in its comment lines
+        if part.schema in self._odd_names:
+            return None  # pg_restore rewrites line breaks in its comment lines
+        for entry in entries:
             if entry.tablespace not in (None, "") or entry.tableam not in (None, "heap"):
                 return None  # pg_restore would quote them (fmtId); not needed for tenant schemas
             if entry.desc == "TABLE DATA" and not entry.filename:
@@ -288,7 +346,7 @@ class BatchArchive:
             features.add(f"tablespace:{entry.tablespace}")
             features.add(f"tableam:{entry.tableam}")
         with self.toc_path.open("rb") as toc:
-            for entry in part.entries:
+            for entry in entries:
                 if entry.desc in ("SCHEMA", "ENCODING", "STDSTRINGS"):
                     defn = self._entry_text(toc.fileno(), entry).defn
                     if not _SESSION_DEFN[entry.desc].fullmatch(defn):
@@ -306,7 +364,8 @@ class BatchArchive:
         key = restrict_key.encode("ascii")
         with self.toc_path.open("rb") as toc:
             fd = toc.fileno()
-            texts = {e.desc: self._entry_text(fd, e) for e in part.entries
+            entries = part.entries
+            texts = {e.desc: self._entry_text(fd, e) for e in entries
                      if e.desc in ("ENCODING", "STDSTRINGS", "SEARCHPATH")}
             encoding = re.fullmatch(rb"SET client_encoding = '([^']*)';\n", texts["ENCODING"].defn)
             std = re.fullmatch(rb"SET standard_conforming_strings = '(on|off)';\n", texts["STDSTRINGS"].defn)
@@ -329,7 +388,7 @@ class BatchArchive:
             out.append(b"SET row_security = off;\n\n")
             write(b"".join(out))
             tablespace = tableam = None
-            for entry in part.entries:
+            for entry in entries:
                 if entry.desc in SHARED_DESCS:
                     continue  # the session settings above; DATABASE only with --create
                 out = []
@@ -410,7 +469,7 @@ class BatchArchive:
         entry = next((e for e in part.data_entries if e.tag == "django_migrations"), None)
         if entry is None:
             return {}
-        match = _COPY_COLUMNS.search(entry.copy_stmt)
+        match = _COPY_COLUMNS.search(self.copy_stmt(entry))
         columns = [c.strip().strip('"') for c in match.group(1).split(",")] if match else []
         if not {"id", "app", "name"} <= set(columns):
             return {}

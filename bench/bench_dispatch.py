@@ -1,6 +1,7 @@
 """One dispatcher tick over a large tenant table: the project's dispatch_due_backups vs. the same work in raw SQL.
 
-One run, on its own database (tenant_backups_bench_dispatch, kept between runs) and Redis database 14
+One run, on its own database (tenant_backups_bench_dispatch, kept between runs; on a private cluster unless
+BENCH_DISPATCH_PRIVATE=0, see run()) and Redis database 14
 (its keys under the CELERY_QUEUE_PREFIX "bench-dispatch.", deleted before and after):
 
 1. for each scenario (tenants, due): 100,000/1,000, 10,000/1,000, 100,000/100, 100,000/5,000, 100,000/10,000
@@ -67,8 +68,28 @@ def bench_env() -> dict[str, str]:
 
 
 def run() -> None:
-    """Entry point for bench/run.py: create the database, run the measurements in a child process."""
-    run_in_child(__file__, database=BENCH_DB, env=bench_env())
+    """Entry point for bench/run.py: create the database, run the measurements in a child process.
+
+    By default on a PRIVATE cluster (bench_catalog.Cluster on var/bench-dispatch-cluster, kept between runs, a
+    free port, stopped at the end), so the shared server's other users neither disturb nor suffer the
+    measurement; BENCH_DISPATCH_PRIVATE=0 uses the server of DATABASE_URL instead."""
+    if os.environ.get("BENCH_DISPATCH_PRIVATE", "1") == "0":
+        run_in_child(__file__, database=BENCH_DB, env=bench_env())
+        return
+    from bench.bench_catalog import Cluster
+
+    cluster = Cluster(ROOT / "var" / "bench-dispatch-cluster", ROOT / "var" / "bench-dispatch-cluster.log")
+    cluster.start()
+    saved = os.environ.get("DATABASE_URL")
+    try:
+        os.environ["DATABASE_URL"] = cluster.url(BENCH_DB)
+        run_in_child(__file__, database=BENCH_DB, env=bench_env())
+    finally:
+        if saved is None:
+            os.environ.pop("DATABASE_URL", None)
+        else:
+            os.environ["DATABASE_URL"] = saved
+        cluster.stop()
 
 
 # --------------------------------------------------------------------------- child process
