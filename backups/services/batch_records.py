@@ -87,14 +87,15 @@ def backup_records_mark_succeeded(*, successes: list[Success]) -> None:
             f"UPDATE {q(BackupRecord._meta.db_table)} AS r SET {sets} FROM unnest("
             "%s::bigint[], %s::text[], %s::timestamptz[], %s::bigint[], %s::text[], %s::bigint[], %s::text[], "
             "%s::bigint[], %s::jsonb[], %s::text[], %s::text[]) AS v(id, "
-            + ", ".join(q(col) for col in columns.values()) + ") WHERE r.id = v.id",
+            + ", ".join(q(col) for col in columns.values()) + ") WHERE r.id = v.id RETURNING r.id",
             ([s.record.pk for s in successes], *([getattr(s.record, name) for s in successes]
                                                   for name in SUCCEEDED_FIELDS[:7]),
              [json.dumps(s.record.manifest, cls=DjangoJSONEncoder) for s in successes],
              [s.record.stage for s in successes], [s.record.error for s in successes]))
-        if cur.rowcount != len(successes):  # a record deleted meanwhile: the others stand
-            logger.warning("recording %d batch successes updated %d records", len(successes), cur.rowcount)
-        BackupEvent.objects.bulk_create(events)
+        updated = {row[0] for row in cur.fetchall()}
+        if len(updated) != len(successes):  # a record deleted meanwhile: the others stand
+            logger.warning("recording %d batch successes updated %d records", len(successes), len(updated))
+        BackupEvent.objects.bulk_create([e for e in events if e.record_id in updated])
 
 
 def backup_records_finalize(*, records: list[BackupRecord]) -> None:
