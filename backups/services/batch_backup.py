@@ -418,6 +418,10 @@ class _Recorder:
                 retention_apply_many(tenant_ids=tenants)
             except Exception:  # noqa: BLE001 - retention runs again after the next backup; the backups stand
                 logger.exception("retention after a batch of %d backups failed", len(records))
+        for record in records:
+            # the manifest is in the database now; a batch of thousands must not keep every one in memory (Django
+            # reloads a field missing from the instance when it is read)
+            record.__dict__.pop("manifest", None)
 
 
 def _member(record: BackupRecord, archive: BatchArchive, piece: MemberPart, info: DumpInfo,
