@@ -27,7 +27,9 @@ One run:
 
 Environment: REDIS_URL, BACKUPS_PG_BIN_DIR (initdb, pg_ctl, pg_dump...), BENCH_SCALE_SIZES, BENCH_SCALE_KEEP=0 to
 delete the cluster's data at the end, BENCH_SCALE_LOOP_SAMPLE schemas timed for (b) (default 40),
-BENCH_SCALE_BUILD_ONLY=1 to grow each size's fleet and stop (building 10,000 tenants takes long: do it once,
+BENCH_SCALE_DEBUG=1 to run Django with DEBUG on (off by default, as in
+production: DEBUG keeps every connection's last 9,000 queries in memory), BENCH_SCALE_BUILD_ONLY=1 to grow each
+size's fleet and stop (building 10,000 tenants takes long: do it once,
 ahead of the measurement).
 """
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -99,6 +102,10 @@ def run() -> None:
                             BACKUPS_SPREAD_SECONDS="0", BACKUPS_SPOOL_DIR=str(OUT_DIR / "spool"),
                             BACKUPS_PG_BIN_DIR=os.environ.get("BACKUPS_PG_BIN_DIR", str(cluster.bin)))
             env["DATABASE_URL"] = cluster.url(database(n))
+            # production settings: with DEBUG on, Django keeps the last 9,000 queries of every connection (the
+            # batches' bulk statements are kilobytes each), which is no worker's memory in production
+            env.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+            env["DJANGO_DEBUG"] = os.environ.get("BENCH_SCALE_DEBUG", "0")
             out = OUT_DIR / f"result-{n}.json"
             out.unlink(missing_ok=True)
             proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(n), str(out)],
