@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import string
+import sys
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +35,18 @@ BLK_DATA = 1
 SUPPORTED_VERSIONS = {(1, 14), (1, 15), (1, 16)}
 SHARED_DESCS = {"ENCODING", "STDSTRINGS", "SEARCHPATH", "DATABASE", "DATABASE PROPERTIES"}  # in every archive
 CHUNK = 1 << 20
+# Entry kinds whose plain SQL pg_restore writes the generic way (comment, definition, COPY data: no second pass,
+# no special case), so write_sql can write them. Not here: ACLs, matview data and event triggers (later passes),
+# large objects, DATABASE (only with --create).
+SQL_DESCS = {"SCHEMA", "TABLE", "SEQUENCE", "SEQUENCE OWNED BY", "DEFAULT", "TABLE DATA", "SEQUENCE SET",
+             "CONSTRAINT", "FK CONSTRAINT", "CHECK CONSTRAINT", "INDEX", "INDEX ATTACH", "COMMENT", "VIEW",
+             "TRIGGER", "FUNCTION", "PROCEDURE", "AGGREGATE", "TYPE", "DOMAIN", "RULE", "POLICY", "ROW SECURITY",
+             "MATERIALIZED VIEW", "STATISTICS", "COLLATION"}
+RESTRICT_CHARS = string.ascii_letters + string.digits
+_RESTRICT_KEY = re.compile(r"[A-Za-z0-9]+")
+_SESSION_DEFN = {"SCHEMA": re.compile(rb"CREATE SCHEMA [^\n]+;\n"),
+                 "ENCODING": re.compile(rb"SET client_encoding = '[^'\n]*';\n"),
+                 "STDSTRINGS": re.compile(rb"SET standard_conforming_strings = '(on|off)';\n")}
 COPY_END = b"\\.\n\n\n"
 _DATA_FILE = re.compile(r"\d+\.dat")
 _COPY_COLUMNS = re.compile(r"\((.*)\)\s+FROM\s+stdin", re.IGNORECASE | re.DOTALL)
@@ -57,20 +73,39 @@ class Entry:
     start: int
     common_end: int  # the custom/directory specific tail (data file name / offset) starts here
     filename: str = ""
-    copy_stmt: str = ""
+    copy_stmt: str = ""  # not kept: read again with BatchArchive.copy_stmt
     deps: tuple[int, ...] = ()
+    tablespace: str | None = None  # None: not a tablespace object (pg_restore then leaves default_tablespace)
+    tableam: str | None = None
 
 
 @dataclass
 class MemberPart:
-    """One schema's share of the batch: its entries in archive order, and what its manifest needs."""
+    """One schema's share of the batch: its entries in archive order (kept as positions in the archive's table
+    of contents; Entry objects are made when asked for, so a batch of thousands of tenants costs a few bytes an
+    entry, not a few hundred)."""
 
     schema: str
-    entries: list[Entry] = field(default_factory=list)
+    archive: BatchArchive | None = None
+    positions: array = field(default_factory=lambda: array("I"))
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [self.archive.entry(i) for i in self.positions]
 
     @property
     def data_entries(self) -> list[Entry]:
-        return [e for e in self.entries if e.filename]
+        files = self.archive._files
+        return [self.archive.entry(i) for i in self.positions if i in files]
+
+
+@dataclass(slots=True)
+class _EntryText:
+    tag: bytes
+    desc: bytes
+    defn: bytes
+    copy_stmt: bytes
+    namespace: bytes
 
 
 class _Reader:
@@ -92,14 +127,18 @@ class _Reader:
         value = int.from_bytes(raw[1:], "little")
         return -value if raw[0] else value
 
-    def str(self) -> str | None:
+    def raw_str(self) -> bytes | None:
         n = self.int()
         if n < 0:
             return None
         raw = self.f.read(n)
         if len(raw) != n:
             raise SplitError("The batch archive's table of contents ends early.")
-        return raw.decode("utf-8", "replace")
+        return raw
+
+    def str(self) -> str | None:
+        raw = self.raw_str()
+        return None if raw is None else raw.decode("utf-8", "replace")
 
     def skip_str(self) -> None:
         n = self.int()
@@ -120,7 +159,7 @@ class BatchArchive:
         self.toc_path = self.directory / "toc.dat"
         with self.toc_path.open("rb", buffering=CHUNK) as f:
             self._read_header(f)
-            self.entries = self._read_toc(f)
+            self._read_toc(f)
 
     def _read_header(self, f) -> None:
         head = f.read(11)
@@ -140,8 +179,9 @@ class BatchArchive:
         for _ in range(7):  # creation time
             r.int()
         r.str()  # database name
-        self.server_version = r.str() or ""
-        self.tool_version = r.str() or ""
+        self.server_version_bytes, self.tool_version_bytes = r.raw_str() or b"", r.raw_str() or b""
+        self.server_version = self.server_version_bytes.decode("utf-8", "replace")
+        self.tool_version = self.tool_version_bytes.decode("utf-8", "replace")
         self.header_end = f.tell()
         f.seek(0)
         header = bytearray(f.read(self.header_end))
@@ -149,24 +189,35 @@ class BatchArchive:
         self.custom_header = bytes(header)
         f.seek(self.header_end)
 
-    def _read_toc(self, f) -> list[Entry]:
+    def _read_toc(self, f) -> None:
+        """The entries as columns: positions and ids in arrays, kinds and schemas as shared strings; tags only
+        where the split needs them (data, SCHEMA and schema-less entries), data file names and dependencies only
+        where there are any. Never an entry's SQL."""
         r = _Reader(f, self.int_size)
-        entries = []
-        for _ in range(r.int()):
+        self._dump_id, self._start, self._end = array("q"), array("q"), array("q")
+        self._desc: list[str] = []
+        self._namespace: list[str] = []
+        self._tablespace: list[str | None] = []
+        self._tableam: list[str | None] = []
+        self._tags: dict[int, str] = {}
+        self._files: dict[int, str] = {}
+        self._deps: dict[int, tuple[int, ...]] = {}
+        self._odd_names: set[str] = set()  # schemas with a tag or name holding a line break
+        for i in range(r.int()):
             start = f.tell()
             dump_id = r.int()
             r.int()  # hadDumper
             r.skip_str()  # tableoid
             r.skip_str()  # oid
             tag = r.str() or ""
-            desc = r.str() or ""
+            desc = sys.intern(r.str() or "")
             r.int()  # section
             r.skip_str()  # defn
             r.skip_str()  # dropStmt
-            copy_stmt = r.str() or ""
-            namespace = r.str() or ""
-            r.skip_str()  # tablespace
-            r.skip_str()  # tableam
+            r.skip_str()  # copyStmt
+            namespace = sys.intern(r.str() or "")
+            tablespace = r.str()
+            tableam = r.str()
             if self.version >= (1, 16):
                 r.int()  # relkind
             r.skip_str()  # owner
@@ -179,31 +230,70 @@ class BatchArchive:
             if filename and not _DATA_FILE.fullmatch(filename):
                 raise SplitUnsupported(f"The batch archive holds {desc} data in {filename!r} (large objects or "
                                        "compressed data), which the splitter does not handle.")
-            entries.append(Entry(dump_id, desc, tag, namespace, start, common_end, filename,
-                                 copy_stmt if filename else "", tuple(deps) if not namespace else ()))
-        return entries
+            self._dump_id.append(dump_id)
+            self._start.append(start)
+            self._end.append(common_end)
+            self._desc.append(desc)
+            self._namespace.append(namespace)
+            self._tablespace.append(None if tablespace is None else sys.intern(tablespace))
+            self._tableam.append(None if tableam is None else sys.intern(tableam))
+            if filename or desc == "SCHEMA" or not namespace:
+                self._tags[i] = tag
+            if filename:
+                self._files[i] = filename
+            if not namespace and deps:
+                self._deps[i] = tuple(deps)
+            if any(c in tag or c in namespace for c in "\r\n"):
+                self._odd_names.add(namespace or tag)
+
+    def __len__(self) -> int:
+        return len(self._dump_id)
+
+    def entry(self, i: int) -> Entry:
+        """The i-th entry of the table of contents (`tag` only for data, SCHEMA and schema-less entries)."""
+        return Entry(self._dump_id[i], self._desc[i], self._tags.get(i, ""), self._namespace[i], self._start[i],
+                     self._end[i], self._files.get(i, ""), "", self._deps.get(i, ()), self._tablespace[i],
+                     self._tableam[i])
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [self.entry(i) for i in range(len(self))]
+
+    def copy_stmt(self, entry: Entry) -> str:
+        """A data entry's COPY statement, read again from toc.dat."""
+        with self.toc_path.open("rb") as toc:
+            return self._entry_text(toc.fileno(), entry).copy_stmt.decode("utf-8", "replace")
 
     def members(self, schemas: list[str]) -> dict[str, MemberPart]:
         """Every schema's entries (the shared session entries go to each); raises SplitError for an orphan."""
-        parts = {s: MemberPart(s) for s in schemas}
-        schema_entry = {e.dump_id: e.tag for e in self.entries if e.desc == "SCHEMA" and e.tag in parts}
-        for entry in self.entries:
-            if entry.desc in SHARED_DESCS:
+        parts = {s: MemberPart(s, self) for s in schemas}
+        schema_entry = {self._dump_id[i]: tag for i, tag in self._tags.items()
+                        if self._desc[i] == "SCHEMA" and tag in parts}
+        for i in range(len(self)):
+            desc, namespace = self._desc[i], self._namespace[i]
+            if desc in SHARED_DESCS:
                 owners = schemas
-            elif entry.namespace:
-                owners = [entry.namespace]
-            elif entry.desc == "SCHEMA":
-                owners = [entry.tag]
+            elif namespace:
+                owners = [namespace]
+            elif desc == "SCHEMA":
+                owners = [self._tags[i]]
             else:  # COMMENT ON SCHEMA and the like: owned through their dependency on the schema
-                owners = sorted({schema_entry[d] for d in entry.deps if d in schema_entry})
+                owners = sorted({schema_entry[d] for d in self._deps.get(i, ()) if d in schema_entry})
                 if len(owners) != 1:
-                    raise SplitError(f"The batch archive's {entry.desc} {entry.tag!r} belongs to no single schema.")
+                    raise SplitError(f"The batch archive's {desc} {self._tags.get(i, '')!r} belongs to no single "
+                                     "schema.")
             for owner in owners:
                 if owner not in parts:
-                    raise SplitError(f"The batch archive holds {entry.desc} {entry.tag!r} of schema {owner!r}, "
+                    raise SplitError(f"The batch archive holds {desc} {self._tag(i)!r} of schema {owner!r}, "
                                      "which is not in the batch.")
-                parts[owner].entries.append(entry)
+                parts[owner].positions.append(i)
         return parts
+
+    def _tag(self, i: int) -> str:
+        if i in self._tags:
+            return self._tags[i]
+        with self.toc_path.open("rb") as toc:
+            return self._entry_text(toc.fileno(), self.entry(i)).tag.decode("utf-8", "replace")
 
     # ------------------------------------------------------------------ one member's archive
 
@@ -212,7 +302,7 @@ class BatchArchive:
         no_data = bytes([K_OFFSET_NO_DATA]) + bytes(self.off_size)
         not_set = bytes([K_OFFSET_POS_NOT_SET]) + bytes(self.off_size)
         write(self.custom_header)
-        write(write_int(len(part.entries), self.int_size))
+        write(write_int(len(part.positions), self.int_size))
         with self.toc_path.open("rb") as toc:
             fd = toc.fileno()
             pending = bytearray()
@@ -236,6 +326,128 @@ class BatchArchive:
             while chunk := f.read(read_size):
                 yield chunk
 
+    # ------------------------------------------------------------------ one member's plain SQL
+
+    def sql_features(self, part: MemberPart) -> frozenset[str] | None:
+        """What the member's plain SQL depends on (its entry kinds, tablespaces, table access methods), or None
+        when write_sql cannot reproduce `pg_restore -f -` for it: then pg_restore must write it."""
+        entries = part.entries
+        descs = {e.desc for e in entries}
+        if not {"ENCODING", "STDSTRINGS", "SEARCHPATH"} <= descs or not descs <= SQL_DESCS | SHARED_DESCS:
+            return None
+        features = set(descs)
+        if part.schema in self._odd_names:
+            return None  # pg_restore rewrites line breaks in its comment lines
+        for entry in entries:
+            if entry.tablespace not in (None, "") or entry.tableam not in (None, "heap"):
+                return None  # pg_restore would quote them (fmtId); not needed for tenant schemas
+            if entry.desc == "TABLE DATA" and not entry.filename:
+                return None
+            features.add(f"tablespace:{entry.tablespace}")
+            features.add(f"tableam:{entry.tableam}")
+        with self.toc_path.open("rb") as toc:
+            for entry in entries:
+                if entry.desc in ("SCHEMA", "ENCODING", "STDSTRINGS"):
+                    defn = self._entry_text(toc.fileno(), entry).defn
+                    if not _SESSION_DEFN[entry.desc].fullmatch(defn):
+                        return None
+        return frozenset(features)
+
+    def write_sql(self, part: MemberPart, write: Write, *, restrict_key: str, read_size: int = CHUNK) -> None:
+        """Stream the plain SQL `pg_restore --no-owner --no-acl --restrict-key=KEY -f -` writes for `part`'s
+        custom archive, without running it: the same header, session settings, entry comments, definitions,
+        COPY data and trailer, byte for byte (PostgreSQL 15's pg_restore; the caller checks this against
+        pg_restore itself before trusting it, see backups.services.batch_backup). Everything is copied as the
+        archive's own bytes, in its own encoding. Call only when sql_features() is not None."""
+        if not _RESTRICT_KEY.fullmatch(restrict_key):
+            raise ValueError("A restrict key is letters and digits.")
+        key = restrict_key.encode("ascii")
+        with self.toc_path.open("rb") as toc:
+            fd = toc.fileno()
+            entries = part.entries
+            texts = {e.desc: self._entry_text(fd, e) for e in entries
+                     if e.desc in ("ENCODING", "STDSTRINGS", "SEARCHPATH")}
+            encoding = re.fullmatch(rb"SET client_encoding = '([^']*)';\n", texts["ENCODING"].defn)
+            std = re.fullmatch(rb"SET standard_conforming_strings = '(on|off)';\n", texts["STDSTRINGS"].defn)
+            if encoding is None or std is None:
+                raise SplitUnsupported("The batch archive's ENCODING or STDSTRINGS entry is not pg_dump's.")
+            out = [b"--\n-- PostgreSQL database dump\n--\n\n\\restrict " + key + b"\n\n"]
+            if self.server_version:
+                out.append(b"-- Dumped from database version " + self.server_version_bytes + b"\n")
+            if self.tool_version:
+                out.append(b"-- Dumped by pg_dump version " + self.tool_version_bytes + b"\n")
+            out += [b"\nSET statement_timeout = 0;\nSET lock_timeout = 0;\n"
+                    b"SET idle_in_transaction_session_timeout = 0;\n",
+                    b"SET client_encoding = '" + encoding.group(1) + b"';\n",
+                    b"SET standard_conforming_strings = " + std.group(1) + b";\n",
+                    texts["SEARCHPATH"].defn,
+                    b"SET check_function_bodies = false;\nSET xmloption = content;\n",
+                    b"SET client_min_messages = warning;\n"]
+            if std.group(1) == b"off":
+                out.append(b"SET escape_string_warning = off;\n")
+            out.append(b"SET row_security = off;\n\n")
+            write(b"".join(out))
+            tablespace = tableam = None
+            for entry in entries:
+                if entry.desc in SHARED_DESCS:
+                    continue  # the session settings above; DATABASE only with --create
+                out = []
+                if entry.tablespace is not None and entry.tablespace != tablespace:
+                    out.append(b"SET default_tablespace = '';\n\n")  # sql_features: only the default one
+                    tablespace = entry.tablespace
+                if entry.tableam is not None and entry.tableam != tableam:
+                    out.append(b"SET default_table_access_method = " + entry.tableam.encode() + b";\n\n")
+                    tableam = entry.tableam
+                text = self._entry_text(fd, entry)
+                out.append(b"--\n-- " + (b"Data for " if entry.filename else b"") + b"Name: " + text.tag
+                           + b"; Type: " + text.desc + b"; Schema: " + (text.namespace or b"-") + b"; Owner: -\n--\n\n")
+                # (SCHEMA: with --no-owner pg_restore writes "CREATE SCHEMA <name>;" itself, the name quoted as
+                # pg_dump quoted it in the definition, which sql_features checked is just that)
+                if text.defn:
+                    out.append(text.defn + b"\n\n")
+                if entry.filename:
+                    out.append(text.copy_stmt)
+                write(b"".join(out))
+                if entry.filename:
+                    for chunk in self._data_chunks(entry, read_size):
+                        write(chunk)
+        write(b"--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict " + key + b"\n\n")
+
+    def _entry_text(self, fd: int, entry: Entry) -> _EntryText:
+        """The entry's strings as the archive's bytes, read again from toc.dat (its SQL is never kept)."""
+        raw = os.pread(fd, entry.common_end - entry.start, entry.start)
+        pos = 0
+        step = 1 + self.int_size
+
+        def integer() -> int:
+            nonlocal pos
+            if pos + step > len(raw):
+                raise SplitError("The batch archive's table of contents ends early.")
+            value = int.from_bytes(raw[pos + 1:pos + step], "little")
+            negative = raw[pos]
+            pos += step
+            return -value if negative else value
+
+        def text() -> bytes:
+            nonlocal pos
+            n = integer()
+            if n <= 0:
+                return b""
+            if pos + n > len(raw):
+                raise SplitError("The batch archive's table of contents ends early.")
+            pos += n
+            return raw[pos - n:pos]
+
+        integer(), integer()  # dumpId, hadDumper
+        text(), text()  # tableoid, oid
+        tag, desc = text(), text()
+        integer()  # section
+        defn = text()
+        text()  # dropStmt
+        copy_stmt = text()
+        namespace = text()
+        return _EntryText(tag, desc, defn, copy_stmt, namespace)
+
     # ------------------------------------------------------------------ manifest facts
 
     def row_counts(self, part: MemberPart, *, read_size: int = CHUNK) -> dict[str, int]:
@@ -257,7 +469,7 @@ class BatchArchive:
         entry = next((e for e in part.data_entries if e.tag == "django_migrations"), None)
         if entry is None:
             return {}
-        match = _COPY_COLUMNS.search(entry.copy_stmt)
+        match = _COPY_COLUMNS.search(self.copy_stmt(entry))
         columns = [c.strip().strip('"') for c in match.group(1).split(",")] if match else []
         if not {"id", "app", "name"} <= set(columns):
             return {}
@@ -271,6 +483,11 @@ class BatchArchive:
         for _, app, name in sorted(rows):
             applied.setdefault(app, []).append(name)
         return applied
+
+
+def restrict_key() -> str:
+    """A fresh random psql \\restrict key, as pg_restore makes one: 63 letters and digits."""
+    return "".join(secrets.choice(RESTRICT_CHARS) for _ in range(63))
 
 
 _COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}

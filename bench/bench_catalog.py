@@ -67,8 +67,10 @@ def server_bin_dir() -> Path:
 class Cluster:
     """A private cluster on DATA_DIR, started for the benchmark and stopped at the end."""
 
-    def __init__(self, data_dir: Path | None = None, log_file: Path | None = None) -> None:
+    def __init__(self, data_dir: Path | None = None, log_file: Path | None = None,
+                 settings: dict[str, str] | None = None) -> None:
         self.data_dir, self.log_file = data_dir or DATA_DIR, log_file or LOG_FILE  # bench_scale has its own
+        self.settings = settings or {}  # written to bench.conf (included last) on every start: changes apply
         self.svc = _services()
         self.bin = server_bin_dir()
         self.as_user = self.svc.run_as_unprivileged()
@@ -92,18 +94,40 @@ class Cluster:
             with (self.data_dir / "postgresql.conf").open("a") as conf:
                 conf.write(CONF)
             print(f"  initdb: new cluster in {self.data_dir.relative_to(ROOT)}")
+        changed = self._write_settings()
         if running := svc.running_private_pg(self.data_dir):
-            self.port = running[1]
-            print(f"  reusing the cluster already running on port {self.port}")
-            return
+            if not changed:
+                self.port = running[1]
+                print(f"  reusing the cluster already running on port {self.port}")
+                return
+            print(f"  restarting the private cluster (pid {running[0]}) for {self.settings}")
+            self.stop()
         self.port = svc.free_port()
         code, out = svc.run([str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
                              "-t", "60", "-o", f"-p {self.port}", "start"], cwd=self.data_dir,
                             start_new_session=True, **as_user)
         if code != 0 or not svc.running_private_pg(self.data_dir):
             raise RuntimeError(f"pg_ctl start failed (see {self.log_file}): {out[-2000:]}")
+        settings = {"max_locks_per_transaction": "1024", **self.settings}
         print(f"  private cluster started on 127.0.0.1:{self.port} ({self.bin}), fsync off, "
-              "max_locks_per_transaction 1024")
+              + ", ".join(f"{k} {v}" for k, v in settings.items()))
+
+    def _write_settings(self) -> bool:
+        """Write self.settings to bench.conf, included at the end of postgresql.conf; True when it changed."""
+        main = self.data_dir / "postgresql.conf"
+        include = "\ninclude_if_exists = 'bench.conf'\n"
+        if self.settings and include not in main.read_text():
+            with main.open("a") as f:
+                f.write(include)
+        extra = self.data_dir / "bench.conf"
+        text = "".join(f"{k} = {v}\n" for k, v in sorted(self.settings.items()))
+        old = extra.read_text() if extra.exists() else ""
+        if text == old:
+            return False
+        extra.write_text(text)
+        if self.as_user:
+            os.chown(extra, self.as_user["user"], self.as_user["group"])
+        return True
 
     def stop(self) -> None:
         if self.svc.running_private_pg(self.data_dir):

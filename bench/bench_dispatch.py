@@ -1,6 +1,7 @@
 """One dispatcher tick over a large tenant table: the project's dispatch_due_backups vs. the same work in raw SQL.
 
-One run, on its own database (tenant_backups_bench_dispatch, kept between runs) and Redis database 14
+One run, on its own database (tenant_backups_bench_dispatch, kept between runs; on a private cluster unless
+BENCH_DISPATCH_PRIVATE=0, see run()) and Redis database 14
 (its keys under the CELERY_QUEUE_PREFIX "bench-dispatch.", deleted before and after):
 
 1. for each scenario (tenants, due): 100,000/1,000, 10,000/1,000, 100,000/100, 100,000/5,000, 100,000/10,000
@@ -54,21 +55,43 @@ MAX_DUE = max(due for _, due in SCENARIOS)
 MAX_TICK_SECONDS = 1.0  # one tick, 100,000 tenants, 1,000 due
 MAX_TENANT_GROWTH = 1.5  # tick(100k/1k) / tick(10k/1k): the tenant count must hardly matter
 # The record columns the raw tick and the overdue fill both insert with INSERT ... SELECT.
-INSERT_RECORDS = ("INSERT INTO backups_backuprecord (tenant_id, schema_name, file_name, storage_backend, storage_key, "
-                  "format, compression, encryption, sha256, plain_sha256, status, backup_type, slot, requested_by, "
-                  "created_at, error, task_id, stage, bytes_done, attempts, manifest) ")
+INSERT_RECORDS = ("INSERT INTO backups_backuprecord (tenant_id, tenant_uid, schema_name, file_name, storage_backend, "
+                  "storage_key, format, compression, encryption, sha256, plain_sha256, status, backup_type, slot, "
+                  "requested_by, created_at, error, task_id, stage, bytes_done, attempts, manifest) ")
 MAX_OVERDUE_SECONDS = 1.0  # one overdue check over 100,000 tenants with history (runs every 15 minutes)
 MAX_SMALL_TICK_SHARE = 0.5  # tick(100k/100) / tick(100k/1k): the due count must
 
 
 def bench_env() -> dict[str, str]:
     """The child's environment: the bench database and the bench Redis database."""
-    return child_env(database=BENCH_DB, redis_db=REDIS_DB, key_prefix=KEY_PREFIX)
+    # BACKUPS_DISPATCH_BATCH (default 5,000) would claim the 10,000-due scenario in two ticks: one tick claims all
+    return child_env(database=BENCH_DB, redis_db=REDIS_DB, key_prefix=KEY_PREFIX,
+                     BACKUPS_DISPATCH_BATCH=str(MAX_DUE))
 
 
 def run() -> None:
-    """Entry point for bench/run.py: create the database, run the measurements in a child process."""
-    run_in_child(__file__, database=BENCH_DB, env=bench_env())
+    """Entry point for bench/run.py: create the database, run the measurements in a child process.
+
+    By default on a PRIVATE cluster (bench_catalog.Cluster on var/bench-dispatch-cluster, kept between runs, a
+    free port, stopped at the end), so the shared server's other users neither disturb nor suffer the
+    measurement; BENCH_DISPATCH_PRIVATE=0 uses the server of DATABASE_URL instead."""
+    if os.environ.get("BENCH_DISPATCH_PRIVATE", "1") == "0":
+        run_in_child(__file__, database=BENCH_DB, env=bench_env())
+        return
+    from bench.bench_catalog import Cluster
+
+    cluster = Cluster(ROOT / "var" / "bench-dispatch-cluster", ROOT / "var" / "bench-dispatch-cluster.log")
+    cluster.start()
+    saved = os.environ.get("DATABASE_URL")
+    try:
+        os.environ["DATABASE_URL"] = cluster.url(BENCH_DB)
+        run_in_child(__file__, database=BENCH_DB, env=bench_env())
+    finally:
+        if saved is None:
+            os.environ.pop("DATABASE_URL", None)
+        else:
+            os.environ["DATABASE_URL"] = saved
+        cluster.stop()
 
 
 # --------------------------------------------------------------------------- child process
@@ -140,9 +163,10 @@ class Bench:
         self.admin.execute("TRUNCATE backups_backupevent, backups_backuprecord, tenants_domain, tenants_clinica "
                            "RESTART IDENTITY CASCADE")
         self.admin.execute(
-            "INSERT INTO tenants_clinica (schema_name, backup_schedule, backup_time, backup_timezone, "
+            "INSERT INTO tenants_clinica (tenant_uid, schema_name, backup_schedule, backup_time, backup_timezone, "
             "backup_keep_daily, backup_keep_weekly, backup_keep_monthly, nombre, created_at, next_backup_at) "
-            "SELECT CASE WHEN i %% %(step)s = 0 THEN 'bt_due_' || (i / %(step)s) ELSE 'bt_' || i END, "
+            "SELECT gen_random_uuid(), "
+            "CASE WHEN i %% %(step)s = 0 THEN 'bt_due_' || (i / %(step)s) ELSE 'bt_' || i END, "
             "'daily', time '02:00', 'Europe/Madrid', 7, 4, 12, 'Bench clinic ' || i, %(now)s, "
             "CASE WHEN i %% %(step)s = 0 THEN %(now)s - make_interval(secs => (i / %(step)s) %% 300 + 1) "
             "ELSE %(now)s + make_interval(mins => 1 + i %% 1440) END "
@@ -184,7 +208,7 @@ class Bench:
             return rows
 
         t_all = time.perf_counter()
-        due = timed("select", "SELECT id, schema_name, next_backup_at FROM tenants_clinica "
+        due = timed("select", "SELECT id, schema_name, next_backup_at, tenant_uid FROM tenants_clinica "
                     "WHERE next_backup_at <= %s AND backup_schedule <> 'disabled' AND schema_name <> 'public' "
                     "ORDER BY next_backup_at LIMIT %s FOR UPDATE OF tenants_clinica SKIP LOCKED", (now, batch))
         schemas = [row[1] for row in due]
@@ -193,15 +217,16 @@ class Bench:
             "WHERE c.relname = 'django_migrations' AND c.relkind = 'r' AND n.nspname = ANY(%s::name[])", (schemas,))}
         due = [row for row in due if row[1] in ready]
         ids, names, slots = [r[0] for r in due], [r[1] for r in due], [r[2] for r in due]
+        uids = [r[3] for r in due]
         records = timed(
             "insert records",
             INSERT_RECORDS +
-            "SELECT u.id, u.s, f.name, 'local', u.s || '/' || f.name, 'sql', 'zstd', '', '', '', 'queued', "
+            "SELECT u.id, u.uid, u.s, f.name, 'local', u.s || '/' || f.name, 'sql', 'zstd', '', '', '', 'queued', "
             "'automatic', u.slot, '{\"scheduler\": true}', now(), '', '', '', 0, 0, '{}' "
-            "FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[]) AS u(id, s, slot), "
+            "FROM unnest(%s::bigint[], %s::uuid[], %s::text[], %s::timestamptz[]) AS u(id, uid, s, slot), "
             "LATERAL (SELECT 'auto-sql-' || u.s || '-' || to_char(u.slot AT TIME ZONE 'UTC', 'YYYY-MM-DD-HH24MISS') "
             "|| '.sql.zst' AS name) f RETURNING id, tenant_id, schema_name, slot",
-            (ids, names, slots),
+            (ids, uids, names, slots),
         )
         timed("insert events",
               "INSERT INTO backups_backupevent (record_id, tenant_id, schema_name, action, actor, details, created_at) "
@@ -328,10 +353,16 @@ class Bench:
         pipe.execute()
         raw_pipe = time.perf_counter() - t0
         purge(self.redis)
-        expected_batches = -(-len(records) // size) if len(records) > size else 0
-        if queued != len(records) or batches != expected_batches:
-            raise RuntimeError(f"{batches} fan-out batches and {queued} chains were sent, expected "
-                               f"{expected_batches} and {len(records)}")
+        from backups.services.batch_backup import batch_sizes, batching_enabled
+
+        if batching_enabled():  # the tick sends run_backup_batch messages straight to the dump queue, no fan-out
+            expected_batches, expected_queued = 0, -(-len(records) // batch_sizes(len(records)))
+        else:
+            expected_batches = -(-len(records) // size) if len(records) > size else 0
+            expected_queued = len(records)
+        if queued != expected_queued or batches != expected_batches:
+            raise RuntimeError(f"{batches} fan-out batches and {queued} dump messages were sent, expected "
+                               f"{expected_batches} and {expected_queued}")
         return {"enqueue": tick_publish, "batches": batches, "fan_out": fan_out, "apply_async loop": loop,
                 "raw lpush": raw_each, "raw pipelined": raw_pipe, "message bytes": len(sample), "queued": queued}
 
@@ -353,7 +384,8 @@ class Bench:
         t0 = time.perf_counter()
         self.admin.execute(
             INSERT_RECORDS +
-            "SELECT t.id, t.schema_name, 'f' || t.id || '-' || k, 'local', t.schema_name || '/f' || k, 'sql', 'zstd', "
+            "SELECT t.id, t.tenant_uid, t.schema_name, 'f' || t.id || '-' || k, 'local', t.schema_name || '/f' || k, "
+            "'sql', 'zstd', "
             "'', '', '', CASE WHEN k = 0 AND t.id %% %(every)s = 1 THEN 'failed' ELSE 'succeeded' END, 'automatic', "
             "%(now)s - make_interval(days => k, hours => 6), '{}', %(now)s, "
             "CASE WHEN k = 0 AND t.id %% %(every)s = 1 THEN 'pg_dump: boom' ELSE '' END, '', '', 0, 1, '{}' "

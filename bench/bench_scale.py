@@ -3,14 +3,18 @@
 One run:
 
 1. starts a private PostgreSQL cluster (bench_catalog.Cluster: its own data directory var/bench-scale-cluster,
-   kept between runs, fsync off, max_locks_per_transaction 1024, a free port; stopped at the end) and uses
-   database scale_fleet on it, and the Redis of REDIS_URL, database BENCH_SCALE_REDIS_DB (default 12), keys
+   kept between runs, fsync off, max_locks_per_transaction 4096 (CLUSTER_SETTINGS, re-applied with a restart
+   of that private cluster when they change: the whole-database pg_dump of 10,000 demo tenants locks some
+   250,000 relations in one transaction, more than 1024 x 100 connections), a free port; stopped at the end) and uses
+   database scale_fleet_<N> on it for the fleet of N tenants (one database per size: pg_dump reads one
+   database's catalog), and the Redis of REDIS_URL, database BENCH_SCALE_REDIS_DB (default 12), keys
    under "bench-scale." only;
 2. builds the fleet once and grows it: one template tenant the normal way (ORM save -> migrate, then
    clinic.demo.fill_clinic(patients=PATIENTS)), clones made by replaying the template's `pg_dump -n`
    through psql with the schema name replaced, tenants_clinica rows inserted with SQL;
 3. at each size N (BENCH_SCALE_SIZES, default "1000,10000"):
-   (a) one whole-database `pg_dump | zstd -3 -T1` , divided by N;
+   (a) one whole-database `pg_dump | zstd -3 -T1`, divided by N, before and after (c) (the mean is the share:
+       on a shared machine the load drifts during a run);
    (b) a `pg_dump -n <s> | zstd` loop through `xargs -P CONCURRENCY` over a sample of LOOP_SAMPLE schemas
        (the whole loop at 10,000 tenants would take hours), per tenant;
    (c) the project: every fleet tenant made due, one real worker (-c CONCURRENCY,
@@ -22,12 +26,18 @@ One run:
    PASS/FAIL line per target of issue 13.
 
 Environment: REDIS_URL, BACKUPS_PG_BIN_DIR (initdb, pg_ctl, pg_dump...), BENCH_SCALE_SIZES, BENCH_SCALE_KEEP=0 to
-delete the cluster's data at the end.
+delete the cluster's data at the end, BENCH_SCALE_LOOP_SAMPLE schemas timed for (b) (default 40),
+BENCH_SCALE_DEBUG=1 to run Django with DEBUG on (off by default, as in
+production: DEBUG keeps every connection's last 9,000 queries in memory), BENCH_SCALE_BUILD_ONLY=1 to grow each
+size's fleet and stop (building 10,000 tenants takes long: do it once,
+ahead of the measurement).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -53,9 +63,11 @@ PATIENTS = 20
 TEMPLATE = "scale_00000"
 CONCURRENCY = 2
 BATCH_SIZE = 1600  # fits 1/2 of this cluster's lock table over 2 dump slots for 13-table tenants
-LOOP_SAMPLE = 40
+LOOP_SAMPLE = int(os.environ.get("BENCH_SCALE_LOOP_SAMPLE", "40"))  # each call costs seconds at 10,000
 CLONE_CHUNK = 250
 WORKER_NAME = "benchscale"
+CLUSTER_SETTINGS = {"max_locks_per_transaction": "4096"}
+BUILD_ONLY = os.environ.get("BENCH_SCALE_BUILD_ONLY", "") == "1"
 
 # Targets (issue 13).
 MAX_RATIO = 2.0  # fleet pass per tenant / whole-database dump's share
@@ -67,27 +79,48 @@ def schema(i: int) -> str:
     return f"scale_{i:05d}"
 
 
+def database(n: int) -> str:
+    """Each fleet size has its own database: pg_dump reads one database's catalog, so a fleet of 1,000 measured
+    in a database that also holds 10,000 tenants would not be a fleet of 1,000."""
+    return f"{BENCH_DB}_{n}"
+
+
 def run() -> None:
-    """Entry point for bench/run.py: private cluster, then the measurements in a child process."""
-    cluster = Cluster(DATA_DIR, LOG_FILE)
+    """Entry point for bench/run.py: private cluster, then each size's measurements in a child process."""
+    cluster = Cluster(DATA_DIR, LOG_FILE, settings=CLUSTER_SETTINGS)
     cluster.start()
+    results = {}
     try:
-        with cluster.connect() as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)).fetchone():
-                conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-        env = child_env(database=BENCH_DB, redis_db=REDIS_DB, key_prefix=KEY_PREFIX,
-                        BACKUPS_LOCAL_ROOT=str(STORE_DIR), BACKUPS_MAX_CONCURRENT_DUMPS=str(CONCURRENCY),
-                        BACKUPS_BATCH_SIZE=str(BATCH_SIZE), BACKUPS_DISPATCH_BATCH="1000000",
-                        BACKUPS_SPREAD_SECONDS="0", BACKUPS_SPOOL_DIR=str(OUT_DIR / "spool"),
-                        BACKUPS_PG_BIN_DIR=os.environ.get("BACKUPS_PG_BIN_DIR", str(cluster.bin)))
-        env["DATABASE_URL"] = cluster.url(BENCH_DB)
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child"], env=env, cwd=ROOT)
-        if proc.returncode != 0:
-            raise RuntimeError(f"bench_scale's child process failed with status {proc.returncode}")
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        for n in SIZES:
+            with cluster.connect() as conn:
+                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database(n),)).fetchone():
+                    conn.execute(f'CREATE DATABASE "{database(n)}"')
+            env = child_env(database=database(n), redis_db=REDIS_DB, key_prefix=KEY_PREFIX,
+                            BACKUPS_LOCAL_ROOT=str(STORE_DIR), BACKUPS_MAX_CONCURRENT_DUMPS=str(CONCURRENCY),
+                            BACKUPS_BATCH_SIZE=str(BATCH_SIZE), BACKUPS_DISPATCH_BATCH="1000000",
+                            BACKUPS_SPREAD_SECONDS="0", BACKUPS_SPOOL_DIR=str(OUT_DIR / "spool"),
+                            BACKUPS_PG_BIN_DIR=os.environ.get("BACKUPS_PG_BIN_DIR", str(cluster.bin)))
+            env["DATABASE_URL"] = cluster.url(database(n))
+            # production settings: with DEBUG on, Django keeps the last 9,000 queries of every connection (the
+            # batches' bulk statements are kilobytes each), which is no worker's memory in production
+            env.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+            env["DJANGO_DEBUG"] = os.environ.get("BENCH_SCALE_DEBUG", "0")
+            out = OUT_DIR / f"result-{n}.json"
+            out.unlink(missing_ok=True)
+            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(n), str(out)],
+                                  env=env, cwd=ROOT)
+            if proc.returncode != 0:
+                raise RuntimeError(f"bench_scale's child process for {n:,} tenants failed with status "
+                                   f"{proc.returncode}")
+            if out.exists():
+                results[n] = json.loads(out.read_text())
     finally:
         cluster.stop()
         if os.environ.get("BENCH_SCALE_KEEP", "1") == "0":
             shutil.rmtree(DATA_DIR, ignore_errors=True)
+    if results:
+        summary(results)
 
 
 # --------------------------------------------------------------------------- child process
@@ -270,7 +303,8 @@ class Fleet:
                 failed = BackupRecord.objects.filter(pk__in=ids, status=BackupRecord.Status.FAILED).count()
                 if failed:
                     raise RuntimeError(f"{failed} backups failed; see {log}")
-                if done == n:
+                # done: every record succeeded AND its tenant's last_backup_at moved (the chain's later links ran)
+                if done == n and not due.filter(last_backup_at__isnull=True).exists():
                     break
                 if done != last:
                     last, progress_at = done, time.monotonic()
@@ -290,37 +324,50 @@ class Fleet:
                 "stored": stored}
 
 
-def child() -> int:
-    print(f"bench_scale: private cluster {os.environ['DATABASE_URL']}, sizes {SIZES}, worker -c {CONCURRENCY}, "
+def child(n: int, out: Path) -> int:
+    """Grow this database's fleet to n tenants and measure (a), (b) and (c) at n; results as JSON in `out`."""
+    print(f"bench_scale: private cluster {os.environ['DATABASE_URL']}, {n:,} tenants, worker -c {CONCURRENCY}, "
           f"BACKUPS_MAX_CONCURRENT_DUMPS={CONCURRENCY}, BACKUPS_BATCH_SIZE={BATCH_SIZE}")
     print("load average at start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} CPUs")
     fleet = Fleet()
     budget = fleet.admin.execute("SELECT current_setting('max_locks_per_transaction')::int * "
                                  "(current_setting('max_connections')::int + "
                                  "current_setting('max_prepared_transactions')::int)").fetchone()[0]
-    results = {}
-    for n in SIZES:
-        fleet.grow(n)
-        relations = fleet.admin.execute("SELECT count(*) FROM pg_class").fetchone()[0]
-        print(f"\n--- {n:,} tenants ({relations:,} relations in pg_class) ---", flush=True)
-        whole = fleet.whole()
-        print(f"  (a) whole-database pg_dump | zstd: {whole:.1f} s -> {whole / n * 1000:.1f} ms per tenant", flush=True)
-        loop = fleet.loop(n)
-        print(f"  (b) pg_dump -n | zstd, xargs -P {CONCURRENCY}, {LOOP_SAMPLE} schemas sampled: "
-              f"{loop * 1000:.0f} ms per tenant (a whole pass: {loop * n / 60:.1f} min)", flush=True)
-        p = fleet.fleet_pass(n)
-        per = p["wall"] / n
-        rss = sum(p["rss"].values()) / 1024
-        largest = max(p["rss"].values()) / 1024
-        print(f"  (c) project, dispatcher tick + batched dumps through one worker -c {CONCURRENCY}: {p['wall']:.1f} s"
-              f" -> {per * 1000:.1f} ms per tenant; the tick itself {p['tick']:.2f} s", flush=True)
-        print(f"      ratio to (a): {per / (whole / n):.2f}x; (b) / (c): {loop / per:.1f}x")
-        print("      worker peak RSS (VmHWM): " + ", ".join(f"{pid}: {k / 1024:.0f} MiB" for pid, k in p["rss"].items())
-              + f" (largest process {largest:.0f} MiB, sum {rss:.0f} MiB); largest pg_dump/pg_restore child seen "
-              f"{p['child_rss'] / 1024:.0f} MiB")
-        print(f"      most locks held on the server: {p['locks']:,} of {budget:,} lock slots "
-              f"(max_locks_per_transaction x connections)")
-        results[n] = {"per": per, "share": whole / n, "loop": loop, "rss": largest, "locks": p["locks"]}
+    fleet.grow(n)
+    if BUILD_ONLY:
+        return 0
+    relations = fleet.admin.execute("SELECT count(*) FROM pg_class").fetchone()[0]
+    print(f"\n--- {n:,} tenants ({relations:,} relations in pg_class) ---", flush=True)
+    before = fleet.whole()
+    print(f"  (a) whole-database pg_dump | zstd: {before:.1f} s -> {before / n * 1000:.1f} ms per tenant (measured "
+          "again after (c); the share is the mean of both, this machine's load drifts)", flush=True)
+    loop = fleet.loop(n)
+    print(f"  (b) pg_dump -n | zstd, xargs -P {CONCURRENCY}, {LOOP_SAMPLE} schemas sampled: "
+          f"{loop * 1000:.0f} ms per tenant (a whole pass: {loop * n / 60:.1f} min)", flush=True)
+    p = fleet.fleet_pass(n)
+    after = fleet.whole()
+    whole = (before + after) / 2
+    print(f"  (a) again, after (c): {after:.1f} s -> {after / n * 1000:.1f} ms per tenant; "
+          f"mean {whole / n * 1000:.1f} ms", flush=True)
+    per = p["wall"] / n
+    rss = sum(p["rss"].values()) / 1024
+    largest = max(p["rss"].values()) / 1024
+    print(f"  (c) project, dispatcher tick + batched dumps through one worker -c {CONCURRENCY}: {p['wall']:.1f} s"
+          f" -> {per * 1000:.1f} ms per tenant; the tick itself {p['tick']:.2f} s", flush=True)
+    print(f"      ratio to (a): {per / (whole / n):.2f}x; (b) / (c): {loop / per:.1f}x")
+    print("      worker peak RSS (VmHWM): " + ", ".join(f"{pid}: {k / 1024:.0f} MiB" for pid, k in p["rss"].items())
+          + f" (largest process {largest:.0f} MiB, sum {rss:.0f} MiB); largest pg_dump/pg_restore child seen "
+          f"{p['child_rss'] / 1024:.0f} MiB")
+    print(f"      most locks held on the server: {p['locks']:,} of {budget:,} lock slots "
+          f"(max_locks_per_transaction x connections)")
+    print("load average at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    out.write_text(json.dumps({"per": per, "share": whole / n, "loop": loop, "rss": largest, "locks": p["locks"],
+                               "budget": budget, "tick": p["tick"], "wall": p["wall"], "whole": [before, after]}))
+    shutil.rmtree(STORE_DIR, ignore_errors=True)
+    return 0
+
+
+def summary(results: dict[int, dict]) -> None:
     print("\n=== summary ===")
     print(f"  {'tenants':>8} {'fleet/tenant':>13} {'whole share':>12} {'ratio':>6} {'loop/tenant':>12} {'peak RSS':>9}"
           f" {'locks':>7}")
@@ -337,15 +384,14 @@ def child() -> int:
                        f"(<= {MAX_GROWTH}x)", growth <= MAX_GROWTH))
     checks += [(f"{n:,} tenants: largest worker process peak RSS {r['rss']:.0f} MiB <= {MAX_RSS_MIB} MiB",
                 r["rss"] <= MAX_RSS_MIB) for n, r in results.items()]
-    checks += [(f"{n:,} tenants: most locks held {r['locks']:,} within the lock table {budget:,}",
-                r["locks"] <= budget) for n, r in results.items()]
+    checks += [(f"{n:,} tenants: most locks held {r['locks']:,} within the lock table {r['budget']:,}",
+                r["locks"] <= r["budget"]) for n, r in results.items()]
     for text, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}: {text}")
-    shutil.rmtree(STORE_DIR, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":
     if "--child" in sys.argv:
-        sys.exit(child())
+        at = sys.argv.index("--child")
+        sys.exit(child(int(sys.argv[at + 1]), Path(sys.argv[at + 2])))
     run()

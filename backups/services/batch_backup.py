@@ -17,17 +17,22 @@ fails, every member runs alone through backup_run, so each gets its own outcome 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.utils import timezone
+
 from backups import conf, pgtools
-from backups.batch_split import BatchArchive, MemberPart, SplitError
+from backups.batch_split import BatchArchive, MemberPart, SplitError, restrict_key
 from backups.compression import make_compressor
 from backups.dumpers import DumpInfo
 from backups.encryption import AgeEncryptor
@@ -38,12 +43,18 @@ from backups.sink import BackupSink
 from backups.storage import Storage, StorageTransientError, get_storage
 
 from .backup_run import FINISHED, _store_and_confirm, backup_run, describe_error
+from .batch_records import (
+    Success,
+    backup_records_finalize,
+    backup_records_mark_running,
+    backup_records_mark_succeeded,
+    retention_apply_many,
+)
 from .finalize import backup_record_finalize, retention_apply
 from .records import (
     backup_record_mark_failed,
     backup_record_mark_queued,
     backup_record_mark_running,
-    backup_record_mark_succeeded,
     backup_record_take_free_key,
 )
 
@@ -52,6 +63,11 @@ logger = logging.getLogger(__name__)
 BATCH_FORMATS = (BackupRecord.Format.SQL, BackupRecord.Format.DUMP)
 SPOOL_MARGIN = 64 << 20
 STDERR_TAIL = 16 * 1024
+# Succeeded members are recorded in groups (one UPDATE, one INSERT, one tenants UPDATE, one retention read) of at
+# most this many; a group is also recorded before the next member starts once its first success is this old. Until
+# then a member stays `running` with its object stored (nothing offers it; a dead worker's is run again).
+RECORD_GROUP = 50
+RECORD_GROUP_SECONDS = 2.0
 
 
 @dataclass
@@ -263,7 +279,7 @@ def _run_claimed_batch(members: list[BackupRecord], task_id: str, result: BatchR
             else:
                 present.append(record)
         for part in _parts(present, sizes, budget):
-            _dump_part(part, task_id, result, server_version, extensions)
+            _dump_part(part, task_id, result, server_version, extensions, sizes)
 
 
 def _parts(members: list[BackupRecord], sizes: dict[str, tuple[int, int]],
@@ -318,8 +334,9 @@ def _spooled_dump(schemas: list[str], estimate: int) -> Iterator[Path]:
     try:
         target = directory / "archive"
         bins = pgtools.binaries()
+        # --no-sync: the spool is scratch, removed after the split; fsyncing its thousands of files is pure cost
         cmd = [bins.pg_dump, "--format=directory", "--compress=0", "--no-owner", "--no-acl", "--strict-names",
-               f"--file={target}"]
+               "--no-sync", f"--file={target}"]
         cmd += [f"--schema={pgtools.quote_ident(s)}" for s in schemas]
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               env=pgtools.libpq_env())
@@ -332,25 +349,31 @@ def _spooled_dump(schemas: list[str], estimate: int) -> Iterator[Path]:
 
 
 def _dump_part(part: list[BackupRecord], task_id: str, result: BatchResult, server_version: str,
-               extensions: list[dict[str, str]]) -> None:
+               extensions: list[dict[str, str]], sizes: dict[str, tuple[int, int]]) -> None:
     """One pg_dump for the part, then each member's artifact; the whole part runs alone if the dump fails."""
     if len(part) == 1:
         _run_alone(part[0].pk, task_id, result)
         return
-    for record in part:
-        backup_record_mark_running(record=record, task_id=task_id)
+    backup_records_mark_running(records=part, task_id=task_id)
     schemas = [r.schema_name for r in part]
-    with pgtools.connect(autocommit=True) as conn:
-        estimate = sum(size for _, size in _schema_sizes(conn, schemas).values())
+    estimate = sum(sizes[s][1] for s in schemas)
+    done = _Recorder(result)
     try:
         with _spooled_dump(schemas, estimate) as directory:
             archive = BatchArchive(directory)
             pieces = archive.members(schemas)
             result.dumped += len(part)
             tool_version = pgtools.binaries().version
-            for record in part:
-                _member(record, archive, pieces[record.schema_name],
-                        DumpInfo(server_version, "pg_dump", tool_version, extensions=extensions), result)
+            sql = _SqlWriter(archive)
+            storages: dict[str, Storage] = {}
+            try:
+                for record in part:
+                    done.tick()
+                    _member(record, archive, pieces[record.schema_name],
+                            DumpInfo(server_version, "pg_dump", tool_version, extensions=extensions), result, done,
+                            sql, storages)
+            finally:
+                done.flush()
     except (BackupError, OSError) as exc:
         # the batch as a whole failed (a schema dropped meanwhile, a split it cannot do): each member alone
         logger.warning("batch dump of %d tenants failed, dumping them one by one: %s", len(part), describe_error(exc))
@@ -360,15 +383,58 @@ def _dump_part(part: list[BackupRecord], task_id: str, result: BatchResult, serv
                 _run_alone(record.pk, task_id, result)
 
 
+class _Recorder:
+    """Succeeded members, recorded a group at a time (see RECORD_GROUP): marked succeeded with their events, the
+    tenants' last_backup_at moved, retention applied to the automatic ones' tenants."""
+
+    def __init__(self, result: BatchResult) -> None:
+        self.result = result
+        self.pending: list[Success] = []
+        self.since = 0.0
+
+    def add(self, success: Success) -> None:
+        if not self.pending:
+            self.since = time.monotonic()
+        self.pending.append(success)
+        if len(self.pending) >= RECORD_GROUP:
+            self.flush()
+
+    def tick(self) -> None:
+        """Before a member starts: record the group if it has waited long enough."""
+        if self.pending and time.monotonic() - self.since >= RECORD_GROUP_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        group, self.pending = self.pending, []
+        if not group:
+            return
+        backup_records_mark_succeeded(successes=group)
+        self.result.succeeded += [s.record.pk for s in group]
+        records = [s.record for s in group]
+        backup_records_finalize(records=records)
+        tenants = [r.tenant_id for r in records if r.backup_type == BackupRecord.Type.AUTOMATIC and r.tenant_id]
+        if tenants:
+            try:
+                retention_apply_many(tenant_ids=tenants)
+            except Exception:  # noqa: BLE001 - retention runs again after the next backup; the backups stand
+                logger.exception("retention after a batch of %d backups failed", len(records))
+        for record in records:
+            # the manifest is in the database now; a batch of thousands must not keep every one in memory (Django
+            # reloads a field missing from the instance when it is read)
+            record.__dict__.pop("manifest", None)
+
+
 def _member(record: BackupRecord, archive: BatchArchive, piece: MemberPart, info: DumpInfo,
-            result: BatchResult) -> None:
+            result: BatchResult, done: _Recorder, sql: _SqlWriter, storages: dict[str, Storage]) -> None:
     """Store one member's artifact; its failure is its own."""
     try:
-        storage = get_storage(record.storage_backend)
+        storage = storages.get(record.storage_backend)
+        if storage is None:
+            storage = storages[record.storage_backend] = get_storage(record.storage_backend)
         backup_record_take_free_key(record=record, storage=storage)
         info.row_counts = archive.row_counts(piece)
         info.migrations = archive.migrations(piece)
-        sink_result = _write_member(record, storage, archive, piece)
+        sink_result = _write_member(record, storage, archive, piece, sql)
         manifest = _store_and_confirm(record, storage, info, sink_result)
     except (TransientBackupError, StorageTransientError) as exc:
         backup_record_mark_queued(record=record, error=describe_error(exc))
@@ -383,11 +449,57 @@ def _member(record: BackupRecord, archive: BatchArchive, piece: MemberPart, info
         backup_record_mark_failed(record=record, error=describe_error(exc))
         result.failed.append(record.pk)
         return
-    backup_record_mark_succeeded(record=record, size=sink_result.size, sha256=sink_result.sha256,
-                                 plain_size=sink_result.plain_size, plain_sha256=sink_result.plain_sha256,
-                                 manifest=manifest)
-    result.succeeded.append(record.pk)
-    _after_success(record)
+    done.add(Success(record, size=sink_result.size, sha256=sink_result.sha256, plain_size=sink_result.plain_size,
+                     plain_sha256=sink_result.plain_sha256, manifest=manifest, finished_at=timezone.now()))
+
+
+class _SqlWriter:
+    """A member's plain SQL for an `sql` backup: written from the archive by BatchArchive.write_sql (no process per
+    member) once pg_restore itself agreed, byte for byte, on a member of this batch with the same features (entry
+    kinds, tablespaces, access methods): that member's SQL is pg_restore's, with the key both used. A member with
+    features not yet checked is checked the same way; after a disagreement the rest of the batch goes through
+    pg_restore. Every member gets its own random restrict key."""
+
+    def __init__(self, archive: BatchArchive) -> None:
+        self.archive = archive
+        self.verified: set[str] = set()
+        self.trusted = _pg_restore_has_restrict_key(pgtools.binaries().pg_restore)
+
+    def write(self, piece: MemberPart, out: Callable[[bytes], None], read_size: int) -> None:
+        features = self.archive.sql_features(piece) if self.trusted else None
+        if features is None:
+            _restore_to_sql(self.archive, piece, out, read_size)
+            return
+        key = restrict_key()
+        if features <= self.verified:
+            chunker = _Chunker(out, read_size)
+            self.archive.write_sql(piece, chunker.write, restrict_key=key, read_size=read_size)
+            chunker.flush()
+            return
+        ours, theirs = hashlib.sha256(), hashlib.sha256()
+        self.archive.write_sql(piece, ours.update, restrict_key=key, read_size=read_size)
+
+        def tee(chunk: bytes) -> None:
+            theirs.update(chunk)
+            out(chunk)
+
+        _restore_to_sql(self.archive, piece, tee, read_size, key=key)
+        if ours.digest() == theirs.digest():
+            self.verified |= features
+        else:
+            self.trusted = False
+            logger.warning("the SQL written from the batch archive differs from pg_restore's for %s; the rest of "
+                           "this batch goes through pg_restore", piece.schema)
+
+
+@functools.cache
+def _pg_restore_has_restrict_key(pg_restore: str) -> bool:
+    """Whether this pg_restore writes \\restrict lines and takes --restrict-key (15.14 and later minors)."""
+    try:
+        out = subprocess.run([pg_restore, "--help"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--restrict-key" in out
 
 
 class _Chunker:
@@ -410,7 +522,8 @@ class _Chunker:
             self.buf.clear()
 
 
-def _write_member(record: BackupRecord, storage: Storage, archive: BatchArchive, piece: MemberPart):
+def _write_member(record: BackupRecord, storage: Storage, archive: BatchArchive, piece: MemberPart,
+                  sql: _SqlWriter):
     """Stream the member's artifact into its own object: the custom archive (dump) or pg_restore's SQL (sql)."""
     compressor = make_compressor(
         record.compression, zstd_level=conf.get("BACKUPS_ZSTD_LEVEL"), zstd_threads=conf.get("BACKUPS_ZSTD_THREADS"),
@@ -425,7 +538,7 @@ def _write_member(record: BackupRecord, storage: Storage, archive: BatchArchive,
             archive.write_custom(piece, chunker.write, read_size=read_size)
             chunker.flush()
         else:
-            _restore_to_sql(archive, piece, sink.write, read_size)
+            sql.write(piece, sink.write, read_size)
         sink_result = sink.finish()
         writer.commit()
     except BaseException:
@@ -434,11 +547,15 @@ def _write_member(record: BackupRecord, storage: Storage, archive: BatchArchive,
     return sink_result
 
 
-def _restore_to_sql(archive: BatchArchive, piece: MemberPart, out: Callable[[bytes], None], read_size: int) -> None:
-    """The member's archive through `pg_restore -f -`: the plain SQL `pg_dump -n` would have written."""
+def _restore_to_sql(archive: BatchArchive, piece: MemberPart, out: Callable[[bytes], None], read_size: int, *,
+                    key: str | None = None) -> None:
+    """The member's archive through `pg_restore -f -`: the plain SQL `pg_dump -n` would have written (with the
+    restrict key `key`, else pg_restore's own random one)."""
     bins = pgtools.binaries()
-    proc = subprocess.Popen([bins.pg_restore, "--no-owner", "--no-acl", "--file=-"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    cmd = [bins.pg_restore, "--no-owner", "--no-acl", "--file=-"]
+    if key is not None:
+        cmd.append(f"--restrict-key={key}")
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     feed_error: list[BaseException] = []
     err_tail = bytearray()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import time, timedelta
 from io import StringIO
 from pathlib import Path
@@ -16,15 +17,17 @@ from backups import batch_split
 from backups.checks import check_configuration
 from backups.errors import BackupConfigError
 from backups.locks import RECORD_NAMESPACE, TENANT_NAMESPACE, lock_key
-from backups.models import BackupRecord
+from backups.models import BackupEvent, BackupRecord
 from backups.naming import tenant_prefix
 from backups.pgtools import connect
+from backups.reading import open_backup
 from backups.services import batch_backup
 from backups.services.backup_run import backup_run
 from backups.services.batch_backup import batch_backup_run, batch_check
 from backups.services.dispatch import dispatch_due_backups
 from backups.services.records import backup_record_create
 from backups.services.restore import restore_replace, restore_verify
+from backups.storage import get_storage
 
 from .conftest import DEMO_SCHEMAS, wait_for_record
 from .helpers import schema_tables, table_fingerprints
@@ -210,3 +213,224 @@ def test_the_cron_path_batches_too(due_demo_tenants):
     assert f"{len(DEMO_SCHEMAS)} of {len(DEMO_SCHEMAS)} scheduled backups done." in text
     for schema in DEMO_SCHEMAS:
         assert f"{schema}: Uploaded {tenant_prefix(schema, _tenant(schema).tenant_uid)}auto-sql-{schema}-" in text
+
+
+# ----------------------------------------------------------------------------- sql written from the archive
+
+FEATURE_SCHEMA = "batch_sql_features"
+FEATURE_SQL = r'''
+DROP SCHEMA IF EXISTS SCHEMA_X CASCADE;
+CREATE SCHEMA SCHEMA_X;
+COMMENT ON SCHEMA SCHEMA_X IS 'a schema''s comment';
+SET search_path = SCHEMA_X;
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN short_text AS text CHECK (length(VALUE) < 200);
+CREATE TABLE "Odd Table" (
+    id serial PRIMARY KEY,
+    m mood NOT NULL DEFAULT 'ok',
+    note short_text,
+    "Weird ""Col" text CHECK ("Weird ""Col" <> 'x'),
+    created timestamptz DEFAULT now()
+);
+COMMENT ON TABLE "Odd Table" IS 'comment with ''quotes'' and
+a line break';
+COMMENT ON COLUMN "Odd Table".note IS 'the note';
+CREATE TABLE child (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, parent int REFERENCES "Odd Table"(id),
+                    payload jsonb, tags text[]);
+CREATE UNIQUE INDEX child_payload_idx ON child ((payload->>'k')) WHERE payload IS NOT NULL;
+CREATE TABLE empty_one (a int);
+CREATE SEQUENCE free_seq START 7;
+SELECT nextval('free_seq');
+CREATE VIEW odd_view AS SELECT id, m FROM "Odd Table" WHERE m <> 'sad';
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN NEW.note := coalesce(NEW.note, E'tab\there'); RETURN NEW; END $body$;
+CREATE TRIGGER odd_touch BEFORE INSERT ON "Odd Table" FOR EACH ROW EXECUTE FUNCTION touch();
+INSERT INTO "Odd Table" (m, note, "Weird ""Col") VALUES
+    ('happy', E'line\nbreak, tab\t, backslash \\ and ünïcödé', 'y'), ('sad', NULL, NULL), ('ok', '', 'z');
+INSERT INTO child (parent, payload, tags) VALUES (1, '{"k": "v", "n": [1, 2]}', ARRAY['a b', 'c"d']),
+    (2, NULL, '{}');
+'''.replace("SCHEMA_X", FEATURE_SCHEMA)
+
+
+@pytest.fixture
+def feature_schema():
+    with connection.cursor() as cur:
+        cur.execute(FEATURE_SQL)
+    yield FEATURE_SCHEMA
+    with connection.cursor() as cur:
+        cur.execute(f"DROP SCHEMA IF EXISTS {FEATURE_SCHEMA} CASCADE")
+
+
+def _batch_archive(tmp_path: Path, schemas: list[str]) -> batch_split.BatchArchive:
+    from backups import pgtools
+
+    target = tmp_path / "archive"
+    bins = pgtools.binaries()
+    subprocess.run([bins.pg_dump, "--format=directory", "--compress=0", "--no-owner", "--no-acl", "--strict-names",
+                    f"--file={target}", *[f"--schema={s}" for s in schemas]], check=True, env=pgtools.libpq_env())
+    return batch_split.BatchArchive(target)
+
+
+def _pg_restore_sql(archive: batch_split.BatchArchive, part, key: str) -> bytes:
+    from backups import pgtools
+
+    custom = bytearray()
+    archive.write_custom(part, custom.extend)
+    return subprocess.run([pgtools.binaries().pg_restore, "--no-owner", "--no-acl", f"--restrict-key={key}", "-f", "-"],
+                          input=bytes(custom), capture_output=True, check=True).stdout
+
+
+def test_sql_written_from_the_archive_is_pg_restores_byte_for_byte(tmp_path, feature_schema):
+    schemas = [*DEMO_SCHEMAS, feature_schema]
+    archive = _batch_archive(tmp_path, schemas)
+    parts = archive.members(schemas)
+    kinds = set()
+    for schema in schemas:
+        features = archive.sql_features(parts[schema])
+        assert features is not None, schema
+        kinds |= features
+        key = batch_split.restrict_key()
+        ours = bytearray()
+        archive.write_sql(parts[schema], ours.extend, restrict_key=key, read_size=4096)
+        assert bytes(ours) == _pg_restore_sql(archive, parts[schema], key), schema
+    # the feature schema exercised the kinds a tenant schema may hold beyond Django's tables
+    assert {"TYPE", "DOMAIN", "VIEW", "FUNCTION", "TRIGGER", "COMMENT", "DEFAULT",
+            "SEQUENCE OWNED BY", "INDEX", "FK CONSTRAINT", "SEQUENCE SET", "TABLE DATA"} <= kinds
+
+
+def test_restrict_keys_are_random_and_each_members_own():
+    keys = {batch_split.restrict_key() for _ in range(50)}
+    assert len(keys) == 50 and all(len(k) == 63 and k.isalnum() and k.isascii() for k in keys)
+
+
+def test_a_schema_with_a_materialized_view_goes_through_pg_restore(tmp_path, feature_schema):
+    with connection.cursor() as cur:
+        cur.execute(f'CREATE MATERIALIZED VIEW {feature_schema}.mv AS SELECT count(*) AS n '
+                    f'FROM {feature_schema}."Odd Table"')
+    archive = _batch_archive(tmp_path, [feature_schema])
+    assert archive.sql_features(archive.members([feature_schema])[feature_schema]) is None
+
+
+def _stored_sql(record: BackupRecord) -> bytes:
+    with open_backup(get_storage(record.storage_backend), record) as backup:
+        return backup.plain().read()
+
+
+def test_batch_sql_backups_are_checked_against_pg_restore_and_each_has_its_own_key(spool, monkeypatch,
+                                                                                   feature_schema):
+    calls = []
+    real = batch_backup._restore_to_sql
+
+    def counting(*args, **kwargs):
+        calls.append(args[1].schema)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch_backup, "_restore_to_sql", counting)
+    Tenant = get_tenant_model()
+    records = [*_records("sql"), backup_record_create(schema_name=feature_schema, fmt="sql")]
+    result = batch_backup_run(record_ids=[r.pk for r in records])
+    assert sorted(result.succeeded) == sorted(r.pk for r in records) and result.dumped == len(records)
+    # pg_restore ran for the first demo tenant and for the schema with new kinds of entries, not for the others
+    assert calls == [DEMO_SCHEMAS[0], feature_schema]
+    keys = set()
+    for record in records:
+        record.refresh_from_db()
+        sql = _stored_sql(record)
+        first = next(line for line in sql.splitlines() if line.startswith(b"\\restrict "))
+        key = first.removeprefix(b"\\restrict ")
+        assert sql.endswith(b"\\unrestrict " + key + b"\n\n")
+        keys.add(key)
+        if record.schema_name in DEMO_SCHEMAS:
+            assert Tenant.objects.get(schema_name=record.schema_name).last_backup_at == record.finished_at
+    assert len(keys) == len(records)
+
+
+def test_when_the_archives_sql_disagrees_with_pg_restore_the_batch_uses_pg_restore(spool, monkeypatch, caplog):
+    real_write = batch_split.BatchArchive.write_sql
+
+    def wrong(self, part, write, **kwargs):
+        real_write(self, part, write, **kwargs)
+        write(b"-- not what pg_restore writes\n")
+
+    monkeypatch.setattr(batch_split.BatchArchive, "write_sql", wrong)
+    calls = []
+    real = batch_backup._restore_to_sql
+    monkeypatch.setattr(batch_backup, "_restore_to_sql", lambda *a, **k: calls.append(a[1].schema) or real(*a, **k))
+    records = _records("sql")
+    result = batch_backup_run(record_ids=[r.pk for r in records])
+    assert sorted(result.succeeded) == sorted(r.pk for r in records)
+    assert calls == list(DEMO_SCHEMAS)  # the first one checked and disagreed: every member through pg_restore
+    assert "differs from pg_restore's" in caplog.text
+    for record in records:
+        record.refresh_from_db()
+        assert b"not what pg_restore writes" not in _stored_sql(record)
+        assert restore_verify(schema=record.schema_name, record=record).ok
+
+
+# ----------------------------------------------------------------------------- records, in groups
+
+
+def _state(record: BackupRecord) -> dict:
+    record.refresh_from_db()
+    manifest = {k: v for k, v in record.manifest.items()
+                if k not in ("record_id", "created_at", "file_name", "storage_key", "sha256", "size", "signature",
+                             "plain_sha256", "plain_size", "finished_at", "started_at")}
+    return {"status": record.status, "stage": record.stage, "error": record.error, "attempts": record.attempts,
+            "bytes_done_is_plain_size": record.bytes_done == record.plain_size, "has_started": bool(record.started_at),
+            "has_finished": bool(record.finished_at), "size": bool(record.size), "sha256": len(record.sha256),
+            "events": sorted(e.action for e in record.events.all()),
+            "event_tenant": {e.tenant_id for e in record.events.all()}, "manifest_keys": sorted(record.manifest),
+            "manifest": manifest}
+
+
+def test_batch_records_end_like_single_ones(spool):
+    single = [backup_run(record_id=r.pk) for r in _records("dump")]
+    batch = _records("dump")
+    batch_backup_run(record_ids=[r.pk for r in batch])
+    for alone, made in zip(single, batch, strict=True):
+        assert _state(made) == _state(alone)
+        assert made.manifest["record_id"] == made.pk
+
+
+def test_batch_retention_deletes_what_retention_apply_deletes(spool, monkeypatch, settings):
+    import backups.services.finalize as finalize
+
+    settings.BACKUPS_MANUAL_RETENTION_DAYS = 30
+    tenant = _tenant(DEMO_SCHEMAS[0])
+    old = []
+    for days in (40, 41, 42):
+        record = backup_run(record_id=backup_record_create(
+            schema_name=tenant.schema_name, tenant=tenant, fmt="dump", backup_type=BackupRecord.Type.MANUAL).pk)
+        BackupRecord.objects.filter(pk=record.pk).update(created_at=timezone.now() - timedelta(days=days))
+        old.append(record.pk)
+    names = list(BackupRecord.objects.filter(pk__in=old).values_list("file_name", flat=True))
+    keys = list(BackupRecord.objects.filter(pk__in=old).values_list("storage_key", flat=True))
+    with monkeypatch.context() as m:  # what the single path would delete, without deleting
+        m.setattr(finalize, "backup_record_delete", lambda **kw: None)
+        assert sorted(finalize.retention_apply(tenant_id=tenant.pk)) == sorted(old)
+    records = _records("dump", DEMO_SCHEMAS[:2], backup_type=BackupRecord.Type.AUTOMATIC)
+    result = batch_backup_run(record_ids=[r.pk for r in records])
+    assert sorted(result.succeeded) == sorted(r.pk for r in records)
+    assert not BackupRecord.objects.filter(pk__in=old).exists()
+    assert all(BackupRecord.objects.get(pk=r.pk).status == BackupRecord.Status.SUCCEEDED for r in records)
+    assert BackupEvent.objects.filter(action=BackupEvent.Action.RETENTION, details__file_name__in=names,
+                                      actor={"retention": True}).count() == 3
+    assert not any(get_storage().stat(key) for key in keys)
+
+
+def test_succeeded_members_are_recorded_in_groups(spool, monkeypatch):
+    from backups.services import batch_records
+
+    monkeypatch.setattr(batch_backup, "RECORD_GROUP", 2)
+    groups = []
+    real = batch_records.backup_records_mark_succeeded
+
+    def spy(*, successes):
+        groups.append(len(successes))
+        return real(successes=successes)
+
+    monkeypatch.setattr(batch_backup, "backup_records_mark_succeeded", spy)
+    records = _records("dump")
+    result = batch_backup_run(record_ids=[r.pk for r in records])
+    assert sorted(result.succeeded) == sorted(r.pk for r in records)
+    assert groups == [2, 1]
