@@ -122,7 +122,7 @@ def _api_settings(settings):
 
 # --- the real worker and the S3 server -----------------------------------------------------------------------
 
-@pytest.fixture
+@pytest.fixture(scope="package")
 def api_worker(celery_worker, s3_server):  # noqa: F811
     """The session's one real worker (it knows the S3 server too, so the suite runs in any order)."""
     reset_bucket(s3_server)
