@@ -50,6 +50,13 @@ def progress_events(task, record_id: int | None = None):
     return send
 
 
+# What every task that dumps or restores shares: acknowledged when done, back on the queue if its worker dies,
+# and the dump time limits (soft < hard < the broker's visibility timeout).
+LONG_RUNNING = {"acks_late": True, "reject_on_worker_lost": True,
+                "soft_time_limit": conf.get("BACKUPS_DUMP_SOFT_TIME_LIMIT"),
+                "time_limit": conf.get("BACKUPS_DUMP_TIME_LIMIT")}
+
+
 @worker_init.connect
 def check_configuration_on_start(**kwargs) -> None:
     """Stop the worker at once when a backup setting is wrong (bucket, credentials, age recipients)."""
@@ -63,10 +70,7 @@ def check_configuration_on_start(**kwargs) -> None:
 @shared_task(
     bind=True,
     name="tasks.backups.run_backup",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=conf.get("BACKUPS_DUMP_SOFT_TIME_LIMIT"),
-    time_limit=conf.get("BACKUPS_DUMP_TIME_LIMIT"),
+    **LONG_RUNNING,
     max_retries=conf.get("BACKUPS_TASK_MAX_RETRIES"),
     default_retry_delay=conf.get("BACKUPS_TASK_RETRY_DELAY"),
     ignore_result=True,
@@ -91,10 +95,7 @@ def run_backup(self, record_id: int, **kwargs) -> str:
 @shared_task(
     bind=True,
     name="tasks.backups.run_backup_batch",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=conf.get("BACKUPS_DUMP_SOFT_TIME_LIMIT"),
-    time_limit=conf.get("BACKUPS_DUMP_TIME_LIMIT"),
+    **LONG_RUNNING,
     ignore_result=True,
 )
 def run_backup_batch(self, record_ids: list[int] | None = None, **kwargs) -> dict:
@@ -180,10 +181,7 @@ def schedule_verify_drills(**kwargs) -> int:
 @shared_task(
     bind=True,
     name="tasks.backups.restore_backup",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=conf.get("BACKUPS_DUMP_SOFT_TIME_LIMIT"),
-    time_limit=conf.get("BACKUPS_DUMP_TIME_LIMIT"),
+    **LONG_RUNNING,
     ignore_result=True,
 )
 def restore_backup(self, job_id: int, **kwargs) -> str:
