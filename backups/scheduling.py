@@ -31,11 +31,12 @@ runs exactly once:
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import functools
 import hashlib
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "WEEKLY",
     "ScheduleSpec",
     "next_run_after",
+    "next_runs_after",
     "slot_offset_seconds",
     "validate_schedule",
 ]
@@ -88,6 +90,9 @@ _NON_TENANT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 # instant it describes, so slots more than two local days apart are in order.
 _SCAN_MARGIN = datetime.timedelta(days=2)
 _ONE_DAY = datetime.timedelta(days=1)
+# Past the latest instant asked about, the slots resolved by next_runs_after: a month (monthly's longest wait) and
+# the scan margin.
+_HORIZON = datetime.timedelta(days=31) + _SCAN_MARGIN
 
 _MESSAGES: dict[str, str] = {
     "unknown_schedule": (
@@ -144,6 +149,43 @@ def next_run_after(spec: ScheduleSpec, after: datetime.datetime) -> datetime.dat
     if errors:
         raise ValueError(" ".join(errors.values()))
     return _next_recurring(spec, after)
+
+
+def next_runs_after(spec: ScheduleSpec, afters: Sequence[datetime.datetime]) -> list[datetime.datetime | None]:
+    """:func:`next_run_after` for many instants of one schedule: the same answers, at a bisect each.
+
+    The dispatcher asks this for thousands of tenants sharing a schedule whose instants differ only by
+    their spread offsets. The schedule's slots from two local days before the earliest instant to a
+    month past the latest are resolved once (each a UTC instant, as the scan resolves it); each answer is
+    the first of them strictly after its instant, which is the scan's answer: a slot of an earlier day
+    lies before the instant, and no schedule waits more than a month between slots. Raises like
+    :func:`next_run_after`.
+    """
+    if not afters:
+        return []
+    for after in afters:
+        _require_aware(after, "after")
+    if spec.schedule in (DISABLED, SCHEDULED) or len(afters) < 2:
+        return [next_run_after(spec, after) for after in afters]
+    if spec.schedule not in _RECURRING:
+        raise ValueError(_MESSAGES["unknown_schedule"])
+    errors = _recurring_errors(spec)
+    if errors:
+        raise ValueError(" ".join(errors.values()))
+    zone = _zone(spec.timezone)
+    times, runs_on = _slot_times(spec), _date_filter(spec)
+    day, last = min(afters).astimezone(zone).date() - _SCAN_MARGIN, max(afters).astimezone(zone).date() + _HORIZON
+    instants: set[datetime.datetime] = set()
+    while day <= last:
+        if runs_on(day):
+            instants.update(_resolve(day, slot, zone) for slot in times)
+        day += _ONE_DAY
+    ordered = sorted(instants)
+    answers: list[datetime.datetime | None] = []
+    for after in afters:
+        i = bisect.bisect_right(ordered, after)
+        answers.append(ordered[i] if i < len(ordered) else next_run_after(spec, after))
+    return answers
 
 
 def validate_schedule(spec: ScheduleSpec, *, now: datetime.datetime) -> dict[str, str]:

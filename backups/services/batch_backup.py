@@ -40,7 +40,7 @@ from backups.errors import BackupConfigError, BackupError, DumpFailed, SchemaNot
 from backups.locks import RECORD_NAMESPACE, TENANT_NAMESPACE, dump_slot, hold_many, lock_key
 from backups.models import BackupRecord
 from backups.sink import BackupSink
-from backups.storage import Storage, StorageTransientError, get_storage
+from backups.storage import Storage, StorageError, get_storage
 
 from .backup_run import FINISHED, _store_and_confirm, backup_run, describe_error
 from .batch_records import (
@@ -50,6 +50,7 @@ from .batch_records import (
     backup_records_mark_succeeded,
     retention_apply_many,
 )
+from .faults import is_transient, write_through_fresh_connection
 from .finalize import backup_record_finalize, retention_apply
 from .records import (
     backup_record_mark_failed,
@@ -436,17 +437,15 @@ def _member(record: BackupRecord, archive: BatchArchive, piece: MemberPart, info
         info.migrations = archive.migrations(piece)
         sink_result = _write_member(record, storage, archive, piece, sql)
         manifest = _store_and_confirm(record, storage, info, sink_result)
-    except (TransientBackupError, StorageTransientError) as exc:
-        backup_record_mark_queued(record=record, error=describe_error(exc))
-        result.retry.append(record.pk)
-        return
-    except (BackupError, OSError, SplitError) as exc:
-        backup_record_mark_failed(record=record, error=describe_error(exc))
-        result.failed.append(record.pk)
-        return
-    except Exception as exc:  # noqa: BLE001 - one member's bug must not take its neighbours down
-        logger.exception("batch member %s failed", record.pk)
-        backup_record_mark_failed(record=record, error=describe_error(exc))
+    except Exception as exc:  # noqa: BLE001 - one member's failure (or bug) is its own, never its neighbours'
+        error = describe_error(exc)
+        if is_transient(exc, record):  # the same rule as a single backup: a full or read-only volume, a 5xx, ...
+            write_through_fresh_connection(lambda: backup_record_mark_queued(record=record, error=error))
+            result.retry.append(record.pk)
+            return
+        if not isinstance(exc, (BackupError, StorageError, OSError, SplitError)):
+            logger.exception("batch member %s failed", record.pk)
+        write_through_fresh_connection(lambda: backup_record_mark_failed(record=record, error=error))
         result.failed.append(record.pk)
         return
     done.add(Success(record, size=sink_result.size, sha256=sink_result.sha256, plain_size=sink_result.plain_size,

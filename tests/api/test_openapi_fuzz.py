@@ -117,7 +117,7 @@ def restore_afterwards(django_db_setup, django_db_blocker, fuzz_run) -> Iterator
         last_record = BackupRecord.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
         last_job = RestoreJob.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
         yield
-        wait_until_idle()
+        wait_until_idle(after_record=last_record, after_job=last_job)
         tenant = Tenant.objects.get(pk=tenant.pk)
         for name, value in schedule.items():
             setattr(tenant, name, value)

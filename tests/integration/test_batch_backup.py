@@ -139,6 +139,7 @@ def test_members_finished_or_held_elsewhere_are_skipped_and_busy_tenants_retried
     assert BackupRecord.objects.get(pk=held.pk).status == BackupRecord.Status.QUEUED
     assert BackupRecord.objects.get(pk=busy.pk).status == BackupRecord.Status.QUEUED
     assert backup_run(record_id=busy.pk).status == BackupRecord.Status.SUCCEEDED
+    assert backup_run(record_id=held.pk).status == BackupRecord.Status.SUCCEEDED  # nothing left queued behind
 
 
 def test_batches_are_cut_to_fit_the_servers_lock_table(spool, settings):

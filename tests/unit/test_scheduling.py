@@ -25,6 +25,7 @@ from backups.scheduling import (
     WEEKLY,
     ScheduleSpec,
     next_run_after,
+    next_runs_after,
     slot_offset_seconds,
     validate_schedule,
 )
@@ -507,3 +508,30 @@ def test_property_one_run_per_local_period(s: ScheduleSpec, after: dt.datetime) 
 
 def _month_index(day: dt.date) -> int:
     return day.year * 12 + day.month
+
+
+@settings(max_examples=150, deadline=None)
+@given(s=recurring_specs, after=afters, offsets=st.lists(st.integers(min_value=0, max_value=7 * 86_400), min_size=1,
+                                                         max_size=40))
+def test_property_many_instants_answer_as_one_each(s: ScheduleSpec, after: dt.datetime, offsets: list[int]) -> None:
+    """The dispatcher's batch form gives every tenant (one schedule, its own spread offset) the scan's answer."""
+    instants = [after - dt.timedelta(seconds=o) for o in offsets]
+    assert next_runs_after(s, instants) == [next_run_after(s, i) for i in instants]
+
+
+@pytest.mark.parametrize("tz", [MAD, NUUK, SCL, SYD, "Pacific/Apia"])
+@pytest.mark.parametrize("schedule", RECURRING)
+def test_many_instants_across_transitions(tz: str, schedule: str) -> None:
+    """Every 7 minutes over the days around each year's transitions: the batch answers equal the scan's."""
+    s = spec(schedule, "02:30", tz=tz, weekday=6, day=25)
+    starts = [dt.datetime(2011, 12, 28, tzinfo=UTC), dt.datetime(2026, 3, 27, tzinfo=UTC),
+              dt.datetime(2026, 10, 23, tzinfo=UTC), dt.datetime(2026, 4, 3, tzinfo=UTC)]
+    instants = [start + dt.timedelta(minutes=7 * k) for start in starts for k in range(4 * 24 * 60 // 7)]
+    assert next_runs_after(s, instants) == [next_run_after(s, i) for i in instants]
+
+
+def test_many_instants_refuse_like_one() -> None:
+    with pytest.raises(ValueError, match="weekday"):
+        next_runs_after(spec(WEEKLY, "02:00"), [NOW, NOW + dt.timedelta(hours=1)])
+    assert next_runs_after(spec(DISABLED), [NOW, NOW]) == [None, None]
+    assert next_runs_after(spec(DAILY), []) == []
