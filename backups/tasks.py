@@ -135,7 +135,7 @@ def apply_retention(tenant_id: int, **kwargs) -> int:
 def dispatch_due_backups(**kwargs) -> int:
     """Beat's tick: claim due tenants and fan out one chain each."""
     with schema_context(get_public_schema_name()):
-        return len(dispatch_service(now=None).records)
+        return len(dispatch_service(now=None).created)
 
 
 @shared_task(name="tasks.backups.fan_out_backups", acks_late=True, ignore_result=True)

@@ -261,6 +261,8 @@ class Bench:
         def classify(sql: str) -> str:
             if "FOR UPDATE" in sql:
                 return "select"
+            if sql.startswith("WITH u AS"):
+                return "insert+advance"
             if "django_migrations" in sql:
                 return "readiness"
             if sql.startswith('SELECT "backups_backuprecord"'):
@@ -307,8 +309,8 @@ class Bench:
                 tracemalloc.stop()
         times["python"] = times["total"] - sum(v for k, v in times.items() if k not in ("total", "py_peak_mib"))
         times["cpu"] = cpu
-        if len(result.records) != expected or result.skipped_unmigrated:
-            raise RuntimeError(f"the tick created {len(result.records)} records (expected {expected}), "
+        if len(result.created) != expected or result.skipped_unmigrated:
+            raise RuntimeError(f"the tick created {len(result.created)} records (expected {expected}), "
                                f"skipped {len(result.skipped_unmigrated)} as unmigrated")
         return times, result.records
 

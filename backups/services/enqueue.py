@@ -52,6 +52,14 @@ def backups_enqueue(records: Iterable[BackupRecord]) -> None:
     if not records:
         return
     BackupRecord.objects.filter(pk__in=[r.pk for r in records]).update(enqueued_at=timezone.now())
+    backups_publish_on_commit(records)
+
+
+def backups_publish_on_commit(records: list) -> None:
+    """Send the work of records already marked enqueued once the transaction commits (records, or anything
+    with their pk, backup_type, tenant_id, schema_name and file_name: the dispatcher passes what it inserted)."""
+    if not records:
+        return
     if batching_enabled() and len(records) > 1:
         transaction.on_commit(lambda: publish_batches(records))
         return

@@ -1,7 +1,7 @@
 """The dispatcher: each (tenant, slot) once, missed slots collapse, one-shots disable, unmigrated tenants wait."""
 
 import threading
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -228,3 +228,44 @@ def test_a_tenant_with_a_broken_schedule_does_not_stop_the_tick(fake_tenants):
     good.refresh_from_db()
     assert bad.next_backup_at == now - timedelta(minutes=1)  # still due: the overdue check will name it
     assert good.next_backup_at > now
+
+
+def test_a_slot_already_recorded_is_only_advanced(fake_tenants):
+    now = timezone.now()
+    recorded, fresh = fake_tenants("taken_", 2, due_at=now - timedelta(minutes=1))
+    first = dispatch_due_backups(now=now, enqueue=False)
+    (mine,) = [r for r in first.records if r.tenant_id == recorded.pk]
+    # the slot is due again (put back by hand) though it has its record: no second record, the tenant moves on
+    get_tenant_model().objects.filter(pk__in=[recorded.pk, fresh.pk]).update(next_backup_at=mine.slot)
+    BackupRecord.objects.filter(tenant=fresh).delete()
+    again = dispatch_due_backups(now=now, enqueue=False)
+    assert [r.tenant_id for r in again.records if r.tenant_id in (recorded.pk, fresh.pk)] == [fresh.pk]
+    assert BackupRecord.objects.filter(tenant=recorded).count() == 1
+    recorded.refresh_from_db()
+    assert recorded.next_backup_at > now
+
+
+def test_tick_records_are_the_models_own_and_audited(fake_tenants):
+    """Records inserted set-based carry the model's defaults, an audit event each, and enqueued_at when sent."""
+    from backups.models import BackupEvent
+
+    now = timezone.now()
+    tenants = fake_tenants("setbased_", 3, due_at=now - timedelta(minutes=1))
+    with pytest.MonkeyPatch.context() as mp:
+        sent: list = []
+        mp.setattr("backups.services.enqueue.publish_chains", lambda chains: sent.extend(chains))
+        mp.setattr("backups.services.enqueue.publish_batches", lambda records: sent.extend(records))
+        result = dispatch_due_backups(now=now)
+    mine = [r for r in result.records if r.tenant_id in {t.pk for t in tenants}]
+    assert len(mine) == 3 and sent
+    reference = BackupRecord(backup_type="automatic")
+    for record in mine:
+        assert record.enqueued_at == now and record.created_at == now
+        assert record.requested_by == {"scheduler": True} and record.manifest == {} and record.attempts == 0
+        assert (record.status, record.error, record.sha256, record.stage, record.bytes_done) == (
+            reference.status, reference.error, reference.sha256, reference.stage, reference.bytes_done)
+        (event,) = BackupEvent.objects.filter(record=record)
+        assert (event.action, event.actor, event.tenant_uid, event.schema_name) == (
+            "create", {"scheduler": True}, record.tenant_uid, record.schema_name)
+        assert datetime.fromisoformat(event.details["slot"]) == record.slot
+    assert {n.pk for n in result.created} >= {r.pk for r in mine}

@@ -18,11 +18,11 @@ class Command(BaseCommand):
         self.stdout.write("Checking for scheduled backups...")
         get_storage().check()
         dispatch = dispatch_due_backups(enqueue=False)
-        ids = [record.pk for record in dispatch.records]
+        ids = [new.pk for new in dispatch.created]
         if batching_enabled() and len(ids) > 1:
             self._batched(ids)
         else:
-            for record in dispatch.records:
+            for record in dispatch.created:
                 self._alone(record.pk, record.schema_name)
         records = BackupRecord.objects.filter(pk__in=ids)
         for record in records.order_by("schema_name"):
