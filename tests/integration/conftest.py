@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from django.db import connection
 
 from backups.models import BackupRecord
 
@@ -15,9 +16,20 @@ DEMO_SCHEMAS = ("clinica_demo", "clinica_sonrisa", "clinica_norte")
 
 @pytest.fixture(autouse=True)
 def live_db(django_db_setup, django_db_blocker) -> Iterator[None]:
-    """Database access without a wrapping transaction: subprocesses only see committed rows."""
+    """Database access without a wrapping transaction: subprocesses only see committed rows.
+
+    Committed rows outlive the test, so what a test leaves behind on purpose must not reach the next one (the
+    suite runs in any order): the connection goes back to the public schema, and a record the test left
+    queued without ever sending it (held by a lock the test took, say) is closed, since no worker will take it
+    and it would block the tenant's next manual backup."""
     with django_db_blocker.unblock():
-        yield
+        last = BackupRecord.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+        try:
+            yield
+        finally:
+            connection.set_schema_to_public()
+            BackupRecord.objects.filter(pk__gt=last, status=BackupRecord.Status.QUEUED, enqueued_at=None).update(
+                status=BackupRecord.Status.FAILED, error="Left queued by a test.")
 
 
 def wait_for_job(job_id: int, *, timeout: float = 180.0):
