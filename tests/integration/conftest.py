@@ -3,11 +3,13 @@ session for every package), and waiting on records and jobs."""
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Iterator
 
 import pytest
 from django.db import connection
+from django_tenants.utils import get_tenant_model
 
 from backups.models import BackupRecord
 
@@ -54,3 +56,53 @@ def wait_for_record(record_id: int, *, timeout: float = 60.0) -> BackupRecord:
             return record
         time.sleep(0.1)
     raise AssertionError(f"record {record_id} still {record.status} after {timeout} s")
+
+
+def _make_tenants(prefix: str, n: int, *, due_at, migrated: bool = True) -> list:
+    """Tenant rows with a bare schema (cheap stand-ins for the dispatcher; they are never dumped)."""
+    Tenant = get_tenant_model()
+    tenants = Tenant.objects.bulk_create(
+        Tenant(schema_name=f"{prefix}{i}", nombre=f"Fake {i}", backup_schedule="daily", backup_time=datetime.time(3, 0),
+               backup_timezone="UTC", next_backup_at=due_at)
+        for i in range(n)
+    )
+    with connection.cursor() as cur:
+        for t in tenants:
+            cur.execute(f"CREATE SCHEMA {t.schema_name}")
+            if migrated:
+                cur.execute(f"CREATE TABLE {t.schema_name}.django_migrations (id int)")
+    return tenants
+
+
+@pytest.fixture
+def fake_tenants():
+    made: list = []
+
+    def make(prefix: str, n: int, **kwargs) -> list:
+        tenants = _make_tenants(prefix, n, **kwargs)
+        made.extend(tenants)
+        return tenants
+
+    yield make
+    Tenant = get_tenant_model()
+    BackupRecord.objects.filter(tenant__in=made).delete()
+    with connection.cursor() as cur:
+        for t in made:
+            cur.execute(f"DROP SCHEMA IF EXISTS {t.schema_name} CASCADE")
+    Tenant.objects.filter(pk__in=[t.pk for t in made]).delete()
+
+
+@pytest.fixture
+def ops_client():
+    """A Django test client logged into the admin on the public domain as a superuser."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django_tenants.utils import schema_context
+
+    with schema_context("public"):
+        User = get_user_model()
+        user = User.objects.filter(username="ops-admin-test").first() or User.objects.create_superuser(
+            username="ops-admin-test", email="ops@example.com", password="x")
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(user)
+    return client  # the user stays: deleting it cascades into token tables that live only in tenant schemas

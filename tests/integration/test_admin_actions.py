@@ -1,26 +1,10 @@
 """Operators' bulk actions on tenants in the Django admin (public domain)."""
 
-import pytest
-from django.contrib.auth import get_user_model
-from django.test import Client
 from django.utils import timezone
-from django_tenants.utils import get_tenant_model, schema_context
+from django_tenants.utils import get_tenant_model
 
 from backups.models import BackupRecord
 from backups.services import enqueue
-
-from .test_dispatch import fake_tenants  # noqa: F401 - fixture
-
-
-@pytest.fixture
-def operator_client():
-    with schema_context("public"):
-        User = get_user_model()
-        user = User.objects.filter(username="ops-admin-test").first() or User.objects.create_superuser(
-            username="ops-admin-test", email="ops@example.com", password="x")
-    client = Client(HTTP_HOST="localhost")
-    client.force_login(user)
-    return client  # the user stays: deleting it cascades into token tables that live only in tenant schemas
 
 
 def _act(client, action: str, tenants) -> str:
@@ -30,14 +14,14 @@ def _act(client, action: str, tenants) -> str:
     return " ".join(str(m) for m in response.context["messages"])
 
 
-def test_back_up_now_queues_one_manual_backup_per_idle_tenant(operator_client, fake_tenants, monkeypatch):  # noqa: F811
+def test_back_up_now_queues_one_manual_backup_per_idle_tenant(ops_client, fake_tenants, monkeypatch):
     sent = []
     monkeypatch.setattr(enqueue, "publish_chains", sent.extend)
     idle, busy = fake_tenants("adm_", 2, due_at=timezone.now())
     running = BackupRecord.objects.create(tenant=busy, tenant_uid=busy.tenant_uid, schema_name=busy.schema_name,
                                           file_name="x", storage_key="k/x",
                                           storage_backend="local", status="running")
-    text = _act(operator_client, "back_up_now", [idle, busy])
+    text = _act(ops_client, "back_up_now", [idle, busy])
     assert "1 backups queued" in text and f"skipped: {busy.schema_name}" in text
     (record,) = BackupRecord.objects.filter(tenant=idle)
     assert record.backup_type == "manual" and record.status == "queued" and record.enqueued_at is not None
@@ -47,9 +31,9 @@ def test_back_up_now_queues_one_manual_backup_per_idle_tenant(operator_client, f
     running.delete()
 
 
-def test_disable_stops_automatic_backups(operator_client, fake_tenants):  # noqa: F811
+def test_disable_stops_automatic_backups(ops_client, fake_tenants):
     tenants = fake_tenants("adm_off_", 2, due_at=timezone.now())
-    text = _act(operator_client, "disable_automatic_backups", tenants)
+    text = _act(ops_client, "disable_automatic_backups", tenants)
     assert "disabled for 2 tenants" in text
     for tenant in get_tenant_model().objects.filter(pk__in=[t.pk for t in tenants]):
         assert tenant.backup_schedule == "disabled" and tenant.next_backup_at is None

@@ -5,35 +5,21 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-import pytest
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from django_tenants.utils import get_tenant_model, schema_context
+from django_tenants.utils import get_tenant_model
 
 from backups import dashboard
 from backups.models import BackupRecord
 
 from .helpers import catalog_record
-from .test_dispatch import fake_tenants  # noqa: F401 - fixture
 
 DASHBOARD = "/admin/backups/backuprecord/dashboard/"
 
 
-@pytest.fixture
-def ops():
-    with schema_context("public"):
-        User = get_user_model()
-        user = User.objects.filter(username="ops-admin-test").first() or User.objects.create_superuser(
-            username="ops-admin-test", email="ops@example.com", password="x")
-    client = Client(HTTP_HOST="localhost")
-    client.force_login(user)
-    return client  # the user stays: deleting it cascades into token tables that live only in tenant schemas
-
-
-def test_fleet_status_counts_tenants_by_their_newest_finished_backup(fake_tenants):  # noqa: F811
+def test_fleet_status_counts_tenants_by_their_newest_finished_backup(fake_tenants):
     before = dashboard.fleet_status()
     ok, bad, busy, fresh = fake_tenants("dash_st_", 4, due_at=timezone.now() + timedelta(days=1))
     catalog_record(ok, "failed", minutes_ago=120)
@@ -51,12 +37,12 @@ def test_fleet_status_counts_tenants_by_their_newest_finished_backup(fake_tenant
     assert after.last_24h["failed"] - before.last_24h["failed"] == 2
 
 
-def test_dashboard_page_shows_status_trends_and_failures_without_the_network(ops, fake_tenants):  # noqa: F811
+def test_dashboard_page_shows_status_trends_and_failures_without_the_network(ops_client, fake_tenants):
     (tenant,) = fake_tenants("dash_pg_", 1, due_at=timezone.now() + timedelta(days=1))
     catalog_record(tenant, "succeeded", minutes_ago=600, seconds=4, size=2_000_000)
     catalog_record(tenant, "succeeded", minutes_ago=300, seconds=6, size=3_500_000)
     failed = catalog_record(tenant, "failed", minutes_ago=20, error="pg_dump: error: connection to server lost")
-    response = ops.get(DASHBOARD, {"tenant": tenant.schema_name, "days": 7})
+    response = ops_client.get(DASHBOARD, {"tenant": tenant.schema_name, "days": 7})
     assert response.status_code == 200
     html = response.content.decode()
     for tile in ("succeeded", "failed", "overdue", "running"):
@@ -70,19 +56,19 @@ def test_dashboard_page_shows_status_trends_and_failures_without_the_network(ops
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
 
 
-def test_dashboard_reaches_from_the_admin_index_and_needs_a_login(ops):
-    index = ops.get("/admin/").content.decode()
+def test_dashboard_reaches_from_the_admin_index_and_needs_a_login(ops_client):
+    index = ops_client.get("/admin/").content.decode()
     assert DASHBOARD in index
-    assert DASHBOARD in ops.get("/admin/backups/").content.decode()
-    assert DASHBOARD in ops.get("/admin/backups/backuprecord/").content.decode()
+    assert DASHBOARD in ops_client.get("/admin/backups/").content.decode()
+    assert DASHBOARD in ops_client.get("/admin/backups/backuprecord/").content.decode()
     anonymous = Client(HTTP_HOST="localhost").get(DASHBOARD)
     assert anonymous.status_code == 302 and anonymous["Location"].startswith("/admin/login/")
 
 
-def test_dashboard_queries_do_not_grow_with_the_number_of_tenants(ops, fake_tenants):  # noqa: F811
+def test_dashboard_queries_do_not_grow_with_the_number_of_tenants(ops_client, fake_tenants):
     def count() -> int:
         with CaptureQueriesContext(connection) as ctx:
-            assert ops.get(DASHBOARD).status_code == 200
+            assert ops_client.get(DASHBOARD).status_code == 200
         return len(ctx.captured_queries)
 
     few = fake_tenants("dash_q_a_", 2, due_at=timezone.now() + timedelta(days=1))
@@ -96,11 +82,11 @@ def test_dashboard_queries_do_not_grow_with_the_number_of_tenants(ops, fake_tena
     assert count() == first
 
 
-def test_backups_list_is_readable(ops, fake_tenants):  # noqa: F811
+def test_backups_list_is_readable(ops_client, fake_tenants):
     (tenant,) = fake_tenants("dash_ls_", 1, due_at=timezone.now() + timedelta(days=1))
     done = catalog_record(tenant, "succeeded", minutes_ago=5, seconds=75)
     running = catalog_record(tenant, "running", minutes_ago=0, seconds=30, stage="dumping", bytes_done=500_000)
-    response = ops.get("/admin/backups/backuprecord/", {"tenant": tenant.pk})
+    response = ops_client.get("/admin/backups/backuprecord/", {"tenant": tenant.pk})
     html = response.content.decode()
     assert [r.pk for r in response.context["cl"].result_list] == [running.pk, done.pk]
     row = html.split(f">{done.pk}</a>", 1)[1].split("</tr>", 1)[0]
@@ -114,13 +100,13 @@ def test_backups_list_is_readable(ops, fake_tenants):  # noqa: F811
     assert "Local folder" in html and "Damaged (failed its check)" in html
 
 
-def test_tenants_list_leaves_out_the_public_tenant(ops):
-    response = ops.get("/admin/tenants/clinica/", {"q": ""})
+def test_tenants_list_leaves_out_the_public_tenant(ops_client):
+    response = ops_client.get("/admin/tenants/clinica/", {"q": ""})
     schemas = [t.schema_name for t in response.context["cl"].queryset]
     assert "public" not in schemas and "clinica_demo" in schemas
     public = get_tenant_model().objects.get(schema_name="public")
-    response = ops.post("/admin/tenants/clinica/", {"action": "back_up_now", "_selected_action": [public.pk]},
+    response = ops_client.post("/admin/tenants/clinica/", {"action": "back_up_now", "_selected_action": [public.pk]},
                         follow=True)
     assert not BackupRecord.objects.filter(schema_name="public").exists()
-    html = ops.get("/admin/tenants/clinica/").content.decode()
+    html = ops_client.get("/admin/tenants/clinica/").content.decode()
     assert "/admin/backups/backuprecord/?tenant=" in html and "Public (operators)" not in html

@@ -22,7 +22,6 @@ from backups.storage import get_storage
 from tests.identities import prefix
 
 from .conftest import wait_for_record
-from .test_dispatch import fake_tenants  # noqa: F401 - fixture
 
 
 @pytest.fixture
@@ -101,7 +100,7 @@ def test_a_redelivered_fan_out_batch_sends_only_records_still_queued(monkeypatch
 
 
 @pytest.fixture
-def retention_tenant(fake_tenants):  # noqa: F811
+def retention_tenant(fake_tenants):
     """A tenant of its own: no other test's records can be its newest backup (the suite runs in any order)."""
     (tenant,) = fake_tenants("retention_", 1, due_at=None)
     return tenant

@@ -15,40 +15,6 @@ from backups.scheduling import next_run_after
 from backups.services.dispatch import dispatch_due_backups
 
 
-def _make_tenants(prefix: str, n: int, *, due_at, migrated: bool = True) -> list:
-    """Tenant rows with a bare schema (cheap stand-ins for the dispatcher; they are never dumped)."""
-    Tenant = get_tenant_model()
-    tenants = Tenant.objects.bulk_create(
-        Tenant(schema_name=f"{prefix}{i}", nombre=f"Fake {i}", backup_schedule="daily", backup_time=time(3, 0),
-               backup_timezone="UTC", next_backup_at=due_at)
-        for i in range(n)
-    )
-    with connection.cursor() as cur:
-        for t in tenants:
-            cur.execute(f"CREATE SCHEMA {t.schema_name}")
-            if migrated:
-                cur.execute(f"CREATE TABLE {t.schema_name}.django_migrations (id int)")
-    return tenants
-
-
-@pytest.fixture
-def fake_tenants():
-    made: list = []
-
-    def make(prefix: str, n: int, **kwargs) -> list:
-        tenants = _make_tenants(prefix, n, **kwargs)
-        made.extend(tenants)
-        return tenants
-
-    yield make
-    Tenant = get_tenant_model()
-    BackupRecord.objects.filter(tenant__in=made).delete()
-    with connection.cursor() as cur:
-        for t in made:
-            cur.execute(f"DROP SCHEMA IF EXISTS {t.schema_name} CASCADE")
-    Tenant.objects.filter(pk__in=[t.pk for t in made]).delete()
-
-
 def test_two_dispatchers_at_the_same_moment_create_each_slot_once(fake_tenants, settings):
     settings.BACKUPS_DISPATCH_BATCH = 40
     tenants = fake_tenants("race_", 200, due_at=timezone.now() - timedelta(minutes=1))

@@ -16,7 +16,6 @@ from backups.services.finalize import backup_record_delete
 from backups.services.records import backup_record_create
 
 from .conftest import DEMO_SCHEMAS
-from .test_dispatch import fake_tenants  # noqa: F401 - fixture
 
 
 @pytest.fixture
@@ -96,7 +95,7 @@ def test_a_failed_drill_is_mailed_to_ops(backed_up, monkeypatch):
     assert len(mail.outbox) == 2  # passing drills say nothing
 
 
-def test_tenants_without_a_successful_backup_are_not_drilled(backed_up, fake_tenants):  # noqa: F811
+def test_tenants_without_a_successful_backup_are_not_drilled(backed_up, fake_tenants):
     (never_ok,) = fake_tenants("drill_", 1, due_at=None)
     failed = backup_record_create(schema_name=never_ok.schema_name, tenant=never_ok)
     BackupRecord.objects.filter(pk=failed.pk).update(status="failed")

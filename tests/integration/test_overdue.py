@@ -15,13 +15,11 @@ from backups.services import alerts
 from backups.services.overdue import overdue_check
 from backups.services.records import backup_record_create
 
-from .test_dispatch import fake_tenants  # noqa: F401 - fixture
-
 GRACE = 4 * 3600
 
 
 @pytest.fixture
-def fleet(fake_tenants, settings):  # noqa: F811
+def fleet(fake_tenants, settings):
     """Seven tenants, each behind (or not) in its own way; returns them by name."""
     settings.BACKUPS_OVERDUE_GRACE_SECONDS = GRACE
     settings.ADMINS = [("Ops", "ops@example.com")]

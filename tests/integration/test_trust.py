@@ -32,8 +32,6 @@ from backups.services.records import backup_record_create
 from backups.services.restore import restore_replace, restore_verify
 from backups.storage import get_storage
 
-from .test_dispatch import fake_tenants  # noqa: F401 - fixture
-
 SCHEMA = "clinica_sonrisa"
 
 
@@ -181,7 +179,7 @@ QUOTED_TABLES = {'"Order Lines"': 3, '"select"': 2, '"MixedCase"': 1, '"Ñandú 
 
 
 @pytest.mark.parametrize("fmt", ["sql", "dump"])
-def test_tables_whose_names_need_quoting_restore_and_verify(fake_tenants, fmt):  # noqa: F811
+def test_tables_whose_names_need_quoting_restore_and_verify(fake_tenants, fmt):
     (tenant,) = fake_tenants(f"quoted_{fmt}_", 1, due_at=None)
     schema = tenant.schema_name
     with connection.cursor() as cur:
@@ -222,7 +220,7 @@ def test_deleting_a_failed_record_leaves_an_object_that_is_not_its_own():
         storage.delete(record.storage_key)
 
 
-def test_editing_a_tenant_outside_its_schedule_keeps_its_due_slot(fake_tenants):  # noqa: F811
+def test_editing_a_tenant_outside_its_schedule_keeps_its_due_slot(fake_tenants):
     due = timezone.now() - timedelta(minutes=5)
     (tenant,) = fake_tenants("edit_", 1, due_at=due)
     tenant.refresh_from_db()
@@ -259,7 +257,7 @@ def test_objects_stored_before_identities_move_under_the_identity_prefix(plain_s
     assert storage.get_bytes(new_key) == data
 
 
-def test_a_damaged_newest_backup_stops_retention_and_a_deleted_tenants_backups_expire(fake_tenants, settings):  # noqa: F811
+def test_a_damaged_newest_backup_stops_retention_and_a_deleted_tenants_backups_expire(fake_tenants, settings):
     from backups.services.finalize import deleted_tenant_backups_purge, retention_apply
 
     (tenant,) = fake_tenants("ret_", 1, due_at=None)
