@@ -80,7 +80,8 @@ def test_a_jwt_of_an_earlier_tenant_with_the_same_schema_name_is_refused(member)
 def test_a_jwt_without_the_identity_claim_is_refused(member):
     from rest_framework_simplejwt.tokens import RefreshToken
 
-    legacy = RefreshToken.for_user(member)
+    with schema_context(SCHEMA):  # the outstanding-token table lives in the tenant's schema
+        legacy = RefreshToken.for_user(member)
     legacy["schema"] = SCHEMA  # what tokens carried before identities: a schema name only
     assert _status(f"Bearer {legacy.access_token}") == 401
     assert _refresh(str(legacy)).status_code == 401

@@ -20,18 +20,16 @@ DEMO_SCHEMAS = ("clinica_demo", "clinica_sonrisa", "clinica_norte")
 def live_db(django_db_setup, django_db_blocker) -> Iterator[None]:
     """Database access without a wrapping transaction: subprocesses only see committed rows.
 
-    Committed rows outlive the test, so what a test leaves behind on purpose must not reach the next one (the
-    suite runs in any order): the connection goes back to the public schema, and a record the test left
-    queued without ever sending it (held by a lock the test took, say) is closed, since no worker will take it
-    and it would block the tenant's next manual backup."""
+    Committed rows outlive a test, so what an earlier test left behind on purpose must not reach this one (the
+    suite runs in any order): the connection starts on the public schema, and records left queued without ever
+    being sent (held by a lock a test took, say) are closed, since no worker will take them and they would block
+    the tenant's next manual backup. Done before the test, once every fixture of the last one (environment
+    variables included) is undone."""
     with django_db_blocker.unblock():
-        last = BackupRecord.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-        try:
-            yield
-        finally:
-            connection.set_schema_to_public()
-            BackupRecord.objects.filter(pk__gt=last, status=BackupRecord.Status.QUEUED, enqueued_at=None).update(
-                status=BackupRecord.Status.FAILED, error="Left queued by a test.")
+        connection.set_schema_to_public()
+        BackupRecord.objects.filter(status=BackupRecord.Status.QUEUED, enqueued_at=None).update(
+            status=BackupRecord.Status.FAILED, error="Left queued by an earlier test.")
+        yield
 
 
 def wait_for_job(job_id: int, *, timeout: float = 180.0):
