@@ -1,8 +1,23 @@
 #!/usr/bin/env python
 """Django's command-line utility; a missing setting or an unreachable database is one line, not a traceback."""
 
+import atexit
 import os
 import sys
+
+_exit_code = [1]  # what the process exits with unless main() says otherwise
+
+
+def _leave_now() -> None:
+    """The last exit handler (registered first, so it runs after every other one, logging's and Sentry's flush
+    included): end the process without the interpreter's teardown of every module, which costs a command
+    about 0.3 s (measured after django.setup()) and does nothing a finished command needs."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(_exit_code[0])
 
 
 def main() -> None:
@@ -27,5 +42,16 @@ def main() -> None:
                  "`manage.py migrate_schemas` for your own database.")
 
 
+def _run() -> None:
+    atexit.register(_leave_now)
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+        _exit_code[0] = 0 if code is None else code if isinstance(code, int) else 1
+        raise
+    _exit_code[0] = 0
+
+
 if __name__ == "__main__":
-    main()
+    _run()

@@ -3,6 +3,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+admin.autodiscover()  # SimpleAdminConfig (settings): the admin modules are imported here, where the admin is served
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("backups.ops_urls")),
