@@ -92,4 +92,4 @@ def test_deleting_a_tenant_keeps_its_backups_bound_to_its_identity(fake_tenants)
     BackupRecord.objects.filter(pk=record.pk).delete()
 
 
-from tests.integration.test_dispatch import fake_tenants  # noqa: E402, F401 - fixture
+from tests.integration.conftest import fake_tenants  # noqa: E402, F401 - fixture

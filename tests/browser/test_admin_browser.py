@@ -20,7 +20,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from backups.models import BackupRecord
 from backups.services.finalize import backup_record_delete
 from tests.integration.helpers import catalog_record
-from tests.integration.test_dispatch import fake_tenants  # noqa: F401 - fixture
+from tests.integration.conftest import fake_tenants  # noqa: F401 - fixture
 
 from .conftest import WIDTH, screenshot
 
