@@ -28,7 +28,7 @@ SHARED_APPS = [
     "backups",
     "django.contrib.contenttypes",
     "django.contrib.auth",
-    "django.contrib.admin.apps.SimpleAdminConfig",  # admin modules load with the URLs (urls_public), not in every command
+    "django.contrib.admin.apps.SimpleAdminConfig",  # admin modules load with urls_public, not in every command
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",

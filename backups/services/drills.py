@@ -31,7 +31,7 @@ def drill_candidates(*, sample: int) -> list[tuple[int, str, int]]:
     """(tenant id, schema, newest succeeded record id) of the `sample` tenants drilled longest ago."""
     Tenant = get_tenant_model()
     newest_ok = (BackupRecord.objects.restorable().filter(tenant_uid=OuterRef("tenant_uid"))
-                 .order_by("-finished_at", "-pk").values("pk")[:1])
+                 .order_by(F("finished_at").desc(nulls_last=True), "-pk").values("pk")[:1])
     last_drill = (RestoreJob.objects.filter(tenant=OuterRef("pk"), mode=RestoreJob.Mode.VERIFY)
                   .order_by("-created_at").values("created_at")[:1])
     # tenant_id IS NOT NULL: one NULL in a NOT IN list would exclude every tenant

@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db.models import F
 from django.utils import timezone
 
 from backups.models import BackupRecord
@@ -82,7 +83,8 @@ def estimated_total(record: BackupRecord) -> int | None:
         return record.plain_size
     last = (BackupRecord.objects.filter(tenant_uid=record.tenant_uid, format=record.format,
                                         status=BackupRecord.Status.SUCCEEDED, plain_size__gt=0)
-            .exclude(pk=record.pk).order_by("-finished_at").values_list("plain_size", flat=True).first())
+            .exclude(pk=record.pk).order_by(F("finished_at").desc(nulls_last=True))
+            .values_list("plain_size", flat=True).first())
     if last:
         return int(last)
     size = schema_relation_bytes(record.schema_name)

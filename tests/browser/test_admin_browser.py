@@ -19,8 +19,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from backups.models import BackupRecord
 from backups.services.finalize import backup_record_delete
-from tests.integration.helpers import catalog_record
 from tests.integration.conftest import fake_tenants  # noqa: F401 - fixture
+from tests.integration.helpers import catalog_record
 
 from .conftest import WIDTH, screenshot
 
@@ -29,7 +29,8 @@ SIZE = re.compile(r"^\d+(\.\d+)? (B|kB|MB|GB|TB)$")
 
 
 def _login(driver, live, operator) -> None:
-    driver.delete_all_cookies()
+    driver.get(live.url("/admin/login/"))
+    driver.delete_all_cookies()  # the current page's domain only: on the admin's, a session of an earlier test goes
     driver.get(live.url("/admin/login/?next=/admin/"))
     driver.find_element(By.NAME, "username").send_keys(operator.username)
     driver.find_element(By.NAME, "password").send_keys(operator.password)

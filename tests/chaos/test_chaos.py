@@ -135,17 +135,23 @@ def test_storage_read_only_then_full_for_a_few_ticks(chaos: World):
 
     full_since = chaos.last_record_id()
     fillers = []
+
+    def fill() -> None:
+        margin = 8192 if fillers else 65536  # tmpfs refuses one fallocate of nearly all its space
+        if _free_bytes(chaos) > margin + 4096:
+            fillers.append(chaos.local_root / f"filler-{len(fillers)}")
+            subprocess.run(["fallocate", "-l", str(_free_bytes(chaos) - margin), str(fillers[-1])],
+                           capture_output=True)
+            if not fillers[-1].exists():
+                fillers.pop()
+
     try:
+        fill()
+        fill()  # full before the tenants are due: a batch of small tenants is stored within a tick
         full_slot = chaos.make_due(small_schemas()[3:], past())
         deadline = time.monotonic() + 8  # a few ticks; space freed meanwhile (the reaper, retention) is taken again
         while time.monotonic() < deadline:
-            margin = 8192 if fillers else 65536  # tmpfs refuses one fallocate of nearly all its space
-            if _free_bytes(chaos) > margin + 4096:
-                fillers.append(chaos.local_root / f"filler-{len(fillers)}")
-                subprocess.run(["fallocate", "-l", str(_free_bytes(chaos) - margin), str(fillers[-1])],
-                               capture_output=True)
-                if not fillers[-1].exists():
-                    fillers.pop()
+            fill()
             time.sleep(0.2)
         assert any("No space" in r["error"] for r in chaos.records(full_since)), chaos.records(full_since)
     finally:
