@@ -420,11 +420,12 @@ class Bench:
     # ----------------------------------------------------------------- EXPLAIN
 
     def explain(self, now) -> None:
-        """EXPLAIN ANALYZE the claim SELECT, the readiness query and the bulk_update, in a rolled-back transaction."""
+        """EXPLAIN ANALYZE the tick's statements (the claim with its readiness, then records + events + advance in one),
+        in a rolled-back transaction."""
         from django.db import connection, transaction
 
         print("\n  EXPLAIN ANALYZE (main scenario, rolled back):")
-        for name in ("select", "readiness", "update tenants"):
+        for name in ("select", "insert+advance"):
             sql, params = self.last_sql[name]
             with transaction.atomic(), connection.cursor() as cur:
                 cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params)
@@ -468,7 +469,8 @@ class Bench:
         def med(runs, key):
             return statistics.median(r.get(key, 0.0) for r in runs)
 
-        keys = ("select", "readiness", "taken", "insert records", "insert events", "update tenants", "other sql",
+        keys = ("select", "readiness", "taken", "insert records", "insert events", "update tenants", "insert+advance",
+                "other sql",
                 "commit", "python")
         raw_total, proj_total = med(raws, "total"), med(projects, "total")
         print(f"  raw SQL floor (psycopg, set-based, committed): median {ms(raw_total)} "
@@ -494,7 +496,7 @@ class Bench:
               f"child process VmHWM so far {vm_hwm_mib():.0f} MiB")
         result = {"raw": raw_total, "project": proj_total, "enqueue": enq["enqueue"], "fan_out": enq["fan_out"],
                   "apply_async": enq["apply_async loop"], "raw_lpush": enq["raw lpush"],
-                  "select": med(projects, "select"), "update": med(projects, "update tenants"),
+                  "select": med(projects, "select"), "update": med(projects, "insert+advance"),
                   "python": med(projects, "python")}
         self.results[(tenants, due)] = result
         return result
