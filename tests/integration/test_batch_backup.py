@@ -408,7 +408,8 @@ def test_batch_retention_deletes_what_retention_apply_deletes(spool, monkeypatch
     keys = list(BackupRecord.objects.filter(pk__in=old).values_list("storage_key", flat=True))
     with monkeypatch.context() as m:  # what the single path would delete, without deleting
         m.setattr(finalize, "backup_record_delete", lambda **kw: None)
-        assert sorted(finalize.retention_apply(tenant_id=tenant.pk)) == sorted(old)
+        # (other tests' old backups of this tenant may be due too: the suite shares one database)
+        assert set(old) <= set(finalize.retention_apply(tenant_id=tenant.pk))
     records = _records("dump", DEMO_SCHEMAS[:2], backup_type=BackupRecord.Type.AUTOMATIC)
     result = batch_backup_run(record_ids=[r.pk for r in records])
     assert sorted(result.succeeded) == sorted(r.pk for r in records)
