@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from .scheduling import DISABLED, SCHEDULE_CHOICES, SCHEDULED, ScheduleSpec, next_run_after, validate_schedule
+from .scheduling import DISABLED, SCHEDULE_CHOICES, SCHEDULED, ScheduleSpec, validate_schedule
 
 SCHEDULE_FIELDS = ("backup_schedule", "backup_time", "backup_weekday", "backup_day_of_month", "backup_timezone",
                    "next_scheduled_backup")
@@ -82,14 +82,9 @@ class TenantBackupScheduleMixin(models.Model):
 
     def compute_next_backup_at(self, after: datetime | None = None) -> datetime | None:
         """The first slot strictly after `after` (default now), shifted by the tenant's stable spread offset."""
-        from .services.scheduling import spread_offset
+        from .services.scheduling import next_backup_times
 
-        after = after or timezone.now()
-        if self.backup_schedule == SCHEDULED:
-            return next_run_after(self.backup_schedule_spec, after)
-        offset = spread_offset(self.schema_name)
-        slot = next_run_after(self.backup_schedule_spec, after - offset)
-        return None if slot is None else slot + offset
+        return next_backup_times(self.backup_schedule_spec, [self.schema_name], after or timezone.now())[0]
 
     def clean(self) -> None:
         super().clean()

@@ -12,12 +12,14 @@ BENCH_DISPATCH_PRIVATE=0, see run()) and Redis database 14
    - (a) raw floor: the same claim done set-based over psycopg: SELECT ... FOR UPDATE SKIP LOCKED, the
      readiness query, INSERT ... SELECT unnest() of the records and of the events, UPDATE ... FROM unnest(),
      COMMIT;
-   - (b) project: dispatch_due_backups(now=..., enqueue=False), timed per statement through an execute
-     wrapper (plus COMMIT, rest = Python);
+   - (b) project: dispatch_due_backups(now=..., enqueue=False), with DEBUG off as in production, timed per
+     statement through an execute wrapper (plus COMMIT; the insert+advance statements go through psycopg's
+     pipeline, past the wrapper, so their server time shows inside the rest, with Python's);
    - the state is reset between runs (records and events deleted, next_backup_at put back, VACUUM), REPEATS
      times each, medians reported;
-   - (c) publish: backups_enqueue(records) of one tick (UPDATE enqueued_at + one fan_out_backups task per
-     BACKUPS_FANOUT_BATCH records, or the chains themselves for a small tick) to Redis; then the batches'
+   - (c) publish: what the tick sends once it commits, backups_publish_on_commit(records) (run_backup_batch
+     messages with batched dumps on; else one fan_out_backups task per BACKUPS_FANOUT_BATCH records, or the
+     chains themselves for a small tick) to Redis; then the batches'
      work, backups_fan_out over every batch in this process (one chain.apply_async each), against a raw
      redis-py LPUSH of the same number of same-sized messages;
 2. EXPLAIN ANALYZE of the claim SELECT, the readiness query and the bulk_update on the main scenario;
@@ -27,12 +29,15 @@ The Django part runs in a child process (`python bench/bench_dispatch.py --child
 REDIS_URL do not leak into other benchmarks run by bench/run.py in the same interpreter.
 
 Environment: DATABASE_URL (its server is used; the database name is replaced), REDIS_URL (its server is used;
-the database number is replaced by BENCH_DISPATCH_REDIS_DB, default 14), BENCH_REPEATS (default 3).
+the database number is replaced by BENCH_DISPATCH_REDIS_DB, default 14), BENCH_REPEATS (default 3),
+BENCH_DISPATCH_SCENARIOS ("100000:10000,..." to run only those), BENCH_DISPATCH_PROFILE=1 (cProfile one more
+tick per scenario).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import statistics
 import sys
 import time
@@ -47,9 +52,13 @@ BENCH_DB = "tenant_backups_bench_dispatch"
 REDIS_DB = int(os.environ.get("BENCH_DISPATCH_REDIS_DB", "14"))
 KEY_PREFIX = "bench-dispatch."  # CELERY_QUEUE_PREFIX: our keys only; cleaned by prefix, never FLUSHDB
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
-SCENARIOS = ((100_000, 1_000), (10_000, 1_000), (100_000, 100), (100_000, 5_000), (100_000, 10_000))
+ALL_SCENARIOS = ((100_000, 1_000), (10_000, 1_000), (100_000, 100), (100_000, 5_000), (100_000, 10_000))
+# BENCH_DISPATCH_SCENARIOS="100000:10000,..." runs only those (the PASS/FAIL lines need them all)
+SCENARIOS = tuple(tuple(int(n) for n in part.split(":")) for part in
+                  os.environ.get("BENCH_DISPATCH_SCENARIOS", "").split(",") if part) or ALL_SCENARIOS
+PROFILE = os.environ.get("BENCH_DISPATCH_PROFILE") == "1"  # cProfile one more project tick per scenario
 MAIN = (100_000, 1_000)
-MAX_DUE = max(due for _, due in SCENARIOS)
+MAX_DUE = max(due for _, due in ALL_SCENARIOS)
 
 # Targets.
 MAX_TICK_SECONDS = 1.0  # one tick, 100,000 tenants, 1,000 due
@@ -65,8 +74,11 @@ MAX_SMALL_TICK_SHARE = 0.5  # tick(100k/100) / tick(100k/1k): the due count must
 def bench_env() -> dict[str, str]:
     """The child's environment: the bench database and the bench Redis database."""
     # BACKUPS_DISPATCH_BATCH (default 5,000) would claim the 10,000-due scenario in two ticks: one tick claims all
+    # DEBUG off, as in production: with it on, Django's cursor wrapper formats and keeps every statement (a
+    # 10,000-tenant tick's are megabytes)
     return child_env(database=BENCH_DB, redis_db=REDIS_DB, key_prefix=KEY_PREFIX,
-                     BACKUPS_DISPATCH_BATCH=str(MAX_DUE))
+                     BACKUPS_DISPATCH_BATCH=str(MAX_DUE), DJANGO_DEBUG="0",
+                     DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50))
 
 
 def run() -> None:
@@ -294,6 +306,17 @@ class Bench:
                 times["commit"] = times.get("commit", 0.0) + time.perf_counter() - t0
 
         connection.commit = timed_commit
+        from backups.services import dispatch
+
+        statement = dispatch._insert_statement
+
+        def kept(*args):  # the chunks' statements go through the driver's pipeline, past execute_wrapper
+            sql, params = statement(*args)
+            self.last_sql["insert+advance"] = (sql, params)
+            times["chunks"] = times.get("chunks", 0) + 1
+            return sql, params
+
+        dispatch._insert_statement = kept
         if trace_memory:
             tracemalloc.start()
         try:
@@ -304,10 +327,12 @@ class Bench:
                 cpu = time.process_time() - c0
         finally:
             del connection.commit
+            dispatch._insert_statement = statement
             if trace_memory:
                 times["py_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
                 tracemalloc.stop()
-        times["python"] = times["total"] - sum(v for k, v in times.items() if k not in ("total", "py_peak_mib"))
+        timed = (v for k, v in times.items() if k not in ("total", "py_peak_mib", "chunks"))
+        times["python"] = times["total"] - sum(timed)
         times["cpu"] = cpu
         if len(result.created) != expected or result.skipped_unmigrated:
             raise RuntimeError(f"the tick created {len(result.created)} records (expected {expected}), "
@@ -320,11 +345,13 @@ class Bench:
         """The tick's publish (fan_out_backups batches), the batches' chains, against raw LPUSH floors."""
         from django.conf import settings
 
-        from backups.services.enqueue import backup_chain, backups_enqueue, backups_fan_out
+        from backups.services.enqueue import backup_chain, backups_fan_out, backups_publish_on_commit
 
         purge(self.redis)
         t0 = time.perf_counter()
-        backups_enqueue(records)  # outside a transaction its on_commit runs at once: UPDATE + the batch tasks
+        # what the tick sends once it commits (its insert already set enqueued_at); outside a transaction the
+        # on_commit runs at once
+        backups_publish_on_commit(records)
         tick_publish = time.perf_counter() - t0
         batches = self.redis.llen(KEY_PREFIX + "backups.dispatch")
         size = settings.BACKUPS_FANOUT_BATCH
@@ -437,6 +464,26 @@ class Bench:
             if len(plan) > 14:
                 print(f"       ... {len(plan) - 14} more lines")
 
+    def profile(self, now, due: int) -> None:
+        """One more tick under cProfile: where its Python time goes (BENCH_DISPATCH_PROFILE=1)."""
+        import cProfile
+        import pstats
+
+        from django_tenants.utils import get_public_schema_name, schema_context
+
+        from backups.services.dispatch import dispatch_due_backups
+
+        profiler = cProfile.Profile()
+        with schema_context(get_public_schema_name()):
+            profiler.enable()
+            dispatch_due_backups(now=now, enqueue=False)
+            profiler.disable()
+        self.reset(now)
+        print("\n  cProfile of one dispatch_due_backups (top 30 by own time, then by time with callees):")
+        stats = pstats.Stats(profiler, stream=sys.stdout)
+        stats.sort_stats("tottime").print_stats(30)
+        stats.sort_stats("cumulative").print_stats(30)
+
     # ----------------------------------------------------------------- scenario
 
     def scenario(self, tenants: int, due: int) -> dict:
@@ -465,6 +512,8 @@ class Bench:
             self.explain(now)  # on the due state; each statement rolled back
         mem, _ = self.project_tick(now, due, trace_memory=True)
         self.reset(now)
+        if PROFILE:
+            self.profile(now, due)
 
         def med(runs, key):
             return statistics.median(r.get(key, 0.0) for r in runs)
@@ -478,11 +527,12 @@ class Bench:
         print("      " + " | ".join(f"{k} {ms(med(raws, k))}" for k in keys if med(raws, k)))
         print(f"  project dispatch_due_backups(enqueue=False): median {ms(proj_total)} "
               f"(runs {', '.join(ms(r['total']) for r in projects)})")
-        print("      " + " | ".join(f"{k} {ms(med(projects, k))}" for k in keys if med(projects, k)))
+        print("      " + " | ".join(f"{_LABEL.get(k, k)} {ms(med(projects, k))}" for k in keys if med(projects, k))
+              + f" ({med(projects, 'chunks'):.0f} insert+advance statements, pipelined)")
         print(f"      CPU time of the Django process during the tick: median {ms(med(projects, 'cpu'))} "
               "(insensitive to other load on the machine)")
         print(f"  ratio project / raw: {proj_total / raw_total:.1f}x")
-        print(f"  the tick's publish (backups_enqueue: UPDATE enqueued_at + {enq['batches']} fan_out_backups "
+        print(f"  the tick's publish ({enq['queued']:,} messages on the dump queue, {enq['batches']} fan_out_backups "
               f"batches): {ms(enq['enqueue'])}")
         print(f"  the batches' work (backups_fan_out over every batch, one after the other): {ms(enq['fan_out'])}; "
               f"apply_async loop alone {ms(enq['apply_async loop'])} "
@@ -510,6 +560,9 @@ class Bench:
                   f"{r['project'] / r['raw']:>5.1f}x {r['project'] / due * 1e6:>6.0f}us "
                   f"{r['enqueue'] * 1000:>8.1f}ms {(r['project'] + r['enqueue']) * 1000:>8.1f}ms "
                   f"{r['fan_out'] * 1000:>8.1f}ms")
+        if any(key not in self.results for key in ALL_SCENARIOS):
+            print("  (the PASS/FAIL lines need every scenario: BENCH_DISPATCH_SCENARIOS is set)")
+            return
         main, small_n = self.results[MAIN], self.results[(10_000, 1_000)]
         few, many = self.results[(100_000, 100)], self.results[(100_000, 5_000)]
         checks = [
@@ -533,6 +586,9 @@ class Bench:
 
 
 _ONE_DAY = None
+# the project's insert+advance statements run in psycopg's pipeline while Python names the next chunk: their
+# server time overlaps the Python time, and only the wait for the last ones shows, inside this figure
+_LABEL = {"python": "python + pipelined insert+advance"}
 
 
 def child() -> int:
@@ -551,7 +607,8 @@ def child() -> int:
         for tenants, due in SCENARIOS:
             bench.scenario(tenants, due)
         bench.report()
-        bench.overdue()
+        if SCENARIOS == ALL_SCENARIOS:
+            bench.overdue()
         print("load average at end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     finally:
         purge(bench.redis)

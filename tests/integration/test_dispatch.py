@@ -6,7 +6,7 @@ from datetime import datetime, time, timedelta
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.db import connection, connections
+from django.db import DataError, connection, connections
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
@@ -235,3 +235,46 @@ def test_tick_records_are_the_models_own_and_audited(fake_tenants):
             "create", {"scheduler": True}, record.tenant_uid, record.schema_name)
         assert datetime.fromisoformat(event.details["slot"]) == record.slot
     assert {n.pk for n in result.created} >= {r.pk for r in mine}
+
+
+def test_a_tick_in_several_chunks_records_and_advances_every_tenant(fake_tenants, monkeypatch):
+    """Chunks are pipelined: each one's statement is sent while the next is named; together they do what one did."""
+    monkeypatch.setattr("backups.services.dispatch._CHUNK", 2)
+    now = timezone.now()
+    tenants = fake_tenants("chunked_", 7, due_at=now - timedelta(minutes=1))
+    recorded, bad = tenants[2], tenants[3]
+    first = dispatch_due_backups(now=now, enqueue=False)
+    (mine,) = [r for r in first.records if r.tenant_id == recorded.pk]
+    BackupRecord.objects.filter(tenant__in=tenants).exclude(pk=mine.pk).delete()
+    get_tenant_model().objects.filter(pk__in=[t.pk for t in tenants]).update(next_backup_at=mine.slot)
+    get_tenant_model().objects.filter(pk=bad.pk).update(backup_timezone="Mars/Olympus_Mons")
+    again = dispatch_due_backups(now=now, enqueue=False)
+    made = {r.tenant_id for r in again.records}
+    assert made >= {t.pk for t in tenants} - {recorded.pk, bad.pk}
+    assert not made & {recorded.pk, bad.pk}
+    assert bad.schema_name in again.broken
+    for tenant in tenants:
+        assert BackupRecord.objects.filter(tenant=tenant).count() == (0 if tenant is bad else 1)
+        tenant.refresh_from_db()
+        assert (tenant.next_backup_at > now) == (tenant is not bad)
+
+
+def test_a_chunk_that_fails_rolls_the_whole_tick_back(fake_tenants, monkeypatch):
+    from backups.services import dispatch
+
+    monkeypatch.setattr(dispatch, "_CHUNK", 2)
+    now = timezone.now()
+    tenants = fake_tenants("chunkfail_", 5, due_at=now - timedelta(minutes=1))
+    statement, calls = dispatch._insert_statement, []
+
+    def second_breaks(*args):
+        calls.append(1)
+        sql, params = statement(*args)
+        return (sql.replace("SELECT id, tenant_id FROM ins", "SELECT id, 1 / 0 FROM ins") if len(calls) == 2
+                else sql), params
+
+    monkeypatch.setattr(dispatch, "_insert_statement", second_breaks)
+    with pytest.raises(DataError, match="division by zero"):
+        dispatch_due_backups(now=now, enqueue=False)
+    assert not BackupRecord.objects.filter(tenant__in=tenants).exists()
+    assert get_tenant_model().objects.filter(pk__in=[t.pk for t in tenants], next_backup_at__lte=now).count() == 5

@@ -1,10 +1,11 @@
 """`manage.py backup_tenant <schema>`: one backup, synchronously, through the same services as the workers."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from backups.checks import check_configuration
 from backups.errors import BackupError, TransientBackupError
+from backups.management.base import OpsCommand
 from backups.management.progress import shown_progress
 from backups.models import BackupRecord
 from backups.selectors import schema_exists
@@ -14,12 +15,9 @@ from backups.services.records import backup_record_create, backup_record_mark_fa
 from backups.storage import StorageError
 
 
-class Command(BaseCommand):
+class Command(OpsCommand):
     help = ("Back up one tenant's schema now (progress on stderr) and print the record id, file and size; "
             "the tenant's last backup time moves as when a worker makes it.")
-    # an operator's (or cron's) run needs the database, not Django's project-wide checks (`manage.py check`
-    # runs those): they import every app's templates and cost ~0.35 s a run
-    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("schema", help="The tenant's schema name.")

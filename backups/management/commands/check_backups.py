@@ -2,17 +2,13 @@
 
 import sys
 
-from django.core.management.base import BaseCommand
-
+from backups.management.base import OpsCommand
 from backups.selectors import overdue_tenants
 
 
-class Command(BaseCommand):
+class Command(OpsCommand):
     help = ("List the tenants whose automatic backups are overdue (beat stopped, backups failing or stuck). "
             "Exit status 0 when none is, 1 otherwise: usable from cron, Nagios or a container health check.")
-    # an operator's (or cron's) run needs the database, not Django's project-wide checks (`manage.py check`
-    # runs those): they import every app's templates and cost ~0.35 s a run
-    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--grace", type=int, default=None,

@@ -1,8 +1,9 @@
 """`manage.py list_backups <schema>`: a tenant's backups, newest first, as operators need them for a restore."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django_tenants.utils import get_tenant_model
 
+from backups.management.base import OpsCommand
 from backups.models import BackupRecord
 
 
@@ -16,12 +17,9 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
-class Command(BaseCommand):
+class Command(OpsCommand):
     help = ("List a tenant's backups, newest first: id, when, type, status, format, size and file. "
             "--all includes those of deleted tenants that had the same schema name.")
-    # an operator's (or cron's) run needs the database, not Django's project-wide checks (`manage.py check`
-    # runs those): they import every app's templates and cost ~0.35 s a run
-    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("schema")

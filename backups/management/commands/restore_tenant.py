@@ -1,19 +1,17 @@
 """`manage.py restore_tenant <schema> <record_id> [--verify-only] [--noinput]`."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from backups.errors import BackupError
+from backups.management.base import OpsCommand
 from backups.models import BackupRecord
 from backups.services.restore import restore_replace, restore_verify
 
 
-class Command(BaseCommand):
+class Command(OpsCommand):
     help = ("Replace a tenant's schema with a backup (safety backup first, all-or-nothing), or with "
             "--verify-only restore it into a scratch database and compare row counts with its manifest. "
             "A replace asks you to type the schema name unless --noinput is given.")
-    # an operator's (or cron's) run needs the database, not Django's project-wide checks (`manage.py check`
-    # runs those): they import every app's templates and cost ~0.35 s a run
-    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("schema")

@@ -1,8 +1,8 @@
 """`manage.py run_scheduled_backups`: one dispatch, run synchronously, for deployments driven by cron."""
 
-from django.core.management.base import BaseCommand
 
 from backups import conf
+from backups.management.base import OpsCommand
 from backups.models import BackupRecord
 from backups.services.backup_run import backup_run
 from backups.services.batch_backup import batch_backup_run, batching_enabled
@@ -11,11 +11,8 @@ from backups.services.finalize import backup_record_finalize, retention_apply
 from backups.storage import get_storage
 
 
-class Command(BaseCommand):
+class Command(OpsCommand):
     help = "Back up every tenant that is due now, in this process (for cron instead of Celery beat)."
-    # an operator's (or cron's) run needs the database, not Django's project-wide checks (`manage.py check`
-    # runs those): they import every app's templates and cost ~0.35 s a run
-    requires_system_checks: list[str] = []
 
     def handle(self, *args, **options) -> None:
         self.stdout.write("Checking for scheduled backups...")
