@@ -398,6 +398,10 @@ def test_batch_retention_deletes_what_retention_apply_deletes(spool, monkeypatch
 
     settings.BACKUPS_MANUAL_RETENTION_DAYS = 30
     tenant = _tenant(DEMO_SCHEMAS[0])
+    # a newer good backup first: retention never deletes a tenant's newest one, which the 40-day one would be in a
+    # database where no earlier test backed this tenant up
+    backup_run(record_id=backup_record_create(schema_name=tenant.schema_name, tenant=tenant, fmt="dump",
+                                              backup_type=BackupRecord.Type.MANUAL).pk)
     old = []
     for days in (40, 41, 42):
         record = backup_run(record_id=backup_record_create(
