@@ -347,7 +347,8 @@ def child(n: int, out: Path) -> int:
           "again after (c); the share is the mean of both, this machine's load drifts)", flush=True)
     loop = fleet.loop(n) if LOOP_SAMPLE else float("nan")  # BENCH_SCALE_LOOP_SAMPLE=0 skips (b)
     print(f"  (b) pg_dump -n | zstd, xargs -P {CONCURRENCY}, {LOOP_SAMPLE} schemas sampled: "
-          f"{loop * 1000:.0f} ms per tenant (a whole pass: {loop * n / 60:.1f} min)", flush=True)
+          + (f"{loop * 1000:.0f} ms per tenant (a whole pass: {loop * n / 60:.1f} min)" if LOOP_SAMPLE
+             else "skipped (BENCH_SCALE_LOOP_SAMPLE=0)"), flush=True)
     p = fleet.fleet_pass(n)
     after = fleet.whole()
     whole = (before + after) / 2

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import BooleanField, F, Func
@@ -164,19 +165,28 @@ def _insert_statement(template: BackupRecord, rows: list[tuple], advance: list[t
     return sql, params
 
 
-def _create_and_advance(template: BackupRecord, rows: list[tuple], advance: list[tuple], now: datetime) -> list[tuple]:
-    """_insert_statement, run: (id, tenant_id) of the records inserted."""
-    with connection.cursor() as cur:
-        cur.execute(*_insert_statement(template, rows, advance, now))
-        return cur.fetchall()
+def _send(template: BackupRecord, rows: list[tuple], advance: list[tuple], now: datetime):
+    """_insert_statement, executed on the driver's own cursor (Django's would send the tenant router's SET
+    search_path ahead of it, whose result then takes the statement's place in a pipeline; the claim already set
+    it for this transaction). The caller reads the inserted records with _inserted."""
+    cur = connection.connection.cursor()
+    cur.execute(*_insert_statement(template, rows, advance, now))
+    return cur
+
+
+def _inserted(cursors: list) -> dict[int, int]:
+    """tenant_id -> record id of what the sent statements inserted."""
+    out: dict[int, int] = {}
+    for cur in cursors:
+        out.update((tenant_id, pk) for pk, tenant_id in cur.fetchall())
+        cur.close()
+    return out
 
 
 def _pipelined():
     """psycopg's pipeline mode on this transaction's connection (or nothing where libpq has none): each chunk's
     statement runs on the server while Python names the next chunk, so the tick costs about the server's share
     instead of the server's plus Python's."""
-    import psycopg
-
     raw = connection.connection
     return raw.pipeline() if isinstance(raw, psycopg.Connection) and psycopg.Pipeline.is_supported() else nullcontext()
 
@@ -243,17 +253,10 @@ def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -
         with connection.wrap_database_errors, _pipelined():
             for start in range(0, len(ready), _CHUNK):
                 part, advance = _named(ready[start:start + _CHUNK], now, fmt, compression, encryption, broken)
-                if part or advance:
-                    # the driver's own cursor: Django's would send the tenant router's SET search_path ahead of
-                    # each statement (the claim's already set it for this transaction)
-                    cur = connection.connection.cursor()
-                    cur.execute(*_insert_statement(template, part, advance, now))
-                    sent.append(cur)
+                if part:
+                    sent.append(_send(template, part, advance, now))
                     rows += part
-            inserted = {}
-            for cur in sent:
-                inserted.update((tenant_id, pk) for pk, tenant_id in cur.fetchall())
-                cur.close()
+            inserted = _inserted(sent)
         created = _sorted_out(rows, inserted)
         missing = [r for r in rows if r[0] not in inserted]
         if missing:  # a slot already recorded is only advanced; a key already taken gets a free name
@@ -261,8 +264,8 @@ def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -
                                                     slot__in={r[5] for r in missing}).values_list("tenant_id", "slot"))
             renamed = _with_free_keys([r for r in missing if (r[0], r[5]) not in taken], backend)
             if renamed:
-                inserted = dict((t, pk) for pk, t in _create_and_advance(template, renamed, [], now))
-                created += _sorted_out(renamed, inserted)
+                with connection.wrap_database_errors:
+                    created += _sorted_out(renamed, _inserted([_send(template, renamed, [], now)]))
         if enqueue:
             backups_publish_on_commit(created)
     for schema, error in broken.items():
