@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import conf
+from . import conf, pgtools
 from .storage import get_storage
 
 
@@ -15,4 +15,5 @@ def check_configuration() -> None:
     conf.age_recipients()
     if conf.get("BACKUPS_AGE_IDENTITY_FILE"):
         load_identities(conf.get("BACKUPS_AGE_IDENTITY_FILE"))
+    pgtools.check_pg_dump_options()
     batch_check()

@@ -101,7 +101,7 @@ def dump_with_pg_dump(schema: str, fmt: str, sink: ByteSink) -> DumpInfo:
                         migrations=_migrations(cur, schema, tables), extensions=_extensions(cur))
 
         proc = subprocess.Popen(pg_dump_command(bins, schema, fmt, snapshot), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=pgtools.libpq_env(), bufsize=0)
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=pgtools.pg_dump_env(), bufsize=0)
         try:
             try:
                 fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, conf.get("BACKUPS_PIPE_SIZE"))

@@ -15,7 +15,9 @@ One run:
 3. at each size N (BENCH_SCALE_SIZES, default "1000,10000"):
    (a) one whole-database `pg_dump | zstd -3 -T1`, divided by N, before and after (c) (the mean is the share:
        on a shared machine the load drifts during a run);
-   (b) a `pg_dump -n <s> | zstd` loop through `xargs -P CONCURRENCY` over a sample of LOOP_SAMPLE schemas
+   (a') the same once with the project's pg_dump session options (BACKUPS_PG_DUMP_OPTIONS as PGOPTIONS), for
+       comparison: the targets use the plain tool's (a);
+   (b) a `pg_dump -n <s> | zstd` loop through `xargs -P CONCURRENCY` over a sample of loop_sample(N) schemas
        (the whole loop at 10,000 tenants would take hours), per tenant;
    (c) the project: every fleet tenant made due, one real worker (-c CONCURRENCY,
        BACKUPS_MAX_CONCURRENT_DUMPS=CONCURRENCY), one dispatcher tick (dispatch_due_backups, which sends
@@ -26,7 +28,7 @@ One run:
    PASS/FAIL line per target of issue 13.
 
 Environment: REDIS_URL, BACKUPS_PG_BIN_DIR (initdb, pg_ctl, pg_dump...), BENCH_SCALE_SIZES, BENCH_SCALE_KEEP=0 to
-delete the cluster's data at the end, BENCH_SCALE_LOOP_SAMPLE schemas timed for (b) (default 40),
+delete the cluster's data at the end, BENCH_SCALE_LOOP_SAMPLE schemas timed for (b) (default 40 at 1,000, 4 at 10,000),
 BENCH_SCALE_DEBUG=1 to run Django with DEBUG on (off by default, as in
 production: DEBUG keeps every connection's last 9,000 queries in memory), BENCH_SCALE_BUILD_ONLY=1 to grow each
 size's fleet and stop (building 10,000 tenants takes long: do it once,
@@ -63,7 +65,7 @@ PATIENTS = 20
 TEMPLATE = "scale_00000"
 CONCURRENCY = 2
 BATCH_SIZE = 1600  # fits 1/2 of this cluster's lock table over 2 dump slots for 13-table tenants
-LOOP_SAMPLE = int(os.environ.get("BENCH_SCALE_LOOP_SAMPLE", "40"))  # each call costs seconds at 10,000
+LOOP_SAMPLE = os.environ.get("BENCH_SCALE_LOOP_SAMPLE", "")  # default: loop_sample(n); each call costs a minute at 10,000
 CLONE_CHUNK = 250
 WORKER_NAME = "benchscale"
 CLUSTER_SETTINGS = {"max_locks_per_transaction": "4096"}
@@ -77,6 +79,12 @@ MAX_RSS_MIB = 150
 
 def schema(i: int) -> str:
     return f"scale_{i:05d}"
+
+
+def loop_sample(n: int) -> int:
+    """Schemas timed for (b): BENCH_SCALE_LOOP_SAMPLE, else 40 at 1,000 tenants and 4 at 10,000 (a plain pg_dump -n
+    takes about a minute there, most of it one badly planned catalog query, see backups.conf)."""
+    return int(LOOP_SAMPLE) if LOOP_SAMPLE else min(40, max(4, 40_000 // n))
 
 
 def database(n: int) -> str:
@@ -228,22 +236,25 @@ class Fleet:
         self.admin.execute("VACUUM ANALYZE")
         print(f"  fleet grown from {have:,} to {n:,} tenants in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    def whole(self) -> float:
+    def whole(self, options: str = "") -> float:
+        """One whole-database pg_dump | zstd, in seconds; `options`: PGOPTIONS for pg_dump's session."""
         args, env = libpq()
+        if options:
+            env["PGOPTIONS"] = options
         cmd = f"{shlex.join([tool('pg_dump'), *args, '--no-owner', '--no-acl'])} | zstd -3 -T1 -q > /dev/null"
         t0 = time.perf_counter()
         subprocess.run(["bash", "-c", "set -o pipefail; " + cmd], check=True, env=env)
         return time.perf_counter() - t0
 
-    def loop(self, n: int) -> float:
+    def loop(self, n: int, sample: int) -> float:
         args, env = libpq()
-        names = [schema(1 + (k * (n - 1)) // LOOP_SAMPLE) for k in range(LOOP_SAMPLE)]
+        names = [schema(1 + (k * (n - 1)) // sample) for k in range(sample)]
         inner = (f"set -o pipefail; {shlex.join([tool('pg_dump'), *args, '--no-owner', '--no-acl'])} -n \"$1\" "
                  "| zstd -3 -T1 -q > /dev/null")
         script = f"printf '%s\\n' {' '.join(names)} | xargs -P {CONCURRENCY} -I{{}} bash -c {shlex.quote(inner)} _ {{}}"
         t0 = time.perf_counter()
         subprocess.run(["bash", "-c", script], check=True, env=env)
-        return (time.perf_counter() - t0) / LOOP_SAMPLE
+        return (time.perf_counter() - t0) / sample
 
     def fleet_pass(self, n: int) -> dict:
         from datetime import time as dtime
@@ -345,9 +356,16 @@ def child(n: int, out: Path) -> int:
     before = fleet.whole()
     print(f"  (a) whole-database pg_dump | zstd: {before:.1f} s -> {before / n * 1000:.1f} ms per tenant (measured "
           "again after (c); the share is the mean of both, this machine's load drifts)", flush=True)
-    loop = fleet.loop(n) if LOOP_SAMPLE else float("nan")  # BENCH_SCALE_LOOP_SAMPLE=0 skips (b)
-    print(f"  (b) pg_dump -n | zstd, xargs -P {CONCURRENCY}, {LOOP_SAMPLE} schemas sampled: "
-          + (f"{loop * 1000:.0f} ms per tenant (a whole pass: {loop * n / 60:.1f} min)" if LOOP_SAMPLE
+    from django.conf import settings
+
+    options = settings.BACKUPS_PG_DUMP_OPTIONS
+    tuned = fleet.whole(options) if options else float("nan")
+    print(f"  (a') the same with the project's pg_dump session options (PGOPTIONS={options!r}): {tuned:.1f} s -> "
+          f"{tuned / n * 1000:.1f} ms per tenant (for comparison; the targets use plain (a))", flush=True)
+    sample = loop_sample(n)
+    loop = fleet.loop(n, sample) if sample else float("nan")  # BENCH_SCALE_LOOP_SAMPLE=0 skips (b)
+    print(f"  (b) pg_dump -n | zstd, xargs -P {CONCURRENCY}, {sample} schemas sampled: "
+          + (f"{loop * 1000:.0f} ms per tenant (a whole pass: {loop * n / 60:.1f} min)" if sample
              else "skipped (BENCH_SCALE_LOOP_SAMPLE=0)"), flush=True)
     p = fleet.fleet_pass(n)
     after = fleet.whole()
@@ -359,14 +377,14 @@ def child(n: int, out: Path) -> int:
     largest = max(p["rss"].values()) / 1024
     print(f"  (c) project, dispatcher tick + batched dumps through one worker -c {CONCURRENCY}: {p['wall']:.1f} s"
           f" -> {per * 1000:.1f} ms per tenant; the tick itself {p['tick']:.2f} s", flush=True)
-    print(f"      ratio to (a): {per / (whole / n):.2f}x; (b) / (c): {loop / per:.1f}x")
+    print(f"      ratio to (a): {per / (whole / n):.2f}x; to (a'): {per / (tuned / n):.2f}x; (b) / (c): {loop / per:.1f}x")
     print("      worker peak RSS (VmHWM): " + ", ".join(f"{pid}: {k / 1024:.0f} MiB" for pid, k in p["rss"].items())
           + f" (largest process {largest:.0f} MiB, sum {rss:.0f} MiB); largest pg_dump/pg_restore child seen "
           f"{p['child_rss'] / 1024:.0f} MiB")
     print(f"      most locks held on the server: {p['locks']:,} of {budget:,} lock slots "
           f"(max_locks_per_transaction x connections)")
     print("load average at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
-    out.write_text(json.dumps({"per": per, "share": whole / n, "loop": loop, "rss": largest, "locks": p["locks"],
+    out.write_text(json.dumps({"per": per, "share": whole / n, "tuned_share": tuned / n, "loop": loop, "rss": largest, "locks": p["locks"],
                                "budget": budget, "tick": p["tick"], "wall": p["wall"], "whole": [before, after]}))
     shutil.rmtree(STORE_DIR, ignore_errors=True)
     return 0
@@ -374,10 +392,11 @@ def child(n: int, out: Path) -> int:
 
 def summary(results: dict[int, dict]) -> None:
     print("\n=== summary ===")
-    print(f"  {'tenants':>8} {'fleet/tenant':>13} {'whole share':>12} {'ratio':>6} {'loop/tenant':>12} {'peak RSS':>9}"
-          f" {'locks':>7}")
+    print(f"  {'tenants':>8} {'fleet/tenant':>13} {'whole share':>12} {'ratio':>6} {'tuned share':>12} {'loop/tenant':>12}"
+          f" {'peak RSS':>9} {'locks':>7}")
     for n, r in results.items():
         print(f"  {n:>8,} {r['per'] * 1000:>11.1f}ms {r['share'] * 1000:>10.1f}ms {r['per'] / r['share']:>5.2f}x "
+              f"{r.get('tuned_share', float('nan')) * 1000:>10.1f}ms "
               f"{r['loop'] * 1000:>10.0f}ms {r['rss']:>7.0f}Mi {r['locks']:>7,}")
     checks = [(f"{n:,} tenants: fleet pass {r['per'] * 1000:.1f} ms/tenant = {r['per'] / r['share']:.2f}x the "
                f"whole-database share (<= {MAX_RATIO}x)", r["per"] / r["share"] <= MAX_RATIO)

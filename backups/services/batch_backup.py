@@ -340,7 +340,7 @@ def _spooled_dump(schemas: list[str], estimate: int) -> Iterator[Path]:
                "--no-sync", f"--file={target}"]
         cmd += [f"--schema={pgtools.quote_ident(s)}" for s in schemas]
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env=pgtools.libpq_env())
+                              env=pgtools.pg_dump_env())
         if proc.returncode != 0:
             message = proc.stderr[-STDERR_TAIL:].decode("utf-8", "replace").strip() or "no message"
             raise DumpFailed(f"pg_dump of the batch exited with status {proc.returncode}: {message}")

@@ -86,3 +86,16 @@ def test_a_parameter_without_a_variable_is_logged_not_dropped_silently(databases
     assert "key-passphrase" not in env.values()
     assert "'keepalives_idle'" in caplog.text and "'sslpassword'" in caplog.text
     assert "key-passphrase" not in caplog.text
+
+
+def test_pg_dump_gets_the_dump_options_after_the_users_own(databases, settings):
+    databases(OPTIONS={"options": "-c work_mem=64MB"})
+    settings.BACKUPS_PG_DUMP_OPTIONS = "-c enable_mergejoin=off"
+    assert pgtools.pg_dump_env()["PGOPTIONS"] == "-c work_mem=64MB -c enable_mergejoin=off"
+    assert pgtools.libpq_env()["PGOPTIONS"] == "-c work_mem=64MB"  # psql and pg_restore run without them
+
+
+def test_empty_dump_options_leave_pgoptions_alone(databases, settings):
+    databases()
+    settings.BACKUPS_PG_DUMP_OPTIONS = ""
+    assert "PGOPTIONS" not in pgtools.pg_dump_env()
