@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import string
-import sys
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -146,6 +145,26 @@ class _Reader:
             self.f.seek(n, os.SEEK_CUR)
 
 
+class _Codes:
+    """A column of strings kept as small integers: an entry's kind, schema, tablespace and access method repeat
+    across thousands of entries, so each costs 2 or 4 bytes, not an 8-byte pointer."""
+
+    def __init__(self, typecode: str) -> None:
+        self.values: list[str | None] = []
+        self._index: dict[str | None, int] = {}
+        self.codes = array(typecode)
+
+    def append(self, value: str | None) -> None:
+        code = self._index.get(value)
+        if code is None:
+            code = self._index[value] = len(self.values)
+            self.values.append(value)
+        self.codes.append(code)
+
+    def __getitem__(self, i: int) -> str | None:
+        return self.values[self.codes[i]]
+
+
 def write_int(value: int, int_size: int) -> bytes:
     """An archive integer: a sign byte, then `int_size` little-endian bytes of the magnitude."""
     return bytes([1 if value < 0 else 0]) + abs(value).to_bytes(int_size, "little")
@@ -190,15 +209,14 @@ class BatchArchive:
         f.seek(self.header_end)
 
     def _read_toc(self, f) -> None:
-        """The entries as columns: positions and ids in arrays, kinds and schemas as shared strings; tags only
-        where the split needs them (data, SCHEMA and schema-less entries), data file names and dependencies only
-        where there are any. Never an entry's SQL."""
+        """The entries as columns: positions and ids in arrays, kinds, schemas, tablespaces and access methods as
+        codes (_Codes); tags only where the split needs them (data, SCHEMA and schema-less entries), data file names
+        and dependencies only where there are any. Never an entry's SQL."""
         r = _Reader(f, self.int_size)
-        self._dump_id, self._start, self._end = array("q"), array("q"), array("q")
-        self._desc: list[str] = []
-        self._namespace: list[str] = []
-        self._tablespace: list[str | None] = []
-        self._tableam: list[str | None] = []
+        offsets = "I" if os.fstat(f.fileno()).st_size < 1 << 32 else "q"
+        self._dump_id, self._start, self._end = array("i"), array(offsets), array(offsets)
+        self._desc, self._namespace = _Codes("H"), _Codes("I")
+        self._tablespace, self._tableam = _Codes("H"), _Codes("H")
         self._tags: dict[int, str] = {}
         self._files: dict[int, str] = {}
         self._deps: dict[int, tuple[int, ...]] = {}
@@ -210,12 +228,12 @@ class BatchArchive:
             r.skip_str()  # tableoid
             r.skip_str()  # oid
             tag = r.str() or ""
-            desc = sys.intern(r.str() or "")
+            desc = r.str() or ""
             r.int()  # section
             r.skip_str()  # defn
             r.skip_str()  # dropStmt
             r.skip_str()  # copyStmt
-            namespace = sys.intern(r.str() or "")
+            namespace = r.str() or ""
             tablespace = r.str()
             tableam = r.str()
             if self.version >= (1, 16):
@@ -235,8 +253,8 @@ class BatchArchive:
             self._end.append(common_end)
             self._desc.append(desc)
             self._namespace.append(namespace)
-            self._tablespace.append(None if tablespace is None else sys.intern(tablespace))
-            self._tableam.append(None if tableam is None else sys.intern(tableam))
+            self._tablespace.append(tablespace)
+            self._tableam.append(tableam)
             if filename or desc == "SCHEMA" or not namespace:
                 self._tags[i] = tag
             if filename:

@@ -131,14 +131,17 @@ def batch_capacity(budget: LockBudget, tables_per_tenant: int) -> int:
 def batch_sizes(count: int) -> int:
     """How many records to put in each batch message when `count` are sent at once.
 
-    At most BACKUPS_BATCH_SIZE, and spread so every dump slot gets work (a pass of 1,000 tenants on 4 slots is
-    4 batches of 250, not one of 1,000 and three idle slots), but never below BACKUPS_BATCH_MIN_SIZE: a few due
-    tenants share one dump rather than each paying the catalog read. The worker still cuts a batch that would not fit
-    the server's lock table or the spool's free space.
+    At most BACKUPS_BATCH_SIZE, and spread so every dump slot gets the same share: a pass of 1,000 tenants on 4
+    slots is 4 batches of 250, not one of 1,000 and three idle slots, and 10,000 tenants in batches of at most
+    1,600 on 2 slots are 8 of 1,250 (4 a slot), not 6 of 1,600 and one of 400 that leaves a slot idle at the end.
+    Never below BACKUPS_BATCH_MIN_SIZE: a few due tenants share one dump rather than each paying the catalog read.
+    The worker still cuts a batch that would not fit the server's lock table or the spool's free space.
     """
     slots = max(1, int(conf.get("BACKUPS_MAX_CONCURRENT_DUMPS")))
     size = max(1, int(conf.get("BACKUPS_BATCH_SIZE")))
-    return max(1, min(size, max(int(conf.get("BACKUPS_BATCH_MIN_SIZE")), -(-count // slots))))
+    batches = -(-max(1, count) // size)
+    batches = -(-batches // slots) * slots  # a whole number of batches for every slot
+    return max(1, min(size, max(int(conf.get("BACKUPS_BATCH_MIN_SIZE")), -(-count // batches))))
 
 
 def batch_check(conn=None) -> str:
@@ -188,38 +191,43 @@ def spool_dir() -> Path:
 def batch_backup_run(*, record_ids: list[int], task_id: str = "") -> BatchResult:
     """Back up the records' tenants in batches; every member ends succeeded, failed, or listed for a retry alone."""
     result = BatchResult()
-    records = {r.pk: r for r in BackupRecord.objects.filter(pk__in=record_ids).exclude(status__in=FINISHED)}
-    result.skipped += [pk for pk in record_ids if pk not in records]
-    ordered = [records[pk] for pk in record_ids if pk in records]
+    # (pk, format, schema) only: the claimed members are loaded whole once, after their locks are held (a batch of
+    # thousands must not keep two model instances a member)
+    rows = {pk: (fmt, schema) for pk, fmt, schema in BackupRecord.objects.filter(pk__in=record_ids)
+            .exclude(status__in=FINISHED).values_list("pk", "format", "schema_name")}
+    result.skipped += [pk for pk in record_ids if pk not in rows]
+    ordered = [(pk, *rows[pk]) for pk in record_ids if pk in rows]
+    del rows
     # json is Django's own dumper (one tenant's transaction); it stays per tenant
-    for record in [r for r in ordered if r.format not in BATCH_FORMATS]:
-        _run_alone(record.pk, task_id, result)
-    members = [r for r in ordered if r.format in BATCH_FORMATS]
+    for pk, fmt, _ in ordered:
+        if fmt not in BATCH_FORMATS:
+            _run_alone(pk, task_id, result)
+    members = [(pk, schema) for pk, fmt, schema in ordered if fmt in BATCH_FORMATS]
+    del ordered
     if not members:
         return result
-    keys = {}
-    for record in members:
-        keys[lock_key(RECORD_NAMESPACE, record.pk)] = record
-        keys[lock_key(TENANT_NAMESPACE, record.schema_name)] = record
-    with hold_many(list(keys), label=f"backup batch of {len(members)}") as taken:
+    keys = []
+    for pk, schema in members:
+        keys += [lock_key(RECORD_NAMESPACE, pk), lock_key(TENANT_NAMESPACE, schema)]
+    with hold_many(list(dict.fromkeys(keys)), label=f"backup batch of {len(members)}") as taken:
         claimed, busy = [], []
-        for record in members:
-            mine = (lock_key(RECORD_NAMESPACE, record.pk) in taken, lock_key(TENANT_NAMESPACE, record.schema_name)
-                    in taken)
+        for pk, schema in members:
+            mine = lock_key(RECORD_NAMESPACE, pk) in taken, lock_key(TENANT_NAMESPACE, schema) in taken
             if all(mine):
-                claimed.append(record)
+                claimed.append(pk)
             elif mine[0]:  # our record, but a restore (or another backup) of the tenant runs: retry it alone
-                busy.append(record)
+                busy.append(pk)
             else:
-                result.skipped.append(record.pk)
-        for record in busy:
+                result.skipped.append(pk)
+        del members, keys
+        for record in BackupRecord.objects.filter(pk__in=busy):
             backup_record_mark_queued(record=record, error="Another backup or restore of this tenant was running; "
                                                            "retrying alone.")
             result.retry.append(record.pk)
-        fresh = {r.pk: r for r in BackupRecord.objects.filter(pk__in=[r.pk for r in claimed])
-                 .exclude(status__in=FINISHED)}
-        result.skipped += [r.pk for r in claimed if r.pk not in fresh]
-        claimed = [fresh[r.pk] for r in claimed if r.pk in fresh]
+        fresh = {r.pk: r for r in BackupRecord.objects.filter(pk__in=claimed).exclude(status__in=FINISHED)}
+        result.skipped += [pk for pk in claimed if pk not in fresh]
+        claimed = [fresh.pop(pk) for pk in claimed if pk in fresh]
+        del fresh
         if claimed:
             _run_claimed_batch(claimed, task_id, result)
     return result

@@ -20,8 +20,8 @@ def _show(setting: str, env: dict[str, str]) -> str:
 
 
 def test_pg_dump_sessions_start_with_the_dump_options(settings):
-    assert settings.BACKUPS_PG_DUMP_OPTIONS == "-c enable_mergejoin=off"  # the default the scale bench measured
-    assert _show("enable_mergejoin", pgtools.pg_dump_env()) == "off"
+    assert settings.BACKUPS_PG_DUMP_OPTIONS == "-c enable_mergejoin=off -c jit=off"  # what the scale bench measured
+    assert (_show("enable_mergejoin", pgtools.pg_dump_env()), _show("jit", pgtools.pg_dump_env())) == ("off", "off")
     assert _show("enable_mergejoin", pgtools.libpq_env()) == "on"  # only pg_dump's session
     settings.BACKUPS_PG_DUMP_OPTIONS = "-c work_mem=7MB"
     assert _show("work_mem", pgtools.pg_dump_env()) == "7MB"
