@@ -1,12 +1,13 @@
-"""Split one directory-format pg_dump of many schemas into one custom-format archive per schema.
+"""Split one custom-format pg_dump of many schemas into one custom-format archive per schema.
 
 pg_dump reads the whole database's catalog on every call, so a tenant dumped alone costs O(tenants). One
-`pg_dump -Fd -Z0 -n s1 ... -n sK` pays that once for K tenants; this module then reads the archive's table of
-contents (`toc.dat`) ONCE, assigns every entry to its schema, and writes each schema's entries (and its
-tables' data files, streamed in chunks) as a custom-format archive: the same bytes layout `pg_dump -Fc -Z0`
-writes to a pipe, so `pg_restore` reads it exactly like one made alone (and turns it into the plain SQL of
-an `sql` backup). Row counts and applied migrations come from the data files themselves, i.e. from the
-dump's own snapshot.
+`pg_dump -Fc -Z0 -f FILE -n s1 ... -n sK` pays that once for K tenants; written to a file, the archive's table of
+contents holds every table's data offset. This module reads that table of contents ONCE, assigns every entry to
+its schema, and writes each schema's entries and data blocks (copied as they are, streamed) as a custom-format
+archive: the bytes `pg_dump -Fc -Z0 -n <schema>` writes to a pipe, so `pg_restore` reads it exactly like one made
+alone (and turns it into the plain SQL of an `sql` backup). Row counts and applied migrations come from the data
+blocks themselves, i.e. from the dump's own snapshot. (One file, not a directory archive: a directory of one file
+per table costs a file creation per table, which at 16,000 tables a batch was a quarter of pg_dump's time here.)
 
 Only what is needed is kept in memory: per entry its kind, tag, schema and byte span in `toc.dat`, never
 its SQL. Archive versions 1.14 to 1.16 (pg_dump 15 to 18) are understood; anything else raises
@@ -28,8 +29,7 @@ from .errors import BackupError
 
 MAGIC = b"PGDMP"
 FORMAT_CUSTOM = 1
-FORMAT_DIRECTORY = (3, 5)  # what pg_dump 15 writes in a directory archive's toc.dat, and the enum's value
-K_OFFSET_POS_NOT_SET, K_OFFSET_NO_DATA = 1, 3
+K_OFFSET_POS_NOT_SET, K_OFFSET_POS_SET, K_OFFSET_NO_DATA = 1, 2, 3
 BLK_DATA = 1
 SUPPORTED_VERSIONS = {(1, 14), (1, 15), (1, 16)}
 SHARED_DESCS = {"ENCODING", "STDSTRINGS", "SEARCHPATH", "DATABASE", "DATABASE PROPERTIES"}  # in every archive
@@ -47,7 +47,6 @@ _SESSION_DEFN = {"SCHEMA": re.compile(rb"CREATE SCHEMA [^\n]+;\n"),
                  "ENCODING": re.compile(rb"SET client_encoding = '[^'\n]*';\n"),
                  "STDSTRINGS": re.compile(rb"SET standard_conforming_strings = '(on|off)';\n")}
 COPY_END = b"\\.\n\n\n"
-_DATA_FILE = re.compile(r"\d+\.dat")
 _COPY_COLUMNS = re.compile(r"\((.*)\)\s+FROM\s+stdin", re.IGNORECASE | re.DOTALL)
 
 Write = Callable[[bytes], None]
@@ -70,12 +69,13 @@ class Entry:
     tag: str
     namespace: str
     start: int
-    common_end: int  # the custom/directory specific tail (data file name / offset) starts here
-    filename: str = ""
+    common_end: int  # the format's own tail (in a custom archive: the data offset) starts here
+    data_offset: int = -1  # where its data block starts in the batch file; -1: no data
     copy_stmt: str = ""  # not kept: read again with BatchArchive.copy_stmt
     deps: tuple[int, ...] = ()
     tablespace: str | None = None  # None: not a tablespace object (pg_restore then leaves default_tablespace)
     tableam: str | None = None
+    position: int = -1  # its index in the table of contents
 
 
 @dataclass
@@ -94,8 +94,8 @@ class MemberPart:
 
     @property
     def data_entries(self) -> list[Entry]:
-        files = self.archive._files
-        return [self.archive.entry(i) for i in self.positions if i in files]
+        blocks = self.archive._blocks
+        return [self.archive.entry(i) for i in self.positions if i in blocks]
 
 
 @dataclass(slots=True)
@@ -165,20 +165,45 @@ class _Codes:
         return self.values[self.codes[i]]
 
 
+class _Span:
+    """Exact reads from one byte range of a file, buffered (a data block's chunks are a row each)."""
+
+    def __init__(self, f, start: int, stop: int, read_size: int) -> None:
+        self.f, self.left, self.read_size = f, stop - start, read_size
+        self.buf, self.at = b"", 0
+        f.seek(start)
+
+    def take(self, n: int) -> bytes:
+        if self.at + n > len(self.buf):
+            want = max(self.read_size, n) - (len(self.buf) - self.at)
+            more = self.f.read(min(want, self.left)) if self.left > 0 else b""
+            self.left -= len(more)
+            self.buf, self.at = self.buf[self.at:] + more, 0
+            if n > len(self.buf):
+                raise SplitError("The batch archive's data block ends early.")
+        piece = self.buf[self.at:self.at + n]
+        self.at += n
+        return piece
+
+    def done(self) -> bool:
+        return self.left == 0 and self.at == len(self.buf)
+
+
 def write_int(value: int, int_size: int) -> bytes:
     """An archive integer: a sign byte, then `int_size` little-endian bytes of the magnitude."""
     return bytes([1 if value < 0 else 0]) + abs(value).to_bytes(int_size, "little")
 
 
 class BatchArchive:
-    """A directory-format archive of several schemas, its TOC read once."""
+    """A custom-format archive file of several schemas (written to a file, so its data offsets are set), its TOC
+    read once."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-        self.toc_path = self.directory / "toc.dat"
-        with self.toc_path.open("rb", buffering=CHUNK) as f:
+    def __init__(self, path: Path) -> None:
+        self.path = self.toc_path = Path(path)
+        with self.path.open("rb", buffering=CHUNK) as f:
             self._read_header(f)
             self._read_toc(f)
+            self._block_ends(os.fstat(f.fileno()).st_size)
 
     def _read_header(self, f) -> None:
         head = f.read(11)
@@ -189,8 +214,8 @@ class BatchArchive:
         if self.version not in SUPPORTED_VERSIONS:
             raise SplitUnsupported(f"Archive version {self.version[0]}.{self.version[1]} is not supported by the "
                                    "batch splitter.")
-        if fmt not in FORMAT_DIRECTORY:
-            raise SplitError(f"The batch archive has format {fmt}, expected a directory archive.")
+        if fmt != FORMAT_CUSTOM:
+            raise SplitError(f"The batch archive has format {fmt}, expected a custom-format archive.")
         r = _Reader(f, self.int_size)
         compression = r.byte() if self.version >= (1, 15) else r.int()
         if compression != 0:
@@ -203,14 +228,12 @@ class BatchArchive:
         self.tool_version = self.tool_version_bytes.decode("utf-8", "replace")
         self.header_end = f.tell()
         f.seek(0)
-        header = bytearray(f.read(self.header_end))
-        header[10] = FORMAT_CUSTOM
-        self.custom_header = bytes(header)
+        self.custom_header = f.read(self.header_end)
         f.seek(self.header_end)
 
     def _read_toc(self, f) -> None:
         """The entries as columns: positions and ids in arrays, kinds, schemas, tablespaces and access methods as
-        codes (_Codes); tags only where the split needs them (data, SCHEMA and schema-less entries), data file names
+        codes (_Codes); tags only where the split needs them (data, SCHEMA and schema-less entries), data offsets
         and dependencies only where there are any. Never an entry's SQL."""
         r = _Reader(f, self.int_size)
         offsets = "I" if os.fstat(f.fileno()).st_size < 1 << 32 else "q"
@@ -218,7 +241,8 @@ class BatchArchive:
         self._desc, self._namespace = _Codes("H"), _Codes("I")
         self._tablespace, self._tableam = _Codes("H"), _Codes("H")
         self._tags: dict[int, str] = {}
-        self._files: dict[int, str] = {}
+        self._blocks: dict[int, int] = {}  # entry -> data block offset
+        self._block_end: dict[int, int] = {}
         self._deps: dict[int, tuple[int, ...]] = {}
         self._odd_names: set[str] = set()  # schemas with a tag or name holding a line break
         for i in range(r.int()):
@@ -244,10 +268,17 @@ class BatchArchive:
             while (dep := r.str()) is not None:
                 deps.append(int(dep))
             common_end = f.tell()
-            filename = r.str() or ""
-            if filename and not _DATA_FILE.fullmatch(filename):
-                raise SplitUnsupported(f"The batch archive holds {desc} data in {filename!r} (large objects or "
-                                       "compressed data), which the splitter does not handle.")
+            state = r.byte()
+            raw = f.read(self.off_size)
+            if len(raw) != self.off_size:
+                raise SplitError("The batch archive's table of contents ends early.")
+            if state == K_OFFSET_POS_NOT_SET:
+                raise SplitUnsupported(f"The batch archive's {desc} {tag!r} has data but no offset (written to a "
+                                       "pipe?): the splitter needs the archive written to a file.")
+            if state == K_OFFSET_POS_SET and desc != "TABLE DATA":
+                raise SplitUnsupported(f"The batch archive holds {desc} data (large objects?), which the splitter "
+                                       "does not handle.")
+            has_data = state == K_OFFSET_POS_SET
             self._dump_id.append(dump_id)
             self._start.append(start)
             self._end.append(common_end)
@@ -255,14 +286,23 @@ class BatchArchive:
             self._namespace.append(namespace)
             self._tablespace.append(tablespace)
             self._tableam.append(tableam)
-            if filename or desc == "SCHEMA" or not namespace:
+            if has_data or desc == "SCHEMA" or not namespace:
                 self._tags[i] = tag
-            if filename:
-                self._files[i] = filename
+            if has_data:
+                self._blocks[i] = int.from_bytes(raw, "little")
             if not namespace and deps:
                 self._deps[i] = tuple(deps)
             if any(c in tag or c in namespace for c in "\r\n"):
                 self._odd_names.add(namespace or tag)
+
+    def _block_ends(self, size: int) -> None:
+        """Each data block ends where the next begins (pg_dump writes them one after another after the table of
+        contents, nothing after the last); checked again when a block is read."""
+        starts = sorted((offset, i) for i, offset in self._blocks.items())
+        for (offset, i), (following, _) in zip(starts, [*starts[1:], (size, -1)]):
+            if not self.header_end < offset < following <= size:
+                raise SplitError("The batch archive's data offsets are out of order.")
+            self._block_end[i] = following
 
     def __len__(self) -> int:
         return len(self._dump_id)
@@ -270,8 +310,8 @@ class BatchArchive:
     def entry(self, i: int) -> Entry:
         """The i-th entry of the table of contents (`tag` only for data, SCHEMA and schema-less entries)."""
         return Entry(self._dump_id[i], self._desc[i], self._tags.get(i, ""), self._namespace[i], self._start[i],
-                     self._end[i], self._files.get(i, ""), "", self._deps.get(i, ()), self._tablespace[i],
-                     self._tableam[i])
+                     self._end[i], self._blocks.get(i, -1), "", self._deps.get(i, ()), self._tablespace[i],
+                     self._tableam[i], i)
 
     @property
     def entries(self) -> list[Entry]:
@@ -326,23 +366,62 @@ class BatchArchive:
             pending = bytearray()
             for entry in part.entries:
                 pending += os.pread(fd, entry.common_end - entry.start, entry.start)
-                pending += not_set if entry.filename else no_data
+                pending += not_set if entry.data_offset >= 0 else no_data
                 if len(pending) >= read_size:
                     write(bytes(pending))
                     pending.clear()
             if pending:
                 write(bytes(pending))
         end = write_int(0, self.int_size)
-        for entry in part.data_entries:
-            write(bytes([BLK_DATA]) + write_int(entry.dump_id, self.int_size))
-            for chunk in self._data_chunks(entry, read_size):
-                write(write_int(len(chunk), self.int_size) + chunk)
-            write(end)
+        with self.path.open("rb", buffering=0) as f:
+            for entry in part.data_entries:  # each block as pg_dump wrote it: header, length-prefixed chunks, 0
+                start, stop = self._block_span(f, entry)
+                if os.pread(f.fileno(), len(end), stop - len(end)) != end:
+                    raise SplitError(f"The batch archive's data block of {entry.tag!r} does not end where the "
+                                     "next begins.")
+                f.seek(start)
+                left = stop - start
+                while left:
+                    piece = f.read(min(read_size, left))
+                    if not piece:
+                        raise SplitError("The batch archive ends inside a data block.")
+                    left -= len(piece)
+                    write(piece)
+
+    def _block_span(self, f, entry: Entry) -> tuple[int, int]:
+        """Where the entry's data block is in the batch file, its header checked (a data block of this entry)."""
+        start, stop = entry.data_offset, self._block_end[entry.position]
+        head = os.pread(f.fileno(), 1 + 1 + self.int_size, start)
+        if head != bytes([BLK_DATA]) + write_int(entry.dump_id, self.int_size):
+            raise SplitError(f"The batch archive's data block of {entry.tag!r} is not where its offset says.")
+        return start, stop
 
     def _data_chunks(self, entry: Entry, read_size: int) -> Iterator[bytes]:
-        with (self.directory / entry.filename).open("rb", buffering=0) as f:
-            while chunk := f.read(read_size):
-                yield chunk
+        """The entry's data (its COPY text): the block's length-prefixed chunks (pg_dump writes one a row) parsed
+        out and joined up to `read_size`; the block must end exactly where the next begins."""
+        step = 1 + self.int_size
+        with self.path.open("rb", buffering=0) as f:
+            start, stop = self._block_span(f, entry)
+            span = _Span(f, start + step + 1, stop, read_size)
+            out: list[bytes] = []
+            size = 0
+            while True:
+                head = span.take(step)
+                n = int.from_bytes(head[1:], "little")
+                if head[0]:
+                    raise SplitError(f"The batch archive's data block of {entry.tag!r} is damaged.")
+                if n == 0:
+                    break
+                out.append(span.take(n))
+                size += n
+                if size >= read_size:
+                    yield b"".join(out)
+                    out, size = [], 0
+            if not span.done():
+                raise SplitError(f"The batch archive's data block of {entry.tag!r} does not end where the next "
+                                 "begins.")
+            if out:
+                yield b"".join(out)
 
     # ------------------------------------------------------------------ one member's plain SQL
 
@@ -359,7 +438,7 @@ class BatchArchive:
         for entry in entries:
             if entry.tablespace not in (None, "") or entry.tableam not in (None, "heap"):
                 return None  # pg_restore would quote them (fmtId); not needed for tenant schemas
-            if entry.desc == "TABLE DATA" and not entry.filename:
+            if entry.desc == "TABLE DATA" and entry.data_offset < 0:
                 return None
             features.add(f"tablespace:{entry.tablespace}")
             features.add(f"tableam:{entry.tableam}")
@@ -417,16 +496,16 @@ class BatchArchive:
                     out.append(b"SET default_table_access_method = " + entry.tableam.encode() + b";\n\n")
                     tableam = entry.tableam
                 text = self._entry_text(fd, entry)
-                out.append(b"--\n-- " + (b"Data for " if entry.filename else b"") + b"Name: " + text.tag
+                out.append(b"--\n-- " + (b"Data for " if entry.data_offset >= 0 else b"") + b"Name: " + text.tag
                            + b"; Type: " + text.desc + b"; Schema: " + (text.namespace or b"-") + b"; Owner: -\n--\n\n")
                 # (SCHEMA: with --no-owner pg_restore writes "CREATE SCHEMA <name>;" itself, the name quoted as
                 # pg_dump quoted it in the definition, which sql_features checked is just that)
                 if text.defn:
                     out.append(text.defn + b"\n\n")
-                if entry.filename:
+                if entry.data_offset >= 0:
                     out.append(text.copy_stmt)
                 write(b"".join(out))
-                if entry.filename:
+                if entry.data_offset >= 0:
                     for chunk in self._data_chunks(entry, read_size):
                         write(chunk)
         write(b"--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict " + key + b"\n\n")
@@ -518,6 +597,6 @@ def _copy_text(value: str) -> str:
     return re.sub(r"\\(.)", lambda m: _COPY_ESCAPES.get(m.group(1), m.group(1)), value)
 
 
-def data_size(directory: Path) -> int:
+def data_size(path: Path) -> int:
     """Bytes the archive takes on disk."""
-    return sum(p.stat().st_size for p in Path(directory).iterdir() if p.is_file())
+    return Path(path).stat().st_size

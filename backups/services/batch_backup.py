@@ -1,7 +1,7 @@
 """Back up several tenants from one pg_dump: one snapshot, one catalog read, one artifact per tenant.
 
 pg_dump reads the whole catalog on every call, so dumping tenants one by one costs O(tenants) each and a
-fleet pass O(tenants²). A batch runs ONE `pg_dump -Fd -Z0 -n s1 ... -n sK` into a spool directory, reads its
+fleet pass O(tenants²). A batch runs ONE `pg_dump -Fc -Z0 -n s1 ... -n sK` into a spool file, reads its
 table of contents once (backups.batch_split) and streams each member's custom-format archive into that
 member's own sink: stored as is for `dump`, through `pg_restore -f -` for `sql` (byte for byte what
 `pg_dump -n` writes). Every member keeps its own object, manifest, digests, record, name and key.
@@ -333,7 +333,8 @@ def _extensions(conn) -> list[dict[str, str]]:
 
 @contextlib.contextmanager
 def _spooled_dump(schemas: list[str], estimate: int) -> Iterator[Path]:
-    """`pg_dump -Fd -Z0` of the schemas into a fresh spool directory, removed on every exit path."""
+    """`pg_dump -Fc -Z0` of the schemas into a file in a fresh spool directory, removed on every exit path (a
+    file, so the archive's table of contents holds each table's data offset)."""
     base = spool_dir()
     free = shutil.disk_usage(base).free
     if free < estimate + SPOOL_MARGIN:
@@ -341,10 +342,10 @@ def _spooled_dump(schemas: list[str], estimate: int) -> Iterator[Path]:
                                    f"it needs about {estimate + SPOOL_MARGIN} bytes, {free} are free.")
     directory = Path(tempfile.mkdtemp(prefix="tenant-backups-batch-", dir=base))
     try:
-        target = directory / "archive"
+        target = directory / "batch.dump"
         bins = pgtools.binaries()
-        # --no-sync: the spool is scratch, removed after the split; fsyncing its thousands of files is pure cost
-        cmd = [bins.pg_dump, "--format=directory", "--compress=0", "--no-owner", "--no-acl", "--strict-names",
+        # --no-sync: the spool is scratch, removed after the split; fsyncing it is pure cost
+        cmd = [bins.pg_dump, "--format=custom", "--compress=0", "--no-owner", "--no-acl", "--strict-names",
                "--no-sync", f"--file={target}"]
         cmd += [f"--schema={pgtools.quote_ident(s)}" for s in schemas]
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -368,8 +369,8 @@ def _dump_part(part: list[BackupRecord], task_id: str, result: BatchResult, serv
     estimate = sum(sizes[s][1] for s in schemas)
     done = _Recorder(result)
     try:
-        with _spooled_dump(schemas, estimate) as directory:
-            archive = BatchArchive(directory)
+        with _spooled_dump(schemas, estimate) as spooled:
+            archive = BatchArchive(spooled)
             pieces = archive.members(schemas)
             result.dumped += len(part)
             tool_version = pgtools.binaries().version

@@ -265,9 +265,9 @@ def feature_schema():
 def _batch_archive(tmp_path: Path, schemas: list[str]) -> batch_split.BatchArchive:
     from backups import pgtools
 
-    target = tmp_path / "archive"
+    target = tmp_path / "batch.dump"
     bins = pgtools.binaries()
-    subprocess.run([bins.pg_dump, "--format=directory", "--compress=0", "--no-owner", "--no-acl", "--strict-names",
+    subprocess.run([bins.pg_dump, "--format=custom", "--compress=0", "--no-owner", "--no-acl", "--strict-names",
                     f"--file={target}", *[f"--schema={s}" for s in schemas]], check=True, env=pgtools.libpq_env())
     return batch_split.BatchArchive(target)
 
@@ -297,6 +297,36 @@ def test_sql_written_from_the_archive_is_pg_restores_byte_for_byte(tmp_path, fea
     # the feature schema exercised the kinds a tenant schema may hold beyond Django's tables
     assert {"TYPE", "DOMAIN", "VIEW", "FUNCTION", "TRIGGER", "COMMENT", "DEFAULT",
             "SEQUENCE OWNED BY", "INDEX", "FK CONSTRAINT", "SEQUENCE SET", "TABLE DATA"} <= kinds
+
+
+def test_an_archive_written_to_a_pipe_is_refused(tmp_path):
+    from backups import pgtools
+
+    # piped, pg_dump cannot go back to write the data offsets: the splitter says so and the batch runs alone
+    piped = subprocess.run([pgtools.binaries().pg_dump, "--format=custom", "--compress=0", "--no-owner", "--no-acl",
+                            f"--schema={DEMO_SCHEMAS[0]}"], check=True, capture_output=True,
+                           env=pgtools.libpq_env()).stdout
+    (tmp_path / "piped.dump").write_bytes(piped)
+    with pytest.raises(batch_split.SplitUnsupported, match="no offset"):
+        batch_split.BatchArchive(tmp_path / "piped.dump")
+
+
+@pytest.mark.parametrize("damage", ["chunk sign", "block header"])
+def test_a_damaged_data_block_fails_the_split(tmp_path, damage):
+    schemas = list(DEMO_SCHEMAS)
+    archive = _batch_archive(tmp_path, schemas)
+    part = archive.members(schemas)[schemas[0]]
+    entry = next(e for e in part.data_entries if e.tag == "django_migrations")
+    at = entry.data_offset + (1 + 1 + archive.int_size if damage == "chunk sign" else 0)
+    with open(archive.path, "r+b") as f:
+        f.seek(at)
+        f.write(b"\x01" if damage == "chunk sign" else b"\x09")
+    # every member's blocks are parsed whole for its row counts before its artifact is written (batch_backup._member)
+    with pytest.raises(batch_split.SplitError, match="django_migrations"):
+        archive.row_counts(part)
+    if damage == "block header":  # the copy checks each block's header and end itself
+        with pytest.raises(batch_split.SplitError, match="django_migrations"):
+            archive.write_custom(part, lambda _: None)
 
 
 def test_restrict_keys_are_random_and_each_members_own():
