@@ -299,7 +299,7 @@ class BatchArchive:
         """Each data block ends where the next begins (pg_dump writes them one after another after the table of
         contents, nothing after the last); checked again when a block is read."""
         starts = sorted((offset, i) for i, offset in self._blocks.items())
-        for (offset, i), (following, _) in zip(starts, [*starts[1:], (size, -1)]):
+        for (offset, i), (following, _) in zip(starts, [*starts[1:], (size, -1)], strict=True):
             if not self.header_end < offset < following <= size:
                 raise SplitError("The batch archive's data offsets are out of order.")
             self._block_end[i] = following
