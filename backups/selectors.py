@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from backups import conf
 from backups.models import BackupRecord
 from backups.scheduling import DISABLED
+
+ESTIMATE_LOCK_WAIT_MS = 200  # how long a progress estimate may wait for a table's lock
 
 STALLED = "stalled"
 FAILING = "failing"
@@ -93,10 +95,26 @@ def schema_exists(schema: str) -> bool:
 
 
 def schema_relation_bytes(schema: str) -> int:
-    """Bytes of the schema's tables, indexes and TOAST (pg_total_relation_size over its tables)."""
+    """Bytes of the schema's tables, indexes and TOAST, for a progress estimate; never waits on a lock.
+
+    pg_total_relation_size opens each table, so behind a migration's ACCESS EXCLUSIVE lock it would wait, and a
+    backup would sit before its dump on an estimate; after LOCK_WAIT the catalog's page counts (as of the last
+    VACUUM/ANALYZE, no lock) answer instead."""
+    try:
+        with transaction.atomic(), connection.cursor() as cur:
+            cur.execute(f"SET LOCAL lock_timeout = '{ESTIMATE_LOCK_WAIT_MS}ms'")
+            cur.execute(
+                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'm')",
+                [schema])
+            return int(cur.fetchone()[0])
+    except OperationalError:  # lock_timeout: someone holds a table of the schema exclusively
+        pass
     with connection.cursor() as cur:
         cur.execute(
-            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'm')",
-            [schema])
+            "SELECT COALESCE(SUM(c.relpages::bigint + COALESCE(t.relpages, 0)), 0) "
+            "* current_setting('block_size')::int "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "LEFT JOIN pg_class t ON t.oid = c.reltoastrelid "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'm', 'i')", [schema])
         return int(cur.fetchone()[0])

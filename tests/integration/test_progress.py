@@ -1,11 +1,13 @@
 """Progress: a running backup shows bytes done against an estimate from the tenant's last good backup."""
 
+import threading
 from datetime import timedelta
 
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
 from backups.models import BackupRecord
+from backups.pgtools import connect
 from backups.selectors import schema_relation_bytes
 from backups.services.backup_run import backup_run
 from backups.services.progress import progress_of
@@ -45,6 +47,30 @@ def test_without_history_the_estimate_is_the_schemas_size():
         assert progress.percent == 0.0 and progress.eta_seconds is None
     finally:
         record.delete()
+
+
+def test_the_schema_size_estimate_does_not_wait_behind_an_exclusive_lock():
+    # a migration holding a table: the estimate (taken before a worker's dump) falls back to the catalog's pages
+    with connect() as other:
+        other.execute("LOCK TABLE clinica_sonrisa.clinic_invoice IN ACCESS EXCLUSIVE MODE")
+        done = threading.Event()
+        found = []
+        worker = threading.Thread(target=lambda: (found.append(_in_fresh_connection(schema_relation_bytes,
+                                                                                    "clinica_sonrisa")), done.set()))
+        worker.start()
+        finished = done.wait(30)  # generous: blocking would mean until the lock goes
+        other.rollback()
+        worker.join()
+    assert finished and found[0] >= 0
+
+
+def _in_fresh_connection(fn, *args):
+    from django.db import connection as conn
+
+    try:
+        return fn(*args)
+    finally:
+        conn.close()
 
 
 def test_a_progress_listener_hears_each_step_of_a_backup(settings):
