@@ -9,7 +9,7 @@ alone (and turns it into the plain SQL of an `sql` backup). Row counts and appli
 blocks themselves, i.e. from the dump's own snapshot. (One file, not a directory archive: a directory of one file
 per table costs a file creation per table, which at 16,000 tables a batch was a quarter of pg_dump's time here.)
 
-Only what is needed is kept in memory: per entry its kind, tag, schema and byte span in `toc.dat`, never
+Only what is needed is kept in memory: per entry its kind, tag, schema and byte span in the table of contents, never
 its SQL. Archive versions 1.14 to 1.16 (pg_dump 15 to 18) are understood; anything else raises
 SplitUnsupported, and the caller dumps those tenants one by one.
 """
@@ -62,7 +62,7 @@ class SplitUnsupported(SplitError):
 
 @dataclass(slots=True)
 class Entry:
-    """One TOC entry: where its bytes are in toc.dat and what the split needs to know of it."""
+    """One TOC entry: where its bytes are in the archive and what the split needs to know of it."""
 
     dump_id: int
     desc: str
@@ -108,7 +108,7 @@ class _EntryText:
 
 
 class _Reader:
-    """Sequential reads of toc.dat's integers and strings, in the archive's own encoding."""
+    """Sequential reads of the table of contents' integers and strings, in the archive's own encoding."""
 
     def __init__(self, f, int_size: int) -> None:
         self.f, self.int_size = f, int_size
@@ -199,11 +199,12 @@ class BatchArchive:
     read once."""
 
     def __init__(self, path: Path) -> None:
-        self.path = self.toc_path = Path(path)
+        self.path = Path(path)
         with self.path.open("rb", buffering=CHUNK) as f:
+            size = os.fstat(f.fileno()).st_size
             self._read_header(f)
-            self._read_toc(f)
-            self._block_ends(os.fstat(f.fileno()).st_size)
+            self._read_toc(f, size)
+            self._block_ends(size)
 
     def _read_header(self, f) -> None:
         head = f.read(11)
@@ -231,12 +232,12 @@ class BatchArchive:
         self.custom_header = f.read(self.header_end)
         f.seek(self.header_end)
 
-    def _read_toc(self, f) -> None:
+    def _read_toc(self, f, size: int) -> None:
         """The entries as columns: positions and ids in arrays, kinds, schemas, tablespaces and access methods as
         codes (_Codes); tags only where the split needs them (data, SCHEMA and schema-less entries), data offsets
         and dependencies only where there are any. Never an entry's SQL."""
         r = _Reader(f, self.int_size)
-        offsets = "I" if os.fstat(f.fileno()).st_size < 1 << 32 else "q"
+        offsets = "I" if size < 1 << 32 else "q"
         self._dump_id, self._start, self._end = array("i"), array(offsets), array(offsets)
         self._desc, self._namespace = _Codes("H"), _Codes("I")
         self._tablespace, self._tableam = _Codes("H"), _Codes("H")
@@ -318,8 +319,8 @@ class BatchArchive:
         return [self.entry(i) for i in range(len(self))]
 
     def copy_stmt(self, entry: Entry) -> str:
-        """A data entry's COPY statement, read again from toc.dat."""
-        with self.toc_path.open("rb") as toc:
+        """A data entry's COPY statement, read again from the archive."""
+        with self.path.open("rb") as toc:
             return self._entry_text(toc.fileno(), entry).copy_stmt.decode("utf-8", "replace")
 
     def members(self, schemas: list[str]) -> dict[str, MemberPart]:
@@ -350,7 +351,7 @@ class BatchArchive:
     def _tag(self, i: int) -> str:
         if i in self._tags:
             return self._tags[i]
-        with self.toc_path.open("rb") as toc:
+        with self.path.open("rb") as toc:
             return self._entry_text(toc.fileno(), self.entry(i)).tag.decode("utf-8", "replace")
 
     # ------------------------------------------------------------------ one member's archive
@@ -361,8 +362,8 @@ class BatchArchive:
         not_set = bytes([K_OFFSET_POS_NOT_SET]) + bytes(self.off_size)
         write(self.custom_header)
         write(write_int(len(part.positions), self.int_size))
-        with self.toc_path.open("rb") as toc:
-            fd = toc.fileno()
+        with self.path.open("rb", buffering=0) as f:
+            fd = f.fileno()
             pending = bytearray()
             for entry in part.entries:
                 pending += os.pread(fd, entry.common_end - entry.start, entry.start)
@@ -372,11 +373,10 @@ class BatchArchive:
                     pending.clear()
             if pending:
                 write(bytes(pending))
-        end = write_int(0, self.int_size)
-        with self.path.open("rb", buffering=0) as f:
+            end = write_int(0, self.int_size)
             for entry in part.data_entries:  # each block as pg_dump wrote it: header, length-prefixed chunks, 0
                 start, stop = self._block_span(f, entry)
-                if os.pread(f.fileno(), len(end), stop - len(end)) != end:
+                if os.pread(fd, len(end), stop - len(end)) != end:
                     raise SplitError(f"The batch archive's data block of {entry.tag!r} does not end where the "
                                      "next begins.")
                 f.seek(start)
@@ -442,7 +442,7 @@ class BatchArchive:
                 return None
             features.add(f"tablespace:{entry.tablespace}")
             features.add(f"tableam:{entry.tableam}")
-        with self.toc_path.open("rb") as toc:
+        with self.path.open("rb") as toc:
             for entry in entries:
                 if entry.desc in ("SCHEMA", "ENCODING", "STDSTRINGS"):
                     defn = self._entry_text(toc.fileno(), entry).defn
@@ -459,7 +459,7 @@ class BatchArchive:
         if not _RESTRICT_KEY.fullmatch(restrict_key):
             raise ValueError("A restrict key is letters and digits.")
         key = restrict_key.encode("ascii")
-        with self.toc_path.open("rb") as toc:
+        with self.path.open("rb") as toc:
             fd = toc.fileno()
             entries = part.entries
             texts = {e.desc: self._entry_text(fd, e) for e in entries
@@ -511,7 +511,7 @@ class BatchArchive:
         write(b"--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict " + key + b"\n\n")
 
     def _entry_text(self, fd: int, entry: Entry) -> _EntryText:
-        """The entry's strings as the archive's bytes, read again from toc.dat (its SQL is never kept)."""
+        """The entry's strings as the archive's bytes, read again from the archive (its SQL is never kept)."""
         raw = os.pread(fd, entry.common_end - entry.start, entry.start)
         pos = 0
         step = 1 + self.int_size
@@ -596,7 +596,3 @@ def _copy_text(value: str) -> str:
         return value
     return re.sub(r"\\(.)", lambda m: _COPY_ESCAPES.get(m.group(1), m.group(1)), value)
 
-
-def data_size(path: Path) -> int:
-    """Bytes the archive takes on disk."""
-    return Path(path).stat().st_size

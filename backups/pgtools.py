@@ -138,15 +138,19 @@ def pg_dump_env(alias: str = "default") -> dict[str, str]:
     At thousands of schemas PostgreSQL 15 plans one of pg_dump's catalog queries so badly that it is most of every
     call (see backups.conf); a session setting fixes the plan without touching what is dumped."""
     env = libpq_env(alias)
-    extra = str(conf.get("BACKUPS_PG_DUMP_OPTIONS") or "").strip()
+    extra = _dump_options()
     if extra:
         env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {extra}".strip()
     return env
 
 
+def _dump_options() -> str:
+    return str(conf.get("BACKUPS_PG_DUMP_OPTIONS") or "").strip()
+
+
 def check_pg_dump_options(alias: str = "default") -> None:
     """Start-up check: the server accepts BACKUPS_PG_DUMP_OPTIONS (else every pg_dump would fail to connect)."""
-    extra = str(conf.get("BACKUPS_PG_DUMP_OPTIONS") or "").strip()
+    extra = _dump_options()
     if not extra:
         return
     try:

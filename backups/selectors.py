@@ -98,16 +98,21 @@ def schema_relation_bytes(schema: str) -> int:
     """Bytes of the schema's tables, indexes and TOAST, for a progress estimate; never waits on a lock.
 
     pg_total_relation_size opens each table, so behind a migration's ACCESS EXCLUSIVE lock it would wait, and a
-    backup would sit before its dump on an estimate; after LOCK_WAIT the catalog's page counts (as of the last
-    VACUUM/ANALYZE, no lock) answer instead."""
+    backup would sit before its dump on an estimate; after ESTIMATE_LOCK_WAIT_MS the catalog's page counts (as of
+    the last VACUUM/ANALYZE, no lock) answer instead."""
     try:
+        # set_config(..., true) in a savepoint, put back after: a caller's own transaction keeps its lock_timeout
         with transaction.atomic(), connection.cursor() as cur:
-            cur.execute(f"SET LOCAL lock_timeout = '{ESTIMATE_LOCK_WAIT_MS}ms'")
+            cur.execute("SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, true)",
+                        [f"{ESTIMATE_LOCK_WAIT_MS}ms"])
+            previous = cur.fetchone()[0]
             cur.execute(
                 "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'm')",
                 [schema])
-            return int(cur.fetchone()[0])
+            size = int(cur.fetchone()[0])
+            cur.execute("SELECT set_config('lock_timeout', %s, true)", [previous])
+            return size
     except OperationalError:  # lock_timeout: someone holds a table of the schema exclusively
         pass
     with connection.cursor() as cur:

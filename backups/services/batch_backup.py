@@ -197,13 +197,11 @@ def batch_backup_run(*, record_ids: list[int], task_id: str = "") -> BatchResult
             .exclude(status__in=FINISHED).values_list("pk", "format", "schema_name")}
     result.skipped += [pk for pk in record_ids if pk not in rows]
     ordered = [(pk, *rows[pk]) for pk in record_ids if pk in rows]
-    del rows
     # json is Django's own dumper (one tenant's transaction); it stays per tenant
     for pk, fmt, _ in ordered:
         if fmt not in BATCH_FORMATS:
             _run_alone(pk, task_id, result)
     members = [(pk, schema) for pk, fmt, schema in ordered if fmt in BATCH_FORMATS]
-    del ordered
     if not members:
         return result
     keys = []
@@ -219,15 +217,13 @@ def batch_backup_run(*, record_ids: list[int], task_id: str = "") -> BatchResult
                 busy.append(pk)
             else:
                 result.skipped.append(pk)
-        del members, keys
         for record in BackupRecord.objects.filter(pk__in=busy):
             backup_record_mark_queued(record=record, error="Another backup or restore of this tenant was running; "
                                                            "retrying alone.")
             result.retry.append(record.pk)
         fresh = {r.pk: r for r in BackupRecord.objects.filter(pk__in=claimed).exclude(status__in=FINISHED)}
         result.skipped += [pk for pk in claimed if pk not in fresh]
-        claimed = [fresh.pop(pk) for pk in claimed if pk in fresh]
-        del fresh
+        claimed = [fresh[pk] for pk in claimed if pk in fresh]
         if claimed:
             _run_claimed_batch(claimed, task_id, result)
     return result

@@ -64,6 +64,16 @@ def test_the_schema_size_estimate_does_not_wait_behind_an_exclusive_lock():
     assert finished and found[0] >= 0
 
 
+def test_the_estimate_leaves_the_callers_lock_timeout_alone():
+    from django.db import connection, transaction
+
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SET LOCAL lock_timeout = '7s'")
+        assert schema_relation_bytes("clinica_sonrisa") > 0
+        cur.execute("SHOW lock_timeout")
+        assert cur.fetchone()[0] == "7s"
+
+
 def _in_fresh_connection(fn, *args):
     from django.db import connection as conn
 
