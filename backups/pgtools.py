@@ -112,15 +112,28 @@ def connection_params(alias: str = "default", dbname: str | None = None) -> dict
     return params
 
 
+# What a client tool may see of the worker's environment besides libpq's own PG* variables: where to find files
+# (~/.pgpass, ~/.postgresql/root.crt), the locale, the time zone, temporary files and Kerberos. Never the rest:
+# the worker's environment holds its storage keys, age identities and Django's secret key.
+_TOOL_VARIABLES = frozenset({"HOME", "PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "KRB5CCNAME", "KRB5_CONFIG",
+                             "KRB5_KTNAME"})
+
+
+def tool_env() -> dict[str, str]:
+    """The part of this process's environment a PostgreSQL client tool needs: PG*, locale, HOME, PATH, TZ."""
+    return {k: v for k, v in os.environ.items()
+            if k.startswith(("PG", "LC_")) or k in _TOOL_VARIABLES}
+
+
 def libpq_env(alias: str = "default", dbname: str | None = None) -> dict[str, str]:
-    """Environment for pg_dump/psql/pg_restore: the process's own, with Django's connection settings as PG* over it.
+    """Environment for pg_dump/pg_restore: tool_env() with Django's connection settings as PG* over it.
 
     PG* variables the process already has are kept (libpq gives them to Django's connection too) unless
     DATABASES sets the same parameter. The password travels as PGPASSWORD (or the user's PGPASSFILE), never
     on a command line. Parameters libpq reads from no variable (keepalives, sslpassword...) reach Django's and
     `connect()`'s connections only; they are logged once so the gap is visible.
     """
-    env = dict(os.environ)
+    env = tool_env()
     known = libpq_keywords()
     for key, value in connection_params(alias, dbname).items():
         if known[key]:

@@ -1,12 +1,13 @@
-"""A verified restore (spool, SHA-256 check, psql meta-command scan, then psql) vs `zstd -dc | psql`.
+"""A verified restore (spool, SHA-256 check, then the script loader) vs `zstd -dc | psql`.
 
 The trust rules make a restore read the stored object twice (spool while hashing, then decode from the
-spool) and scan the whole SQL before psql starts. This measures what that costs, in one run, on the
-bench database of bench_pipeline (its bench_small tenant, ~50 MB; BENCH_RESTORE_LARGE=1 adds bench_large):
+spool), and the script goes to the server through psycopg (backups.sql_loader) instead of psql. This
+measures what that costs, in one run, on the bench database of bench_pipeline (its bench_small tenant,
+~50 MB; BENCH_RESTORE_LARGE=1 adds bench_large, the 500 MB-class tenant the target is for):
 
 (a) tool     - `zstd -dc <object> | psql -q -1 -v ON_ERROR_STOP=1` into a fresh scratch database;
-(b) project  - `restore_verify` in a fresh Python process: spool + digest + scan + scratch database +
-               psql + row-count check + drop. Its wall time, and its peak RSS (VmHWM).
+(b) project  - `restore_verify` in a fresh Python process: spool + digest + scratch database (with what the
+               tenant uses from public) + load + row-count check + drop. Its wall time, and its peak RSS.
 
 Prints the median of BENCH_REPEATS (3) runs of each, the ratio (b)/(a), and peak memory of both.
 """
@@ -30,7 +31,7 @@ from bench import bench_pipeline as pipeline  # noqa: E402 - after the path is s
 
 PYTHON = sys.executable
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
-MAX_RATIO = 1.5  # target: a verified restore within 1.5x of the raw pipeline
+MAX_RATIO = 1.15  # target: a verified restore within 1.15x of the raw pipeline
 MAX_RSS_MB = 150
 
 CHILD = r"""

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import re
 import secrets
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import psycopg
 from django.core import serializers
 from django.core.management.color import no_style
 from django.core.management.sql import emit_post_migrate_signal
@@ -24,19 +25,21 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model, schem
 from backups import pgtools
 from backups.dumpers import json_models
 from backups.errors import BackupError, RestoreFailed, StoredObjectDamaged, VerificationFailed
+from backups.json_scope import json_restore_refusal
 from backups.locks import tenant_lock
 from backups.models import BackupEvent, BackupRecord
-from backups.psql_guard import scan_sql_lines
-from backups.reading import PlainStream, VerifiedBackup, byte_lines, open_backup, require_digest
+from backups.pg_depends import dependents_outside, prepare_scratch
+from backups.reading import PlainStream, VerifiedBackup, open_backup, require_digest
 from backups.selectors import schema_exists
+from backups.sql_loader import load_script
 from backups.storage import get_storage
 
 from .backup_run import backup_run
 from .records import backup_event_create, backup_record_create, backup_record_mark_damaged
 
 logger = logging.getLogger(__name__)
-IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 STDERR_TAIL = 8000
+READ_SIZE = 1 << 20
 
 
 @dataclass
@@ -60,10 +63,6 @@ def _q(name: str) -> str:
     return pgtools.quote_ident(name)
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _manifest_counts(record: BackupRecord) -> dict[str, int]:
     """Table -> rows, as the manifest recorded them; any table name works, since every use quotes it."""
     counts = record.manifest.get("row_counts") or {}
@@ -75,159 +74,118 @@ def _manifest_counts(record: BackupRecord) -> dict[str, int]:
     return dict(counts)
 
 
-def check_sql(schema: str, counts: dict[str, int]) -> str:
-    """A DO block that raises (rolling the whole restore back) unless every table has its manifest's rows."""
-    lines = ["DO $tb_check$", "DECLARE n bigint;", "BEGIN"]
-    for table, expected in sorted(counts.items()):
-        lines.append(f"  SELECT count(*) INTO n FROM {_q(schema)}.{_q(table)};")
-        lines.append(f"  IF n <> {expected} THEN RAISE EXCEPTION 'restore check failed: % has % rows, the manifest "
-                     f"says {expected}', {_literal(table)}, n; END IF;")
-    lines += ["END", "$tb_check$;", ""]
-    return "\n".join(lines)
+def _counts(conn: psycopg.Connection, schema: str, tables: list[str]) -> dict[str, int | None]:
+    """Rows per table as this connection's transaction sees them (None for a table that is not there)."""
+    found: dict[str, int | None] = {}
+    for table in tables:
+        row = conn.execute("SELECT to_regclass(%s)", (f"{_q(schema)}.{_q(table)}",)).fetchone()
+        found[table] = (conn.execute(f"SELECT count(*) FROM {_q(schema)}.{_q(table)}").fetchone()[0]
+                        if row[0] else None)
+    return found
 
 
-def _abort_sql(message: str) -> str:
-    return f"DO $tb_abort$ BEGIN RAISE EXCEPTION '%', {_literal(message)}; END $tb_abort$;\n"
+# --- SQL-driven restores (sql and dump formats): the script goes to the server through psycopg -------------
 
-
-# --- psql-driven restores (sql and dump formats) ---------------------------------------------------------
-
-def _feed_plain(plain: PlainStream, out) -> None:
-    for chunk in plain.chunks():
-        out.write(chunk)
-
-
-def _feed_through_pg_restore(bins: pgtools.PgBinaries, plain: PlainStream, out) -> None:
-    """Custom-format archive -> pg_restore (as a script) -> out; pg_restore reads from a pipe, in order."""
+@contextlib.contextmanager
+def _pg_restore_script(plain: PlainStream) -> Iterator[Iterator[bytes]]:
+    """Custom-format archive -> `pg_restore --file=-` -> the script's chunks. pg_restore only writes SQL here (no
+    connection, no secrets in its environment); it is killed if the reader stops early."""
+    bins = pgtools.binaries()
     proc = subprocess.Popen([bins.pg_restore, "--no-owner", "--no-acl", "--file=-"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pgtools.libpq_env(), bufsize=0)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pgtools.tool_env(), bufsize=0)
     errors: list[BaseException] = []
     err_tail = bytearray()
 
     def feed() -> None:
         try:
-            _feed_plain(plain, proc.stdin)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            for chunk in plain.chunks():
+                proc.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # pg_restore stopped: its status and stderr say why
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
             errors.append(exc)
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 proc.stdin.close()
-            except OSError:
-                pass
 
     def drain() -> None:
         for chunk in iter(lambda: proc.stderr.read(4096), b""):
             err_tail.extend(chunk)
             del err_tail[:-STDERR_TAIL]
+
+    def script() -> Iterator[bytes]:
+        while chunk := os.read(proc.stdout.fileno(), READ_SIZE):
+            yield chunk
+        rc = proc.wait()
+        if errors:
+            raise errors[0]
+        if rc != 0:
+            raise RestoreFailed(f"pg_restore exited with status {rc}: {err_tail.decode('utf-8', 'replace').strip()}")
 
     threads = [threading.Thread(target=feed, daemon=True), threading.Thread(target=drain, daemon=True)]
     for t in threads:
         t.start()
     try:
-        while chunk := os.read(proc.stdout.fileno(), 1 << 20):
-            out.write(chunk)
+        yield script()
     finally:
-        rc = proc.wait()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
         for t in threads:
             t.join()
-    if errors:
-        raise errors[0]
-    if rc != 0:
-        raise RestoreFailed(f"pg_restore exited with status {rc}: {err_tail.decode('utf-8', 'replace').strip()}")
+        proc.stdout.close()
 
 
-def _run_psql(dbname: str | None, prelude: str, body: Callable, epilogue: Callable[[], str]) -> None:
-    """Pipe prelude + body + epilogue into `psql -1 -v ON_ERROR_STOP=1`: all of it commits, or none."""
-    bins = pgtools.binaries()
-    proc = subprocess.Popen(
-        [bins.psql, "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-o", os.devnull],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env=pgtools.libpq_env(dbname=dbname), bufsize=0,
-    )
-    err_tail = bytearray()
-
-    def drain() -> None:
-        for chunk in iter(lambda: proc.stderr.read(4096), b""):
-            err_tail.extend(chunk)
-            del err_tail[:-STDERR_TAIL]
-
-    drainer = threading.Thread(target=drain, daemon=True)
-    drainer.start()
-    failure: BaseException | None = None
-    try:
-        proc.stdin.write(prelude.encode())
-        body(proc.stdin)
-        proc.stdin.write(epilogue().encode())
-    except BrokenPipeError:
-        pass  # psql stopped at an error; its message is on stderr
-    except BaseException as exc:
-        failure = exc
-        try:
-            proc.stdin.write(_abort_sql(f"restore aborted: {exc}").encode())
-        except OSError:
-            pass
-    finally:
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-        rc = proc.wait()
-        drainer.join()
-    if failure is not None:
-        raise failure if isinstance(failure, BackupError) else RestoreFailed(str(failure)) from failure
-    if rc != 0:
-        message = err_tail.decode("utf-8", "replace").strip().splitlines()
-        detail = next((m for m in message if "ERROR" in m), message[-1] if message else "no message")
-        raise RestoreFailed(f"psql exited with status {rc}: {detail}")
-
-
-def _sql_source(record: BackupRecord, backup: VerifiedBackup) -> Callable:
-    """A writer of the SQL psql would read: the plain dump itself, or pg_restore's script of the archive."""
+@contextlib.contextmanager
+def _script(record: BackupRecord, backup: VerifiedBackup) -> Iterator[Iterator[bytes]]:
+    """The SQL script of a verified backup: the plain dump itself, or pg_restore's script of the archive."""
     if record.format == BackupRecord.Format.DUMP:
-        bins = pgtools.binaries()
-        return lambda out: _feed_through_pg_restore(bins, backup.plain(), out)
-    return lambda out: _feed_plain(backup.plain(), out)
+        with _pg_restore_script(backup.plain()) as chunks:
+            yield chunks
+    else:
+        yield backup.plain().chunks(READ_SIZE)
 
 
-def _prescan_sql(record: BackupRecord, backup: VerifiedBackup) -> None:
-    """Read the whole SQL once before psql starts: a foreign psql meta-command refuses the restore."""
-    import queue
-
-    chunks: queue.Queue = queue.Queue(maxsize=8)
-    done = object()
-    errors: list[BaseException] = []
-
-    class _Pipe:
-        def write(self, data: bytes) -> int:
-            chunks.put(bytes(data))
-            return len(data)
-
-    def produce() -> None:
-        try:
-            _sql_source(record, backup)(_Pipe())
-        except BaseException as exc:  # noqa: BLE001 - handed to the scanning thread
-            errors.append(exc)
-        finally:
-            chunks.put(done)
-
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
-
-    def drain():
-        while (chunk := chunks.get()) is not done:
-            yield chunk
-
+def _loaded(conn: psycopg.Connection, record: BackupRecord, backup: VerifiedBackup) -> None:
     try:
-        scan_sql_lines(byte_lines(drain()))
-    finally:
-        while producer.is_alive():  # let the producer finish after an early refusal
-            try:
-                chunks.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        producer.join()
-    if errors:
-        raise errors[0]
+        with _script(record, backup) as chunks:
+            load_script(conn, chunks)
+    except OSError as exc:
+        raise RestoreFailed(f"Reading the backup failed: {exc.strerror or exc}.") from None
+
+
+def _refuse_dependents(conn: psycopg.Connection, schema: str, live_name: str) -> None:
+    """Refuse, naming them, when objects outside the tenant depend on its objects: dropping the replaced schema
+    (CASCADE) would drop them silently, and re-creating foreign objects is not a restore's business."""
+    outside = dependents_outside(conn, schema)
+    if outside:
+        shown = "; ".join(outside[:10]) + (f"; and {len(outside) - 10} more" if len(outside) > 10 else "")
+        raise RestoreFailed(f"Objects outside schema {live_name} depend on it and a replace would drop them: "
+                            f"{shown}. Nothing was changed; remove or move them first.")
+
+
+def _replace_from_script(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int],
+                         live: bool) -> dict[str, int | None]:
+    """One transaction on our own connection: rename the live schema aside, load, check counts, drop the old one.
+
+    Nothing commits unless the whole script arrived and the counts matched: a dead worker's connection closes
+    and the server rolls everything back, so the live schema is never half-restored and nothing stays aside.
+    """
+    aside = f"{schema[:40]}_old_{secrets.token_hex(4)}"
+    with pgtools.connect() as conn:
+        if live:
+            conn.execute(f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)}")
+        _loaded(conn, record, backup)
+        found = _counts(conn, schema, list(counts))
+        mismatches = {t: (n, found.get(t)) for t, n in counts.items() if found.get(t) != n}
+        if mismatches:
+            raise VerificationFailed(f"restore check failed: restored row counts differ from the manifest: "
+                                     f"{mismatches}")
+        if live:
+            _refuse_dependents(conn, aside, schema)
+            conn.execute(f"DROP SCHEMA {_q(aside)} CASCADE")
+        conn.commit()
+    return found
 
 
 # --- Django-driven restores (json format) ----------------------------------------------------------------
@@ -348,31 +306,52 @@ def _damaged(record: BackupRecord, exc: BaseException) -> None:
         backup_record_mark_damaged(record=record, error=str(exc))
 
 
-def _count_tables(schema: str, tables: list[str]) -> dict[str, int | None]:
-    found: dict[str, int | None] = {}
-    with connection.cursor() as cur:
-        for table in tables:
-            cur.execute("SELECT to_regclass(%s)", (f"{_q(schema)}.{_q(table)}",))
-            if cur.fetchone()[0] is None:
-                found[table] = None
-                continue
-            cur.execute(f"SELECT count(*) FROM {_q(schema)}.{_q(table)}")
-            found[table] = cur.fetchone()[0]
-    return found
-
-
-def restore_replace(*, schema: str, record: BackupRecord, actor: dict | None = None,
-                    safety_backup: bool = True) -> RestoreReport:
+def restore_replace(*, schema: str, record: BackupRecord, actor: dict | None = None, safety_backup: bool = True,
+                    safety_record_id: int | None = None,
+                    on_safety: Callable[[int], None] | None = None) -> RestoreReport:
     """Replace the live schema with the backup while holding the tenant's lock, so no backup of it runs meanwhile.
 
     Refuses at once (TenantBusy, naming what runs) while a backup or another replace of the tenant holds it.
+    `safety_record_id` is a safety backup an earlier attempt of the same job took (reused: a failed attempt
+    changes nothing, so it still holds the live data); `on_safety` is told the safety backup's id at once.
     """
     with tenant_lock(schema, what=f"replace restore from backup {record.pk}"):
-        return _restore_replace_locked(schema=schema, record=record, actor=actor, safety_backup=safety_backup)
+        return _restore_replace_locked(schema=schema, record=record, actor=actor, safety_backup=safety_backup,
+                                       safety_record_id=safety_record_id, on_safety=on_safety)
+
+
+def _refuse_before_changing(schema: str, record: BackupRecord) -> None:
+    """What a replace would drop without a word is refused before the safety backup and before any change."""
+    with pgtools.connect() as conn:
+        _refuse_dependents(conn, schema, schema)
+    if record.format == BackupRecord.Format.JSON:
+        refusal = json_restore_refusal(schema)
+        if refusal:
+            raise RestoreFailed(refusal)
+
+
+def _safety_backup(schema: str, record: BackupRecord, actor: dict | None, reuse_id: int | None,
+                   on_safety: Callable[[int], None] | None) -> int:
+    """A full `dump` of the live schema, whatever format is restored (a json backup holds only Django's models)."""
+    if reuse_id:
+        earlier = BackupRecord.objects.filter(pk=reuse_id, tenant_uid=record.tenant_uid, schema_name=schema,
+                                              backup_type=BackupRecord.Type.PRE_RESTORE,
+                                              status=BackupRecord.Status.SUCCEEDED).first()
+        if earlier is not None:
+            return earlier.pk
+    safety = backup_record_create(schema_name=schema, tenant=record.tenant, fmt=BackupRecord.Format.DUMP,
+                                  backup_type=BackupRecord.Type.PRE_RESTORE, requested_by=actor)
+    safety = backup_run(record_id=safety.pk)
+    if safety.status != BackupRecord.Status.SUCCEEDED:
+        raise RestoreFailed(f"The safety backup before the restore failed ({safety.error}); nothing was changed.")
+    if on_safety is not None:
+        on_safety(safety.pk)
+    return safety.pk
 
 
 def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | None = None,
-                            safety_backup: bool = True) -> RestoreReport:
+                            safety_backup: bool = True, safety_record_id: int | None = None,
+                            on_safety: Callable[[int], None] | None = None) -> RestoreReport:
     """Replace the live schema with the backup, atomically; the old schema stays if anything fails.
 
     A safety backup of the live schema is taken first. The live schema is renamed aside, the backup
@@ -382,36 +361,18 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
     counts = _manifest_counts(record)
     report = RestoreReport(record.pk, schema, "replace", ok=False)
     live = schema_exists(schema)
-    if live and safety_backup:
-        safety = backup_record_create(schema_name=schema, tenant=record.tenant, fmt=record.format,
-                                      backup_type=BackupRecord.Type.PRE_RESTORE, requested_by=actor)
-        safety = backup_run(record_id=safety.pk)
-        report.safety_record_id = safety.pk
-        if safety.status != BackupRecord.Status.SUCCEEDED:
-            raise RestoreFailed(f"The safety backup before the restore failed ({safety.error}); nothing was changed.")
-    aside = f"{schema[:40]}_old_{secrets.token_hex(4)}"
-    storage = get_storage(record.storage_backend)
     try:
+        if live:
+            _refuse_before_changing(schema, record)
+        if live and safety_backup:
+            report.safety_record_id = _safety_backup(schema, record, actor, safety_record_id, on_safety)
+        storage = get_storage(record.storage_backend)
         with open_backup(storage, record) as backup:
             if record.format == BackupRecord.Format.JSON:
-                with transaction.atomic():
-                    if live:
-                        with connection.cursor() as cur:
-                            cur.execute(f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)}")
-                    found = _load_json_into(schema, record, backup, counts)
-                    report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
-                    if report.mismatches:
-                        raise VerificationFailed(f"Restored row counts differ from the manifest: {report.mismatches}")
-                    if live:
-                        with connection.cursor() as cur:
-                            cur.execute(f"DROP SCHEMA {_q(aside)} CASCADE")
+                found = _replace_from_json(schema, record, backup, counts, live)
             else:
-                _prescan_sql(record, backup)
-                prelude = f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)};\n" if live else ""
-                then = check_sql(schema, counts) + (f"DROP SCHEMA {_q(aside)} CASCADE;\n" if live else "")
-                _run_psql(None, prelude, _sql_source(record, backup), lambda: then)
-                found = _count_tables(schema, list(counts))
-                report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
+                found = _replace_from_script(schema, record, backup, counts, live)
+            report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
     except BackupError as exc:
         _damaged(record, exc)
         report.message = str(exc)
@@ -425,18 +386,57 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
     return report
 
 
-def _scratch_counts(dbname: str, schema: str, tables: list[str]) -> dict[str, int | None]:
-    found: dict[str, int | None] = {}
-    with pgtools.connect(dbname=dbname, autocommit=True) as conn:
-        for table in tables:
-            row = conn.execute("SELECT to_regclass(%s)", (f"{_q(schema)}.{_q(table)}",)).fetchone()
-            found[table] = (conn.execute(f"SELECT count(*) FROM {_q(schema)}.{_q(table)}").fetchone()[0]
-                            if row[0] else None)
+def _replace_from_json(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int],
+                       live: bool) -> dict[str, int | None]:
+    """Django's transaction on its own connection: a dead worker's connection rolls it back like the script's."""
+    aside = f"{schema[:40]}_old_{secrets.token_hex(4)}"
+    with transaction.atomic():
+        if live:
+            with connection.cursor() as cur:
+                cur.execute(f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)}")
+        found = _load_json_into(schema, record, backup, counts)
+        mismatches = {t: (n, found.get(t)) for t, n in counts.items() if found.get(t) != n}
+        if mismatches:
+            raise VerificationFailed(f"Restored row counts differ from the manifest: {mismatches}")
+        if live:
+            connection.ensure_connection()
+            _refuse_dependents(connection.connection, aside, schema)
+            with connection.cursor() as cur:
+                cur.execute(f"DROP SCHEMA {_q(aside)} CASCADE")
     return found
 
 
 class _Rollback(Exception):
     pass
+
+
+def _verify_json(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int]) -> dict:
+    scratch = f"tb_verify_{record.pk}_{secrets.token_hex(3)}"
+    found: dict = {}
+    try:
+        with transaction.atomic():
+            found.update(_load_json_into(scratch, record, backup, counts))
+            raise _Rollback
+    except _Rollback:
+        pass
+    return found
+
+
+def _verify_script(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int]) -> dict:
+    """Load into a new scratch database holding what the tenant uses from other schemas, count, drop it."""
+    dbname = f"tb_verify_{record.pk}_{secrets.token_hex(3)}"
+    with pgtools.connect(autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {_q(dbname)} TEMPLATE template0 ENCODING 'UTF8'")
+    try:
+        prepare_scratch(dbname, schema)
+        with pgtools.connect(dbname=dbname) as conn:
+            _loaded(conn, record, backup)
+            found = _counts(conn, schema, list(counts))
+            conn.rollback()
+    finally:
+        with pgtools.connect(autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {_q(dbname)} WITH (FORCE)")
+    return found
 
 
 def restore_verify(*, schema: str, record: BackupRecord, actor: dict | None = None) -> RestoreReport:
@@ -447,33 +447,9 @@ def restore_verify(*, schema: str, record: BackupRecord, actor: dict | None = No
     storage = get_storage(record.storage_backend)
     try:
         with open_backup(storage, record) as backup:
-            if record.format == BackupRecord.Format.JSON:
-                scratch = f"tb_verify_{record.pk}_{secrets.token_hex(3)}"
-                found: dict = {}
-                try:
-                    with transaction.atomic():
-                        found.update(_load_json_into(scratch, record, backup, counts))
-                        raise _Rollback
-                except _Rollback:
-                    pass
-                report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
-            else:
-                dbname = f"tb_verify_{record.pk}_{secrets.token_hex(3)}"
-                with pgtools.connect(autocommit=True) as admin:
-                    admin.execute(f"CREATE DATABASE {_q(dbname)} TEMPLATE template0 ENCODING 'UTF8'")
-                try:
-                    _prescan_sql(record, backup)
-                    prelude = "".join(
-                        f"CREATE SCHEMA IF NOT EXISTS {_q(e['schema'])};\n"
-                        f"CREATE EXTENSION IF NOT EXISTS {_q(e['name'])} WITH SCHEMA {_q(e['schema'])};\n"
-                        for e in record.manifest.get("extensions") or [] if IDENT_RE.fullmatch(e.get("name", ""))
-                    )
-                    _run_psql(dbname, prelude, _sql_source(record, backup), lambda: "")
-                    found = _scratch_counts(dbname, schema, list(counts))
-                finally:
-                    with pgtools.connect(autocommit=True) as admin:
-                        admin.execute(f"DROP DATABASE IF EXISTS {_q(dbname)} WITH (FORCE)")
-                report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
+            verify = _verify_json if record.format == BackupRecord.Format.JSON else _verify_script
+            found = verify(schema, record, backup, counts)
+            report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
     except BackupError as exc:
         _damaged(record, exc)
         report.message = str(exc)

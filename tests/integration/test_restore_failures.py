@@ -60,7 +60,7 @@ def test_restore_failing_halfway_puts_the_old_schema_back(good_sql_backup):
     cut = plain.index(b"COPY clinica_norte.clinic_invoice")
     broken = _store_copy(good_sql_backup, plain[:cut] + b"\nTHIS IS NOT SQL;\n" + plain[cut:])
     before = table_fingerprints(SCHEMA, DEMO_TABLES)
-    with pytest.raises(RestoreFailed, match="psql exited"):
+    with pytest.raises(RestoreFailed, match="The server refused the backup.s SQL: syntax error"):
         restore_replace(schema=SCHEMA, record=broken, safety_backup=False)
     assert table_fingerprints(SCHEMA, DEMO_TABLES) == before
     assert _leftover_schemas() == []

@@ -80,8 +80,9 @@ def test_a_planted_shell_command_never_runs_and_the_backup_is_marked_damaged(pla
     "\\o |id > {marker}\n",
     "\\copy (select 1) to program 'id > {marker}'\n",
     "SET standard_conforming_strings = off;\nSELECT 'a\\'; \\! id > {marker}\n",
+    "SELECT pg_catalog.set_config('standard_conforming_strings', 'off', false);\nSELECT 'a\\'; \\! id > {marker}\n",
 ])
-def test_psql_meta_commands_refuse_the_restore_before_it_starts_even_with_a_matching_digest(plain_sql, planted):
+def test_psql_meta_commands_refuse_the_restore_even_with_a_matching_digest(plain_sql, planted):
     record, marker = plain_sql
     path = _path(record)
     data = planted.format(marker=marker).encode() + path.read_bytes()
@@ -90,14 +91,26 @@ def test_psql_meta_commands_refuse_the_restore_before_it_starts_even_with_a_matc
     with connection.cursor() as cur:
         cur.execute(f"SELECT count(*) FROM {SCHEMA}.clinic_patient")
         before = cur.fetchone()[0]
-    with pytest.raises(RestoreFailed, match="refused before anything ran"):
+    with pytest.raises(RestoreFailed, match="SQL was refused"):
         restore_replace(schema=SCHEMA, record=record, safety_backup=False)
     report = restore_verify(schema=SCHEMA, record=record)
-    assert not report.ok and "refused before anything ran" in report.message
+    assert not report.ok and "SQL was refused" in report.message
     assert not marker.exists()
     with connection.cursor() as cur:
         cur.execute(f"SELECT count(*) FROM {SCHEMA}.clinic_patient")
         assert cur.fetchone()[0] == before
+
+
+def test_a_carriage_return_inside_an_e_string_is_data_not_a_line_end(plain_sql):
+    """psql ended the line at the CR and ran what followed as a meta-command; the loader has no meta-commands."""
+    record, marker = plain_sql
+    path = _path(record)
+    data = f"SELECT E'a\r\\! id > {marker}' AS harmless;\n".encode() + path.read_bytes()
+    path.write_bytes(data)
+    _trust(record, data)
+    report = restore_verify(schema=SCHEMA, record=record)
+    assert report.ok, report.message
+    assert not marker.exists()
 
 
 def test_a_record_without_a_digest_is_never_restored_or_drilled(plain_sql):

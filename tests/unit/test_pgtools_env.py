@@ -99,3 +99,15 @@ def test_empty_dump_options_leave_pgoptions_alone(databases, settings):
     databases()
     settings.BACKUPS_PG_DUMP_OPTIONS = ""
     assert "PGOPTIONS" not in pgtools.pg_dump_env()
+
+
+def test_client_tools_never_see_the_workers_secrets(databases, monkeypatch):
+    """pg_dump and pg_restore get libpq's variables, the locale and HOME; not the storage keys or Django's secret."""
+    for name, value in {"AWS_SECRET_ACCESS_KEY": "s3-secret", "DJANGO_SECRET_KEY": "django-secret",
+                        "BACKUPS_MANIFEST_KEY": "hmac", "SUPABASE_KEY": "jwt", "LC_ALL": "C.UTF-8",
+                        "HOME": "/home/worker", "PGSSLMODE": "require"}.items():
+        monkeypatch.setenv(name, value)
+    databases()
+    for env in (pgtools.libpq_env(), pgtools.pg_dump_env(), pgtools.tool_env()):
+        assert not {"AWS_SECRET_ACCESS_KEY", "DJANGO_SECRET_KEY", "BACKUPS_MANIFEST_KEY", "SUPABASE_KEY"} & set(env)
+        assert env["LC_ALL"] == "C.UTF-8" and env["HOME"] == "/home/worker" and env["PGSSLMODE"] == "require"
