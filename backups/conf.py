@@ -20,6 +20,9 @@ DEFAULTS: dict[str, Any] = {
     # be JIT-compiled (about 1 s of compiling for the index query of 1,600 tenants, for 0.2-0.5 s a call less in
     # all). Planner and executor choices only: what is dumped is the same.
     "BACKUPS_PG_DUMP_OPTIONS": "-c enable_mergejoin=off -c jit=off",
+    # A restore puts back the owners and grants the manifest recorded (backups.privileges); False restores every
+    # object owned by the restoring role with its default privileges, as pg_restore --no-owner --no-acl would.
+    "BACKUPS_RESTORE_PRIVILEGES": True,
     "BACKUPS_READ_SIZE": 1 << 20,
     "BACKUPS_PIPE_SIZE": 1 << 20,
     "BACKUPS_PROGRESS_EVERY_BYTES": 64 << 20,

@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -48,6 +50,42 @@ class PlainStream:
         """Iterate the plain bytes."""
         while data := self.plain.read(size):
             yield data
+
+    def prefetched(self, size: int = COPY_CHUNK, depth: int = 4) -> Iterator[bytes]:
+        """The plain bytes, decoded by a thread `depth` chunks ahead: decompression (which releases the GIL)
+        overlaps with the consumer's sends, as `zstd -dc | psql` overlaps in two processes."""
+        ahead: queue.Queue = queue.Queue(maxsize=depth)
+        stop = threading.Event()
+        failure: list[BaseException] = []
+
+        def put(item: bytes | None) -> bool:
+            while not stop.is_set():
+                try:
+                    ahead.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for data in self.chunks(size):
+                    if not put(data):
+                        return
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                failure.append(exc)
+            put(None)
+
+        thread = threading.Thread(target=produce, name="tb-decode", daemon=True)
+        thread.start()
+        try:
+            while (data := ahead.get()) is not None:
+                yield data
+            if failure:
+                raise failure[0]
+        finally:
+            stop.set()
+            thread.join()
 
     def lines(self) -> Iterator[str]:
         """Iterate UTF-8 lines without holding more than one chunk and one line."""

@@ -186,16 +186,13 @@ def schedule_verify_drills(**kwargs) -> int:
 )
 def restore_backup(self, job_id: int, **kwargs) -> str:
     """Run one RestoreJob (replace or verify drill); a finished job does nothing, so a redelivery is harmless."""
-    from backups.models import RestoreJob
-    from backups.services.api_restore import restore_job_run
+    from backups.services.api_restore import restore_failure_message, restore_job_fail_unfinished, restore_job_run
 
     with schema_context(get_public_schema_name()):
         try:
             job = restore_job_run(job_id=job_id, task_id=self.request.id or "")
-        except SoftTimeLimitExceeded:
-            RestoreJob.objects.filter(pk=job_id, status=RestoreJob.Status.RUNNING).update(
-                status=RestoreJob.Status.FAILED,
-                error=f"The restore took longer than {conf.get('BACKUPS_DUMP_SOFT_TIME_LIMIT')} s.",
-            )
+        except SoftTimeLimitExceeded as exc:  # the restore's own limit is written by restore_job_run; this is the
+            # limit reached while claiming the job or writing its outcome
+            restore_job_fail_unfinished(job_id=job_id, error=restore_failure_message(exc))
             return "failed"
     return job.status if job else "missing"

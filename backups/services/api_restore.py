@@ -6,18 +6,22 @@ import dataclasses
 import logging
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
+from backups import conf
 from backups.errors import BackupError
 from backups.locks import claim_unfinished
 from backups.models import BackupEvent, BackupRecord, RestoreJob
 from backups.queues import RESTORE_BACKUP, signature
+from backups.reading import spool_dir
 
 from .api_backups import ACTIVE, _as_id
 from .api_errors import ConflictError, InvalidInput, NotFoundError
 from .drills import drill_report_failure
+from .faults import write_through_fresh_connection
 from .records import backup_event_create
 from .restore import RestoreReport, restore_replace, restore_verify
 
@@ -90,36 +94,98 @@ def report_as_json(report: RestoreReport) -> dict:
     return data
 
 
+def restore_failure_message(exc: BaseException) -> str:
+    """One sentence a user can act on, whatever a restore or a drill raised (never a bare "raised unexpectedly")."""
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return f"The restore took longer than {conf.get('BACKUPS_DUMP_SOFT_TIME_LIMIT')} s."
+    if isinstance(exc, BackupError):
+        return str(exc)
+    if isinstance(exc, ConnectionError):  # a broken pipe to the loader, a reset socket: not the spool's fault
+        return f"The restore lost its connection to the loader or the server: {exc.strerror or exc}."
+    if isinstance(exc, OSError):
+        where = exc.filename or spool_dir()
+        return (f"The restore's spool or scratch files could not be written or read ({where}; BACKUPS_SPOOL_DIR): "
+                f"{exc.strerror or exc}.")
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def _finish(job: RestoreJob, *, ok: bool, report: dict, error: str = "") -> RestoreJob:
+    """Write the job's outcome, on a fresh connection if Django's broke under the restore (a server restart).
+
+    Earlier report keys (the safety backup an attempt took, the reaper's note) stay unless the outcome sets them.
+    """
     job.status = RestoreJob.Status.SUCCEEDED if ok else RestoreJob.Status.FAILED
-    job.report = report
+    job.report = {**(job.report or {}), **report}
     job.error = error[:10000]
     job.finished_at = timezone.now()
-    job.save(update_fields=["status", "report", "error", "finished_at"])
+    write_through_fresh_connection(lambda: job.save(update_fields=["status", "report", "error", "finished_at"]))
     return job
 
 
+def restore_job_fail(*, job: RestoreJob, error: str) -> RestoreJob:
+    """Mark the job failed with `error` as its message (the reaper's giving up, a restore that raised)."""
+    return _finish(job, ok=False, report={"message": error}, error=error)
+
+
+def restore_job_fail_unfinished(*, job_id: int, error: str) -> RestoreJob | None:
+    """Fail the job if it is still running and no live worker holds it (a time limit hit outside the restore);
+    a failed drill mails ops."""
+    with claim_unfinished(RestoreJob, job_id, namespace=RESTORE_JOB_NAMESPACE, finished=FINISHED) as (job, claimed):
+        if not claimed or job.status != RestoreJob.Status.RUNNING:
+            return job
+        job = restore_job_fail(job=job, error=error)
+    drill_report_failure(job)
+    return job
+
+
+def restore_job_note_safety(*, job: RestoreJob, safety_record_id: int) -> None:
+    """Keep the safety backup's id on the job at once, so a retried attempt reuses it instead of backing up
+    a schema the failed attempt may have touched."""
+    job.report = {**(job.report or {}), "safety_record_id": safety_record_id}
+    job.save(update_fields=["report"])
+
+
+def _restore(job: RestoreJob, record: BackupRecord) -> RestoreReport:
+    """The job's replace or verify drill; a replace reuses the safety backup an earlier attempt already took."""
+    if job.mode != RestoreJob.Mode.REPLACE:
+        return restore_verify(schema=job.schema_name, record=record, actor=job.requested_by)
+    return restore_replace(schema=job.schema_name, record=record, actor=job.requested_by,
+                           safety_record_id=(job.report or {}).get("safety_record_id"),
+                           on_safety=lambda pk: restore_job_note_safety(job=job, safety_record_id=pk))
+
+
+def _run_claimed(job: RestoreJob) -> RestoreJob:
+    """Run a job this worker holds: every Exception ends as a failed job with its message, never `running`.
+
+    Only KeyboardInterrupt and SystemExit (the worker being stopped) go up, once the job is marked failed.
+    """
+    try:
+        record = job.record
+        if record is None:
+            raise BackupError("The backup was deleted before the restore could run.")
+        report = _restore(job, record)
+    except Exception as exc:
+        message = restore_failure_message(exc)
+        log = logger.warning if isinstance(exc, BackupError) else logger.exception
+        log("restore job %s (%s of %s) failed: %s", job.pk, job.mode, job.schema_name, message)
+        return restore_job_fail(job=job, error=message)
+    except BaseException as exc:
+        restore_job_fail(job=job, error=restore_failure_message(exc))
+        raise
+    return _finish(job, ok=report.ok, report=report_as_json(report), error="" if report.ok else report.message)
+
+
 def restore_job_run(*, job_id: int, task_id: str = "") -> RestoreJob | None:
-    """Run a queued job once: a finished job does nothing, a job another live worker holds is left to it."""
+    """Run a queued job once: a finished job does nothing, a job another live worker holds is left to it.
+
+    A failed scheduled drill mails ops whatever made it fail. If even a fresh connection cannot write the outcome
+    the error goes up, and the reaper finds the job `running` with a free lock and sends it again.
+    """
     with claim_unfinished(RestoreJob, job_id, namespace=RESTORE_JOB_NAMESPACE, finished=FINISHED) as (job, claimed):
         if not claimed:
             return job
         job.status, job.started_at, job.task_id = RestoreJob.Status.RUNNING, timezone.now(), task_id
         job.save(update_fields=["status", "started_at", "task_id"])
-        record = job.record
-        if record is None:
-            return _finish(job, ok=False, report={}, error="The backup was deleted before the restore could run.")
-        run = restore_replace if job.mode == RestoreJob.Mode.REPLACE else restore_verify
-        try:
-            report = run(schema=job.schema_name, record=record, actor=job.requested_by)
-        except BackupError as exc:
-            logger.warning("restore job %s (%s of %s) failed: %s", job.pk, job.mode, job.schema_name, exc)
-            job = _finish(job, ok=False, report={"message": str(exc)}, error=str(exc))
-        except BaseException as exc:
-            _finish(job, ok=False, report={"message": str(exc)}, error=f"{type(exc).__name__}: {exc}")
-            raise
-        else:
-            job = _finish(job, ok=report.ok, report=report_as_json(report),
-                          error="" if report.ok else report.message)
+        job = _run_claimed(job)
     drill_report_failure(job)
     return job

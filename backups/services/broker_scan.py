@@ -1,4 +1,5 @@
-"""Which backup records have a task message in the broker: waiting in a queue, or taken by a worker and unacked.
+"""Which backup records (and restore jobs) have a task message in the broker: waiting in a queue, or taken by a
+worker and unacked.
 
 The reaper asks this before resending a `queued` record, so a message lost by a diskless Redis restart is
 sent again within the reaper's period, while a record that is merely waiting in a long queue is left alone
@@ -11,22 +12,25 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import redis
+
+from backups.queues import RESTORE, RESTORE_BACKUP
 
 logger = logging.getLogger(__name__)
 RUN_BACKUP = "tasks.backups.run_backup"
 FAN_OUT = "tasks.backups.fan_out_backups"
+BACKUP_TASKS = (RUN_BACKUP, FAN_OUT)
 BATCH = 500
 
 
-def _record_ids_of(raw: bytes | str) -> Iterable[int]:
-    """Record ids a run_backup or fan_out_backups message names (anything else names none)."""
+def _record_ids_of(raw: bytes | str, tasks: Collection[str] = BACKUP_TASKS) -> Iterable[int]:
+    """Ids a message of one of `tasks` names: run_backup's record, fan_out_backups' records, restore_backup's job."""
     try:
         message = json.loads(raw)
         task = (message.get("headers") or {}).get("task")
-        if task not in (RUN_BACKUP, FAN_OUT):
+        if task not in tasks:
             return ()
         body = message.get("body", "")
         if (message.get("properties") or {}).get("body_encoding") == "base64":
@@ -34,26 +38,32 @@ def _record_ids_of(raw: bytes | str) -> Iterable[int]:
         args, kwargs, _ = json.loads(body)
     except (ValueError, TypeError, KeyError, AttributeError):
         return ()
-    if task == RUN_BACKUP:
-        value = args[0] if args else kwargs.get("record_id")
+    if task != FAN_OUT:
+        value = args[0] if args else kwargs.get("job_id" if task == RESTORE_BACKUP else "record_id")
         return (value,) if isinstance(value, int) else ()
     ids = kwargs.get("record_ids") or (args[0] if args else [])
     return [i for i in ids if isinstance(i, int)]
 
 
-def record_ids_in_broker(queues: Iterable[str], *, url: str | None = None) -> set[int] | None:
+def record_ids_in_broker(queues: Iterable[str], *, url: str | None = None,
+                         tasks: Collection[str] = BACKUP_TASKS) -> set[int] | None:
     """Ids of records with a message waiting in `queues` or held by a live worker; None if unreadable."""
-    found = record_ids_in_queues(queues, url=url)
+    found = record_ids_in_queues(queues, url=url, tasks=tasks)
     if found is None:
         return None
     waiting, unacked = found
     if unacked - waiting:
-        unacked &= record_ids_held_by_live_workers(url=url)
+        unacked &= record_ids_held_by_live_workers(url=url, tasks=tasks)
     return waiting | unacked
 
 
-def record_ids_held_by_live_workers(*, url: str | None = None) -> set[int]:
-    """Ids of records whose run_backup a live worker has reserved, scheduled (a retry's countdown) or runs.
+def restore_job_ids_in_broker(*, url: str | None = None) -> set[int] | None:
+    """Ids of restore jobs with a restore_backup message waiting or held by a live worker; None if unreadable."""
+    return record_ids_in_broker((RESTORE,), url=url, tasks=(RESTORE_BACKUP,))
+
+
+def record_ids_held_by_live_workers(*, url: str | None = None, tasks: Collection[str] = BACKUP_TASKS) -> set[int]:
+    """Ids of records (or jobs) whose task a live worker has reserved, scheduled (a retry's countdown) or runs.
 
     A message in the unacked index whose worker died stays there until the visibility timeout (hours):
     asking the workers tells it from one waiting behind a long dump.
@@ -67,14 +77,15 @@ def record_ids_held_by_live_workers(*, url: str | None = None) -> set[int]:
             for tasks in (reply or {}).values():
                 for task in tasks:
                     request = task.get("request", task)
-                    if request.get("name") == RUN_BACKUP and request.get("args"):
+                    if request.get("name") in tasks and request.get("name") != FAN_OUT and request.get("args"):
                         value = request["args"][0]
                         if isinstance(value, int):
                             held.add(value)
     return held
 
 
-def record_ids_in_queues(queues: Iterable[str], *, url: str | None = None) -> tuple[set[int], set[int]] | None:
+def record_ids_in_queues(queues: Iterable[str], *, url: str | None = None,
+                         tasks: Collection[str] = BACKUP_TASKS) -> tuple[set[int], set[int]] | None:
     """(ids with a message waiting in `queues`, at every priority; ids in the unacked index); None if unreadable."""
     from celery import current_app
 
@@ -93,13 +104,13 @@ def record_ids_in_queues(queues: Iterable[str], *, url: str | None = None) -> tu
                     length = client.llen(name)
                     for start in range(0, length, BATCH):
                         for raw in client.lrange(name, start, start + BATCH - 1):
-                            found.update(_record_ids_of(raw))
+                            found.update(_record_ids_of(raw, tasks))
             for _, value in client.hscan_iter(prefix + channel.unacked_key, count=BATCH):
                 try:
                     raw = json.loads(value)[0]
                 except (ValueError, IndexError, TypeError):
                     continue
-                unacked.update(_record_ids_of(json.dumps(raw) if isinstance(raw, dict) else raw))
+                unacked.update(_record_ids_of(json.dumps(raw) if isinstance(raw, dict) else raw, tasks))
             return found, unacked
         except conn.connection_errors + conn.channel_errors as exc:
             logger.warning("could not read the broker's queues (%s); lost messages are not looked for", exc)

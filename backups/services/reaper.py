@@ -20,6 +20,7 @@ from .enqueue import backups_enqueue
 from .faults import retry_delays
 from .finalize import finish_interrupted_deletions
 from .records import backup_record_mark_failed
+from .restore_reaper import restore_jobs_reap
 
 logger = logging.getLogger(__name__)
 REQUEUED = "requeued"
@@ -33,6 +34,8 @@ class Reaped:
     failed: list[int] = field(default_factory=list)
     aborted_uploads: int = 0
     finished_deletions: int = 0
+    requeued_restore_jobs: list[int] = field(default_factory=list)
+    failed_restore_jobs: list[int] = field(default_factory=list)
 
 
 def _requeue_or_fail(record: BackupRecord, why: str, result: Reaped) -> None:
@@ -125,11 +128,14 @@ def _reap_queued(now: datetime, result: Reaped, broker_url: str | None) -> None:
 
 
 def reap_stuck_backups(*, now: datetime | None = None, broker_url: str | None = None) -> Reaped:
-    """Resend work dead workers and lost messages left; finish interrupted deletions; remove dead uploads."""
+    """Resend work dead workers and lost messages left (backups and restore jobs); finish interrupted deletions;
+    remove dead uploads."""
     now = now or timezone.now()
     result = Reaped()
     _reap_running(now, result)
     _reap_queued(now, result, broker_url)
+    jobs = restore_jobs_reap(now=now, broker_url=broker_url)
+    result.requeued_restore_jobs, result.failed_restore_jobs = jobs.requeued, jobs.failed
     result.finished_deletions = finish_interrupted_deletions()
     result.aborted_uploads = abort_stale_uploads()
     if result.requeued or result.failed:

@@ -22,7 +22,7 @@ from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Model
 from django_tenants.utils import get_public_schema_name, get_tenant_model, schema_context
 
-from backups import pgtools
+from backups import pgtools, privileges
 from backups.dumpers import json_models
 from backups.errors import BackupError, RestoreFailed, StoredObjectDamaged, VerificationFailed
 from backups.json_scope import json_restore_refusal
@@ -143,7 +143,7 @@ def _script(record: BackupRecord, backup: VerifiedBackup) -> Iterator[Iterator[b
         with _pg_restore_script(backup.plain()) as chunks:
             yield chunks
     else:
-        yield backup.plain().chunks(READ_SIZE)
+        yield backup.plain().prefetched(READ_SIZE)
 
 
 def _loaded(conn: psycopg.Connection, record: BackupRecord, backup: VerifiedBackup) -> None:
@@ -176,6 +176,7 @@ def _replace_from_script(schema: str, record: BackupRecord, backup: VerifiedBack
         if live:
             conn.execute(f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)}")
         _loaded(conn, record, backup)
+        privileges.apply(conn.cursor(), schema, record.manifest)
         found = _counts(conn, schema, list(counts))
         mismatches = {t: (n, found.get(t)) for t, n in counts.items() if found.get(t) != n}
         if mismatches:
@@ -320,11 +321,14 @@ def restore_replace(*, schema: str, record: BackupRecord, actor: dict | None = N
                                        safety_record_id=safety_record_id, on_safety=on_safety)
 
 
-def _refuse_before_changing(schema: str, record: BackupRecord) -> None:
-    """What a replace would drop without a word is refused before the safety backup and before any change."""
+def _refuse_before_changing(schema: str, record: BackupRecord, live: bool) -> None:
+    """What a replace would drop without a word, or could not put back, is refused before the safety backup and
+    before any change."""
     with pgtools.connect() as conn:
-        _refuse_dependents(conn, schema, schema)
-    if record.format == BackupRecord.Format.JSON:
+        privileges.require_roles(conn.cursor(), record.manifest)
+        if live:
+            _refuse_dependents(conn, schema, schema)
+    if live and record.format == BackupRecord.Format.JSON:
         refusal = json_restore_refusal(schema)
         if refusal:
             raise RestoreFailed(refusal)
@@ -362,8 +366,7 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
     report = RestoreReport(record.pk, schema, "replace", ok=False)
     live = schema_exists(schema)
     try:
-        if live:
-            _refuse_before_changing(schema, record)
+        _refuse_before_changing(schema, record, live)
         if live and safety_backup:
             report.safety_record_id = _safety_backup(schema, record, actor, safety_record_id, on_safety)
         storage = get_storage(record.storage_backend)
@@ -395,6 +398,8 @@ def _replace_from_json(schema: str, record: BackupRecord, backup: VerifiedBackup
             with connection.cursor() as cur:
                 cur.execute(f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)}")
         found = _load_json_into(schema, record, backup, counts)
+        with connection.cursor() as cur:
+            privileges.apply(cur, schema, record.manifest)
         mismatches = {t: (n, found.get(t)) for t, n in counts.items() if found.get(t) != n}
         if mismatches:
             raise VerificationFailed(f"Restored row counts differ from the manifest: {mismatches}")
@@ -430,7 +435,9 @@ def _verify_script(schema: str, record: BackupRecord, backup: VerifiedBackup, co
     try:
         prepare_scratch(dbname, schema)
         with pgtools.connect(dbname=dbname) as conn:
+            privileges.require_roles(conn.cursor(), record.manifest)
             _loaded(conn, record, backup)
+            privileges.apply(conn.cursor(), schema, record.manifest)
             found = _counts(conn, schema, list(counts))
             conn.rollback()
     finally:
