@@ -8,17 +8,20 @@ import io
 import os
 import subprocess
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import psycopg
 from django.apps import apps
 from django.conf import settings
 from django.core import serializers
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
+from django.db import DatabaseError, DataError, connection, transaction
+from django.db.models import DecimalField
 from django_tenants.utils import schema_context
 
-from . import conf, pgtools
+from . import conf, pgtools, privileges
 from .errors import DumpFailed, SchemaNotFound
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -41,6 +44,7 @@ class DumpInfo:
     row_counts: dict[str, int] = field(default_factory=dict)
     migrations: dict[str, list[str]] = field(default_factory=dict)
     extensions: list[dict[str, str]] = field(default_factory=list)
+    privileges: dict = field(default_factory=dict)
 
 
 def _schema_tables(cur, schema: str) -> list[str]:
@@ -97,8 +101,10 @@ def dump_with_pg_dump(schema: str, fmt: str, sink: ByteSink) -> DumpInfo:
         if cur.fetchone() is None:
             raise SchemaNotFound(f"Schema {schema!r} does not exist in the database.")
         tables = _schema_tables(cur, schema)
+        check_large_objects(schema, cur)
         info = DumpInfo(server_version, "pg_dump", bins.version,
-                        migrations=_migrations(cur, schema, tables), extensions=_extensions(cur))
+                        migrations=_migrations(cur, schema, tables), extensions=_extensions(cur),
+                        privileges=privileges.capture(cur, [schema])[schema])
 
         proc = subprocess.Popen(pg_dump_command(bins, schema, fmt, snapshot), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=pgtools.pg_dump_env(), bufsize=0)
@@ -128,6 +134,60 @@ def dump_with_pg_dump(schema: str, fmt: str, sink: ByteSink) -> DumpInfo:
     if len(info.row_counts) != len(tables):
         raise DumpFailed("Counting rows for the manifest failed.")
     return info
+
+
+_OID_COLUMNS_SQL = """
+WITH RECURSIVE oid_types(oid) AS (
+    SELECT 'pg_catalog.oid'::regtype::oid
+    UNION
+    SELECT t.oid FROM pg_type t JOIN oid_types o ON t.typtype = 'd' AND t.typbasetype = o.oid
+), tables AS MATERIALIZED (
+    SELECT n.nspname, c.oid, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = ANY(%s) AND c.relkind = 'r'
+)
+SELECT t.nspname, t.relname, a.attname FROM tables t JOIN pg_attribute a ON a.attrelid = t.oid
+WHERE a.attnum > 0 AND NOT a.attisdropped AND a.atttypid IN (SELECT oid FROM oid_types)
+ORDER BY t.nspname, t.relname, a.attnum
+"""
+
+
+def large_object_references(schemas: list[str], cur=None) -> dict[str, str]:
+    """Per schema whose tables reference existing large objects: why its backup must fail, naming table.column.
+
+    A column of type oid (or a domain over it, such as the `lo` extension's) may point at large objects, which
+    live in pg_largeobject, outside every schema: `pg_dump -n` leaves them out and `--large-objects` would add
+    every tenant's. The backup fails rather than carrying them: large object oids are database-wide, so a replace
+    restore into the same database would collide with the live objects the old schema still references (or
+    renumber them and break the references), and Django has no large-object field, so apps that use them are
+    rare. Only existing large objects count: an oid column holding other oids (or nothing) backs up as usual.
+
+    One catalog read for all `schemas` (a batch asks once for its members, not once a member); the data of a
+    table is read only when it has such a column. `cur` (a psycopg or Django cursor) runs the check inside the
+    dump's own snapshot; without one it runs on Django's connection.
+    """
+    if cur is None:
+        with connection.cursor() as own:
+            return large_object_references(schemas, own)
+    q = pgtools.quote_ident
+    cur.execute(_OID_COLUMNS_SQL, (list(schemas),))
+    found: dict[str, list[str]] = {}
+    for schema, table, column in cur.fetchall():
+        cur.execute(f"SELECT count(DISTINCT t.{q(column)}) FROM {q(schema)}.{q(table)} t "
+                    f"JOIN pg_catalog.pg_largeobject_metadata m ON m.oid = t.{q(column)}")
+        count = cur.fetchone()[0]
+        if count:
+            found.setdefault(schema, []).append(f"{table}.{column} ({count} large object{'s' if count != 1 else ''})")
+    return {schema: (f"Schema {schema!r} references large objects, which a backup of the schema cannot carry "
+                     f"(pg_dump -n leaves them out and their oids are database-wide): {', '.join(columns)}. Keep "
+                     "such contents in a bytea column or in files, or clear the references, then back up again.")
+            for schema, columns in found.items()}
+
+
+def check_large_objects(schema: str, cur=None) -> None:
+    """Raise DumpFailed when the schema's tables reference large objects (see large_object_references)."""
+    refusal = large_object_references([schema], cur).get(schema)
+    if refusal:
+        raise DumpFailed(refusal)
 
 
 def _count_rows(cur, schema: str, tables: list[str], out: dict[str, int]) -> None:
@@ -186,8 +246,70 @@ class _TextToSink(io.TextIOBase):
             self.parts, self.pending = [], 0
 
 
+def _finite_decimals(model, rows: Iterable) -> Iterator:
+    """The rows, refusing (DumpFailed) a DecimalField holding NaN or +-Infinity, before it is written.
+
+    PostgreSQL's numeric holds them and Django's encoder writes them, but DecimalField.to_python refuses a
+    non-finite value, so the line could never be loaded back. Carrying them would need a serializer and a
+    loader of our own on both sides; the backup fails instead, naming the row, so it is never "succeeded" and
+    unrestorable.
+    """
+    fields = [f for f in model._meta.local_concrete_fields if isinstance(f, DecimalField)]
+    if not fields:
+        yield from rows
+        return
+    for obj in rows:
+        for f in fields:
+            value = getattr(obj, f.attname)
+            if value is not None and not value.is_finite():
+                raise DumpFailed(
+                    f"Table {model._meta.db_table!r}, row {model._meta.pk.column}={obj.pk!r}: column {f.column!r} "
+                    f"holds {value}, which Django's JSON deserializer refuses, so a json backup could not be "
+                    "restored. Correct the value, or back up in sql or dump format.")
+        yield obj
+
+
+_UNREADABLE = {
+    # values PostgreSQL holds that Python's date/datetime/time cannot (infinity, BC, years past 9999, 24:00)
+    "DateTimeField": "{c} < '0001-01-01 00:00:00+00' OR {c} >= '10000-01-01 00:00:00+00'",
+    "DateField": "{c} < '0001-01-01' OR {c} >= '10000-01-01'",
+    "TimeField": "{c} >= '24:00:00'",
+}
+
+
+def _unreadable_value(schema: str, model, exc: Exception) -> DumpFailed:
+    """Name the table, column and row whose value psycopg could not turn into a Python object.
+
+    Reading an `infinity` timestamp raises a DataError for the chunk, not the row; the model's date, datetime
+    and time columns are searched for values outside Python's range, in the dump's own transaction (the error
+    is raised client-side, so the transaction is still usable).
+    """
+    table, pk = model._meta.db_table, model._meta.pk.column
+    q = pgtools.quote_ident
+    try:
+        with transaction.atomic(), connection.cursor() as cur:
+            for f in model._meta.local_concrete_fields:
+                condition = _UNREADABLE.get(f.get_internal_type())
+                if condition is None:
+                    continue
+                cur.execute(f"SELECT {q(pk)}, {q(f.column)}::text FROM {q(schema)}.{q(table)} "
+                            f"WHERE {condition.format(c=q(f.column))} ORDER BY {q(pk)} LIMIT 1")
+                row = cur.fetchone()
+                if row is not None:
+                    return DumpFailed(
+                        f"Table {table!r}, row {pk}={row[0]!r}: column {f.column!r} holds {row[1]!r}, which "
+                        f"Django's {f.get_internal_type()} cannot hold, so a json backup cannot carry it. Correct "
+                        "the value, or back up in sql or dump format.")
+    except DatabaseError:
+        pass  # a column whose type the search does not fit (a custom field): the error below still names the table
+    return DumpFailed(f"Reading table {table!r} for the json backup failed: {exc}")
+
+
 def dump_with_django(schema: str, sink: ByteSink) -> DumpInfo:
-    """Django JSON Lines of the tenant apps' models, in one repeatable-read transaction of the schema."""
+    """Django JSON Lines of the tenant apps' models, in one repeatable-read transaction of the schema.
+
+    A value the line format cannot carry back (a non-finite decimal, an infinite or out-of-range date) fails
+    the backup at once naming its table, column and row, and so do references to large objects."""
     with connection.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
         if cur.fetchone() is None:
@@ -202,15 +324,20 @@ def dump_with_django(schema: str, sink: ByteSink) -> DumpInfo:
                 cur.execute("SELECT current_setting('server_version')")
                 server_version = cur.fetchone()[0]
                 tables = _schema_tables(cur, schema)
+                check_large_objects(schema, cur)
                 info = DumpInfo(server_version, "django", _django_version(),
-                                migrations=_migrations(cur, schema, tables), extensions=_extensions(cur))
+                                migrations=_migrations(cur, schema, tables), extensions=_extensions(cur),
+                                privileges=privileges.capture(cur, [schema])[schema])
             for model in models:
                 info.row_counts[model._meta.db_table] = model._default_manager.count()
             text = _TextToSink(sink)
             for model in models:
                 queryset = model._default_manager.order_by(model._meta.pk.name).iterator(chunk_size=2000)
-                serializers.serialize("jsonl", queryset, stream=text, use_natural_foreign_keys=True,
-                                      cls=ExactJSONEncoder)
+                try:
+                    serializers.serialize("jsonl", _finite_decimals(model, queryset), stream=text,
+                                          use_natural_foreign_keys=True, cls=ExactJSONEncoder)
+                except (DataError, psycopg.DataError) as exc:
+                    raise _unreadable_value(schema, model, exc) from None
             text.flush()
     return info
 

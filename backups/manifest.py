@@ -55,6 +55,7 @@ def build_manifest(*, record, info: DumpInfo, result: SinkResult, encryption: di
         "row_counts": info.row_counts,
         "migrations": info.migrations,
         "extensions": info.extensions,
+        "privileges": info.privileges,
     }
 
 

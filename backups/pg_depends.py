@@ -19,10 +19,11 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 from psycopg import sql
 
 from backups import pgtools
@@ -30,6 +31,7 @@ from backups.errors import RestoreFailed, SchemaNotFound
 from backups.reading import spool_dir
 
 STDERR_TAIL = 4000
+T = TypeVar("T")
 
 
 def _loc(o: str) -> str:
@@ -90,19 +92,25 @@ _DEPENDENTS_SQL = f"""WITH RECURSIVE {_dropped("dropped", _seed_schemas("schemas
 SELECT DISTINCT x.type || ' ' || x.identity FROM dropped c
 CROSS JOIN LATERAL pg_identify_object(c.classid, c.objid, c.objsubid) x
 WHERE c.loc IS DISTINCT FROM %(nsp)s AND c.loc IS DISTINCT FROM 'pg_toast'::regnamespace
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = c.classid AND d.objid = c.objid AND d.deptype = 'i')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = c.classid AND d.objid = c.objid
+                  AND d.objsubid = c.objsubid AND d.deptype = 'i')
   AND NOT (c.objsubid <> 0 AND EXISTS (
       SELECT 1 FROM dropped w WHERE w.classid = c.classid AND w.objid = c.objid AND w.objsubid = 0))
 ORDER BY 1"""
 
 # Parts of a needed object that pg_dump writes with it or before the tenant can use it (a table's defaults,
-# checks, keys, indexes, row type; a domain's checks; a view's rule). FKs and triggers are not restored.
-_ATTACHED = """SELECT d.classid, d.objid FROM pg_depend d
-        WHERE d.refclassid = x.classid AND d.refobjid = x.objid AND d.deptype IN ('a', 'i')
-          AND d.classid IN ('pg_attrdef'::regclass, 'pg_class'::regclass, 'pg_type'::regclass,
-                            'pg_rewrite'::regclass, 'pg_constraint'::regclass)
-          AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE d.classid = 'pg_constraint'::regclass
-                          AND k.oid = d.objid AND k.contype IN ('f', 't'))"""
+# checks, keys, indexes and rules; a domain's checks). FKs and triggers are not restored. Read from the catalogs'
+# own indexes: pg_depend has no index on deptype, and a shared table has one FK per tenant referencing it.
+_ATTACHED = """SELECT 'pg_attrdef'::regclass::oid, a.oid FROM pg_attrdef a
+            WHERE x.classid = 'pg_class'::regclass AND a.adrelid = x.objid
+        UNION ALL SELECT 'pg_constraint'::regclass::oid, k.oid FROM pg_constraint k
+            WHERE x.classid = 'pg_class'::regclass AND k.conrelid = x.objid AND k.contype NOT IN ('f', 't')
+        UNION ALL SELECT 'pg_constraint'::regclass::oid, k.oid FROM pg_constraint k
+            WHERE x.classid = 'pg_type'::regclass AND k.conrelid = 0 AND k.contypid = x.objid
+        UNION ALL SELECT 'pg_class'::regclass::oid, i.indexrelid FROM pg_index i
+            WHERE x.classid = 'pg_class'::regclass AND i.indrelid = x.objid
+        UNION ALL SELECT 'pg_rewrite'::regclass::oid, r.oid FROM pg_rewrite r
+            WHERE x.classid = 'pg_class'::regclass AND r.ev_class = x.objid"""
 
 _DEPENDENCIES_SQL = f"""WITH RECURSIVE {_dropped("tenant", _seed_schemas("schemas"), bounded=True)},
 inside AS (SELECT classid, objid, objsubid FROM tenant WHERE loc = %(nsp)s),
@@ -137,28 +145,37 @@ SELECT 'fk', s.nspname, t.relname FROM inside i
     WHERE t.relnamespace <> %(nsp)s
 ORDER BY 1, 2, 3"""
 
-# Objects of the schemas being copied that cannot be created without something not copied (a tenant's table, a
-# cast, a foreign server), and everything that depends on those. A default or check that pg_dump may write inside
-# its table's or domain's statement takes that table or domain along.
-_UNRESTORABLE_SQL = f"""WITH RECURSIVE {_dropped("copied", _seed_schemas("schemas"), bounded=True)},
-members AS (SELECT DISTINCT classid, objid FROM copied WHERE loc = ANY(%(bound)s::oid[])),
-broken AS (
-    SELECT DISTINCT m.classid, m.objid FROM members m
+# Of the entries about to be restored (catalog oids, object oids), those that cannot be created without something
+# not restored (a tenant's table, a cast, a foreign server), and everything that depends on those. A part without
+# an entry of its own (a view's rule, a default or check, a composite type's columns) is written inside its
+# owner's statement: it takes the owner along.
+_UNRESTORABLE_SQL = f"""WITH RECURSIVE toc(classid, objid) AS (
+    SELECT * FROM unnest(%(classids)s::oid[], %(objids)s::oid[])
+),
+parts(classid, objid, owner_classid, owner_objid) AS (
+    SELECT 'pg_attrdef'::regclass::oid, a.oid, t.classid, t.objid FROM toc t
+        JOIN pg_attrdef a ON t.classid = 'pg_class'::regclass AND a.adrelid = t.objid
+    UNION ALL SELECT 'pg_rewrite'::regclass::oid, w.oid, t.classid, t.objid FROM toc t
+        JOIN pg_rewrite w ON t.classid = 'pg_class'::regclass AND w.ev_class = t.objid
+    UNION ALL SELECT 'pg_constraint'::regclass::oid, k.oid, t.classid, t.objid FROM toc t
+        JOIN pg_constraint k ON k.contype = 'c' AND (t.classid = 'pg_class'::regclass AND k.conrelid = t.objid
+            OR t.classid = 'pg_type'::regclass AND k.conrelid = 0 AND k.contypid = t.objid)
+    UNION ALL SELECT 'pg_class'::regclass::oid, y.typrelid, t.classid, t.objid FROM toc t
+        JOIN pg_type y ON t.classid = 'pg_type'::regclass AND y.oid = t.objid AND y.typrelid <> 0
+),
+members(classid, objid, owner_classid, owner_objid) AS (
+    SELECT classid, objid, classid, objid FROM toc
+    UNION ALL SELECT * FROM parts p
+        WHERE NOT EXISTS (SELECT 1 FROM toc t WHERE t.classid = p.classid AND t.objid = p.objid)
+),
+seeds AS (
+    SELECT DISTINCT m.owner_classid AS classid, m.owner_objid AS objid FROM members m
     JOIN pg_depend d ON d.classid = m.classid AND d.objid = m.objid
     CROSS JOIN LATERAL (SELECT d.refclassid AS classid, d.refobjid AS objid) r
     WHERE d.refclassid NOT IN ('pg_namespace'::regclass, 'pg_extension'::regclass)
       AND NOT coalesce({_loc('r')} = ANY(%(bound)s::oid[] || array({_SYSTEM_OIDS})), false)
       AND NOT EXISTS (SELECT 1 FROM pg_depend e
                       WHERE e.classid = d.refclassid AND e.objid = d.refobjid AND e.deptype = 'e')
-),
-seeds AS (
-    SELECT classid, objid FROM broken
-    UNION SELECT 'pg_class'::regclass::oid, a.adrelid FROM broken b JOIN pg_attrdef a
-        ON b.classid = 'pg_attrdef'::regclass AND a.oid = b.objid
-    UNION SELECT CASE WHEN k.conrelid <> 0 THEN 'pg_class'::regclass::oid ELSE 'pg_type'::regclass::oid END,
-                 CASE WHEN k.conrelid <> 0 THEN k.conrelid ELSE k.contypid END
-        FROM broken b JOIN pg_constraint k ON b.classid = 'pg_constraint'::regclass AND k.oid = b.objid
-        WHERE k.contype = 'c'
 ),
 {_dropped("unrestorable", f"SELECT s.classid, s.objid, 0, {_loc('s')} FROM seeds s", bounded=True)}
 SELECT DISTINCT classid::int, objid::int FROM unrestorable"""
@@ -180,12 +197,20 @@ class Dependencies:
 
 @contextlib.contextmanager
 def _cursor(conn: Any) -> Iterator[Any]:
-    """A cursor of a psycopg connection or of Django's connection, or `conn` itself when it is a cursor."""
-    if hasattr(conn, "fetchall"):
-        yield conn
+    """A cursor on `conn` (a psycopg or Django connection or cursor) in a transaction, the caller's (under a
+    savepoint) or else one of ours, with JIT off: compiling these catalog walks takes longer than running them
+    (0.6-1 s against 10-50 ms). The setting is put back after, so the caller's transaction keeps its own."""
+    if isinstance(conn, psycopg.Connection | psycopg.Cursor):
+        block = (conn if isinstance(conn, psycopg.Connection) else conn.connection).transaction()
     else:
-        with conn.cursor() as cur:
-            yield cur
+        from django.db import transaction
+
+        block = transaction.atomic(using=getattr(conn, "db", conn).alias)
+    with block, (contextlib.nullcontext(conn) if hasattr(conn, "fetchall") else conn.cursor()) as cur:
+        cur.execute("SELECT current_setting('jit'), set_config('jit', 'off', true)")
+        jit = cur.fetchone()[0]
+        yield cur
+        cur.execute("SELECT set_config('jit', %s, true)", (jit,))
 
 
 def _namespace(cur: Any, schema: str) -> int:
@@ -227,11 +252,12 @@ def dependencies_outside(conn: Any, schema: str) -> Dependencies:
         return found
 
 
-def _unrestorable(cur: Any, schemas: list[str]) -> set[tuple[int, int]]:
-    """(catalog oid, object oid) of the objects of `schemas` that cannot exist without a schema not among them."""
+def _unrestorable(cur: Any, schemas: list[str], entries: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Of `entries` (catalog oid, object oid) of `schemas`, those that cannot exist without a schema not among them."""
     cur.execute("SELECT array_agg(oid) FROM pg_namespace WHERE nspname = ANY(%s::text[])", (schemas,))
     bound = list(cur.fetchone()[0] or [])
-    cur.execute(_UNRESTORABLE_SQL, {"schemas": schemas, "bound": bound})
+    cur.execute(_UNRESTORABLE_SQL, {"classids": [c for c, _ in entries], "objids": [o for _, o in entries],
+                                    "bound": bound})
     return {(int(c), int(o)) for c, o in cur.fetchall()}
 
 
@@ -256,17 +282,15 @@ _KINDS_LONGEST_FIRST = sorted(KEPT_KINDS | _OTHER_KINDS, key=len, reverse=True)
 _TOC_LINE = re.compile(r"^\d+; (\d+) (\d+) (.*)$")
 
 
-def filter_toc(listing: str, skip: set[tuple[int, int]]) -> str:
-    """The `pg_restore -l` lines to restore into the scratch database: kinds in KEPT_KINDS (an unknown kind is left
-    out), except entries whose (catalog oid, object oid) is in `skip`."""
-    kept = []
+def restorable_entries(listing: str) -> list[tuple[str, int, int]]:
+    """The `pg_restore -l` lines of a kind in KEPT_KINDS (an unknown kind is left out), with their (catalog oid,
+    object oid)."""
+    entries = []
     for line in listing.splitlines():
         match = _TOC_LINE.match(line)
-        if not match or (int(match[1]), int(match[2])) in skip:
-            continue
-        if next((k for k in _KINDS_LONGEST_FIRST if match[3].startswith(k + " ")), None) in KEPT_KINDS:
-            kept.append(line + "\n")
-    return "".join(kept)
+        if match and next((k for k in _KINDS_LONGEST_FIRST if match[3].startswith(k + " ")), None) in KEPT_KINDS:
+            entries.append((line, int(match[1]), int(match[2])))
+    return entries
 
 
 def _extensions_in_order(cur: Any, schema: str) -> list[tuple[str, str]]:
@@ -314,15 +338,21 @@ def _run(cmd: list[str], env: dict[str, str], what: str) -> str:
     return proc.stdout
 
 
-def _restore_ddl(dbname: str, schemas: list[str], snapshot: str, skip: set[tuple[int, int]]) -> None:
+def _restore_ddl(cur: Any, dbname: str, schemas: list[str], snapshot: str, existing: set[str]) -> None:
+    """pg_dump the schema-only DDL of `schemas` from the snapshot and restore what can exist in the empty scratch
+    database; schemas it already has (public, those of extensions) are not created again."""
     bins = pgtools.binaries()
     with _temp_path(".dump") as dump, _temp_path(".list") as listing:
         _run([bins.pg_dump, "--schema-only", "--format=custom", "--strict-names", f"--snapshot={snapshot}",
               f"--file={dump}", *(f"--schema={pgtools.quote_ident(s)}" for s in schemas)],
              pgtools.pg_dump_env(), "pg_dump of the schemas the tenant depends on")
-        toc = _run([bins.pg_restore, "--list", dump], pgtools.libpq_env(), "pg_restore --list")
+        entries = restorable_entries(_run([bins.pg_restore, "--list", dump], pgtools.libpq_env(), "pg_restore --list"))
+        skip = _unrestorable(cur, schemas, [(c, o) for _, c, o in entries])
+        cur.execute("SELECT 'pg_namespace'::regclass::oid::int, oid::int FROM pg_namespace "
+                    "WHERE nspname = ANY(%s::text[])", ([s for s in schemas if s in existing],))
+        skip.update(cur.fetchall())
         with open(listing, "w") as out:
-            out.write(filter_toc(toc, skip))
+            out.writelines(line + "\n" for line, c, o in entries if (c, o) not in skip)
         _run([bins.pg_restore, f"--dbname={dbname}", f"--use-list={listing}", "--exit-on-error",
               "--single-transaction", "--no-owner", "--no-privileges", dump],
              pgtools.libpq_env(dbname=dbname), "pg_restore of the schemas the tenant depends on")
@@ -359,15 +389,22 @@ def prepare_scratch(dbname: str, schema: str) -> None:
     with pgtools.connect() as live:
         live.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         live.execute("SET LOCAL row_security = off")
+        live.execute("SET LOCAL jit = off")
         snapshot = live.execute("SELECT pg_export_snapshot()").fetchone()[0]
         with live.cursor() as cur:
             deps = dependencies_outside(cur, schema)
-            existing = _create_extensions(dbname, _extensions_in_order(cur, schema))
+            extensions = _extensions_in_order(cur, schema)
+            existing = _scratch_step(f"Creating the extensions {extensions} in the scratch database",
+                                     _create_extensions, dbname, extensions)
             if deps.schemas:
-                skip = _unrestorable(cur, deps.schemas)
-                cur.execute("SELECT 'pg_namespace'::regclass::oid::int, oid::int FROM pg_namespace "
-                            "WHERE nspname = ANY(%s::text[])", ([s for s in deps.schemas if s in existing],))
-                skip.update(cur.fetchall())
-                _restore_ddl(dbname, deps.schemas, snapshot, skip)
+                _restore_ddl(cur, dbname, deps.schemas, snapshot, existing)
         if deps.fk_tables:
-            _copy_rows(live, dbname, deps.fk_tables)
+            _scratch_step(f"Copying the rows of {deps.fk_tables} into the scratch database",
+                          _copy_rows, live, dbname, deps.fk_tables)
+
+
+def _scratch_step(what: str, step: Callable[..., T], *args: Any) -> T:
+    try:
+        return step(*args)
+    except psycopg.Error as exc:
+        raise RestoreFailed(f"{what} failed: {str(exc).strip() or type(exc).__name__}") from exc

@@ -186,6 +186,7 @@ def apply(cur: Any, schema: str, manifest: dict) -> int:
     """Put the backup's owners and grants back inside the caller's transaction; returns statements run."""
     if not wanted(manifest):
         return 0
+    cur.execute("SET CONSTRAINTS ALL IMMEDIATE")  # ALTER TABLE refuses a table with deferred checks still pending
     ran = 0
     checked: dict[str, bool] = {}
     for statement, need in restore_statements(schema, manifest["privileges"]):

@@ -131,7 +131,7 @@ BACKUPS_ZSTD_LEVEL = env.int("BACKUPS_ZSTD_LEVEL", default=3)
 BACKUPS_ZSTD_THREADS = env.int("BACKUPS_ZSTD_THREADS", default=1)
 BACKUPS_GZIP_LEVEL = env.int("BACKUPS_GZIP_LEVEL", default=6)
 BACKUPS_PG_BIN_DIR = env("BACKUPS_PG_BIN_DIR", default="")
-BACKUPS_PG_DUMP_OPTIONS = env("BACKUPS_PG_DUMP_OPTIONS", default="-c enable_mergejoin=off -c jit=off")  # see backups.conf
+BACKUPS_PG_DUMP_OPTIONS = env("BACKUPS_PG_DUMP_OPTIONS", default="-c enable_mergejoin=off -c jit=off")  # backups.conf
 BACKUPS_RESTORE_PRIVILEGES = env.bool("BACKUPS_RESTORE_PRIVILEGES", default=True)  # see backups.privileges
 BACKUPS_DUMP_SOFT_TIME_LIMIT = env.int("BACKUPS_DUMP_SOFT_TIME_LIMIT", default=3 * 3600)
 BACKUPS_DUMP_TIME_LIMIT = env.int("BACKUPS_DUMP_TIME_LIMIT", default=BACKUPS_DUMP_SOFT_TIME_LIMIT + 600)

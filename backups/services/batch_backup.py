@@ -31,10 +31,10 @@ from pathlib import Path
 
 from django.utils import timezone
 
-from backups import conf, pgtools
+from backups import conf, pgtools, privileges
 from backups.batch_split import BatchArchive, MemberPart, SplitError, restrict_key
 from backups.compression import make_compressor
-from backups.dumpers import DumpInfo
+from backups.dumpers import DumpInfo, large_object_references
 from backups.encryption import AgeEncryptor
 from backups.errors import BackupConfigError, BackupError, DumpFailed, SchemaNotFound, TransientBackupError
 from backups.locks import RECORD_NAMESPACE, TENANT_NAMESPACE, dump_slot, hold_many, lock_key
@@ -369,6 +369,9 @@ def _dump_part(part: list[BackupRecord], task_id: str, result: BatchResult, serv
             archive = BatchArchive(spooled)
             pieces = archive.members(schemas)
             result.dumped += len(part)
+            refused = large_object_references(schemas)
+            with pgtools.connect(autocommit=True) as conn, conn.cursor() as cur:
+                granted = privileges.capture(cur, schemas)
             tool_version = pgtools.binaries().version
             sql = _SqlWriter(archive)
             storages: dict[str, Storage] = {}
@@ -376,8 +379,9 @@ def _dump_part(part: list[BackupRecord], task_id: str, result: BatchResult, serv
                 for record in part:
                     done.tick()
                     _member(record, archive, pieces[record.schema_name],
-                            DumpInfo(server_version, "pg_dump", tool_version, extensions=extensions), result, done,
-                            sql, storages)
+                            DumpInfo(server_version, "pg_dump", tool_version, extensions=extensions,
+                                     privileges=granted[record.schema_name]), result, done,
+                            sql, storages, refused.get(record.schema_name))
             finally:
                 done.flush()
     except (BackupError, OSError) as exc:
@@ -431,9 +435,12 @@ class _Recorder:
 
 
 def _member(record: BackupRecord, archive: BatchArchive, piece: MemberPart, info: DumpInfo,
-            result: BatchResult, done: _Recorder, sql: _SqlWriter, storages: dict[str, Storage]) -> None:
-    """Store one member's artifact; its failure is its own."""
+            result: BatchResult, done: _Recorder, sql: _SqlWriter, storages: dict[str, Storage],
+            refusal: str | None = None) -> None:
+    """Store one member's artifact; its failure is its own (`refusal`: why it must fail, its large objects)."""
     try:
+        if refusal:
+            raise DumpFailed(refusal)
         storage = storages.get(record.storage_backend)
         if storage is None:
             storage = storages[record.storage_backend] = get_storage(record.storage_backend)
