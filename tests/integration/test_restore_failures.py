@@ -8,7 +8,6 @@ from django.utils import timezone
 from backups.errors import RestoreFailed
 from backups.models import BackupRecord
 from backups.services.backup_run import backup_run
-from backups.services.finalize import backup_record_delete
 from backups.services.records import backup_record_create
 from backups.services.restore import restore_replace, restore_verify
 from backups.storage import get_storage
@@ -18,14 +17,9 @@ from .helpers import DEMO_TABLES, table_fingerprints
 SCHEMA = "clinica_norte"
 
 
-@pytest.fixture(autouse=True)
-def _forget_broken_backups():
-    """These tests make succeeded backups that cannot restore on purpose: gone afterwards, so no later test
-    (a drill, a restore of the tenant's newest backup) takes one for a good backup."""
-    last = BackupRecord.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-    yield
-    for record in BackupRecord.objects.filter(pk__gt=last):
-        backup_record_delete(record=record)
+# These tests make succeeded backups that cannot restore on purpose: gone afterwards, so no later test (a drill,
+# a restore of the tenant's newest backup) takes one for a good backup.
+pytestmark = pytest.mark.usefixtures("forget_new_backups")
 
 
 def _leftover_schemas() -> list[str]:

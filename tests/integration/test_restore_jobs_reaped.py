@@ -31,7 +31,6 @@ from backups.services.records import backup_record_create
 from backups.tasks import restore_backup
 from project.celery import app
 from tasks.queues import RESTORE
-from tests.servers.redis_server import RedisServer
 
 from .conftest import wait_for_job
 
@@ -132,17 +131,6 @@ def test_a_job_left_running_a_second_time_fails_giving_up_and_a_drill_alerts(set
 
 
 # --- lost broker messages -----------------------------------------------------------------------------------
-
-@pytest.fixture
-def private_broker():
-    """A private Redis with the declared queues bound (as a worker's start would), no worker on it."""
-    server = RedisServer.start()
-    with app.connection_for_write(server.url) as conn:
-        for queue in app.amqp.queues.values():
-            queue(conn.default_channel).declare()
-    yield server
-    server.stop()
-
 
 def test_a_queued_job_whose_message_was_lost_is_resent_once_and_a_waiting_one_never(private_broker, settings,
                                                                                      monkeypatch, a_record):

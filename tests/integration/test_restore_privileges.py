@@ -8,7 +8,6 @@ from django.db import connection
 from backups.errors import RestoreFailed
 from backups.models import BackupRecord
 from backups.services.backup_run import backup_run
-from backups.services.finalize import backup_record_delete
 from backups.services.records import backup_record_create
 from backups.services.restore import restore_replace, restore_verify
 
@@ -35,12 +34,7 @@ def _drop_role(role: str) -> None:
         _sql(f"DROP OWNED BY {role}", f"DROP ROLE {role}")
 
 
-@pytest.fixture(autouse=True)
-def _forget_backups():
-    last = BackupRecord.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-    yield
-    for record in BackupRecord.objects.filter(pk__gt=last):
-        backup_record_delete(record=record)
+pytestmark = pytest.mark.usefixtures("forget_new_backups")
 
 
 @pytest.fixture
