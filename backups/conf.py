@@ -48,6 +48,11 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_DUMP_SLOT_WAIT_SECONDS": 600,
     "BACKUPS_LOCK_DATABASE_URL": "",
     "BACKUPS_TENANT_LOCK_WAIT_SECONDS": 600,
+    # How long any statement a backup runs before or during its dump waits for a table lock another session holds
+    # (lock_timeout on our connections, pg_dump --lock-wait-timeout). A tenant whose table stays locked longer (a
+    # migration, a stuck transaction) is retried alone with backoff, naming the table and its holder; the rest of
+    # its batch goes on. 0: wait without bound (PostgreSQL's default).
+    "BACKUPS_LOCK_WAIT_SECONDS": 60,
     "BACKUPS_MANUAL_RETENTION_DAYS": None,
     "BACKUPS_QUEUED_TIMEOUT_SECONDS": 6 * 3600,
     "BACKUPS_RUNNING_GRACE_SECONDS": 600,

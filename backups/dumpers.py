@@ -6,6 +6,7 @@ import datetime
 import fcntl
 import io
 import os
+import re
 import subprocess
 import threading
 from collections.abc import Iterable, Iterator
@@ -22,7 +23,7 @@ from django.db.models import DecimalField
 from django_tenants.utils import schema_context
 
 from . import conf, pgtools, privileges
-from .errors import DumpFailed, SchemaNotFound
+from .errors import DumpFailed, SchemaNotFound, TransientBackupError
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 STDERR_TAIL = 16 * 1024
@@ -80,31 +81,137 @@ def _drain_stderr(pipe, tail: bytearray) -> None:
         del tail[:-STDERR_TAIL]
 
 
+# ----------------------------------------------------------------------------- lock waits (BACKUPS_LOCK_WAIT_SECONDS)
+
+# what PostgreSQL says when a wait for a lock was cut: lock_timeout on our connections, and pg_dump's
+# --lock-wait-timeout (a statement_timeout around its LOCK TABLE statements)
+LOCK_TIMEOUT = "canceling statement due to lock timeout"
+_PG_DUMP_LOCK_TIMEOUT = re.compile(r"canceling statement due to (?:lock|statement) timeout.*?LOCK TABLE (.+?) IN ",
+                                   re.S)
+_LOCKABLE = ("r", "p", "S", "m", "f", "v")
+_HOLDERS_SQL = """
+SELECT n.nspname, c.relname, l.pid, l.granted, a.application_name,
+       extract(epoch FROM now() - a.xact_start)::int
+FROM pg_locks l
+JOIN pg_class c ON c.oid = l.relation
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND n.nspname = ANY(%s) AND c.relkind = ANY(%s)
+ORDER BY n.nspname, c.relname, l.granted DESC, l.pid
+"""
+
+
+def lock_wait_seconds() -> float:
+    """BACKUPS_LOCK_WAIT_SECONDS: how long any statement of a backup waits for a table lock (0: no bound)."""
+    return max(0.0, float(conf.get("BACKUPS_LOCK_WAIT_SECONDS") or 0))
+
+
+def lock_timeout_value() -> str:
+    """BACKUPS_LOCK_WAIT_SECONDS as a PostgreSQL duration for lock_timeout / --lock-wait-timeout ('0': no bound)."""
+    return f"{int(lock_wait_seconds() * 1000)}ms"
+
+
+def bound_lock_waits(cur, *, local: bool = False) -> None:
+    """Make the statements run on `cur`'s connection wait at most BACKUPS_LOCK_WAIT_SECONDS for a lock (`local`:
+    for the current transaction only)."""
+    if lock_wait_seconds() > 0:
+        cur.execute("SELECT set_config('lock_timeout', %s, %s)", (lock_timeout_value(), local))
+
+
+def locked_relations(schemas: list[str], conn=None) -> dict[str, list[str]]:
+    """Per schema: its relations someone holds (or waits for) ACCESS EXCLUSIVE on, which a dump cannot read, each
+    named with who holds it: `clinica_x.clinic_patient (held by pid 123, application 'psql', its transaction open
+    for 40 s)`. Reads pg_locks and pg_stat_activity only: never waits for a lock itself."""
+    if not schemas:
+        return {}
+    if conn is None:
+        try:
+            with pgtools.connect(autocommit=True) as own:
+                return locked_relations(schemas, own)
+        except psycopg.Error:
+            return {}
+    found: dict[str, dict[str, str]] = {}
+    for schema, table, pid, granted, app, age in conn.execute(_HOLDERS_SQL, (list(schemas), list(_LOCKABLE))):
+        name = f"{schema}.{table}"
+        if name in found.get(schema, {}):
+            continue
+        who = [f"{'held' if granted else 'requested'} by pid {pid}"]
+        if app:
+            who.append(f"application {app!r}")
+        if age is not None:
+            who.append(f"its transaction open for {age} s")
+        found.setdefault(schema, {})[name] = f"{name} ({', '.join(who)})"
+    return {schema: list(tables.values()) for schema, tables in found.items()}
+
+
+def lock_wait_error(schemas: list[str], *, named: str = "", what: str = "The backup") -> TransientBackupError:
+    """The transient error of a backup whose tables stayed locked: which tables, and who holds them."""
+    found = [d for s in schemas for d in locked_relations([s]).get(s, [])]
+    if not found and named:
+        found = [t.strip() for t in named.split(",") if t.strip()]
+    tables = "; ".join(found) if found else f"a table of {', '.join(schemas)}"
+    return TransientBackupError(
+        f"{what} waited more than {lock_wait_seconds():g} s (BACKUPS_LOCK_WAIT_SECONDS) for a lock on {tables}, "
+        "which another session holds exclusively (a migration, a long transaction); it will be tried again.")
+
+
+def pg_dump_lock_timeout(stderr: str) -> str | None:
+    """The tables pg_dump named when its --lock-wait-timeout ran out (as in its LOCK TABLE statement), else None."""
+    found = _PG_DUMP_LOCK_TIMEOUT.search(stderr)
+    return found.group(1) if found else None
+
+
 def pg_dump_command(bins: pgtools.PgBinaries, schema: str, fmt: str, snapshot: str | None) -> list[str]:
-    """pg_dump arguments for one schema: no owner/ACL, strict names, our compression not its own."""
+    """pg_dump arguments for one schema: no owner/ACL, strict names, our compression not its own, lock waits
+    bounded by BACKUPS_LOCK_WAIT_SECONDS."""
     cmd = [bins.pg_dump, f"--schema={pgtools.quote_ident(schema)}", "--strict-names", "--no-owner", "--no-acl"]
     cmd += ["--format=custom", "--compress=0"] if fmt == "dump" else ["--format=plain"]
+    if lock_wait_seconds() > 0:
+        cmd.append(f"--lock-wait-timeout={lock_timeout_value()}")
     if snapshot:
         cmd.append(f"--snapshot={snapshot}")
     return cmd
 
 
 def dump_with_pg_dump(schema: str, fmt: str, sink: ByteSink) -> DumpInfo:
-    """Stream `pg_dump -n schema` into `sink`; row counts come from the same exported snapshot."""
+    """Stream `pg_dump -n schema` into `sink`; row counts come from the same exported snapshot.
+
+    Every lock wait is bounded by BACKUPS_LOCK_WAIT_SECONDS (lock_timeout here, --lock-wait-timeout for pg_dump):
+    a table that stays locked raises TransientBackupError naming it and its holder. Whatever ends the dump early
+    (the soft time limit, a failed upload) never waits on the row-counting thread: its query is cancelled and the
+    connection dropped, pg_dump killed, and the exception goes up at once."""
     bins = pgtools.binaries()
     read_size = conf.get("BACKUPS_READ_SIZE")
-    with pgtools.connect() as conn, conn.cursor() as cur:
-        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        cur.execute("SELECT pg_export_snapshot(), current_setting('server_version')")
-        snapshot, server_version = cur.fetchone()
-        cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
-        if cur.fetchone() is None:
-            raise SchemaNotFound(f"Schema {schema!r} does not exist in the database.")
-        tables = _schema_tables(cur, schema)
-        check_large_objects(schema, cur)
-        info = DumpInfo(server_version, "pg_dump", bins.version,
-                        migrations=_migrations(cur, schema, tables), extensions=_extensions(cur),
-                        privileges=privileges.capture(cur, [schema])[schema])
+    conn = pgtools.connect()
+    counter: threading.Thread | None = None
+    count_errors: list[BaseException] = []
+    abandoned = threading.Event()
+    try:
+        cur = conn.cursor()
+        try:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            bound_lock_waits(cur, local=True)
+            cur.execute("SELECT pg_export_snapshot(), current_setting('server_version')")
+            snapshot, server_version = cur.fetchone()
+            cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+            if cur.fetchone() is None:
+                raise SchemaNotFound(f"Schema {schema!r} does not exist in the database.")
+            tables = _schema_tables(cur, schema)
+            check_large_objects(schema, cur)
+            info = DumpInfo(server_version, "pg_dump", bins.version,
+                            migrations=_migrations(cur, schema, tables), extensions=_extensions(cur),
+                            privileges=privileges.capture(cur, [schema])[schema])
+        except psycopg.errors.LockNotAvailable:
+            raise lock_wait_error([schema]) from None
+
+        def count() -> None:
+            try:
+                _count_rows(cur, schema, tables, info.row_counts, count_errors)
+            finally:
+                if abandoned.is_set():
+                    conn.close()
 
         proc = subprocess.Popen(pg_dump_command(bins, schema, fmt, snapshot), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=pgtools.pg_dump_env(), bufsize=0)
@@ -116,7 +223,7 @@ def dump_with_pg_dump(schema: str, fmt: str, sink: ByteSink) -> DumpInfo:
             err_tail = bytearray()
             err_thread = threading.Thread(target=_drain_stderr, args=(proc.stderr, err_tail), daemon=True)
             err_thread.start()
-            counter = threading.Thread(target=_count_rows, args=(cur, schema, tables, info.row_counts), daemon=True)
+            counter = threading.Thread(target=count, daemon=True)
             counter.start()
             fd = proc.stdout.fileno()
             while chunk := os.read(fd, read_size):
@@ -128,12 +235,36 @@ def dump_with_pg_dump(schema: str, fmt: str, sink: ByteSink) -> DumpInfo:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    finally:
+        _close_snapshot(conn, counter, abandoned)
     if returncode != 0:
         message = err_tail.decode("utf-8", "replace").strip() or "no message"
+        locked = pg_dump_lock_timeout(message)
+        if locked is not None:
+            raise lock_wait_error([schema], named=locked)
         raise DumpFailed(f"pg_dump exited with status {returncode}: {message}")
     if len(info.row_counts) != len(tables):
+        if any(isinstance(e, psycopg.errors.LockNotAvailable) for e in count_errors):
+            raise lock_wait_error([schema], what="Counting rows for the manifest")
         raise DumpFailed("Counting rows for the manifest failed.")
     return info
+
+
+def _close_snapshot(conn: psycopg.Connection, counter: threading.Thread | None, abandoned: threading.Event) -> None:
+    """Close the snapshot's connection without waiting on a row count still running on it (a rollback would wait
+    for the connection's lock, which the counting thread holds until its query ends): cancel the query, give the
+    thread a moment, and leave the connection for the thread to close if it is still inside libpq."""
+    if counter is not None and counter.is_alive():
+        try:
+            conn.cancel_safe(timeout=2.0)
+        except Exception:  # noqa: BLE001 - best effort: the connection is dropped below either way
+            pass
+        counter.join(timeout=2.0)
+        if counter.is_alive():
+            abandoned.set()
+            if counter.is_alive():
+                return  # the thread closes it when its query returns
+    conn.close()  # the server ends the read-only transaction; no rollback round trip
 
 
 _OID_COLUMNS_SQL = """
@@ -190,13 +321,17 @@ def check_large_objects(schema: str, cur=None) -> None:
         raise DumpFailed(refusal)
 
 
-def _count_rows(cur, schema: str, tables: list[str], out: dict[str, int]) -> None:
+def _count_rows(cur, schema: str, tables: list[str], out: dict[str, int],
+                errors: list[BaseException] | None = None) -> None:
+    """Count each table's rows into `out` (lock waits bounded by the connection's lock_timeout); the error that
+    stopped it goes to `errors`."""
     try:
         for table in tables:
             cur.execute(f"SELECT count(*) FROM {pgtools.quote_ident(schema)}.{pgtools.quote_ident(table)}")
             out[table] = cur.fetchone()[0]
-    except Exception:  # noqa: BLE001 - a missing count is reported by the caller
-        pass
+    except Exception as exc:  # noqa: BLE001 - a missing count is reported by the caller
+        if errors is not None:
+            errors.append(exc)
 
 
 def json_models() -> list:

@@ -168,11 +168,17 @@ class VerifiedBackup:
 
 @contextlib.contextmanager
 def open_backup(storage: Storage, record) -> Iterator[VerifiedBackup]:
-    """The record's object, spooled and verified; the spool file is removed on every exit."""
+    """The record's object, spooled and verified; the spool file is removed on every exit.
+
+    The spool is held with a flock while it is used, so a process that dies leaves a file the next clean-up
+    removes (backups.services.leftovers), and no clean-up ever removes a live one.
+    """
+    from .services.leftovers import RESTORE_SPOOL, spool_create
+
     require_digest(record)
     directory = spool_dir()
     _check_free_space(directory, record.size)
-    fd, path = tempfile.mkstemp(prefix="tb-restore-", suffix=".spool", dir=directory)  # mode 0600
+    fd, path = spool_create(directory, RESTORE_SPOOL)  # mode 0600, locked until closed
     try:
         with os.fdopen(fd, "w+b") as spool:
             spool_verified(storage, record, spool)

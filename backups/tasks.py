@@ -25,6 +25,7 @@ from backups.services.drills import drills_schedule
 from backups.services.enqueue import backups_fan_out, backups_send_alone
 from backups.services.faults import backup_next_retry
 from backups.services.finalize import backup_record_finalize, deleted_tenant_backups_purge, retention_apply
+from backups.services.leftovers import leftovers_remove
 from backups.services.overdue import overdue_check
 from backups.services.progress import estimated_total, progress_listener
 from backups.services.reaper import reap_stuck_backups as reap_service
@@ -59,7 +60,11 @@ LONG_RUNNING = {"acks_late": True, "reject_on_worker_lost": True,
 
 @worker_init.connect
 def check_configuration_on_start(**kwargs) -> None:
-    """Stop the worker at once when a backup setting is wrong (bucket, credentials, age recipients)."""
+    """Stop the worker at once when a backup setting is wrong (bucket, credentials, age recipients).
+
+    What dead processes left (spool files, scratch databases) is removed first, so the spool's free-space check
+    counts only what live processes use."""
+    leftovers_remove()
     try:
         check_configuration()
     except (BackupError, StorageError) as exc:
@@ -150,7 +155,8 @@ def reap_stuck_backups(**kwargs) -> dict:
     """Housekeeping: resend work left by dead workers or lost messages."""
     with schema_context(get_public_schema_name()):
         result = reap_service()
-    return {"requeued": result.requeued, "failed": result.failed, "aborted_uploads": result.aborted_uploads}
+    return {"requeued": result.requeued, "failed": result.failed, "aborted_uploads": result.aborted_uploads,
+            "requeued_restore_jobs": result.requeued_restore_jobs, "failed_restore_jobs": result.failed_restore_jobs}
 
 
 @shared_task(name="tasks.backups.check_overdue_backups", ignore_result=True)

@@ -16,17 +16,30 @@ from collections.abc import Collection, Iterable
 
 import redis
 
-from backups.queues import RESTORE, RESTORE_BACKUP
+from backups.queues import FAN_OUT, RESTORE, RESTORE_BACKUP, RUN_BACKUP, RUN_BACKUP_BATCH
 
 logger = logging.getLogger(__name__)
-RUN_BACKUP = "tasks.backups.run_backup"
-FAN_OUT = "tasks.backups.fan_out_backups"
-BACKUP_TASKS = (RUN_BACKUP, FAN_OUT)
+# every message the product sends that carries backup records (backups.queues): one record (run_backup, a chain's
+# first link or a retry), or a list of them (fan_out_backups, run_backup_batch)
+BACKUP_TASKS = (RUN_BACKUP, FAN_OUT, RUN_BACKUP_BATCH)
+MANY_RECORDS = (FAN_OUT, RUN_BACKUP_BATCH)
 BATCH = 500
 
 
+def _ids_in(task: str | None, args, kwargs) -> list[int]:
+    """The record (or restore job) ids a task's arguments name."""
+    args = list(args or []) if isinstance(args, (list, tuple)) else []
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
+    if task in MANY_RECORDS:
+        ids = kwargs.get("record_ids") or (args[0] if args else [])
+        return [i for i in ids if isinstance(i, int)] if isinstance(ids, (list, tuple)) else []
+    value = args[0] if args else kwargs.get("job_id" if task == RESTORE_BACKUP else "record_id")
+    return [value] if isinstance(value, int) else []
+
+
 def _record_ids_of(raw: bytes | str, tasks: Collection[str] = BACKUP_TASKS) -> Iterable[int]:
-    """Ids a message of one of `tasks` names: run_backup's record, fan_out_backups' records, restore_backup's job."""
+    """Ids a message of one of `tasks` names: run_backup's record, fan_out_backups' and run_backup_batch's records,
+    restore_backup's job."""
     try:
         message = json.loads(raw)
         task = (message.get("headers") or {}).get("task")
@@ -38,11 +51,7 @@ def _record_ids_of(raw: bytes | str, tasks: Collection[str] = BACKUP_TASKS) -> I
         args, kwargs, _ = json.loads(body)
     except (ValueError, TypeError, KeyError, AttributeError):
         return ()
-    if task != FAN_OUT:
-        value = args[0] if args else kwargs.get("job_id" if task == RESTORE_BACKUP else "record_id")
-        return (value,) if isinstance(value, int) else ()
-    ids = kwargs.get("record_ids") or (args[0] if args else [])
-    return [i for i in ids if isinstance(i, int)]
+    return _ids_in(task, args, kwargs)
 
 
 def record_ids_in_broker(queues: Iterable[str], *, url: str | None = None,
@@ -74,13 +83,12 @@ def record_ids_held_by_live_workers(*, url: str | None = None, tasks: Collection
     with current_app.connection_for_read(url) as conn:
         inspect = current_app.control.inspect(timeout=2.0, connection=conn)
         for reply in (inspect.reserved(), inspect.scheduled(), inspect.active()):
-            for tasks in (reply or {}).values():
-                for task in tasks:
+            for worker_tasks in (reply or {}).values():
+                for task in worker_tasks or ():
                     request = task.get("request", task)
-                    if request.get("name") in tasks and request.get("name") != FAN_OUT and request.get("args"):
-                        value = request["args"][0]
-                        if isinstance(value, int):
-                            held.add(value)
+                    # a fan_out_backups message only sends chains; its records are not being run
+                    if request.get("name") in tasks and request.get("name") != FAN_OUT:
+                        held.update(_ids_in(request.get("name"), request.get("args"), request.get("kwargs")))
     return held
 
 

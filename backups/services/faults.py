@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import psycopg
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.utils import timezone
 
 from backups import conf
 from backups.errors import DumpFailed, TransientBackupError
@@ -51,11 +52,12 @@ def is_transient(exc: BaseException, record: BackupRecord) -> bool:
 
 
 def retry_delays(record: BackupRecord) -> list[int]:
-    """Every wait between tries of the record after transient failures: the whole retry schedule.
+    """Every wait between tries of the record after transient failures: the longest retry schedule.
 
     Doubling from BACKUPS_TASK_RETRY_DELAY up to BACKUPS_TASK_RETRY_MAX_DELAY; an automatic backup keeps
     trying while the waits add up to at most BACKUPS_TRANSIENT_RETRY_WINDOW_SECONDS, a manual one
-    BACKUPS_TASK_MAX_RETRIES times (someone is waiting for it).
+    BACKUPS_TASK_MAX_RETRIES times (someone is waiting for it). The window also bounds the time the tries
+    themselves take (backup_next_retry): slow tries end the schedule sooner.
     """
     base = max(1, int(conf.get("BACKUPS_TASK_RETRY_DELAY")))
     cap = max(base, int(conf.get("BACKUPS_TASK_RETRY_MAX_DELAY")))
@@ -117,9 +119,19 @@ def backup_next_retry(*, record_id: int, retries: int, error: str) -> int | None
     if record is None:
         return None
     delays = retry_delays(record)
-    if retries < len(delays):
+    spent = sum(delays[:retries])
+    if record.backup_type == BackupRecord.Type.AUTOMATIC:
+        # The window bounds the whole time since the backup was created, its tries included, not just the waits
+        # (at 1 KB/s each try takes long): another try is sent only if, as long as this one, it ends within it.
+        now = timezone.now()
+        elapsed = max(0.0, (now - record.created_at).total_seconds())
+        this_try = max(0.0, (now - (record.started_at or now)).total_seconds())
+        window = int(conf.get("BACKUPS_TRANSIENT_RETRY_WINDOW_SECONDS"))
+        if retries < len(delays) and elapsed + delays[retries] + this_try <= window:
+            return delays[retries]
+        spent = max(spent, round(elapsed))
+    elif retries < len(delays):
         return delays[retries]
-    spent = sum(delays)
     write_through_fresh_connection(lambda: backup_record_fail_unfinished(
         record_id=record_id, error=f"Gave up after {retries + 1} tries over {spent} s: {error}"))
     return None

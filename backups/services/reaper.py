@@ -19,6 +19,7 @@ from .broker_scan import record_ids_in_broker
 from .enqueue import backups_enqueue
 from .faults import retry_delays
 from .finalize import finish_interrupted_deletions
+from .leftovers import leftovers_remove
 from .records import backup_record_mark_failed
 from .restore_reaper import restore_jobs_reap
 
@@ -36,6 +37,8 @@ class Reaped:
     finished_deletions: int = 0
     requeued_restore_jobs: list[int] = field(default_factory=list)
     failed_restore_jobs: list[int] = field(default_factory=list)
+    removed_spool_files: int = 0  # left by dead processes (backups.services.leftovers)
+    dropped_scratch_databases: list[str] = field(default_factory=list)  # left by dead verify drills
 
 
 def _requeue_or_fail(record: BackupRecord, why: str, result: Reaped) -> None:
@@ -51,20 +54,28 @@ def _requeue_or_fail(record: BackupRecord, why: str, result: Reaped) -> None:
 
 
 def abort_stale_uploads() -> int:
-    """Abort multipart uploads and remove `.partial-*` files older than the hard time limit (their writer died)."""
+    """Abort multipart uploads whose abort failed when their writer gave up (on this run, whatever their age), and
+    those and `.partial-*` files older than the hard time limit (their writer died)."""
     storage = get_storage()
-    abort = getattr(storage, "abort_incomplete_uploads", None) or getattr(
-        getattr(storage, "s3", None), "abort_incomplete_uploads", None)
+    owner = storage if hasattr(storage, "abort_incomplete_uploads") else getattr(storage, "s3", None)
+    abort = getattr(owner, "abort_incomplete_uploads", None)
     if abort is None:
         return 0
+    aborted = 0
+    remembered = getattr(owner, "abort_remembered_uploads", None)
+    if remembered is not None:
+        try:
+            aborted += remembered()
+        except StorageError as exc:
+            logger.warning("could not abort the uploads whose abort failed: %s", exc)
     running = set(BackupRecord.objects.filter(status=BackupRecord.Status.RUNNING).values_list("storage_key",
                                                                                            flat=True))
     try:
-        return abort("", older_than=timedelta(seconds=conf.get("BACKUPS_DUMP_TIME_LIMIT")
-                                              + conf.get("BACKUPS_RUNNING_GRACE_SECONDS")), keep=running)
+        return aborted + abort("", older_than=timedelta(seconds=conf.get("BACKUPS_DUMP_TIME_LIMIT")
+                                                        + conf.get("BACKUPS_RUNNING_GRACE_SECONDS")), keep=running)
     except StorageError as exc:
         logger.warning("could not abort stale uploads: %s", exc)
-        return 0
+        return aborted
 
 
 def _reap_running(now: datetime, result: Reaped) -> None:
@@ -138,6 +149,8 @@ def reap_stuck_backups(*, now: datetime | None = None, broker_url: str | None = 
     result.requeued_restore_jobs, result.failed_restore_jobs = jobs.requeued, jobs.failed
     result.finished_deletions = finish_interrupted_deletions()
     result.aborted_uploads = abort_stale_uploads()
+    leftovers = leftovers_remove()
+    result.removed_spool_files, result.dropped_scratch_databases = leftovers.spool_files, leftovers.scratch_databases
     if result.requeued or result.failed:
         logger.warning("reaper requeued %s, failed %s", result.requeued, result.failed)
     return result

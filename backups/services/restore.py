@@ -35,6 +35,7 @@ from backups.sql_loader import load_script
 from backups.storage import get_storage
 
 from .backup_run import backup_run
+from .leftovers import scratch_database
 from .records import backup_event_create, backup_record_create, backup_record_mark_damaged
 
 logger = logging.getLogger(__name__)
@@ -428,8 +429,15 @@ def _verify_json(schema: str, record: BackupRecord, backup: VerifiedBackup, coun
 
 
 def _verify_script(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int]) -> dict:
-    """Load into a new scratch database holding what the tenant uses from other schemas, count, drop it."""
-    dbname = f"tb_verify_{record.pk}_{secrets.token_hex(3)}"
+    """Load into a new scratch database holding what the tenant uses from other schemas, count, drop it.
+
+    The database is locked by this process while it exists: if the process dies, the next clean-up drops it."""
+    with scratch_database(record.pk) as dbname:
+        return _verify_script_in(dbname, schema, record, backup, counts)
+
+
+def _verify_script_in(dbname: str, schema: str, record: BackupRecord, backup: VerifiedBackup,
+                      counts: dict[str, int]) -> dict:
     with pgtools.connect(autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {_q(dbname)} TEMPLATE template0 ENCODING 'UTF8'")
     try:

@@ -22,8 +22,10 @@ store refuses or ignores stops the worker at start-up with a sentence naming the
 from __future__ import annotations
 
 import io
+import logging
 import posixpath
 import threading
+import time
 import uuid
 from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -56,6 +58,8 @@ from .base import (
     kwargs_from_settings,
 )
 
+logger = logging.getLogger(__name__)
+
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PART_SIZE = 5 * 1024 * MiB  # S3's maximum part size
@@ -78,6 +82,13 @@ NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 CREDENTIAL_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidToken", "ExpiredToken",
                     "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidSecurity", "AccountProblem"}
 REGION_CODES = {"AuthorizationHeaderMalformed", "PermanentRedirect", "301", "IllegalLocationConstraintException"}
+
+# A failed upload's abort is tried this many times more, after these waits (seconds), before it is given up on and
+# remembered (FAILED_ABORTS_KEY) for the reaper's next sweep, which aborts it whatever its age.
+ABORT_RETRY_WAITS = (0.5, 1.0, 2.0)
+FAILED_ABORTS_KEY = "backups:s3:failed-aborts"  # in Django's cache (Redis): shared by every worker and the reaper
+FAILED_ABORTS_TTL = 30 * 24 * 3600
+FAILED_ABORTS_MAX = 10_000
 
 # Where each configurable value comes from, for error messages; a backend that builds an S3Storage
 # from other settings (Supabase) passes its own names.
@@ -158,16 +169,31 @@ def _botocore_session() -> botocore.session.Session:
     return _SESSION
 
 
+def _error_field(exc: ClientError, name: str) -> str:
+    """The error's `Code` or `Message`: under `Error`, or at the top when the store's error XML has a namespace.
+
+    botocore recognises an S3 error document only by a root tag of exactly `Error`; a namespaced one
+    (`<Error xmlns="http://s3.amazonaws.com/doc/2006-03-01/">`, as Supabase's storage-api sends) leaves
+    `Error.Code` and `Error.Message` empty and puts the fields at the top of the response.
+    """
+    value = exc.response.get("Error", {}).get(name) or exc.response.get(name) or ""
+    return str(value) if isinstance(value, str) else ""
+
+
 def _error_code(exc: ClientError) -> tuple[str, int]:
-    code = str(exc.response.get("Error", {}).get("Code", "") or "")
+    code = _error_field(exc, "Code")
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     return code or str(status), status
+
+
+def _error_message(exc: ClientError) -> str:
+    return _error_field(exc, "Message").strip()
 
 
 def _error_detail(exc: ClientError) -> str:
     """'InvalidRequest, HTTP 400: why' - the store's message only when it sent one (some send none at all)."""
     code, status = _error_code(exc)
-    message = str(exc.response.get("Error", {}).get("Message") or "").strip()
+    message = _error_message(exc)
     detail = f"HTTP {status}" if code == str(status) else f"{code}, HTTP {status}" if status else code
     return f"{detail}: {message}" if message and message != "None" else detail
 
@@ -341,14 +367,7 @@ class S3Writer(ObjectWriter):
         if self.upload_id is None:
             return
         upload_id, self.upload_id = self.upload_id, None
-        try:
-            self.storage.client.abort_multipart_upload(
-                Bucket=self.storage.bucket, Key=self.object_key, UploadId=upload_id
-            )
-        except (BotoCoreError, ClientError):
-            # Never mask the error that made us abort: a leftover upload is found by
-            # abort_incomplete_uploads() (and the bucket's lifecycle rule, where there is one).
-            pass
+        self.storage.abort_upload(self.object_key, upload_id)
 
 
 class S3Storage(Storage):
@@ -694,6 +713,94 @@ class S3Storage(Storage):
         return error
 
     # -- housekeeping ------------------------------------------------------------------------
+
+    def abort_upload(self, object_key: str, upload_id: str) -> bool:
+        """Abort one multipart upload a writer gave up on, never raising (the error that made it give up wins).
+
+        Tried again after each of ABORT_RETRY_WAITS (the store's connection may be resetting, which is often
+        why the upload failed); if every try fails, the upload is remembered for the reaper's next sweep
+        (abort_remembered_uploads), so it is not left open until the age-based sweep hours later.
+        """
+        for wait in (*ABORT_RETRY_WAITS, None):
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=object_key, UploadId=upload_id)
+                return True
+            except ClientError as exc:
+                if _error_code(exc)[0] == "NoSuchUpload":
+                    return True  # already gone (an earlier try went through and its answer was lost)
+                error: BaseException = exc
+            except BotoCoreError as exc:
+                error = exc
+            if wait is not None:
+                time.sleep(wait)
+        logger.warning("could not abort the multipart upload %s of %s (%s); the reaper's next sweep will",
+                       upload_id, object_key, error)
+        self._remember_failed_abort(object_key, upload_id)
+        return False
+
+    def _failed_aborts_scope(self) -> tuple[str, str]:
+        return self.endpoint_url or "", self.bucket
+
+    def _update_failed_aborts(self, change: Any) -> list[dict[str, str]] | None:
+        """Apply `change(entries) -> entries` to the remembered failed aborts under a short cache lock; the new
+        list, or None when the cache cannot be used (then the age-based sweep still finds the uploads)."""
+        try:
+            from django.core.cache import cache
+
+            lock = f"{FAILED_ABORTS_KEY}:lock"
+            deadline = time.monotonic() + 5
+            while not cache.add(lock, "1", timeout=30) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            try:
+                entries = change(list(cache.get(FAILED_ABORTS_KEY) or []))[-FAILED_ABORTS_MAX:]
+                cache.set(FAILED_ABORTS_KEY, entries, timeout=FAILED_ABORTS_TTL)
+            finally:
+                cache.delete(lock)
+            return entries
+        except Exception as exc:  # noqa: BLE001 - no cache (or it is down): the age-based sweep remains
+            logger.warning("could not remember or read the failed multipart upload aborts: %s", exc)
+            return None
+
+    def _remember_failed_abort(self, object_key: str, upload_id: str) -> None:
+        endpoint, bucket = self._failed_aborts_scope()
+        entry = {"endpoint": endpoint, "bucket": bucket, "key": object_key, "upload_id": upload_id,
+                 "at": datetime.now(UTC).isoformat()}
+        self._update_failed_aborts(lambda entries: [e for e in entries if e != entry] + [entry])
+
+    def remembered_failed_aborts(self) -> list[dict[str, str]]:
+        """The uploads of this bucket whose abort failed and that the next sweep aborts."""
+        scope = self._failed_aborts_scope()
+        entries = self._update_failed_aborts(lambda entries: entries) or []
+        return [e for e in entries if (e.get("endpoint"), e.get("bucket")) == scope]
+
+    def abort_remembered_uploads(self) -> int:
+        """Abort the uploads whose abort failed when their writer gave up on them, whatever their age; the count.
+
+        An upload aborted (or already gone) is forgotten; one whose abort fails again is kept for the next sweep.
+        """
+        done: list[dict[str, str]] = []
+        aborted = 0
+        for entry in self.remembered_failed_aborts():
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=entry["key"], UploadId=entry["upload_id"])
+            except ClientError as exc:
+                if _error_code(exc)[0] != "NoSuchUpload":
+                    logger.warning("could not abort the multipart upload %s of %s: %s", entry["upload_id"],
+                                   entry["key"], exc)
+                    continue
+                done.append(entry)
+                continue
+            except BotoCoreError as exc:
+                logger.warning("could not abort the multipart upload %s of %s: %s", entry["upload_id"],
+                               entry["key"], exc)
+                continue
+            done.append(entry)
+            aborted += 1
+            logger.info("aborted the multipart upload %s of %s left by a failed abort", entry["upload_id"],
+                        entry["key"])
+        if done:
+            self._update_failed_aborts(lambda entries: [e for e in entries if e not in done])
+        return aborted
 
     def abort_incomplete_uploads(self, prefix: str = "", older_than: timedelta | datetime = timedelta(days=1),
                                  keep: Collection[str] = ()) -> int:

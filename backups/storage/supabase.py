@@ -47,7 +47,7 @@ from .base import (
     StoredObject,
     kwargs_from_settings,
 )
-from .s3 import S3Storage, _error_code
+from .s3 import S3Storage, _error_code, _error_message
 
 MiB = 1024 * 1024
 DEFAULT_UPLOAD_LIMIT = 50 * MiB  # Supabase's default FILE_SIZE_LIMIT (52428800), the standard upload's cap
@@ -78,6 +78,10 @@ KEY_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 REGION_HINT = (
     "SUPABASE_S3_REGION={region!r} must be the project's region (shown beside the S3 access keys), us-east-1 or "
     "auto: Supabase signs with its own region otherwise"
+)
+ANON_KEY_MESSAGE = (
+    "Supabase's row-level security refused {action} ({message}): SUPABASE_KEY is most likely the project's anon "
+    "(publishable) key; set it to the service_role (secret) key, which backups need."
 )
 S3_SETTINGS = ("SUPABASE_S3_ENDPOINT", "SUPABASE_S3_ACCESS_KEY_ID", "SUPABASE_S3_SECRET_ACCESS_KEY")
 
@@ -337,6 +341,10 @@ class SupabaseUploadWriter(ObjectWriter):
             "Cache-Control": "no-cache",
             "x-upsert": "false",
             "x-metadata": metadata,
+            # storage-api answers a refused upload (409 the object exists, 413, 400 InvalidKey) without reading
+            # its body and keeps the connection open, but reads nothing more from it: the next request sent on it
+            # would wait for the read timeout. An upload's connection is therefore never reused.
+            "Connection": "close",
         }
 
     def _body(self) -> Iterator[bytes]:
@@ -696,6 +704,8 @@ class SupabaseStorage(Storage):
             )
         if http_status == 401 or status == 401:
             return StorageError(f"Supabase rejected the API key while {action} ({detail}); check SUPABASE_KEY.")
+        if "row-level security" in message:  # Postgres's 42501: the key's role is subject to RLS
+            return StorageError(ANON_KEY_MESSAGE.format(action=action, message=message))
         if status == 403:
             if message.startswith('"exp" claim'):  # jose's JWTExpired: `"exp" claim timestamp check failed`
                 return StorageError(
@@ -811,6 +821,12 @@ class SupabaseStorage(Storage):
             response = _status_response(exc)
             if response is not None and _error_fields(response)[0] == 409:
                 return  # created meanwhile by another worker
+            if "row-level security" in str(exc.message):  # it could not see the bucket either: an RLS-bound key
+                raise StorageError(
+                    f"Bucket {self.bucket} is not visible to SUPABASE_KEY, and creating it was refused "
+                    f"({exc.message}): SUPABASE_KEY is most likely the project's anon (publishable) key, which "
+                    f"row-level security confines; set it to the service_role (secret) key."
+                ) from exc
             if response is not None:
                 raise self.response_error(response, f"creating bucket {self.bucket}") from exc
             raise StorageError(f"Supabase Storage refused creating bucket {self.bucket} ({exc.message}).") from exc
@@ -825,7 +841,7 @@ class SupabaseStorage(Storage):
         except (BotoCoreError, ClientError) as exc:
             if isinstance(exc, ClientError):
                 code, status = _error_code(exc)
-                message = str(exc.response.get("Error", {}).get("Message", "") or "")
+                message = _error_message(exc)
                 if status == 404 or code in {"NoSuchBucket", "404", "NotFound"}:
                     raise StorageError(
                         f"Supabase's S3 endpoint {self.s3_endpoint} does not know bucket {self.bucket} that the "

@@ -21,12 +21,23 @@ Error bodies and status codes follow supabase/storage:
   "message": "Object not found"}``.
 * Requests without / with a wrong ``apikey`` get the API gateway's 401
   ``{"message": "No API key found in request" | "Invalid API key", "hint"}``.
-* S3 errors are XML ``<Error><Code/><Message/><Resource/></Error>`` with the
-  logical status as the HTTP status (``src/http/routes/s3/error-handler.ts``).
+* S3 errors are XML ``<Error xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Code/>
+  <Message/><Resource/></Error>`` with the logical status as the HTTP status
+  (``src/http/routes/s3/error-handler.ts``). The namespace matters: botocore then
+  leaves ``Error.Code`` empty and puts ``Code`` / ``Message`` at the top of the response.
+
+Connections: a refused standard upload (409 the object exists, 413 over a
+``Content-Length``, 400 ``InvalidKey``, a missing bucket) is answered at once,
+without reading its body, and the connection stays open, but nothing more sent on
+it is ever answered (storage-api leaves the request stream paused): a client that
+reuses it waits for its read timeout. Other errors drain the body and keep serving.
 
 Auth: REST calls need ``apikey: <service key>`` and ``Authorization: Bearer <t>``
-where ``t`` is the service key itself or any HS256 JWT signed with the JWT secret
-(no RLS: every valid token may do everything). A refused token is HTTP 400 with
+where ``t`` is the service key itself or any HS256 JWT signed with the JWT secret:
+every such token may do everything, but a JWT whose ``role`` is ``anon`` (the anon
+key) is bound by row-level security with no policies: it sees no bucket (404 Bucket
+not found) and creating one is HTTP 400 ``{"statusCode": "403", "error":
+"Unauthorized", "message": "new row violates row-level security policy"}``. A refused token is HTTP 400 with
 ``statusCode "403"``, ``AccessDenied`` and jose's message, as storage's
 ``verifyJWT`` passes it through: ``Invalid Compact JWS`` (malformed or missing),
 ``"exp" claim timestamp check failed`` (expired), ``signature verification
@@ -185,6 +196,11 @@ def entity_too_large() -> StorageError:
         "The object exceeded the maximum allowed size",
         "Payload too large",
     )
+
+
+def rls_violation() -> StorageError:
+    """Postgres's 42501 as storage-api renders it (``DBError``): an RLS-bound role inserting a row."""
+    return StorageError(403, "AccessDenied", "new row violates row-level security policy", "Unauthorized")
 
 
 def access_denied(message: str) -> StorageError:
@@ -1174,6 +1190,8 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self):
         self._responded = False
+        self._rest_role = "service_role"
+        self._in_rest_upload = False
         try:
             self.body = BodyReader(self.rfile, self.headers)
         except BodyError:
@@ -1227,6 +1245,18 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                 exc = StorageError(
                     500, "InternalError", f"Internal server error: {exc}"
                 )
+            if (
+                self._in_rest_upload
+                and isinstance(exc, StorageError)
+                and exc.status < 500
+                and not self.body.done
+            ):
+                # storage-api refuses an upload before reading its body and keeps the connection open,
+                # with the request stream paused: nothing more sent on it is answered.
+                with contextlib.suppress(OSError):
+                    self._send_json(exc.http_status, exc.body())
+                self._hold_connection()
+                return
             self._drain_quietly()
             with contextlib.suppress(OSError):
                 if is_s3:
@@ -1243,6 +1273,17 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
                     self._send_json(
                         400, StorageError(exc.status, exc.code, exc.message).body()
                     )
+
+    def _hold_connection(self):
+        """Answer nothing more on this connection: swallow what arrives until the client closes it (or the
+        handler's timeout), then close it."""
+        self.server.count("held_connections")
+        self.close_connection = True
+        try:
+            while self.rfile.read1(CHUNK):
+                pass
+        except (OSError, ValueError):
+            pass
 
     def _drain_quietly(self):
         try:
@@ -1344,9 +1385,10 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         if token and hmac.compare_digest(token.encode(), srv.service_key.encode()):
             return  # an opaque (non-JWT) service key
         try:
-            jwt_decode(token, srv.jwt_secret)
+            payload = jwt_decode(token, srv.jwt_secret)
         except JWTError as exc:
             raise access_denied(str(exc)) from exc
+        self._rest_role = str(payload.get("role") or "")
 
     # ------------------------------------------------------------------ REST routing
     def _handle_rest(self, path: str):
@@ -1415,6 +1457,13 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
     def _rest_bucket(self, method: str, segs: list[str]):
         store = self.server.store
         segs = [s for s in segs if s != ""] if segs and segs[-1] == "" else segs
+        if self._rest_role == "anon":  # RLS on storage.buckets with no policies: sees none, creates none
+            if not segs and method == "GET":
+                return self._send_json(200, [])
+            if not segs and method == "POST":
+                self._read_json()
+                raise rls_violation()
+            raise no_such_bucket()
         if not segs:
             if method == "GET":
                 return self._send_json(
@@ -1482,6 +1531,8 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------ objects
     def _rest_object(self, method: str, segs: list[str]):
+        if self._rest_role == "anon":  # no bucket is visible to it
+            raise no_such_bucket()
         kind = segs[0] if segs else ""
         n = len(segs)
         if kind == "list" and n == 2 and method == "POST":
@@ -1521,6 +1572,7 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         return (self.headers.get("x-upsert") or "").lower() == "true"
 
     def _rest_upload(self, bucket_id: str, key: str, *, upsert: bool):
+        self._in_rest_upload = True
         srv = self.server
         store = srv.store
         check_key(key)
@@ -1996,7 +2048,7 @@ class StorageRequestHandler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return self._send_empty(err.status)
         body = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n<Error>'
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error xmlns="{S3_NS}">'
             + xml_el("Code", err.code)
             + xml_el("Message", err.message)
             + xml_el("Resource", urllib.parse.unquote(resource))

@@ -79,6 +79,12 @@ def s3_client(url: str, checksum: str = "when_supported", **kwargs):
     )
 
 
+def s3_error(exc: ClientError) -> dict:
+    """Code and Message of an S3 error: the stand-in's error XML is namespaced like storage-api's, so botocore
+    leaves them empty under `Error` and puts them at the top of the response."""
+    return {name: exc.response["Error"].get(name) or exc.response.get(name) for name in ("Code", "Message")}
+
+
 def headers(key: str) -> dict:
     return {"apikey": key, "Authorization": f"Bearer {key}"}
 
@@ -139,6 +145,12 @@ def env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(env):
+    return create_client(env.url, env.key)
+
+
+def one_off_client(env):
+    """A client for a request the server refuses: storage-api answers a refused upload without reading its body
+    and then answers nothing more on that connection, so a shared client's pool would be left with a dead one."""
     return create_client(env.url, env.key)
 
 
@@ -289,7 +301,7 @@ def test_streamed_file_upload_over_default_limit_is_rejected(
     with open(too_big, "wb") as f:
         f.truncate(DEFAULT_FILE_SIZE_LIMIT + 1)
     with pytest.raises(StorageApiError) as exc:
-        store.upload("big/too-big.bin", too_big)
+        one_off_client(env).storage.from_(bucket).upload("big/too-big.bin", too_big)
     assert (exc.value.status, exc.value.code) == ("413", "Payload too large")
     assert exc.value.message == "The object exceeded the maximum allowed size"
     assert [e["name"] for e in store.list("big")] == ["ok.bin"]
@@ -316,13 +328,13 @@ def test_bucket_size_limit_raw_body(env, client):
     assert client.storage.from_(name).info("raw.bin")["size"] == MB
 
 
-def test_upsert_behaviour(client, bucket):
+def test_upsert_behaviour(env, client, bucket):
     store = client.storage.from_(bucket)
     store.upload("u/obj.txt", b"v1")
     first = store.info("u/obj.txt")
 
     with pytest.raises(StorageApiError) as exc:
-        store.upload("u/obj.txt", b"v2")
+        one_off_client(env).storage.from_(bucket).upload("u/obj.txt", b"v2")
     assert (exc.value.status, exc.value.code, exc.value.message) == (
         "409",
         "Duplicate",
@@ -740,7 +752,7 @@ def test_s3_abort_leaves_nothing(env, client, bucket):
                 ]
             },
         )
-    assert exc.value.response["Error"]["Code"] == "InvalidPartOrder"
+    assert s3_error(exc.value)["Code"] == "InvalidPartOrder"
 
     s3.abort_multipart_upload(Bucket=bucket, Key="pending/x.dump", UploadId=upload_id)
     assert not (env.data_dir / "multipart" / upload_id).exists()
@@ -765,7 +777,7 @@ def test_s3_abort_leaves_nothing(env, client, bucket):
     ):
         with pytest.raises(ClientError) as exc:
             call()
-        assert exc.value.response["Error"]["Code"] == "NoSuchUpload"
+        assert s3_error(exc.value)["Code"] == "NoSuchUpload"
         assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
     assert client.storage.from_(bucket).list("pending") == []
     assert tmp_files(env) == []
@@ -788,30 +800,30 @@ def test_s3_multipart_small_parts_and_errors(env, bucket):
         s3.complete_multipart_upload(
             Bucket=bucket, Key=key, UploadId=uid, MultipartUpload={"Parts": parts}
         )
-    assert exc.value.response["Error"]["Code"] == "EntityTooSmall"
+    assert s3_error(exc.value)["Code"] == "EntityTooSmall"
     s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=uid)
 
     with pytest.raises(ClientError) as exc:
         s3.get_object(Bucket=bucket, Key="nope.bin")
-    assert exc.value.response["Error"]["Code"] == "NoSuchKey"
+    assert s3_error(exc.value)["Code"] == "NoSuchKey"
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
     with pytest.raises(ClientError) as exc:
         s3_client(env.url, access_key="wrong-key").list_objects_v2(Bucket=bucket)
-    assert exc.value.response["Error"]["Code"] == "AccessDenied"
-    assert exc.value.response["Error"]["Message"] == "Invalid Access Key"
+    assert s3_error(exc.value)["Code"] == "AccessDenied"
+    assert s3_error(exc.value)["Message"] == "Invalid Access Key"
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
     with pytest.raises(ClientError) as exc:
         s3_client(env.url, secret_key="wrong-secret").put_object(
             Bucket=bucket, Key="k", Body=b"x"
         )
-    assert exc.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    assert s3_error(exc.value)["Code"] == "SignatureDoesNotMatch"
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
     with pytest.raises(ClientError) as exc:
         s3.put_object(Bucket="no-such-bucket", Key="k", Body=b"x")
-    assert exc.value.response["Error"]["Code"] == "NoSuchBucket"
+    assert s3_error(exc.value)["Code"] == "NoSuchBucket"
 
     presigned = s3.generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=60
@@ -824,7 +836,7 @@ def test_s3_multipart_small_parts_and_errors(env, bucket):
         s3.put_object(
             Bucket=bucket, Key="bad.bin", Body=b"data", ChecksumCRC32="AAAAAA=="
         )
-    assert exc.value.response["Error"]["Code"] == "BadDigest"
+    assert s3_error(exc.value)["Code"] == "BadDigest"
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="bad.bin")
 
@@ -835,7 +847,7 @@ def test_s3_size_limit(env, client):
     s3 = s3_client(env.url)
     with pytest.raises(ClientError) as exc:
         s3.put_object(Bucket=name, Key="big.bin", Body=b"x" * (6 * MB + 1))
-    assert exc.value.response["Error"]["Code"] == "EntityTooLarge"
+    assert s3_error(exc.value)["Code"] == "EntityTooLarge"
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
 
     uid = s3.create_multipart_upload(Bucket=name, Key="mp.bin")["UploadId"]
@@ -846,7 +858,7 @@ def test_s3_size_limit(env, client):
         s3.upload_part(
             Bucket=name, Key="mp.bin", UploadId=uid, PartNumber=2, Body=b"b" * MB + b"!"
         )
-    assert exc.value.response["Error"]["Code"] == "EntityTooLarge"
+    assert s3_error(exc.value)["Code"] == "EntityTooLarge"
     parts = s3.list_parts(Bucket=name, Key="mp.bin", UploadId=uid)["Parts"]
     assert [p["PartNumber"] for p in parts] == [1]
     s3.abort_multipart_upload(Bucket=name, Key="mp.bin", UploadId=uid)
@@ -867,7 +879,7 @@ def test_s3_signing_region_must_be_one_the_server_accepts(tmp_path):
         for region in ("eu-west-3", "local"):
             with pytest.raises(ClientError) as exc:
                 s3_client(e.url, region_name=region).list_objects_v2(Bucket="regions")
-            assert exc.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+            assert s3_error(exc.value)["Code"] == "SignatureDoesNotMatch"
             assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
         presigned = s3_client(e.url, region_name="eu-west-3").generate_presigned_url(
             "get_object", Params={"Bucket": "regions", "Key": "auto.bin"}, ExpiresIn=60
@@ -884,7 +896,8 @@ def test_bearer_request_on_the_s3_path_is_missing_a_signature(env, bucket):
     r = httpx.get(url, headers=headers(env.key))
     assert r.status_code == 403 and r.headers["content-type"] == "application/xml"
     error = ET.fromstring(r.content)
-    assert (error.findtext("Code"), error.findtext("Message")) == (
+    ns = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
+    assert (error.findtext("s3:Code", namespaces=ns), error.findtext("s3:Message", namespaces=ns)) == (
         "AccessDenied",
         "Missing signature",
     )
@@ -916,7 +929,7 @@ def test_keys_outside_the_s3_safe_set_are_invalid(env, client, bucket, name):
     assert signed.json() == invalid
     with pytest.raises(ClientError) as exc:
         s3_client(env.url).put_object(Bucket=bucket, Key=key, Body=b"x")
-    assert exc.value.response["Error"]["Code"] == "InvalidKey"
+    assert s3_error(exc.value)["Code"] == "InvalidKey"
     assert client.storage.from_(bucket).list("k") == []
 
 
@@ -1061,3 +1074,49 @@ def test_cli_prints_ready_and_serves(tmp_path):
         proc.terminate()
         assert proc.wait(timeout=10) == 0
         proc.stdout.close()
+
+
+# --------------------------------------------------------------------------- as the real storage-api answers
+
+
+def test_s3_errors_are_namespaced_like_storage_apis(env, bucket):
+    """storage-api's S3 error document carries the S3 namespace: botocore then leaves Error.Code empty."""
+    import xml.etree.ElementTree as ET
+
+    with pytest.raises(ClientError) as exc:
+        s3_client(env.url, secret_key="wrong").list_objects_v2(Bucket=bucket)
+    assert exc.value.response["Error"]["Code"] == ""
+    assert exc.value.response["Code"] == "SignatureDoesNotMatch"
+    raw = httpx.get(f"{env.url}/storage/v1/s3/{bucket}", headers={"Authorization": "Bearer x"})
+    assert ET.fromstring(raw.content).tag == "{http://s3.amazonaws.com/doc/2006-03-01/}Error"
+
+
+def test_a_refused_upload_is_answered_unread_and_nothing_more_on_its_connection(env, client, bucket):
+    client.storage.from_(bucket).upload("held/a.bin", b"v1")
+    h = {**headers(env.key), "Content-Type": "application/octet-stream"}
+    url = f"{env.url}/storage/v1/object/{bucket}/held/a.bin"
+    before = env.srv.stats.get("held_connections", 0)
+    with httpx.Client(timeout=httpx.Timeout(1.0)) as http:
+        refused = http.post(url, content=(b"x" * MB for _ in range(4)), headers=h)
+        assert refused.json()["statusCode"] == "409"
+        with pytest.raises(httpx.ReadTimeout):
+            http.get(f"{env.url}/storage/v1/bucket/{bucket}", headers=headers(env.key))
+    with httpx.Client(timeout=httpx.Timeout(5.0)) as http:  # Connection: close: the next request is answered
+        refused = http.post(url, content=b"x" * MB, headers={**h, "Connection": "close"})
+        assert refused.json()["statusCode"] == "409"
+        assert http.get(f"{env.url}/storage/v1/bucket/{bucket}", headers=headers(env.key)).status_code == 200
+    assert env.srv.stats["held_connections"] == before + 2
+
+
+def test_the_anon_key_sees_no_bucket_and_creates_none(env, bucket):
+    anon = jwt.encode({"role": "anon", "iss": "supabase", "exp": int(time.time()) + 600}, JWT_SECRET,
+                      algorithm="HS256")
+    h = {"apikey": env.key, "Authorization": f"Bearer {anon}"}  # the gateway checks only the apikey
+    assert httpx.get(f"{env.url}/storage/v1/bucket", headers=h).json() == []
+    missing = httpx.get(f"{env.url}/storage/v1/bucket/{bucket}", headers=h).json()
+    assert (missing["statusCode"], missing["error"]) == ("404", "Bucket not found")
+    created = httpx.post(f"{env.url}/storage/v1/bucket", headers=h, json={"name": "anon-made"})
+    assert created.status_code == 400 and created.json() == {
+        "statusCode": "403", "code": "AccessDenied", "error": "Unauthorized",
+        "message": "new row violates row-level security policy",
+    }
