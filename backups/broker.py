@@ -77,8 +77,12 @@ def queue_depths(client) -> tuple[dict[str, int], int]:
     return depths, int(replies[-1])
 
 
+WRITE_PROBE_KEY = "_tenant_backups.write_probe"  # also written by backups.redis_transport's channels
+
+
 def ping(*, timeout: float) -> None:
-    """Raise when the broker does not answer within `timeout` seconds."""
+    """Raise when the broker does not answer within `timeout` seconds, or (Redis) refuses writes: a Redis at
+    maxmemory answers PING but refuses the writes every message needs (OutOfMemoryError names it)."""
     url = broker_url()
     if not url:
         raise RuntimeError("no broker configured")
@@ -86,6 +90,7 @@ def ping(*, timeout: float) -> None:
         client = redis_client(timeout=timeout)
         try:
             client.ping()
+            client.set(key_prefix() + WRITE_PROBE_KEY, "1", ex=60)
         finally:
             client.close()
         return

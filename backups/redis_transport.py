@@ -18,6 +18,14 @@ This channel finishes ``close`` whatever the BRPOP drain raises, and turns "this
 gone" into a ConnectionError (which kombu and celery handle: a late ack of the old channel is logged as
 "Couldn't ack" and the message comes back after the visibility timeout, where the record's lock makes it
 a no-op). Selected with ``CELERY_BROKER_TRANSPORT = "backups.redis_transport:Transport"`` (project/settings.py).
+
+A Redis at ``maxmemory`` with ``noeviction`` (or a replica turned read-only by a failover) refuses writes: the
+BRPOP that takes a message succeeds, the ZADD that records it as unacknowledged fails with OutOfMemoryError, a
+ResponseError that kombu counts as a channel error, so the worker's main process exited ("Unrecoverable error").
+This transport counts refused writes as connection errors, which celery answers by reconnecting with backoff; and
+a new channel probes with a small write, so the reconnection waits (celery's "Trying again in N seconds") until
+Redis accepts writes again instead of failing on its first queue binding. The message Redis refused to keep is
+gone from Redis; its record is still `queued`, and the reaper sends it again.
 """
 
 from __future__ import annotations
@@ -26,9 +34,26 @@ from queue import Empty
 
 from kombu.transport import redis as kombu_redis
 
+from .broker import WRITE_PROBE_KEY
+
+_REFUSED_WRITES = (kombu_redis.redis.exceptions.OutOfMemoryError, kombu_redis.redis.exceptions.ReadOnlyError)
+
 
 class Channel(kombu_redis.Channel):
-    """A Redis channel whose close always completes, and that never dereferences a detached transport."""
+    """A Redis channel whose close always completes, never dereferences a detached transport, and is not made
+    while Redis refuses writes."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        try:
+            self.client.set(self.global_keyprefix + WRITE_PROBE_KEY, "1", ex=60)
+        except _REFUSED_WRITES as exc:
+            self.connection.cycle.discard(self)
+            self._registered = False
+            self._disconnect_pools()
+            raise kombu_redis.redis.exceptions.ConnectionError(
+                f"Redis refuses writes ({exc}): it is at maxmemory (set maxmemory-policy noeviction and give it "
+                "more memory) or read-only; waiting for it to accept writes again.") from exc
 
     def close(self) -> None:
         """Drain a pending BRPOP, ignoring a dead connection, then close as kombu does."""
@@ -48,6 +73,8 @@ class Channel(kombu_redis.Channel):
 
 
 class Transport(kombu_redis.Transport):
-    """kombu's Redis transport with the channel above."""
+    """kombu's Redis transport with the channel above; a Redis refusing writes is a connection error."""
 
     Channel = Channel
+    # read from the class by kombu's Connection (and so by celery's consumer), not from an instance
+    connection_errors = (*kombu_redis.Transport.connection_errors, *_REFUSED_WRITES)

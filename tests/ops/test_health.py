@@ -52,6 +52,26 @@ def test_readyz_is_503_when_the_broker_refuses(settings):
     assert str(port) not in response.content.decode()  # addresses go to the log, not to an anonymous caller
 
 
+def test_readyz_is_503_when_the_broker_refuses_writes(settings):
+    """A Redis at maxmemory (noeviction) answers PING but refuses every write a message needs."""
+    import redis
+
+    from tests.servers.redis_server import RedisServer
+
+    server = RedisServer.start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", max(1, int(client.info("memory")["used_memory"]) - 4096))
+        settings.BACKUPS_BROKER_URL = server.url
+        response = Client(HTTP_HOST="localhost").get("/readyz")
+    finally:
+        server.stop()
+    assert response.status_code == 503
+    assert response.json()["checks"]["broker"] == {**response.json()["checks"]["broker"], "status": "error",
+                                                   "error": "OutOfMemoryError"}
+
+
 def test_readyz_gives_up_on_a_broker_that_never_answers(settings):
     """A broker that accepts the connection and says nothing: the probe answers within its timeout."""
     server = socket.socket()
