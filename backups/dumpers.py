@@ -148,7 +148,8 @@ def locked_relations(schemas: list[str], conn=None) -> dict[str, list[str]]:
 
 def lock_wait_error(schemas: list[str], *, named: str = "", what: str = "The backup") -> TransientBackupError:
     """The transient error of a backup whose tables stayed locked: which tables, and who holds them."""
-    found = [d for s in schemas for d in locked_relations([s]).get(s, [])]
+    held = locked_relations(schemas)  # one look at pg_locks for all of them
+    found = [d for s in schemas for d in held.get(s, [])]
     if not found and named:
         found = [t.strip() for t in named.split(",") if t.strip()]
     tables = "; ".join(found) if found else f"a table of {', '.join(schemas)}"
@@ -163,13 +164,17 @@ def pg_dump_lock_timeout(stderr: str) -> str | None:
     return found.group(1) if found else None
 
 
+def pg_dump_lock_args() -> list[str]:
+    """pg_dump's bound on its LOCK TABLE waits (BACKUPS_LOCK_WAIT_SECONDS), for the single and the batch dump."""
+    return [f"--lock-wait-timeout={lock_timeout_value()}"] if lock_wait_seconds() > 0 else []
+
+
 def pg_dump_command(bins: pgtools.PgBinaries, schema: str, fmt: str, snapshot: str | None) -> list[str]:
     """pg_dump arguments for one schema: no owner/ACL, strict names, our compression not its own, lock waits
     bounded by BACKUPS_LOCK_WAIT_SECONDS."""
     cmd = [bins.pg_dump, f"--schema={pgtools.quote_ident(schema)}", "--strict-names", "--no-owner", "--no-acl"]
     cmd += ["--format=custom", "--compress=0"] if fmt == "dump" else ["--format=plain"]
-    if lock_wait_seconds() > 0:
-        cmd.append(f"--lock-wait-timeout={lock_timeout_value()}")
+    cmd += pg_dump_lock_args()
     if snapshot:
         cmd.append(f"--snapshot={snapshot}")
     return cmd

@@ -28,7 +28,7 @@ from psycopg import sql
 
 from backups import pgtools
 from backups.errors import RestoreFailed, SchemaNotFound
-from backups.reading import spool_dir
+from backups.spools import spool_dir
 
 STDERR_TAIL = 4000
 T = TypeVar("T")

@@ -14,7 +14,6 @@ import hashlib
 import os
 import queue
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import BinaryIO
 from . import conf
 from .compression import open_decompressed
 from .errors import BackupConfigError, StoredObjectDamaged, VerificationFailed
+from .spools import RESTORE_SPOOL, spool_create, spool_dir
 from .storage import Storage
 
 COPY_CHUNK = 1 << 20
@@ -104,11 +104,6 @@ def byte_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield rest
 
 
-def spool_dir() -> Path:
-    """Where verified reads spool the stored bytes (BACKUPS_SPOOL_DIR, default the system's temp dir)."""
-    return Path(conf.get("BACKUPS_SPOOL_DIR") or tempfile.gettempdir())
-
-
 def _check_free_space(directory: Path, needed: int) -> None:
     try:
         free = shutil.disk_usage(directory).free
@@ -171,10 +166,8 @@ def open_backup(storage: Storage, record) -> Iterator[VerifiedBackup]:
     """The record's object, spooled and verified; the spool file is removed on every exit.
 
     The spool is held with a flock while it is used, so a process that dies leaves a file the next clean-up
-    removes (backups.services.leftovers), and no clean-up ever removes a live one.
+    removes (backups.spools), and no clean-up ever removes a live one.
     """
-    from .services.leftovers import RESTORE_SPOOL, spool_create
-
     require_digest(record)
     directory = spool_dir()
     _check_free_space(directory, record.size)

@@ -16,7 +16,7 @@ from backups.errors import BackupError
 from backups.locks import claim_unfinished
 from backups.models import BackupEvent, BackupRecord, RestoreJob
 from backups.queues import RESTORE_BACKUP, signature
-from backups.reading import spool_dir
+from backups.spools import spool_dir
 
 from .api_backups import ACTIVE, _as_id
 from .api_errors import ConflictError, InvalidInput, NotFoundError

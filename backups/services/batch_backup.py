@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,10 +39,9 @@ from backups.dumpers import (
     DumpInfo,
     bound_lock_waits,
     large_object_references,
-    lock_timeout_value,
     lock_wait_error,
-    lock_wait_seconds,
     locked_relations,
+    pg_dump_lock_args,
     pg_dump_lock_timeout,
 )
 from backups.encryption import AgeEncryptor
@@ -51,9 +49,9 @@ from backups.errors import BackupConfigError, BackupError, DumpFailed, SchemaNot
 from backups.locks import RECORD_NAMESPACE, TENANT_NAMESPACE, dump_slot, hold_many, lock_key
 from backups.models import BackupRecord
 from backups.sink import BackupSink
+from backups.spools import BATCH_SPOOL, spool_create, spool_dir
 from backups.storage import Storage, StorageError, get_storage
 
-from . import leftovers
 from .backup_run import FINISHED, _store_and_confirm, backup_run, describe_error
 from .batch_records import (
     Success,
@@ -190,11 +188,6 @@ def batch_check(conn=None) -> str:
 def batching_enabled() -> bool:
     """BACKUPS_BATCH_SIZE of 2 or more turns batched dumps on."""
     return int(conf.get("BACKUPS_BATCH_SIZE")) >= 2
-
-
-def spool_dir() -> Path:
-    """Where batch archives are spooled (BACKUPS_SPOOL_DIR, default the system's temp dir)."""
-    return Path(conf.get("BACKUPS_SPOOL_DIR") or tempfile.gettempdir())
 
 
 # ----------------------------------------------------------------------------- running
@@ -370,23 +363,21 @@ def _extensions(conn) -> list[dict[str, str]]:
 
 @contextlib.contextmanager
 def _spooled_dump(schemas: list[str], estimate: int) -> Iterator[Path]:
-    """`pg_dump -Fc -Z0` of the schemas into a file in a fresh spool directory, removed on every exit path (a
-    file, so the archive's table of contents holds each table's data offset)."""
+    """`pg_dump -Fc -Z0` of the schemas into a spool file (so the archive's table of contents holds each table's
+    data offset), held with a flock while used and removed on every exit path."""
     base = spool_dir()
     free = shutil.disk_usage(base).free
     if free < estimate + SPOOL_MARGIN:
         raise TransientBackupError(f"Not enough free disk space in {base} (BACKUPS_SPOOL_DIR) for a batched dump: "
                                    f"it needs about {estimate + SPOOL_MARGIN} bytes, {free} are free.")
     # held with a flock until closed: a dead process's spool is removed by the next clean-up, a live one never
-    fd, path = leftovers.spool_create(base, leftovers.BATCH_SPOOL)
+    fd, path = spool_create(base, BATCH_SPOOL)
     try:
         target = Path(path)
         bins = pgtools.binaries()
         # --no-sync: the spool is scratch, removed after the split; fsyncing it is pure cost
         cmd = [bins.pg_dump, "--format=custom", "--compress=0", "--no-owner", "--no-acl", "--strict-names",
-               "--no-sync", f"--file={target}"]
-        if lock_wait_seconds() > 0:
-            cmd.append(f"--lock-wait-timeout={lock_timeout_value()}")
+               "--no-sync", f"--file={target}", *pg_dump_lock_args()]
         cmd += [f"--schema={pgtools.quote_ident(s)}" for s in schemas]
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               env=pgtools.pg_dump_env())

@@ -165,6 +165,18 @@ def _refuse_dependents(conn: psycopg.Connection, schema: str, live_name: str) ->
                             f"{shown}. Nothing was changed; remove or move them first.")
 
 
+def _aside_name(schema: str) -> str:
+    """Where a replace moves the live schema for the length of its transaction."""
+    return f"{schema[:40]}_old_{secrets.token_hex(4)}"
+
+
+def _require_counts(counts: dict[str, int], found: dict[str, int | None]) -> None:
+    """Raise (rolling the replace back) unless every table has the rows its manifest says."""
+    mismatches = {t: (n, found.get(t)) for t, n in counts.items() if found.get(t) != n}
+    if mismatches:
+        raise VerificationFailed(f"restore check failed: restored row counts differ from the manifest: {mismatches}")
+
+
 def _replace_from_script(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int],
                          live: bool) -> dict[str, int | None]:
     """One transaction on our own connection: rename the live schema aside, load, check counts, drop the old one.
@@ -172,17 +184,14 @@ def _replace_from_script(schema: str, record: BackupRecord, backup: VerifiedBack
     Nothing commits unless the whole script arrived and the counts matched: a dead worker's connection closes
     and the server rolls everything back, so the live schema is never half-restored and nothing stays aside.
     """
-    aside = f"{schema[:40]}_old_{secrets.token_hex(4)}"
+    aside = _aside_name(schema)
     with pgtools.connect() as conn:
         if live:
             conn.execute(f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)}")
         _loaded(conn, record, backup)
         privileges.apply(conn.cursor(), schema, record.manifest)
         found = _counts(conn, schema, list(counts))
-        mismatches = {t: (n, found.get(t)) for t, n in counts.items() if found.get(t) != n}
-        if mismatches:
-            raise VerificationFailed(f"restore check failed: restored row counts differ from the manifest: "
-                                     f"{mismatches}")
+        _require_counts(counts, found)
         if live:
             _refuse_dependents(conn, aside, schema)
             conn.execute(f"DROP SCHEMA {_q(aside)} CASCADE")
@@ -393,7 +402,7 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
 def _replace_from_json(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int],
                        live: bool) -> dict[str, int | None]:
     """Django's transaction on its own connection: a dead worker's connection rolls it back like the script's."""
-    aside = f"{schema[:40]}_old_{secrets.token_hex(4)}"
+    aside = _aside_name(schema)
     with transaction.atomic():
         if live:
             with connection.cursor() as cur:
@@ -401,9 +410,7 @@ def _replace_from_json(schema: str, record: BackupRecord, backup: VerifiedBackup
         found = _load_json_into(schema, record, backup, counts)
         with connection.cursor() as cur:
             privileges.apply(cur, schema, record.manifest)
-        mismatches = {t: (n, found.get(t)) for t, n in counts.items() if found.get(t) != n}
-        if mismatches:
-            raise VerificationFailed(f"Restored row counts differ from the manifest: {mismatches}")
+        _require_counts(counts, found)
         if live:
             connection.ensure_connection()
             _refuse_dependents(connection.connection, aside, schema)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import World, past, small_schemas, wait_until
-from .test_restore_kill import _alive, _stat
+from .procs import alive, children, open_files, proc_stat
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(420)]
 
@@ -37,31 +37,7 @@ def _spools(spool_dir: Path) -> list[Path]:
 
 def _holders(path: Path) -> set[int]:
     """Pids with `path` open."""
-    found = set()
-    target = str(path)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fds = os.listdir(f"/proc/{entry}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{entry}/fd/{fd}") == target:
-                    found.add(int(entry))
-                    break
-            except OSError:
-                continue
-    return found
-
-
-def _children(parent: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (stat := _stat(int(entry))) is not None and stat[1] == parent:
-            out.append(int(entry))
-    return out
+    return {pid for pid, target in open_files() if target == str(path)}
 
 
 def _comm(pid: int) -> str:
@@ -89,10 +65,10 @@ def _batch_under_way(world: World, since: int, spool_dir: Path, worker_pid: int)
                 continue
         except FileNotFoundError:
             continue
-        pools = [pid for pid in _holders(spool) if (stat := _stat(pid)) is not None and stat[1] == worker_pid]
+        pools = [pid for pid in _holders(spool) if (stat := proc_stat(pid)) is not None and stat[1] == worker_pid]
         if pools:
             pool = pools[0]
-            dumps = [pid for pid in _children(pool) if _comm(pid) == "pg_dump"]
+            dumps = [pid for pid in children(pool) if _comm(pid) == "pg_dump"]
             return spool, pool, (dumps[0] if dumps else None), batch
     return None
 
@@ -111,7 +87,7 @@ def test_kill9_of_the_pool_process_mid_batch_then_a_new_worker_finishes(chaos: W
         spool, pool, pg_dump, batch = wait_until(
             lambda: _batch_under_way(chaos, since, spool_dir, worker.pid), "a batch's dump to be under way",
             timeout=90, every=0.02)
-        phase = "mid-dump" if pg_dump is not None and _alive(pg_dump) else "mid-split/upload"
+        phase = "mid-dump" if pg_dump is not None and alive(pg_dump) else "mid-split/upload"
         size = spool.stat().st_size if spool.exists() else 0
         if pg_dump is not None:
             orphans.append(pg_dump)
@@ -142,13 +118,13 @@ def test_kill9_of_the_pool_process_mid_batch_then_a_new_worker_finishes(chaos: W
         chaos.wait_clean("local")
         chaos.check_invariants(since=since, slots={s: [slot] for s in SCHEMAS})
         if pg_dump is not None:  # left to end on its own: it only writes an unlinked file
-            wait_until(lambda: not _alive(pg_dump), f"the killed batch's pg_dump {pg_dump} to end", timeout=60)
+            wait_until(lambda: not alive(pg_dump), f"the killed batch's pg_dump {pg_dump} to end", timeout=60)
         wait_until(lambda: not _spools(spool_dir), "no batch spool file to be left", timeout=SPOOL_BOUND)
     finally:
         chaos.env = saved
         chaos.stop_all()
         for pid in orphans:
-            if _alive(pid) and _comm(pid) == "pg_dump":
+            if alive(pid) and _comm(pid) == "pg_dump":
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

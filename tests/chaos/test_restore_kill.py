@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from .conftest import ROOT, World, wait_until
+from .procs import alive, descendants, open_files, proc_stat
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
@@ -113,53 +114,12 @@ def _prepare(world: World) -> tuple[int, dict, dict]:
 
 # --- processes, and their server sessions --------------------------------------------------------------------
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, pgid) of a process, None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[1]), int(fields[2])
-
-
-def _alive(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def _descendants(root: int) -> set[int]:
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (stat := _stat(int(entry))) is not None:
-            parents[int(entry)] = stat[1]
-    found, todo = set(), [root]
-    while todo:
-        parent = todo.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in found:
-                found.add(pid)
-                todo.append(pid)
-    return found
-
-
 def _socket_owners() -> dict[str, set[int]]:
     """socket inode -> pids holding it."""
     owners: dict[str, set[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fds = os.listdir(f"/proc/{entry}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{entry}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                owners.setdefault(target[8:-1], set()).add(int(entry))
+    for pid, target in open_files():
+        if target.startswith("socket:["):
+            owners.setdefault(target[8:-1], set()).add(pid)
     return owners
 
 
@@ -193,7 +153,7 @@ def _loading(world: World) -> tuple[int, int] | None:
 
 def _kill_parent_only(world: World, victim: int, copy_backend: int) -> tuple[set[int], set[int]]:
     """SIGKILL `victim` alone. Returns (its descendants, the server sessions its process tree held)."""
-    tree = {victim} | _descendants(victim)
+    tree = {victim} | descendants(victim)
     owners = _backend_owners(world)
     sessions = {backend for backend, pids in owners.items() if pids & tree}
     assert copy_backend in sessions, f"the loading session {copy_backend} is not held by {tree}: {owners}"
@@ -206,9 +166,9 @@ def _wait_clients_gone(world: World, children: set[int], sessions: set[int], wha
 
     Returns the children that had to be killed."""
     deadline = time.monotonic() + CLIENTS_BOUND
-    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)
-    lingering = [pid for pid in children if _alive(pid)]
+    lingering = [pid for pid in children if alive(pid)]
     for pid in lingering:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -263,7 +223,7 @@ def test_kill9_of_restore_tenant_alone_mid_load_leaves_the_live_schema_untouched
         assert _aside(chaos) == []
     finally:
         for pid in ([proc.pid] if proc is not None else []) + sorted(children):
-            stat = _stat(pid)
+            stat = proc_stat(pid)
             if stat is not None and proc is not None and stat[2] == proc.pid:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -311,9 +271,9 @@ def test_kill9_of_the_pool_process_mid_load_leaves_the_live_schema_untouched(cha
         copy_backend, rows_in = loading
         owner = next(iter(_backend_owners(chaos).get(copy_backend) or {0}))
         pool = owner
-        while pool and (stat := _stat(pool)) is not None and stat[1] != worker.pid:
+        while pool and (stat := proc_stat(pool)) is not None and stat[1] != worker.pid:
             pool = stat[1]
-        assert pool and _stat(pool) is not None and _stat(pool)[1] == worker.pid, \
+        assert pool and proc_stat(pool) is not None and proc_stat(pool)[1] == worker.pid, \
             f"the loading session {copy_backend} (held by {owner}) is not in a pool process of worker {worker.pid}"
         children, sessions = _kill_parent_only(chaos, pool, copy_backend)
         killed = time.monotonic()
@@ -359,7 +319,7 @@ def test_kill9_of_the_pool_process_mid_load_leaves_the_live_schema_untouched(cha
         chaos.wait_quiet()
     finally:
         for pid in sorted(children):
-            if _alive(pid):
+            if alive(pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

@@ -216,7 +216,7 @@ def test_a_killed_drills_scratch_database_is_dropped_and_a_live_ones_never(spool
 
 def test_a_spool_is_never_taken_in_the_instant_before_its_maker_locks_it(spool):
     """Makers and cleaners racing: every spool a maker holds is still there, and every dead one is gone."""
-    from backups.services.leftovers import RESTORE_SPOOL, spool_create, spool_files_remove
+    from backups.spools import RESTORE_SPOOL, spool_create, spool_files_remove
 
     stop = threading.Event()
     lost: list[str] = []
@@ -249,7 +249,7 @@ def test_a_spool_is_never_taken_in_the_instant_before_its_maker_locks_it(spool):
 
 def test_the_cleaner_leaves_a_file_its_own_process_holds(spool):
     """flock is per open file: a spool held by another thread of the cleaner's own process is kept."""
-    from backups.services.leftovers import BATCH_SPOOL, spool_create, spool_files_remove
+    from backups.spools import BATCH_SPOOL, spool_create, spool_files_remove
 
     fd, path = spool_create(spool, BATCH_SPOOL)
     try:

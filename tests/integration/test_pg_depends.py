@@ -16,7 +16,7 @@ from django.db import connection
 
 from backups import pgtools
 from backups.pg_depends import Dependencies, dependencies_outside, dependents_outside, prepare_scratch
-from backups.reading import spool_dir
+from backups.spools import spool_dir
 from tests.integration.conftest import DEMO_SCHEMAS
 
 X = "tb_dep_x"
