@@ -24,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
     # object owned by the restoring role with its default privileges, as pg_restore --no-owner --no-acl would.
     "BACKUPS_RESTORE_PRIVILEGES": True,
     "BACKUPS_READ_SIZE": 1 << 20,
+    # Reads of one stored object a restore or drill makes when the network cuts it (reset, stall past the read
+    # timeout): each resumes from the last byte received (a ranged GET), never from the start.
+    "BACKUPS_READ_ATTEMPTS": 5,
     "BACKUPS_PIPE_SIZE": 1 << 20,
     "BACKUPS_PROGRESS_EVERY_BYTES": 64 << 20,
     "BACKUPS_DUMP_SOFT_TIME_LIMIT": 3 * 3600,

@@ -53,6 +53,24 @@ def check_broker(timeout: float) -> None:
     broker.ping(timeout=timeout)
 
 
+def broker_trouble(timeout: float | None = None) -> str:
+    """Why the broker cannot carry messages now ('' when it can), in words for the overdue check's reader.
+
+    A Redis at maxmemory or a read-only replica answers PING and refuses every new message: beat's ticks and the
+    dispatcher fail with a log line only, so the tenants falling behind are the first sign ops see.
+    """
+    timeout = float(conf.get("BACKUPS_HEALTH_TIMEOUT_SECONDS") if timeout is None else timeout)
+    try:
+        broker.ping(timeout=timeout)
+    except Exception as exc:  # any failure is the answer
+        text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+        if type(exc).__name__ in ("OutOfMemoryError", "ReadOnlyError"):
+            return (f"the broker refuses writes ({text}): no message can be queued. Raise Redis's maxmemory or free "
+                    "memory (keep maxmemory-policy noeviction), or point the workers at the writable primary.")
+        return f"the broker does not answer ({text})."
+    return ""
+
+
 def check_storage(timeout: float) -> None:
     """The configured backend's own check (local: the root is writable; S3: HEAD bucket; Supabase: the bucket)."""
     from backups.storage import get_storage

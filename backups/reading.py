@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import queue
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -23,7 +25,9 @@ from . import conf
 from .compression import open_decompressed
 from .errors import BackupConfigError, StoredObjectDamaged, VerificationFailed
 from .spools import RESTORE_SPOOL, spool_create, spool_dir
-from .storage import Storage
+from .storage import Storage, StorageTransientError
+
+logger = logging.getLogger(__name__)
 
 COPY_CHUNK = 1 << 20
 SPOOL_MARGIN = 16 << 20  # room left for everything else on that disk
@@ -126,21 +130,33 @@ def spool_verified(storage: Storage, record, out: BinaryIO) -> None:
     """Copy the record's object into `out` while hashing; raise VerificationFailed unless size and SHA-256 match.
 
     Stops as soon as the object is longer than the record says, so a huge tampered object cannot fill the disk.
+    A read cut by a reset or a stall (a transient storage error) resumes from the last byte received, up to
+    BACKUPS_READ_ATTEMPTS reads in all, waiting 1, 2, 4 ... s between them; the digest covers every byte once.
     """
     require_digest(record)
     digest = hashlib.sha256()
     total = 0
-    raw = storage.open_read(record.storage_key)
-    try:
-        while data := raw.read(COPY_CHUNK):
-            total += len(data)
-            if total > record.size:
-                raise StoredObjectDamaged(f"The stored backup {record.storage_key} is longer than the {record.size} "
-                                         "bytes its record says: it is damaged or was tampered with.")
-            digest.update(data)
-            out.write(data)
-    finally:
-        raw.close()
+    for attempt in range(1, int(conf.get("BACKUPS_READ_ATTEMPTS")) + 1):
+        try:
+            raw = storage.open_read(record.storage_key, total) if total else storage.open_read(record.storage_key)
+            try:
+                while data := raw.read(COPY_CHUNK):
+                    total += len(data)
+                    if total > record.size:
+                        raise StoredObjectDamaged(f"The stored backup {record.storage_key} is longer than the "
+                                                 f"{record.size} bytes its record says: it is damaged or was "
+                                                 "tampered with.")
+                    digest.update(data)
+                    out.write(data)
+            finally:
+                raw.close()
+            break
+        except StorageTransientError as exc:  # a reset or a stall: go on from the last byte received
+            if attempt == int(conf.get("BACKUPS_READ_ATTEMPTS")):
+                raise
+            wait = min(2 ** (attempt - 1), 30)
+            logger.warning("reading %s stopped at byte %d (%s); resuming in %d s", record.storage_key, total, exc, wait)
+            time.sleep(wait)
     if total != record.size:
         raise StoredObjectDamaged(f"The stored backup {record.storage_key} has {total} bytes, its record says "
                                  f"{record.size}: it is damaged or was tampered with.")

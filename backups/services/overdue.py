@@ -10,7 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
-from backups.selectors import OverdueTenant, overdue_tenants
+from backups.health import broker_trouble
+from backups.selectors import STALLED, STUCK, OverdueTenant, overdue_tenants
 
 from .alerts import alert_ops
 
@@ -24,6 +25,18 @@ class OverdueCheck:
     overdue: list[OverdueTenant] = field(default_factory=list)
     newly_overdue: list[OverdueTenant] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
+    cause: str = ""  # what is likely wrong, when the broker is (see likely_cause)
+
+
+def likely_cause(overdue: list[OverdueTenant]) -> str:
+    """The broker's trouble, when tenants are behind because nothing started or finished ('' otherwise).
+
+    Slots never claimed or never finished are what a broker refusing writes looks like from the catalog; the
+    broker is asked only then, so a quiet check costs no round trip.
+    """
+    if not any(item.reason in (STALLED, STUCK) for item in overdue):
+        return ""
+    return broker_trouble()
 
 
 def overdue_check(*, now: datetime | None = None) -> OverdueCheck:
@@ -37,6 +50,7 @@ def overdue_check(*, now: datetime | None = None) -> OverdueCheck:
     now = now or timezone.now()
     Tenant = get_tenant_model()
     result = OverdueCheck(overdue=overdue_tenants(now=now))
+    result.cause = likely_cause(result.overdue)
     overdue_ids = {o.tenant_id for o in result.overdue}
     flagged = dict(Tenant.objects.filter(backup_overdue_since__isnull=False).values_list("pk", "schema_name"))
     result.newly_overdue = [o for o in result.overdue if o.tenant_id not in flagged]
@@ -44,6 +58,8 @@ def overdue_check(*, now: datetime | None = None) -> OverdueCheck:
     result.recovered = sorted(flagged[pk] for pk in back)
     for item in result.overdue:
         logger.warning("backup overdue: %s", item.describe())
+    if result.cause:
+        logger.error("backups are overdue and %s", result.cause)
     if (result.newly_overdue or result.recovered) and not _mail(result):
         return result  # not marked: the next check tells them again
     with transaction.atomic():
@@ -60,6 +76,8 @@ def _mail(result: OverdueCheck) -> bool:
     if result.recovered:
         lines.append(f"No longer overdue: {', '.join(result.recovered)}.")
     lines.append(f"Overdue now: {len(result.overdue)} tenant(s).")
+    if result.cause:
+        lines.append(f"Likely cause: {result.cause}")
     subject = (f"{len(result.newly_overdue)} tenant(s) overdue for backup" if result.newly_overdue
                else f"{len(result.recovered)} tenant(s) no longer overdue for backup")
     return alert_ops(subject, "\n".join(lines))

@@ -64,8 +64,10 @@ class Storage(abc.ABC):
         """Start a streaming upload to `key`."""
 
     @abc.abstractmethod
-    def open_read(self, key: str) -> BinaryIO:
-        """A readable stream of the object's bytes (a context manager); ObjectNotFound if missing."""
+    def open_read(self, key: str, offset: int = 0) -> BinaryIO:
+        """A readable stream of the object's bytes from `offset` (a context manager); ObjectNotFound if missing.
+
+        A read cut by the network resumes where it stopped instead of fetching gigabytes again."""
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:

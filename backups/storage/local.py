@@ -114,11 +114,13 @@ class LocalStorage(Storage):
     def open_write(self, key: str) -> ObjectWriter:
         return LocalWriter(self.path(key))
 
-    def open_read(self, key: str) -> BinaryIO:
+    def open_read(self, key: str, offset: int = 0) -> BinaryIO:
         try:
-            return open(self.path(key), "rb")
+            stream = open(self.path(key), "rb")
         except FileNotFoundError:
             raise ObjectNotFound(f"No backup object at {key}.") from None
+        stream.seek(offset)
+        return stream
 
     def delete(self, key: str) -> None:
         try:

@@ -556,10 +556,11 @@ class S3Storage(Storage):
     def open_write(self, key: str) -> ObjectWriter:
         return S3Writer(self, key, self.object_key(key))
 
-    def open_read(self, key: str) -> BinaryIO:
+    def open_read(self, key: str, offset: int = 0) -> BinaryIO:
         object_key = self.object_key(key)
+        ranged = {"Range": f"bytes={offset}-"} if offset else {}
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=object_key)
+            response = self.client.get_object(Bucket=self.bucket, Key=object_key, **ranged)
         except (BotoCoreError, ClientError) as exc:
             error = self.map_error(exc, f"reading {key}")
             if isinstance(error, ObjectNotFound):

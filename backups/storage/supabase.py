@@ -887,16 +887,17 @@ class SupabaseStorage(Storage):
             return self.s3.open_write(key)
         return SupabaseUploadWriter(self, key, path)
 
-    def open_read(self, key: str) -> BinaryIO:
+    def open_read(self, key: str, offset: int = 0) -> BinaryIO:
         path = _check_read_key(key)
         self._require_config()
         action = f"reading {key}"
-        request = self.http.build_request("GET", self.object_url(path), headers=self.auth_headers)
+        ranged = {"Range": f"bytes={offset}-"} if offset else {}
+        request = self.http.build_request("GET", self.object_url(path), headers={**self.auth_headers, **ranged})
         try:
             response = self.http.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise self.transport_error(exc, action) from exc
-        if response.status_code != 200:
+        if response.status_code != (206 if offset else 200):
             try:
                 response.read()
             except httpx.HTTPError:

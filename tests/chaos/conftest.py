@@ -85,13 +85,14 @@ class World:
 
     # --- processes ------------------------------------------------------------------------------------
     def worker(self, name: str, *, queues: tuple[str, ...] | None = None, s3: bool = False,
-               concurrency: int = 2) -> subprocess.Popen:
+               concurrency: int = 2, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A worker on the world's services (S3 as the store with `s3`), `env` over its environment."""
         from tasks.queues import ALL
 
         log = self.logs / f"{name}.log"
         log.unlink(missing_ok=True)  # "ready." must be this process's
         proc = start_worker(name=name, concurrency=concurrency, log_file=log, queues=queues or ALL,
-                            extra_env=self.s3_env() if s3 else self.env)
+                            extra_env={**(self.s3_env() if s3 else self.env), **(env or {})})
         self.procs.append(proc)
         wait_until(lambda: proc.poll() is not None or " ready." in log.read_text(errors="replace"),
                    f"worker {name} to start", timeout=60)
@@ -284,7 +285,7 @@ class World:
 def world() -> Iterator[World]:
     """Start every private service and seed the database (about 40 s); stop them all by pid at the end."""
     base = Path(tempfile.mkdtemp(prefix="tb-chaos-"))
-    local_root, logs = base / "backups", ROOT / "var" / "chaos"
+    local_root, logs = base / "backups", Path(os.environ.get("CHAOS_LOG_DIR") or ROOT / "var" / "chaos")
     local_root.mkdir()
     logs.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2g,mode=0700", "tmpfs", str(local_root)],
@@ -320,7 +321,9 @@ def world() -> Iterator[World]:
 def chaos(world: World) -> Iterator[World]:
     """One scenario: an empty broker, no process left from the last one, no tenant due."""
     world.stop_all()
-    redis.Redis.from_url(world.broker.url).flushall()
+    broker = redis.Redis.from_url(world.broker.url)
+    broker.config_set("maxmemory", 0)  # a scenario may have filled it
+    broker.flushall()
     world.sql("UPDATE tenants_clinica SET backup_schedule = 'disabled', next_backup_at = NULL")
     yield world
     world.stop_all()

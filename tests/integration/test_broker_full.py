@@ -62,3 +62,37 @@ def test_the_worker_survives_a_full_redis_and_resumes(settings, celery_worker):
 def _queue_key(client: redis.Redis) -> str:
     keys = [k.decode() for k in client.keys("*backups.dump.priority*") if "_kombu" not in k.decode()]
     return keys[0] if keys else "none"
+
+
+def test_the_overdue_check_names_a_broker_that_refuses_writes(settings, fake_tenants, mailoutbox):
+    """Beat's ticks fail with a log line only when Redis is full: the tenants falling behind are what ops see,
+    so the overdue check (mail, log, `check_backups`) says why."""
+    from datetime import timedelta
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.utils import timezone
+    from django_tenants.utils import get_tenant_model
+
+    from backups.selectors import overdue_tenants
+    from backups.services.overdue import likely_cause, overdue_check
+    from tests.servers.redis_server import RedisServer
+
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    settings.BACKUPS_OVERDUE_GRACE_SECONDS = 60
+    [tenant] = fake_tenants("full_", 1, due_at=timezone.now() + timedelta(hours=1))
+    get_tenant_model().objects.filter(pk=tenant.pk).update(next_backup_at=timezone.now() - timedelta(hours=1))
+    server = RedisServer.start()
+    try:
+        settings.BACKUPS_BROKER_URL = server.url
+        assert likely_cause(overdue_tenants()) == ""  # a broker that takes writes is not blamed
+        _fill(redis.Redis.from_url(server.url))
+        found = overdue_check()
+        assert "refuses writes (OutOfMemoryError" in found.cause and "maxmemory" in found.cause
+        assert "Likely cause: the broker refuses writes" in mailoutbox[-1].body
+        out = StringIO()
+        with pytest.raises(SystemExit):
+            call_command("check_backups", stdout=out)
+        assert "Likely cause: the broker refuses writes (OutOfMemoryError" in out.getvalue()
+    finally:
+        server.stop()

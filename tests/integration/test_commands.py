@@ -85,6 +85,17 @@ def test_restore_tenant_verify_only_reports_row_counts():
         call_command("restore_tenant", "clinica_demo", "999999999", stdout=StringIO())
 
 
+def test_restore_tenant_of_an_object_the_storage_lost_is_a_message_not_a_traceback():
+    from backups.storage import get_storage
+
+    call_command("backup_tenant", "clinica_demo", "--format", "dump", stdout=StringIO())
+    record = BackupRecord.objects.order_by("-pk").first()
+    get_storage(record.storage_backend).delete(record.storage_key)
+    with pytest.raises(CommandError, match=f"Restore of backup {record.pk} into clinica_demo failed, nothing was "
+                                           "changed: No backup object at"):
+        call_command("restore_tenant", "clinica_demo", str(record.pk), "--verify-only", stdout=StringIO())
+
+
 def test_migrations_are_in_sync_with_models():
     out = StringIO()
     call_command("makemigrations", "--check", "--dry-run", stdout=out)

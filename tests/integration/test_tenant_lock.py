@@ -81,8 +81,8 @@ class _GatedStorage:
         writer = self.inner.open_write(key)
         return self._maybe_gate(writer, "write") if self.mode == "write" else writer
 
-    def open_read(self, key: str):
-        reader = self.inner.open_read(key)
+    def open_read(self, key: str, offset: int = 0):
+        reader = self.inner.open_read(key, offset)
         return self._maybe_gate(reader, "read") if self.mode == "read" else reader
 
 

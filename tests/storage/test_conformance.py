@@ -183,6 +183,15 @@ def test_small_and_empty_objects(storage):
     assert storage.stat("clinic1/empty.sql").size == 0
 
 
+def test_a_read_resumes_from_an_offset(storage):
+    """What a restore's download does after a reset: the rest of the object, from the byte it stopped at."""
+    data = bytes(range(256)) * 4096  # 1 MiB
+    storage.put_bytes("clinic1/resume.sql", data)
+    for offset in (1, 300_000, len(data) - 1):
+        with storage.open_read("clinic1/resume.sql", offset) as stream:
+            assert stream.read() == data[offset:]
+
+
 UID = "0b6f2c1e-8d5a-4f0e-9a57-3c1d2e4f5a6b"
 
 

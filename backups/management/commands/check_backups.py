@@ -4,6 +4,7 @@ import sys
 
 from backups.management.base import OpsCommand
 from backups.selectors import overdue_tenants
+from backups.services.overdue import likely_cause
 
 
 class Command(OpsCommand):
@@ -22,4 +23,7 @@ class Command(OpsCommand):
         self.stdout.write(f"OVERDUE: {len(overdue)} tenant(s) behind on automatic backups")
         for item in overdue:
             self.stdout.write(f"  {item.describe()}")
+        cause = likely_cause(overdue)
+        if cause:
+            self.stdout.write(f"Likely cause: {cause}")
         sys.exit(1)

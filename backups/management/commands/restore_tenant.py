@@ -6,6 +6,7 @@ from backups.errors import BackupError
 from backups.management.base import OpsCommand
 from backups.models import BackupRecord
 from backups.services.restore import restore_replace, restore_verify
+from backups.storage import StorageError
 
 
 class Command(OpsCommand):
@@ -42,7 +43,7 @@ class Command(OpsCommand):
                 report = restore_verify(schema=schema, record=record, actor=actor)
             else:
                 report = restore_replace(schema=schema, record=record, actor=actor)
-        except BackupError as exc:
+        except (BackupError, StorageError) as exc:
             raise CommandError(
                 f"Restore of backup {record_id} into {schema} failed, nothing was changed: {exc}"
             ) from None
