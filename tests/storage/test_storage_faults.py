@@ -64,6 +64,9 @@ def test_a_refused_upload_does_not_leave_a_dead_connection_for_the_next_request(
             for offset in range(0, size, 256 * 1024):
                 writer.write(b"x" * min(256 * 1024, size - offset))
             writer.commit()
+    deadline = time.monotonic() + 2  # the stand-in counts it just after its answer went out
+    while held(server) != before + 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert held(server) == before + 1  # the stand-in answered it unread and now answers nothing on it
 
     # the next requests reuse the pool: none may go out on the refused upload's connection
