@@ -21,6 +21,27 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-local-development-key"
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[".localhost", "localhost", "127.0.0.1"])
 
+# --- HTTPS: on by default without DEBUG (`check --deploy` passes); DJANGO_HTTPS=0 serves plain HTTP on purpose ---
+HTTPS = env.bool("DJANGO_HTTPS", default=not DEBUG)
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=HTTPS)
+SECURE_REDIRECT_EXEMPT = env.list("DJANGO_SECURE_REDIRECT_EXEMPT", default=[])  # /healthz, /readyz never redirect
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=365 * 86400 if HTTPS else 0)
+# Tenants are served on subdomains of the public domain, by this same app: HSTS covers them too.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+# Preloading binds the domain (and its subdomains) to HTTPS in browsers for months: the domain owner's choice, so
+# not a default, and `check --deploy`'s reminder of it (W021) is silenced until it is chosen.
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=HTTPS)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=HTTPS)
+# The TLS-terminating proxy's header saying the client's request was HTTPS ("HEADER,value"; empty: none).
+# The proxy must set (or strip) it on every request, or a client could claim HTTPS itself.
+_proxy_ssl_header = env.list("DJANGO_SECURE_PROXY_SSL_HEADER",
+                             default=["HTTP_X_FORWARDED_PROTO", "https"] if HTTPS else [])
+if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
+    raise ImproperlyConfigured("DJANGO_SECURE_PROXY_SSL_HEADER is HEADER,value (e.g. HTTP_X_FORWARDED_PROTO,https).")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
+
 # --- tenancy --------------------------------------------------------------
 SHARED_APPS = [
     "django_tenants",
