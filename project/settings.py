@@ -312,6 +312,7 @@ BACKUPS_API_THROTTLE_RATES = {
     "anon": env("API_THROTTLE_ANON", default="120/min"),
     "user": env("API_THROTTLE_USER", default="1200/min"),
     "auth": env("API_THROTTLE_AUTH", default="30/min"),
+    "schema": env("API_THROTTLE_SCHEMA", default="60/min"),  # /api/schema/, per tenant and address
 }
 # Proxies in front of the app: X-Forwarded-For is trusted only that deep (0: never).
 BACKUPS_API_NUM_PROXIES = env.int("API_NUM_PROXIES", default=0)
