@@ -58,6 +58,7 @@ SHARED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc served from our static files, never a CDN
+    "axes",  # admin login lockout (counts in the cache; its tables, unused, are migrated in public only)
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -75,6 +76,8 @@ PUBLIC_SCHEMA_URLCONF = "project.urls_public"
 ROOT_URLCONF = "project.urls_tenants"
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 AUTH_USER_MODEL = "accounts.User"
+# axes first: a locked-out admin login is refused before the password is hashed (about 0.8 s of CPU each).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 MIDDLEWARE = [
     "backups.middleware.HealthProbeMiddleware",  # /healthz and /readyz on any host, before the tenant lookup
@@ -87,6 +90,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # a locked-out admin login answers axes' 429
 ]
 TEMPLATES = [
     {
@@ -142,6 +146,20 @@ BACKUPS_HEALTH_TIMEOUT_SECONDS = env.float("BACKUPS_HEALTH_TIMEOUT_SECONDS", def
 # Alerts (overdue tenants, failed drills, damaged backups) go to DJANGO_ADMINS and, if set, this chat webhook.
 BACKUPS_ALERT_WEBHOOK_URL = env("BACKUPS_ALERT_WEBHOOK_URL", default="")
 BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS = env.float("BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+
+# --- admin login lockout (django-axes; counts in the shared cache, so across every web process) -----------------------
+AXES_HANDLER = "project.admin_login.AdminLoginCacheHandler"  # admin-site logins only: the API has its own throttle
+AXES_ONLY_ADMIN_SITE = True
+AXES_CACHE = "default"
+AXES_ENABLE_ADMIN = False  # the cache handler writes no AccessAttempt rows: no empty admin pages
+AXES_VERBOSE = False  # no start-up banner in every command's output; lockouts are still logged (WARNING)
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+# Each name alone locks out (a user from every address, an address for every user); "a+b" locks the pair only.
+AXES_LOCKOUT_PARAMETERS = [p.split("+") if "+" in p else p
+                           for p in env.list("ADMIN_LOGIN_LOCKOUT_PARAMETERS", default=["username", "ip_address"])]
+AXES_COOLOFF_TIME = env.int("ADMIN_LOGIN_COOLOFF_MINUTES", default=15) / 60  # hours, as axes reads a number
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "backups.api.throttling.client_ident"  # REMOTE_ADDR, or X-Forwarded-For per API_NUM_PROXIES
 
 # --- backups --------------------------------------------------------------
 BACKUPS_STORAGE = env("BACKUPS_STORAGE", default="local")
