@@ -37,12 +37,12 @@ def _post(client: Client, username: str, password: str, addr: str):
 
 def _login_over_http(base: str, username: str, password: str) -> requests.Response:
     """The admin's login form as a browser sends it (CSRF cookie and token), to the gunicorn process."""
-    session = requests.Session()
-    page = session.get(f"{base}{LOGIN}", headers={"Host": "localhost"}, timeout=10)
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    return session.post(f"{base}{LOGIN}", headers={"Host": "localhost", "Referer": f"{base}{LOGIN}"},
-                        data={"username": username, "password": password, "csrfmiddlewaretoken": token},
-                        allow_redirects=False, timeout=10)
+    with requests.Session() as session:
+        page = session.get(f"{base}{LOGIN}", headers={"Host": "localhost"}, timeout=10)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        return session.post(f"{base}{LOGIN}", headers={"Host": "localhost", "Referer": f"{base}{LOGIN}"},
+                            data={"username": username, "password": password, "csrfmiddlewaretoken": token},
+                            allow_redirects=False, timeout=10)
 
 
 def test_failures_lock_out_the_user_and_the_address_in_every_web_process(operator):
