@@ -24,7 +24,8 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 
 HEAD_END = b"\r\n\r\n"
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r\n", re.IGNORECASE)
-CHUNKED = re.compile(rb"\r\ntransfer-encoding[ \t]*:", re.IGNORECASE)
+# A chunked body is read by the thread; so is one the client sends only after `100 Continue` (curl, over 1 KB).
+READ_BY_THREAD = re.compile(rb"\r\n(transfer-encoding|expect)[ \t]*:", re.IGNORECASE)
 MAX_HEAD = 64 * 1024  # past this the head is handed over as it is: gunicorn's limits answer 400 / 431
 
 
@@ -96,7 +97,7 @@ class BufferingThreadWorker(ThreadWorker):
         if end < 0:
             return len(data) > MAX_HEAD
         head = data[:end + 2]
-        if CHUNKED.search(head):
+        if READ_BY_THREAD.search(head):
             return True
         length = CONTENT_LENGTH.search(head)
         if not length or int(length.group(1)) > self.body_buffer:
