@@ -7,9 +7,11 @@ drawn on the server (`backups.charts`): the page loads nothing but the admin's o
 
 from __future__ import annotations
 
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django_tenants.postgresql_backend.base import is_valid_schema_name
 from django_tenants.utils import get_tenant_model
 
 from . import charts, dashboard
@@ -27,14 +29,16 @@ def _days(request) -> int:
         return DEFAULT_DAYS
 
 
-def dashboard_view(request, *, model_admin) -> TemplateResponse:
+def dashboard_view(request, *, model_admin) -> HttpResponse:
     """One page for ops: is the fleet healthy, how does it trend, what failed."""
+    schema = (request.GET.get("tenant") or "").strip()
+    if schema and not is_valid_schema_name(schema):  # a NUL byte, a quote: no tenant's, and PostgreSQL refuses it
+        return HttpResponseBadRequest("?tenant= is not a schema name.", content_type="text/plain")
     now = timezone.now()
     days = _days(request)
     status = dashboard.fleet_status(now=now)
     day_stats = dashboard.fleet_days(days=days, now=now)
     failures_count, failures = dashboard.recent_failures(now=now)
-    schema = (request.GET.get("tenant") or "").strip()
     selected = dashboard.tenant_trend(schema_name=schema, days=days, now=now) if schema else None
     changelist = reverse(f"{model_admin.admin_site.name}:backups_backuprecord_changelist")
     tenant_meta = get_tenant_model()._meta

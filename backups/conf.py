@@ -80,7 +80,7 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_URL_DEFAULT_EXPIRY": 3600,
     "BACKUPS_SYNC_POLL_SECONDS": 0.2,
     "BACKUPS_STREAM_CHUNK_BYTES": 1 << 20,
-    "BACKUPS_API_THROTTLE_RATES": {"anon": "120/min", "user": "1200/min", "auth": "30/min"},
+    "BACKUPS_API_THROTTLE_RATES": {"anon": "120/min", "user": "1200/min", "auth": "30/min", "schema": "60/min"},
     "BACKUPS_API_NUM_PROXIES": 0,  # proxies in front of the app whose X-Forwarded-For is trusted (0: none)
     # Operations (backups.ops_views): metrics, health probes, alerts.
     "BACKUPS_METRICS_TOKEN": "",  # bearer token of /metrics; empty: metrics are off (404)

@@ -21,6 +21,27 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-local-development-key"
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[".localhost", "localhost", "127.0.0.1"])
 
+# --- HTTPS: on by default without DEBUG (`check --deploy` passes); DJANGO_HTTPS=0 serves plain HTTP on purpose ---
+HTTPS = env.bool("DJANGO_HTTPS", default=not DEBUG)
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=HTTPS)
+SECURE_REDIRECT_EXEMPT = env.list("DJANGO_SECURE_REDIRECT_EXEMPT", default=[])  # /healthz, /readyz never redirect
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=365 * 86400 if HTTPS else 0)
+# Tenants are served on subdomains of the public domain, by this same app: HSTS covers them too.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+# Preloading binds the domain (and its subdomains) to HTTPS in browsers for months: the domain owner's choice, so
+# not a default, and `check --deploy`'s reminder of it (W021) is silenced until it is chosen.
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=HTTPS)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=HTTPS)
+# The TLS-terminating proxy's header saying the client's request was HTTPS ("HEADER,value"; empty: none).
+# The proxy must set (or strip) it on every request, or a client could claim HTTPS itself.
+_proxy_ssl_header = env.list("DJANGO_SECURE_PROXY_SSL_HEADER",
+                             default=["HTTP_X_FORWARDED_PROTO", "https"] if HTTPS else [])
+if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
+    raise ImproperlyConfigured("DJANGO_SECURE_PROXY_SSL_HEADER is HEADER,value (e.g. HTTP_X_FORWARDED_PROTO,https).")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
+
 # --- tenancy --------------------------------------------------------------
 SHARED_APPS = [
     "django_tenants",
@@ -37,6 +58,7 @@ SHARED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc served from our static files, never a CDN
+    "axes",  # admin login lockout (counts in the cache; its tables, unused, are migrated in public only)
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -54,6 +76,8 @@ PUBLIC_SCHEMA_URLCONF = "project.urls_public"
 ROOT_URLCONF = "project.urls_tenants"
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 AUTH_USER_MODEL = "accounts.User"
+# axes first: a locked-out admin login is refused before the password is hashed (about 0.8 s of CPU each).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 MIDDLEWARE = [
     "backups.middleware.HealthProbeMiddleware",  # /healthz and /readyz on any host, before the tenant lookup
@@ -66,6 +90,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # a locked-out admin login answers axes' 429
 ]
 TEMPLATES = [
     {
@@ -121,6 +146,20 @@ BACKUPS_HEALTH_TIMEOUT_SECONDS = env.float("BACKUPS_HEALTH_TIMEOUT_SECONDS", def
 # Alerts (overdue tenants, failed drills, damaged backups) go to DJANGO_ADMINS and, if set, this chat webhook.
 BACKUPS_ALERT_WEBHOOK_URL = env("BACKUPS_ALERT_WEBHOOK_URL", default="")
 BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS = env.float("BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+
+# --- admin login lockout (django-axes; counts in the shared cache, so across every web process) -----------------------
+AXES_HANDLER = "project.admin_login.AdminLoginCacheHandler"  # admin-site logins only: the API has its own throttle
+AXES_ONLY_ADMIN_SITE = True
+AXES_CACHE = "default"
+AXES_ENABLE_ADMIN = False  # the cache handler writes no AccessAttempt rows: no empty admin pages
+AXES_VERBOSE = False  # no start-up banner in every command's output; lockouts are still logged (WARNING)
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+# Each name alone locks out (a user from every address, an address for every user); "a+b" locks the pair only.
+AXES_LOCKOUT_PARAMETERS = [p.split("+") if "+" in p else p
+                           for p in env.list("ADMIN_LOGIN_LOCKOUT_PARAMETERS", default=["username", "ip_address"])]
+AXES_COOLOFF_TIME = env.int("ADMIN_LOGIN_COOLOFF_MINUTES", default=15) / 60  # hours, as axes reads a number
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "backups.api.throttling.client_ident"  # REMOTE_ADDR, or X-Forwarded-For per API_NUM_PROXIES
 
 # --- backups --------------------------------------------------------------
 BACKUPS_STORAGE = env("BACKUPS_STORAGE", default="local")
@@ -291,6 +330,7 @@ BACKUPS_API_THROTTLE_RATES = {
     "anon": env("API_THROTTLE_ANON", default="120/min"),
     "user": env("API_THROTTLE_USER", default="1200/min"),
     "auth": env("API_THROTTLE_AUTH", default="30/min"),
+    "schema": env("API_THROTTLE_SCHEMA", default="60/min"),  # /api/schema/, per tenant and address
 }
 # Proxies in front of the app: X-Forwarded-For is trusted only that deep (0: never).
 BACKUPS_API_NUM_PROXIES = env.int("API_NUM_PROXIES", default=0)

@@ -2,7 +2,9 @@
 
 from django.http import JsonResponse
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
+
+from backups.api.schema_view import CachedSchemaView
 
 
 def api_not_found(request, *args, **kwargs) -> JsonResponse:
@@ -13,7 +15,7 @@ def api_not_found(request, *args, **kwargs) -> JsonResponse:
 urlpatterns = [
     path("api/backups/", include("backups.api.urls")),
     path("api/auth/", include("backups.api.auth")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/schema/", CachedSchemaView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/", api_not_found),
 ]

@@ -70,3 +70,12 @@ class TenantAuthRateThrottle(_ConfRate, SimpleRateThrottle):
 
     def get_cache_key(self, request, view):
         return tenant_key(self, request, self.get_ident(request))
+
+
+class TenantSchemaRateThrottle(_ConfRate, SimpleRateThrottle):
+    """The OpenAPI schema (public, for /api/docs/), per tenant and client address, whoever asks."""
+
+    scope = "schema"
+
+    def get_cache_key(self, request, view):
+        return tenant_key(self, request, self.get_ident(request))

@@ -8,57 +8,27 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
-from django.conf import settings
 from django_tenants.utils import get_tenant_model
 
 from backups.services.records import backup_record_create, backup_record_mark_succeeded
 from backups.storage import get_storage
-from tests.servers.moto_s3 import free_port
+
+from .web_server import procfile_web
 
 SIZE = 40 << 20
 
 
 @pytest.fixture(scope="module")
 def deployed_web(django_db_setup) -> Iterator[str]:  # noqa: F811
-    """gunicorn -c project/gunicorn.conf.py on a free loopback port, worker timeout 2 s; stopped by its pid."""
-    port = free_port()
-    log = Path(settings.BASE_DIR) / "var" / "test-web-tier.log"
-    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "GUNICORN_TIMEOUT": "2", "WEB_CONCURRENCY": "1",
-           "API_THROTTLE_USER": "100000/min", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "gunicorn", "project.wsgi:application", "-c", "project/gunicorn.conf.py"]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=settings.BASE_DIR,
-                                start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"gunicorn exited with {proc.returncode}; see {log}")
-            try:
-                requests.get(f"{base}/api/schema/", headers={"Host": "demo.localhost"}, timeout=5)
-                break
-            except requests.RequestException:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"gunicorn did not answer within 30 s; see {log}")
-                time.sleep(0.2)
+    """gunicorn -c project/gunicorn.conf.py on a free loopback port, worker timeout 2 s."""
+    with procfile_web("test-web-tier.log", GUNICORN_TIMEOUT="2", WEB_CONCURRENCY="1",
+                      API_THROTTLE_USER="100000/min") as base:
         yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture

@@ -110,3 +110,10 @@ def test_tenants_list_leaves_out_the_public_tenant(ops_client):
     assert not BackupRecord.objects.filter(schema_name="public").exists()
     html = ops_client.get("/admin/tenants/clinica/").content.decode()
     assert "/admin/backups/backuprecord/?tenant=" in html and "Public (operators)" not in html
+
+
+def test_a_tenant_that_is_no_schema_name_is_a_400_not_an_error(ops_client):
+    for bad in ("\x00", "a\x00b", "x" * 64, 'a"b'):
+        response = ops_client.get(DASHBOARD, {"tenant": bad})
+        assert response.status_code == 400, (bad, response.status_code)
+    assert ops_client.get(DASHBOARD, {"tenant": "no_such_tenant"}).status_code == 200
