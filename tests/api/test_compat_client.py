@@ -162,13 +162,6 @@ def test_a_documents_client_with_a_drf_token_on_s3(compat, s3, live_server_port,
     _play(client, "s3")
 
 
-def test_without_the_setting_the_product_answers(live_server_port, creds, cleanup, settings):
-    settings.BACKUPS_API_COMPAT = False
-    client = DocumentsClient(live_server_port, "demo.localhost", f"Token {creds['clinica_demo'].admin_token}")
-    listed = client.call("GET", "history/").json()
-    assert {"count", "results"} <= set(listed)
-
-
 @pytest.fixture
 def stored_plain(cleanup) -> Iterator[tuple[BackupRecord, bytes]]:
     """A succeeded zstd record of clinica_demo on the local folder whose plain bytes are known."""
