@@ -162,6 +162,17 @@ def test_a_documents_client_with_a_drf_token_on_s3(compat, s3, live_server_port,
     _play(client, "s3")
 
 
+def test_a_backup_not_done_in_time_answers_202_with_the_same_shape_and_its_status(compat, admin, api_worker,
+                                                                                 cleanup):
+    compat.BACKUPS_SYNC_WAIT_SECONDS = 0
+    response = admin.post("/api/backups/create/", {}, format="json")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] in ("queued", "running") and body["message"]
+    assert body["backup_info"]["id"] and body["backup_info"]["file_size"] is None
+    assert body["backup_info"]["created_by"]["nombre"] == "Dra. Núñez"
+
+
 @pytest.fixture
 def stored_plain(cleanup) -> Iterator[tuple[BackupRecord, bytes]]:
     """A succeeded zstd record of clinica_demo on the local folder whose plain bytes are known."""
