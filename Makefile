@@ -20,7 +20,7 @@ WITH_TEST_S3 = case "$(TEST_S3)" in \
 	moto) echo "S3 server: moto (TEST_S3=moto): tests of signatures, links and encryption will not run" ;; \
 	*) echo "TEST_S3=$(TEST_S3) is not radosgw or moto."; exit 2 ;; esac
 
-.PHONY: help install services demo test chaos bench lint manage worker beat web flower stop-services clean
+.PHONY: help install services demo test chaos bench lint manage worker beat web web-prod flower stop-services clean
 # `make test` runs everything, the chaos suite included; `make chaos` only that suite.
 TEST_MARKERS ?=
 
@@ -31,6 +31,7 @@ help:
 	@echo "make bench  - run the benchmarks in bench/"
 	@echo "make manage ARGS=\"list_backups clinica_demo\" - any management command, with the local servers"
 	@echo "make worker | beat | web | flower - run one process in the foreground"
+	@echo "make web-prod - the web process as deployed: gunicorn with project/gunicorn.conf.py"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || \
@@ -78,6 +79,9 @@ beat: services
 
 web: services
 	@$(WITH_SERVICES) && $(PY) manage.py runserver 127.0.0.1:8000
+
+web-prod: services
+	@$(WITH_SERVICES) && $(VENV)/bin/gunicorn project.wsgi:application -c project/gunicorn.conf.py
 
 flower: services
 	@$(WITH_SERVICES) && $(PY) -m project.flower --address=127.0.0.1 --port=5555

@@ -27,6 +27,7 @@ def main() -> None:
     from django.db.utils import OperationalError, ProgrammingError
 
     try:
+        _say_which_database()
         execute_from_command_line(sys.argv)
     except ImproperlyConfigured as exc:
         sys.exit(f"manage.py: {exc} (`make manage ARGS=\"...\"` runs a command with the local environment).")
@@ -40,6 +41,21 @@ def main() -> None:
         first = str(exc).strip().splitlines()[0]
         sys.exit(f"manage.py: the database is not set up ({first}); run `make demo`, or "
                  "`manage.py migrate_schemas` for your own database.")
+
+
+def _say_which_database() -> None:
+    """Without DATABASE_URL (environment or .env) the settings' default is used, which need not be the database
+    `make demo` set up (`make manage` reads var/services.env): one line on stderr names it."""
+    if os.environ.get("DATABASE_URL"):
+        return
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]  # reads .env, which may set it
+    if os.environ.get("DATABASE_URL"):
+        return
+    print(f"manage.py: DATABASE_URL is not set; using the default database {db['NAME']} at "
+          f"{db['HOST'] or 'localhost'}:{db['PORT'] or 5432} (`make manage ARGS=\"...\"` uses var/services.env's).",
+          file=sys.stderr)
 
 
 def _run() -> None:

@@ -80,6 +80,12 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_URL_DEFAULT_EXPIRY": 3600,
     "BACKUPS_SYNC_POLL_SECONDS": 0.2,
     "BACKUPS_STREAM_CHUNK_BYTES": 1 << 20,
+    # The source documents' API (backups.api.compat): clinics' frontends built on those documents read a finished
+    # backup from create/'s 201, the history as one array, MiB sizes. Off: the product's API, unchanged.
+    "BACKUPS_API_COMPAT": False,
+    # The documents' history is one unpaginated array: this many newest backups at most, so a clinic with years
+    # of automatic backups does not get thousands of rows in one answer.
+    "BACKUPS_API_COMPAT_HISTORY_LIMIT": 100,
     "BACKUPS_API_THROTTLE_RATES": {"anon": "120/min", "user": "1200/min", "auth": "30/min", "schema": "60/min"},
     "BACKUPS_API_NUM_PROXIES": 0,  # proxies in front of the app whose X-Forwarded-For is trusted (0: none)
     # Operations (backups.ops_views): metrics, health probes, alerts.

@@ -74,11 +74,24 @@ class TenantBackupScheduleMixin(models.Model):
     @property
     def backup_schedule_spec(self) -> ScheduleSpec:
         """The schedule fields as the pure scheduling functions take them."""
+        self._coerce_schedule_fields()
         return ScheduleSpec(
             schedule=self.backup_schedule, backup_time=self.backup_time, weekday=self.backup_weekday,
             day_of_month=self.backup_day_of_month, timezone=self.backup_timezone or settings.TIME_ZONE,
             scheduled_at=self.next_scheduled_backup,
         )
+
+    def _coerce_schedule_fields(self) -> None:
+        """The schedule fields as their model fields read them. Django accepts `clinica.backup_time = '02:00:00'`
+        (and a naive datetime, made aware in the default time zone) and converts on save; the schedule is
+        computed before that, so it converts the same way first (garbage raises ValidationError, as on save)."""
+        for name in ("backup_time", "backup_weekday", "backup_day_of_month", "next_scheduled_backup"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = self._meta.get_field(name).to_python(value)
+            if isinstance(value, datetime) and timezone.is_naive(value):
+                value = timezone.make_aware(value, timezone.get_default_timezone())
+            setattr(self, name, value)
 
     def compute_next_backup_at(self, after: datetime | None = None) -> datetime | None:
         """The first slot strictly after `after` (default now), shifted by the tenant's stable spread offset."""
@@ -108,9 +121,15 @@ class TenantBackupScheduleMixin(models.Model):
         return any(getattr(self, name) != value for name, value in stored.items())
 
     def save(self, *args, **kwargs) -> None:
+        self._coerce_schedule_fields()
         update_fields = kwargs.get("update_fields")
         if (set(update_fields) & set(SCHEDULE_FIELDS)) if update_fields is not None else self._schedule_changed():
             self.next_backup_at = self.compute_next_backup_at()
+            if self.next_backup_at is None and self.backup_schedule == SCHEDULED and self.next_scheduled_backup:
+                # A one-shot whose time passed before it was saved (full_clean() refuses it, a shell does not): a
+                # missed slot like any other, run at the next tick, never silently dropped. Once claimed, the
+                # dispatcher turns the schedule off, so it runs once.
+                self.next_backup_at = self.next_scheduled_backup
             if update_fields is not None:
                 kwargs["update_fields"] = set(update_fields) | {"next_backup_at"}
         super().save(*args, **kwargs)

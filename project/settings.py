@@ -367,4 +367,6 @@ SPECTACULAR_SETTINGS = {
 BACKUPS_IS_TENANT_ADMIN = env("BACKUPS_IS_TENANT_ADMIN", default="accounts.roles.is_tenant_admin")
 BACKUPS_SYNC_WAIT_SECONDS = env.float("BACKUPS_SYNC_WAIT_SECONDS", default=30)  # create/?download=true waits this long
 BACKUPS_MANUAL_PER_HOUR = env.int("BACKUPS_MANUAL_PER_HOUR", default=6)  # manual backups per tenant per hour
+BACKUPS_API_COMPAT = env.bool("BACKUPS_API_COMPAT", default=False)  # the source documents' answers (README)
+BACKUPS_API_COMPAT_HISTORY_LIMIT = env.int("BACKUPS_API_COMPAT_HISTORY_LIMIT", default=100)
 # --- end API ---------------------------------------------------------------------------------------------

@@ -451,14 +451,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            settings, state = load_settings([ROOT / ".env"]), load_state()
+            # The servers the last `up` wrote stay chosen unless .env or the environment name others: a new shell
+            # without DATABASE_URL must not switch `make manage` to another database than `make demo` used.
+            previous = dotenv_values(args.env_file) if args.env_file.is_file() else {}
+            settings, state = load_settings([args.env_file, ROOT / ".env"]), load_state()
             check_schemes(settings)
             db_url, bin_dir, pg_line = ensure_postgres(settings["DATABASE_URL"], state)
             redis_url, redis_line = ensure_redis(settings["REDIS_URL"], state)
             save_state(state)
-            write_env_file(args.env_file, {"DATABASE_URL": db_url, "REDIS_URL": redis_url,
-                                           "BACKUPS_PG_BIN_DIR": str(bin_dir)})
+            chosen = {"DATABASE_URL": db_url, "REDIS_URL": redis_url}
+            write_env_file(args.env_file, {**chosen, "BACKUPS_PG_BIN_DIR": str(bin_dir)})
             print(f"{pg_line}\n{redis_line}")
+            for key, value in chosen.items():
+                if previous.get(key) and previous[key] != value:
+                    print(f"{key} changed: {display(args.env_file)} named {previous[key]}, now {value} "
+                          f"({'from the environment' if os.environ.get(key) else 'from .env or a restart'}).")
         elif args.command == "down":
             state = load_state()
             lines = stop_private(state)

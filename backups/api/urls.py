@@ -4,6 +4,7 @@ from django.urls import path
 
 from backups.api import schema  # noqa: F401 - registers the OpenAPI auth extension
 
+from .compat import with_compat_views
 from .views.audit import AuditListView
 from .views.cloud import CloudDeleteView, CloudDownloadView, CloudListView, CloudUrlView
 from .views.create import BackupCreateView
@@ -31,3 +32,4 @@ urlpatterns = [
     path("audit/", AuditListView.as_view(), name="audit"),
     path("local-download/<str:token>/", LocalDownloadView.as_view(), name="local-download"),
 ]
+urlpatterns = with_compat_views(urlpatterns)  # BACKUPS_API_COMPAT: the source documents' answers (backups.api.compat)

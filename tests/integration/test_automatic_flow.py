@@ -205,7 +205,7 @@ def test_run_scheduled_backups_prints_what_it_did(daily_clinic, settings):
     call_command("run_scheduled_backups", stdout=out)
     text = out.getvalue()
     assert text.startswith("Checking for scheduled backups...")
-    assert "Starting backup for clinica_demo..." in text
+    assert f"Starting backup for {daily_clinic.nombre} (clinica_demo)..." in text
     assert f"Uploaded {prefix('clinica_demo')}auto-sql-clinica_demo-" in text
     assert "1 of 1 scheduled backups done." in text and text.rstrip().endswith("Finished.")
     daily_clinic.refresh_from_db()

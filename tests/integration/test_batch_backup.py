@@ -213,7 +213,8 @@ def test_the_cron_path_batches_too(due_demo_tenants):
     assert f"Backing up {len(DEMO_SCHEMAS)} tenants from one dump..." in text
     assert f"{len(DEMO_SCHEMAS)} of {len(DEMO_SCHEMAS)} scheduled backups done." in text
     for schema in DEMO_SCHEMAS:
-        assert f"{schema}: Uploaded {tenant_prefix(schema, _tenant(schema).tenant_uid)}auto-sql-{schema}-" in text
+        tenant = _tenant(schema)
+        assert f"{tenant}: Uploaded {tenant_prefix(schema, tenant.tenant_uid)}auto-sql-{schema}-" in text
 
 
 # ----------------------------------------------------------------------------- sql written from the archive

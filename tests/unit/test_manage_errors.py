@@ -26,3 +26,11 @@ def test_an_unreachable_database_is_one_line():
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("manage.py: the database is not reachable"), out.stderr
     assert "make services" in lines[0]
+
+
+def test_without_database_url_it_says_which_database_it_uses():
+    out = subprocess.run([sys.executable, str(ROOT / "manage.py"), "check"], cwd="/", capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "DJANGO_DEBUG": "1"}, timeout=120)
+    assert out.stderr.splitlines()[0] == (
+        "manage.py: DATABASE_URL is not set; using the default database tenant_backups at 127.0.0.1:5432 "
+        '(`make manage ARGS="..."` uses var/services.env\'s).'), out.stderr

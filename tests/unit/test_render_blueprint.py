@@ -31,7 +31,7 @@ def _help(command: str) -> subprocess.CompletedProcess:
 
 def test_every_start_and_deploy_command_runs():
     services = [s for s in _blueprint()["services"] if s["type"] in ("web", "worker", "cron")]
-    assert {s["type"] for s in services} >= {"web", "cron"}
+    assert {s["type"] for s in services} >= {"web", "worker"}
     for service in services:
         for field in ("startCommand", "preDeployCommand"):
             for command in (service.get(field) or "").split("&&"):
@@ -41,10 +41,12 @@ def test_every_start_and_deploy_command_runs():
                     assert "usage" in (out.stdout + out.stderr).lower(), (service["name"], command)
 
 
-def test_the_cron_service_runs_scheduled_backups_hourly():
-    (cron,) = [s for s in _blueprint()["services"] if s["type"] == "cron"]
-    assert cron["schedule"] == "0 * * * *"
-    assert cron["startCommand"] == "python manage.py run_scheduled_backups"
+def test_a_worker_and_one_beat_run_beside_the_web_process():
+    """Without a worker every backup the API creates stays queued (and every later create answers 409)."""
+    workers = {s["name"]: s["startCommand"] for s in _blueprint()["services"] if s["type"] == "worker"}
+    assert any(" worker " in cmd and "backups.dump.priority" in cmd for cmd in workers.values()), workers
+    beats = [s for s in _blueprint()["services"] if " beat" in s.get("startCommand", "")]
+    assert len(beats) == 1 and beats[0].get("numInstances") == 1, beats
 
 
 def test_secrets_are_asked_for_or_generated_never_written():

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "services.py"
 _spec = importlib.util.spec_from_file_location("services_script", SCRIPT)
@@ -172,3 +174,25 @@ def test_createdb_on_a_closed_port_says_to_run_up(monkeypatch, capsys):
     assert services.main(["createdb", "whatever", "--env-file", "/nonexistent.env"]) == 2
     err = capsys.readouterr().err
     assert f"127.0.0.1:{port}" in err and "services.py up" in err
+
+
+def test_up_keeps_the_servers_it_wrote_and_says_when_they_change(tmp_path, monkeypatch, capsys):
+    """A new shell without DATABASE_URL: `make manage` keeps the database `make demo` used (the env file's)."""
+    env_file = tmp_path / "services.env"
+    chosen = {key: os.environ.get(key) or default for key, default in services.DEFAULTS.items()}
+    services.write_env_file(env_file, chosen)
+    monkeypatch.setattr(services, "ROOT", tmp_path)  # no .env
+    monkeypatch.setattr(services, "STARTED", tmp_path / "started.json")  # servers of its own it started: none
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert services.main(["up", "--env-file", str(env_file)]) == 0
+    written = dotenv_values(env_file)
+    assert {k: written[k] for k in chosen} == chosen
+    assert "changed" not in capsys.readouterr().out
+
+    other = chosen["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+    monkeypatch.setenv("DATABASE_URL", other)
+    assert services.main(["up", "--env-file", str(env_file)]) == 0
+    assert dotenv_values(env_file)["DATABASE_URL"] == other
+    assert f"DATABASE_URL changed: services.env named {chosen['DATABASE_URL']}, now {other} (from the environment)." \
+        in capsys.readouterr().out
