@@ -1,13 +1,8 @@
-"""`manage.py run_scheduled_backups`: one dispatch, run synchronously, for deployments driven by cron."""
+"""`manage.py run_scheduled_backups`: one pass over every due tenant, in this process (cron instead of beat)."""
 
-
-from backups import conf
 from backups.management.base import OpsCommand
 from backups.models import BackupRecord
-from backups.services.backup_run import backup_run
-from backups.services.batch_backup import batch_backup_run, batching_enabled
-from backups.services.dispatch import dispatch_due_backups
-from backups.services.finalize import backup_record_finalize, retention_apply
+from backups.services.cron_pass import cron_backup_pass
 from backups.storage import get_storage
 
 
@@ -17,47 +12,22 @@ class Command(OpsCommand):
     def handle(self, *args, **options) -> None:
         self.stdout.write("Checking for scheduled backups...")
         get_storage().check()
-        dispatch = dispatch_due_backups(enqueue=False)
-        ids = [new.pk for new in dispatch.created]
-        if batching_enabled() and len(ids) > 1:
-            self._batched(ids)
-        else:
-            for record in dispatch.created:
-                self._alone(record.pk, record.schema_name)
+        found = cron_backup_pass(say=self.stdout.write)
+        ids = [new.pk for new in found.created]
         records = BackupRecord.objects.filter(pk__in=ids)
-        for record in records.order_by("schema_name"):
+        for record in records.order_by("schema_name").iterator(chunk_size=2000):
             if record.status == BackupRecord.Status.SUCCEEDED:
                 self.stdout.write(f"  {record.schema_name}: Uploaded {record.storage_key} "
                                   f"({record.size / 1e6:.2f} MB)")
-            else:
+            elif record.status == BackupRecord.Status.FAILED:
                 self.stdout.write(self.style.ERROR(f"  {record.schema_name}: Failed: {record.error}"))
-        for schema in dispatch.skipped_unmigrated:
+            else:
+                error = found.errors.get(record.pk) or record.error
+                self.stdout.write(self.style.ERROR(f"  {record.schema_name}: left queued for the next run: {error}"))
+        for schema in found.skipped_unmigrated:
             self.stdout.write(f"Skipped {schema}: its schema is not migrated yet.")
-        for schema, error in dispatch.broken.items():
+        for schema, error in found.broken.items():
             self.stdout.write(self.style.ERROR(f"Skipped {schema}: its schedule cannot be used ({error})."))
         done = records.filter(status=BackupRecord.Status.SUCCEEDED).count()
         self.stdout.write(f"{done} of {len(ids)} scheduled backups done.")
         self.stdout.write("Finished.")
-
-    def _batched(self, ids: list[int]) -> None:
-        """Batches of BACKUPS_BATCH_SIZE (one pg_dump each); members to retry run once more, alone."""
-        size = int(conf.get("BACKUPS_BATCH_SIZE"))
-        for start in range(0, len(ids), size):
-            part = ids[start:start + size]
-            self.stdout.write(f"Backing up {len(part)} tenants from one dump...")
-            result = batch_backup_run(record_ids=part)
-            for record_id in result.retry:
-                self._alone(record_id, "")
-
-    def _alone(self, record_id: int, schema: str) -> None:
-        if schema:
-            self.stdout.write(f"Starting backup for {schema}...")
-        try:
-            result = backup_run(record_id=record_id)
-        except Exception as exc:  # noqa: BLE001 - a transient error leaves it queued for the next run
-            self.stdout.write(self.style.ERROR(f"  {schema or record_id}: {exc}"))
-            return
-        if result is not None and result.status == BackupRecord.Status.SUCCEEDED:
-            backup_record_finalize(record_id=result.pk)
-            if result.tenant_id:
-                retention_apply(tenant_id=result.tenant_id)
