@@ -38,6 +38,7 @@ ahead of the measurement).
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shlex
@@ -75,6 +76,10 @@ PASSES = int(os.environ.get("BENCH_SCALE_PASSES", "3"))  # (c) is the median of 
 # Targets (issue 13).
 MAX_RATIO = 2.0  # fleet pass per tenant / whole-database dump's share
 MAX_GROWTH = 1.3  # per-tenant cost at the largest size / at the smallest
+MAX_CRON_RATIO = 1.5  # the cron path at default settings / the whole-database dump's share (issue 23)
+CRON = os.environ.get("BENCH_SCALE_CRON", "1") != "0"
+# what (d) leaves at the product's defaults: the cron path is measured as a deployment without tuning runs it
+TUNED = ("BACKUPS_MAX_CONCURRENT_DUMPS", "BACKUPS_BATCH_SIZE", "BACKUPS_DISPATCH_BATCH")
 MAX_RSS_MIB = 150
 
 
@@ -257,7 +262,8 @@ class Fleet:
         subprocess.run(["bash", "-c", script], check=True, env=env)
         return (time.perf_counter() - t0) / sample
 
-    def fleet_pass(self, n: int) -> dict:
+    def make_due(self, n: int):
+        """No records, an empty store, the first n tenants due now and the rest disabled; the fleet's queryset."""
         from datetime import time as dtime
 
         from django.db import connection
@@ -265,9 +271,6 @@ class Fleet:
         from django_tenants.utils import get_tenant_model
 
         from backups.models import BackupEvent, BackupRecord
-        from backups.services.dispatch import dispatch_due_backups
-        from project.celery import app
-        from project.processes import start_worker, stop_process, wait_for_worker
 
         Tenant = get_tenant_model()
         shutil.rmtree(STORE_DIR, ignore_errors=True)
@@ -280,6 +283,32 @@ class Fleet:
         due = fleet.filter(schema_name__in=[schema(i) for i in range(n)])
         due.update(backup_schedule="daily", backup_time=dtime(3, 0), backup_timezone="UTC",
                    next_backup_at=timezone.now())
+        return fleet
+
+    def cron_pass(self, n: int) -> float:
+        """(d) `manage.py run_scheduled_backups` over n due tenants at the product's default settings: wall time."""
+        from backups.models import BackupRecord
+
+        fleet = self.make_due(n)
+        env = {k: v for k, v in os.environ.items() if k not in TUNED}
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "manage.py", "run_scheduled_backups"], cwd=ROOT, env=env,
+                              capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"run_scheduled_backups failed: {done.stderr[-2000:]}")
+        ok = BackupRecord.objects.filter(status=BackupRecord.Status.SUCCEEDED).count()
+        if ok != n or fleet.filter(backup_schedule="daily", last_backup_at__isnull=True).exists():
+            raise RuntimeError(f"the cron pass backed up {ok} of {n}: {done.stdout[-2000:]}")
+        return wall
+
+    def fleet_pass(self, n: int) -> dict:
+        from backups.models import BackupRecord
+        from backups.services.dispatch import dispatch_due_backups
+        from project.celery import app
+        from project.processes import start_worker, stop_process, wait_for_worker
+
+        fleet = self.make_due(n)
         purge_prefix(self.redis, KEY_PREFIX)
         log = OUT_DIR / "worker.log"
         log.unlink(missing_ok=True)
@@ -341,6 +370,12 @@ class Fleet:
                 "stored": stored}
 
 
+def conf_default(name: str):
+    from backups.conf import DEFAULTS
+
+    return DEFAULTS[name]
+
+
 def child(n: int, out: Path) -> int:
     """Grow this database's fleet to n tenants and measure (a), (b) and (c) at n; results as JSON in `out`."""
     print(f"bench_scale: private cluster {os.environ['DATABASE_URL']}, {n:,} tenants, worker -c {CONCURRENCY}, "
@@ -373,6 +408,8 @@ def child(n: int, out: Path) -> int:
     p = dict(sorted(passes, key=lambda r: r["wall"])[len(passes) // 2])  # the median pass
     p["locks"] = max(r["locks"] for r in passes)
     p["child_rss"] = max(r["child_rss"] for r in passes)
+    crons = [fleet.cron_pass(n) for _ in range(PASSES)] if CRON else []
+    cron = sorted(crons)[len(crons) // 2] if crons else float("nan")
     after = fleet.whole()
     whole = (before + after) / 2
     print(f"  (a) again, after (c): {after:.1f} s -> {after / n * 1000:.1f} ms per tenant; "
@@ -391,8 +428,14 @@ def child(n: int, out: Path) -> int:
           f"{p['child_rss'] / 1024:.0f} MiB")
     print(f"      most locks held on the server: {p['locks']:,} of {budget:,} lock slots "
           f"(max_locks_per_transaction x connections)")
+    if crons:
+        print(f"  (d) the cron path (run_scheduled_backups, default settings: "
+              f"{', '.join(f'{k}={conf_default(k)}' for k in TUNED)}), median of {len(crons)} passes "
+              f"({', '.join(f'{w:.1f}' for w in crons)} s): {cron / n * 1000:.1f} ms per tenant; ratio to (a): "
+              f"{cron / whole:.2f}x", flush=True)
     print("load average at the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
-    out.write_text(json.dumps({"per": per, "share": whole / n, "tuned_share": tuned / n, "loop": loop, "rss": largest,
+    out.write_text(json.dumps({"cron": cron / n, "per": per,
+                               "share": whole / n, "tuned_share": tuned / n, "loop": loop, "rss": largest,
                                "locks": p["locks"], "budget": budget, "tick": p["tick"], "wall": p["wall"],
                                "whole": [before, after]}))
     shutil.rmtree(STORE_DIR, ignore_errors=True)
@@ -417,6 +460,10 @@ def summary(results: dict[int, dict]) -> None:
                        f"(<= {MAX_GROWTH}x)", growth <= MAX_GROWTH))
     checks += [(f"{n:,} tenants: largest worker process peak RSS {r['rss']:.0f} MiB <= {MAX_RSS_MIB} MiB",
                 r["rss"] <= MAX_RSS_MIB) for n, r in results.items()]
+    checks += [(f"{n:,} tenants: cron path at default settings {r['cron'] * 1000:.1f} ms/tenant = "
+                f"{r['cron'] / r['share']:.2f}x the whole-database share (<= {MAX_CRON_RATIO}x)",
+                r["cron"] / r["share"] <= MAX_CRON_RATIO) for n, r in results.items()
+               if math.isfinite(r.get("cron", math.nan))]
     checks += [(f"{n:,} tenants: most locks held {r['locks']:,} within the lock table {r['budget']:,}",
                 r["locks"] <= r["budget"]) for n, r in results.items()]
     for text, ok in checks:
