@@ -160,6 +160,7 @@ BACKUPS_LOCK_DATABASE_URL = env("BACKUPS_LOCK_DATABASE_URL", default="")
 BACKUPS_TENANT_LOCK_WAIT_SECONDS = env.int("BACKUPS_TENANT_LOCK_WAIT_SECONDS", default=600)
 BACKUPS_LOCK_WAIT_SECONDS = env.float("BACKUPS_LOCK_WAIT_SECONDS", default=60)  # table locks; see backups.conf
 BACKUPS_MANUAL_RETENTION_DAYS = env.int("BACKUPS_MANUAL_RETENTION_DAYS", default=None)
+BACKUPS_PRE_RESTORE_RETENTION_DAYS = env.int("BACKUPS_PRE_RESTORE_RETENTION_DAYS", default=14)  # None: keep
 BACKUPS_QUEUED_TIMEOUT_SECONDS = env.int("BACKUPS_QUEUED_TIMEOUT_SECONDS", default=6 * 3600)
 BACKUPS_RUNNING_GRACE_SECONDS = env.int("BACKUPS_RUNNING_GRACE_SECONDS", default=600)
 # The reaper resends a `running` record whose lock is free (its worker died) once it started this long ago,
@@ -327,4 +328,6 @@ SPECTACULAR_SETTINGS = {
 BACKUPS_IS_TENANT_ADMIN = env("BACKUPS_IS_TENANT_ADMIN", default="accounts.roles.is_tenant_admin")
 BACKUPS_SYNC_WAIT_SECONDS = env.float("BACKUPS_SYNC_WAIT_SECONDS", default=30)  # create/?download=true waits this long
 BACKUPS_MANUAL_PER_HOUR = env.int("BACKUPS_MANUAL_PER_HOUR", default=6)  # manual backups per tenant per hour
+BACKUPS_RESTORES_PER_HOUR = env.int("BACKUPS_RESTORES_PER_HOUR", default=4)  # API replace restores, the same
+BACKUPS_VERIFIES_PER_HOUR = env.int("BACKUPS_VERIFIES_PER_HOUR", default=6)  # API verify drills, the same
 # --- end API ---------------------------------------------------------------------------------------------
