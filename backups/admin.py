@@ -9,7 +9,7 @@ from django.utils.html import format_html
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from .formatting import human_bytes, human_duration
-from .models import BackupEvent, BackupRecord, RestoreJob
+from .models import BackupEvent, BackupRecord, InheritedUser, RestoreJob
 from .scheduling import DISABLED
 from .services.enqueue import backups_enqueue
 from .services.progress import ACTIVE, progress_of
@@ -210,6 +210,22 @@ class BackupEventAdmin(admin.ModelAdmin):
     list_filter = ("action",)
     search_fields = ("schema_name",)
     readonly_fields = [f.name for f in BackupEvent._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(InheritedUser)
+class InheritedUserAdmin(admin.ModelAdmin):
+    """Users a tenant found in its reused schema (an earlier tenant's), refused by the API; delete a row to
+    re-admit that user."""
+
+    list_display = ("username", "user_pk", "schema_name", "tenant_uid", "found_at")
+    search_fields = ("schema_name", "username", "tenant_uid")
+    readonly_fields = [f.name for f in InheritedUser._meta.fields]
 
     def has_add_permission(self, request) -> bool:
         return False

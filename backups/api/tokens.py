@@ -33,6 +33,8 @@ TENANT_CLAIM = "tenant_uid"
 CREDENTIAL_CLAIM = "cred"
 SESSION_CLAIM = "sid"
 NOT_THIS_TENANT = "This token was not issued for this tenant."
+INHERITED = ("This account belongs to an earlier tenant of this schema name, not to this one: ask the host to "
+             "create your account again.")
 REVOKED = "This token was revoked: log in again."
 
 
@@ -76,6 +78,15 @@ def check_tenant(token: Token, request) -> None:
     uid = _tenant_uid(tenant)
     if token.get(SCHEMA_CLAIM) != current_schema(request) or not uid or token.get(TENANT_CLAIM) != uid:
         raise InvalidToken(NOT_THIS_TENANT)
+
+
+def refuse_inherited(user: Any, request) -> None:
+    """401 for a user the tenant's schema held before the tenant was created (backups.InheritedUser): an
+    earlier tenant's account, whose password and tokens must not open a later tenant of the same name."""
+    from backups.services.tenant_lifecycle import tenant_user_inherited
+
+    if tenant_user_inherited(tenant=current_tenant(request), user=user):
+        raise exceptions.AuthenticationFailed(INHERITED, code="inherited_account")
 
 
 def token_user(token: Token) -> Any:
