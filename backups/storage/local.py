@@ -191,9 +191,12 @@ class LocalStorage(Storage):
             return None
         return StoredObject(key=key, size=st.st_size, last_modified=datetime.fromtimestamp(st.st_mtime, UTC))
 
-    def url(self, key: str, expires_in: int) -> str:
-        """A signed, expiring link served by the project's local-download view."""
-        token = signing.dumps({"k": key, "e": int(datetime.now(UTC).timestamp()) + expires_in}, salt=URL_SALT)
+    def url(self, key: str, expires_in: int, *, bound: dict | None = None) -> str:
+        """A signed, expiring link served by the project's local-download view; `bound` rides in its payload."""
+        payload = {"k": key, "e": int(datetime.now(UTC).timestamp()) + expires_in}
+        if bound is not None:
+            payload["b"] = bound
+        token = signing.dumps(payload, salt=URL_SALT)
         return f"{self.public_url}/api/backups/local-download/{token}/"
 
     def check(self) -> None:
@@ -205,12 +208,17 @@ class LocalStorage(Storage):
             raise StorageError(f"BACKUPS_LOCAL_ROOT {self.root} is not writable.")
 
 
-def resolve_signed_key(token: str) -> str:
-    """The key a local link names, if its signature holds and it has not expired."""
+def resolve_signed_link(token: str) -> tuple[str, dict | None]:
+    """The key a local link names and what it is bound to, if its signature holds and it has not expired."""
     data = signing.loads(token, salt=URL_SALT)
     if data["e"] < datetime.now(UTC).timestamp():
         raise signing.BadSignature("expired")
-    return data["k"]
+    return data["k"], data.get("b")
+
+
+def resolve_signed_key(token: str) -> str:
+    """The key a local link names, if its signature holds and it has not expired."""
+    return resolve_signed_link(token)[0]
 
 
 def is_disk_full(exc: BaseException) -> bool:
