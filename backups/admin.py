@@ -124,6 +124,27 @@ class BackupRecordAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        """Not a backup a worker may still write (queued or running), as the API refuses it."""
+        if obj is not None and obj.status in ACTIVE:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj) -> None:
+        """Through the API's deletion: the object and its signed manifest go too (see operator_backups_delete)."""
+        from .services.operator import operator_backups_delete
+
+        operator_backups_delete(records=[obj], actor={"admin": request.user.get_username()})
+
+    def delete_queryset(self, request, queryset) -> None:
+        from .services.operator import operator_backups_delete
+
+        deleted, skipped = operator_backups_delete(records=list(queryset),
+                                                   actor={"admin": request.user.get_username()})
+        if skipped:
+            messages.warning(request, f"{len(skipped)} queued or running backups were not deleted: "
+                                      f"{', '.join(map(str, skipped))}.")
+
     @admin.display(description="tenant", ordering="schema_name")
     def tenant_column(self, record: BackupRecord) -> str:
         if record.tenant_id is not None:
