@@ -35,6 +35,10 @@ SHARED_APPS = [
     "django_celery_beat",
     "accounts",
     "rest_framework",
+    # Also tenant apps (below). Their tables in public stay empty (no API on the public domain), but deleting an
+    # operator (a public user) cascades into them: without them it failed, "relation authtoken_token does not exist".
+    "rest_framework.authtoken",
+    "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc served from our static files, never a CDN
 ]
