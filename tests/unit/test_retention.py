@@ -351,8 +351,9 @@ def test_property_safety_rules(backups: list[BackupInfo], policy: RetentionPolic
     if newest_safety is not None:
         assert newest_safety.id not in doomed
     assert not doomed & _newest_of_last_days(backups, policy.keep_daily, zone)
-    if policy.manual_retention_days is None:
-        assert all(by_id[i].backup_type == "automatic" or by_id[i].status == "failed" for i in doomed)
+    if policy.manual_retention_days is None:  # manual backups are kept; safety backups follow their own days
+        deletable = ("automatic",) if policy.pre_restore_retention_days is None else ("automatic", "pre_restore")
+        assert all(by_id[i].backup_type in deletable or by_id[i].status == "failed" for i in doomed)
 
 
 @settings(max_examples=40, deadline=None)
