@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
-from django_tenants.utils import schema_context
+from django_tenants.utils import get_public_schema_name, schema_context
 
 from backups.models import BackupRecord, InheritedUser
 
@@ -40,8 +40,8 @@ def tenant_created(sender: Any, instance: Any, created: bool = False, **kwargs: 
     this tenant, and every user in it was created under another identity.
     """
     uid, schema = getattr(instance, "tenant_uid", None), getattr(instance, "schema_name", "")
-    if not created or uid is None or not schema or not _user_table_exists(schema):
-        return
+    if not created or uid is None or schema in ("", get_public_schema_name()) or not _user_table_exists(schema):
+        return  # the public tenant's "users" are the operators, and the API is not served on its domain
     User = get_user_model()
     with schema_context(schema):
         users = list(User.objects.values_list("pk", User.USERNAME_FIELD))
