@@ -9,7 +9,7 @@ from django.utils.html import format_html
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from .formatting import human_bytes, human_duration
-from .models import BackupEvent, BackupRecord, RestoreJob
+from .models import BackupEvent, BackupRecord, InheritedUser, RestoreJob
 from .scheduling import DISABLED
 from .services.enqueue import backups_enqueue
 from .services.progress import ACTIVE, progress_of
@@ -124,6 +124,27 @@ class BackupRecordAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        """Not a backup a worker may still write (queued or running), as the API refuses it."""
+        if obj is not None and obj.status in ACTIVE:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj) -> None:
+        """Through the API's deletion: the object and its signed manifest go too (see operator_backups_delete)."""
+        from .services.operator import operator_backups_delete
+
+        operator_backups_delete(records=[obj], actor={"admin": request.user.get_username()})
+
+    def delete_queryset(self, request, queryset) -> None:
+        from .services.operator import operator_backups_delete
+
+        deleted, skipped = operator_backups_delete(records=list(queryset),
+                                                   actor={"admin": request.user.get_username()})
+        if skipped:
+            messages.warning(request, f"{len(skipped)} queued or running backups were not deleted: "
+                                      f"{', '.join(map(str, skipped))}.")
+
     @admin.display(description="tenant", ordering="schema_name")
     def tenant_column(self, record: BackupRecord) -> str:
         if record.tenant_id is not None:
@@ -210,6 +231,22 @@ class BackupEventAdmin(admin.ModelAdmin):
     list_filter = ("action",)
     search_fields = ("schema_name",)
     readonly_fields = [f.name for f in BackupEvent._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(InheritedUser)
+class InheritedUserAdmin(admin.ModelAdmin):
+    """Users a tenant found in its reused schema (an earlier tenant's), refused by the API; delete a row to
+    re-admit that user."""
+
+    list_display = ("username", "user_pk", "schema_name", "tenant_uid", "found_at")
+    search_fields = ("schema_name", "username", "tenant_uid")
+    readonly_fields = [f.name for f in InheritedUser._meta.fields]
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -1,7 +1,7 @@
 """App config for the reusable backups app."""
 
 from django.apps import AppConfig
-from django.db.models.signals import pre_delete, pre_save
+from django.db.models.signals import post_save, pre_delete, pre_save
 
 
 class BackupsConfig(AppConfig):
@@ -16,8 +16,9 @@ class BackupsConfig(AppConfig):
         from django_tenants.utils import get_tenant_model
 
         from .api.revocation import revoke_on_credential_change
-        from .services.tenant_lifecycle import tenant_deleted
+        from .services.tenant_lifecycle import tenant_created, tenant_deleted
 
         pre_delete.connect(tenant_deleted, sender=get_tenant_model(), dispatch_uid="backups.tenant_deleted")
+        post_save.connect(tenant_created, sender=get_tenant_model(), dispatch_uid="backups.tenant_created")
         pre_save.connect(revoke_on_credential_change, sender=get_user_model(),
                          dispatch_uid="backups.revoke_on_credential_change")

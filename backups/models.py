@@ -228,3 +228,33 @@ class RestoreJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mode} {self.schema_name} [{self.status}]"
+
+
+class InheritedUser(models.Model):
+    """A user a tenant's schema already held when the tenant was created: an earlier tenant's, refused.
+
+    With auto_drop_schema = False a deleted tenant's schema keeps its users and API tokens; a later tenant given
+    the same schema name finds them. They belong to the earlier identity, so the API refuses them (passwords,
+    DRF tokens, JWTs). Deleting a row re-admits that user on purpose.
+    """
+
+    tenant_uid = models.UUIDField(
+        "tenant identity", help_text="The identity of the tenant whose schema held the user when it was created.",
+    )
+    schema_name = models.CharField("schema name", max_length=63, help_text="The schema the user was found in.")
+    user_pk = models.CharField(
+        "user id", max_length=64, help_text="The primary key of the user in that schema (as text).",
+    )
+    username = models.CharField(
+        "username", max_length=255, blank=True, default="", help_text="The user's name when found, for operators.",
+    )
+    found_at = models.DateTimeField("found at", auto_now_add=True, help_text="When the tenant was created.")
+
+    class Meta:
+        verbose_name = "inherited user"
+        verbose_name_plural = "inherited users"
+        ordering = ("-found_at", "-id")
+        constraints = [models.UniqueConstraint(fields=("tenant_uid", "user_pk"), name="backups_inherited_user_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.username or self.user_pk} in {self.schema_name}"

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s"
@@ -10,6 +12,25 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(processName)s %(message)s"
 LOG_FORMATS = ("text", "json")
 QUIET_LOGGERS = ("httpx", "httpcore", "botocore", "boto3", "s3transfer", "urllib3")
+# A signed local download link is a bearer credential (valid up to BACKUPS_URL_MAX_EXPIRY): logs keep its path only.
+SIGNED_LINK = re.compile(r"(/local-download/)[^/\s?\"']+")
+
+
+def redact_signed_links(text: str) -> str:
+    """`text` with the signature of every signed local download link replaced by `<redacted>`."""
+    return SIGNED_LINK.sub(r"\1<redacted>", text) if "/local-download/" in text else text
+
+
+class RedactSignedLinks(logging.Filter):
+    """Rewrites a log record that names a signed local link (Django's "Not Found: <path>" warnings, a request
+    line in an error) so the link's signature never reaches the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_signed_links(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
 
 
 def logging_config(*, log_format: str = "text", level: str = "INFO", backups_level: str | None = None) -> dict:
@@ -32,9 +53,10 @@ def logging_config(*, log_format: str = "text", level: str = "INFO", backups_lev
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {log_format: formatters[log_format]},
-        "filters": {"require_debug_false": {"()": "django.utils.log.RequireDebugFalse"}},
+        "filters": {"require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+                    "redact_signed_links": {"()": "backups.observability.RedactSignedLinks"}},
         "handlers": {
-            "console": {"class": "logging.StreamHandler", "formatter": log_format},
+            "console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["redact_signed_links"]},
             "mail_admins": {"class": "django.utils.log.AdminEmailHandler", "level": "ERROR",
                             "filters": ["require_debug_false"]},
         },
@@ -42,6 +64,8 @@ def logging_config(*, log_format: str = "text", level: str = "INFO", backups_lev
         "loggers": {
             # Django's default config gives `django` a console handler of its own: replaced, or lines go out twice.
             "django": {"handlers": ["mail_admins"], "level": "INFO", "propagate": True},
+            # where Django logs a request's path ("Not Found: ..."): redacted before any handler, the mail's too
+            **{name: {"filters": ["redact_signed_links"]} for name in ("django.request", "django.server")},
             "backups": {"level": backups_level or level, "propagate": True},
             # HTTP clients of the storage backends log every request at INFO.
             **{name: {"level": "WARNING"} for name in QUIET_LOGGERS},

@@ -20,9 +20,13 @@ Rules, in order of precedence:
    everything else automatic and succeeded is deleted.  Gaps in the history
    therefore never shorten what is kept: a tenant that was down for a month
    still keeps its last ``keep_daily`` daily backups.
-5. Manual and other non-automatic succeeded backups (e.g. ``pre_restore``)
-   are kept until deleted by hand, unless ``manual_retention_days`` is set,
-   in which case they are deleted once older than that many days.
+5. Manual succeeded backups are kept until deleted by hand, unless
+   ``manual_retention_days`` is set, in which case they are deleted once
+   older than that many days.
+5a. Safety backups a replace restore takes (``pre_restore``) are deleted once
+   older than ``pre_restore_retention_days`` (``manual_retention_days`` when
+   that is None), except the newest one: the last restore can always be
+   undone, however long ago it ran.
 6. Failed records of any type are deleted once older than ``keep_daily``
    days: they hold no data, and are kept only as long as the daily history
    so recent failures stay visible.
@@ -41,6 +45,7 @@ from dataclasses import dataclass
 __all__ = [
     "AUTOMATIC",
     "FAILED",
+    "PRE_RESTORE",
     "SUCCEEDED",
     "BackupInfo",
     "RetentionPolicy",
@@ -51,6 +56,7 @@ __all__ = [
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 AUTOMATIC = "automatic"
+PRE_RESTORE = "pre_restore"
 _FINISHED = frozenset({SUCCEEDED, FAILED})
 
 
@@ -66,12 +72,14 @@ class RetentionPolicy:
     keep_weekly: int = 4
     keep_monthly: int = 12
     manual_retention_days: int | None = None
+    pre_restore_retention_days: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("keep_daily", "keep_weekly", "keep_monthly"):
             _require_count(name, getattr(self, name))
-        if self.manual_retention_days is not None:
-            _require_count("manual_retention_days", self.manual_retention_days)
+        for name in ("manual_retention_days", "pre_restore_retention_days"):
+            if getattr(self, name) is not None:
+                _require_count(name, getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,7 @@ def backups_to_delete(
     doomed = (
         _expired_automatic(backups, policy, zone)
         | _expired_manual(backups, policy, now)
+        | _expired_pre_restore(backups, policy, now)
         | _expired_failures(backups, policy, now)
     )
     return doomed - {newest.id}
@@ -131,8 +140,20 @@ def _expired_manual(backups: Sequence[BackupInfo], policy: RetentionPolicy, now:
         return set()
     max_age = datetime.timedelta(days=policy.manual_retention_days)
     return {
-        b.id for b in backups if b.status == SUCCEEDED and b.backup_type != AUTOMATIC and now - b.created_at > max_age
+        b.id for b in backups
+        if b.status == SUCCEEDED and b.backup_type not in (AUTOMATIC, PRE_RESTORE) and now - b.created_at > max_age
     }
+
+
+def _expired_pre_restore(backups: Sequence[BackupInfo], policy: RetentionPolicy, now: datetime.datetime) -> set[int]:
+    days = policy.pre_restore_retention_days
+    days = policy.manual_retention_days if days is None else days
+    safety = [b for b in backups if b.status == SUCCEEDED and b.backup_type == PRE_RESTORE]
+    if days is None or not safety:
+        return set()
+    newest = max(safety, key=_recency)
+    max_age = datetime.timedelta(days=days)
+    return {b.id for b in safety if b.id != newest.id and now - b.created_at > max_age}
 
 
 def _expired_failures(backups: Sequence[BackupInfo], policy: RetentionPolicy, now: datetime.datetime) -> set[int]:

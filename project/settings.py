@@ -56,6 +56,10 @@ SHARED_APPS = [
     "django_celery_beat",
     "accounts",
     "rest_framework",
+    # Also tenant apps (below). Their tables in public stay empty (no API on the public domain), but deleting an
+    # operator (a public user) cascades into them: without them it failed, "relation authtoken_token does not exist".
+    "rest_framework.authtoken",
+    "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc served from our static files, never a CDN
     "axes",  # admin login lockout (counts in the cache; its tables, unused, are migrated in public only)
@@ -199,6 +203,7 @@ BACKUPS_LOCK_DATABASE_URL = env("BACKUPS_LOCK_DATABASE_URL", default="")
 BACKUPS_TENANT_LOCK_WAIT_SECONDS = env.int("BACKUPS_TENANT_LOCK_WAIT_SECONDS", default=600)
 BACKUPS_LOCK_WAIT_SECONDS = env.float("BACKUPS_LOCK_WAIT_SECONDS", default=60)  # table locks; see backups.conf
 BACKUPS_MANUAL_RETENTION_DAYS = env.int("BACKUPS_MANUAL_RETENTION_DAYS", default=None)
+BACKUPS_PRE_RESTORE_RETENTION_DAYS = env.int("BACKUPS_PRE_RESTORE_RETENTION_DAYS", default=14)  # None: keep
 BACKUPS_QUEUED_TIMEOUT_SECONDS = env.int("BACKUPS_QUEUED_TIMEOUT_SECONDS", default=6 * 3600)
 BACKUPS_RUNNING_GRACE_SECONDS = env.int("BACKUPS_RUNNING_GRACE_SECONDS", default=600)
 # The reaper resends a `running` record whose lock is free (its worker died) once it started this long ago,
@@ -369,4 +374,6 @@ BACKUPS_SYNC_WAIT_SECONDS = env.float("BACKUPS_SYNC_WAIT_SECONDS", default=30)  
 BACKUPS_MANUAL_PER_HOUR = env.int("BACKUPS_MANUAL_PER_HOUR", default=6)  # manual backups per tenant per hour
 BACKUPS_API_COMPAT = env.bool("BACKUPS_API_COMPAT", default=False)  # the source documents' answers (README)
 BACKUPS_API_COMPAT_HISTORY_LIMIT = env.int("BACKUPS_API_COMPAT_HISTORY_LIMIT", default=100)
+BACKUPS_RESTORES_PER_HOUR = env.int("BACKUPS_RESTORES_PER_HOUR", default=4)  # API replace restores, the same
+BACKUPS_VERIFIES_PER_HOUR = env.int("BACKUPS_VERIFIES_PER_HOUR", default=6)  # API verify drills, the same
 # --- end API ---------------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ def _active_user(request, username: str, password: str):
     user = authenticate(request=request, username=username, password=password)
     if user is None or not user.is_active:
         raise AuthenticationFailed(BAD_CREDENTIALS, code="no_active_account")
+    tokens.refuse_inherited(user, request)
     return user
 
 

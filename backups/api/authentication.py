@@ -2,8 +2,10 @@
 
 Users and tokens live in each tenant's schema, and user ids repeat across tenants (user 1 exists in
 every tenant). A DRF token is looked up in the current schema only, so another tenant's token simply
-does not exist here. A JWT is bound to the tenant's identity and its user's credentials (see
-backups.api.tokens); it is refused on any other tenant's domain, after a password change and after logout.
+does not exist here, and a user the schema held before this tenant existed (an earlier tenant's, kept by
+auto_drop_schema = False) is refused with their token. A JWT is bound to the tenant's identity and its
+user's credentials (see backups.api.tokens); it is refused on any other tenant's domain, after a password
+change and after logout.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
-from .tokens import SCHEMA_CLAIM, check_tenant, current_schema, token_user
+from .tokens import SCHEMA_CLAIM, check_tenant, current_schema, refuse_inherited, token_user
 
 __all__ = ["SCHEMA_CLAIM", "TenantJWTAuthentication", "TenantTokenAuthentication", "current_schema"]
 
@@ -28,7 +30,9 @@ class TenantTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key: str):
         if not TOKEN_KEY_RE.fullmatch(key or ""):
             raise exceptions.AuthenticationFailed(_("Invalid token."))
-        return super().authenticate_credentials(key)
+        user, token = super().authenticate_credentials(key)
+        refuse_inherited(user, None)
+        return user, token
 
 
 class TenantJWTAuthentication(JWTAuthentication):

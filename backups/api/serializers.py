@@ -65,6 +65,23 @@ def actor_or_none(snapshot: dict | None) -> dict | None:
     return {"id": snapshot.get("id"), "email": snapshot.get("email") or "", "name": name}
 
 
+OPERATOR = {"operator": True, "name": "operator"}
+OPERATOR_KEYS = ("admin", "command", "operator")
+
+
+def public_actor(snapshot: dict | None) -> dict:
+    """Who acted, as a tenant's admin may see it: their own users as recorded, the host's operators only as
+    "operator" (never an operator's username: operators live in the public schema, not the tenant's), and the
+    scheduler's and housekeeping's flags."""
+    snapshot = snapshot or {}
+    user = actor_or_none(snapshot)
+    if user is not None:
+        return user
+    if any(key in snapshot for key in OPERATOR_KEYS):
+        return dict(OPERATOR)
+    return {key: value for key, value in snapshot.items() if value is True}
+
+
 class RecordLinksSerializer(serializers.Serializer):
     """Where to look the record up and download it."""
 
@@ -176,6 +193,8 @@ class BackupEventSerializer(serializers.ModelSerializer):
             return event.record.file_name
         return str((event.details or {}).get("file_name") or "")
 
-    @extend_schema_field(serializers.DictField(help_text="{id, email, name} of a user, {} or {'scheduler': true}."))
+    @extend_schema_field(serializers.DictField(
+        help_text="{id, email, name} of a user of this tenant; {'operator': true, 'name': 'operator'} for the "
+                  "host's operators (Django admin, commands); {'scheduler': true} and other flags; or {}."))
     def get_actor(self, event: BackupEvent) -> dict:
-        return event.actor or {}
+        return public_actor(event.actor)

@@ -10,7 +10,9 @@ A JWT pair carries three bindings besides simplejwt's user id:
   so that session's access tokens stop working too.
 
 Refresh tokens rotate: each use blacklists the one presented (under a row lock, so two concurrent uses
-of one token cannot both succeed) and answers a new one.
+of one token cannot both succeed) and answers a new one. A refresh token presented again after it was used
+(stolen, or replayed by whoever holds a copy) ends its whole session: every refresh token of the same `sid`
+is blacklisted and its access tokens stop, so neither the thief nor the owner goes on with it.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection, transaction
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 from rest_framework import exceptions
-from rest_framework_simplejwt.exceptions import InvalidToken
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenBackendError, TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.state import token_backend
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken, Token
 
@@ -33,6 +37,8 @@ TENANT_CLAIM = "tenant_uid"
 CREDENTIAL_CLAIM = "cred"
 SESSION_CLAIM = "sid"
 NOT_THIS_TENANT = "This token was not issued for this tenant."
+INHERITED = ("This account belongs to an earlier tenant of this schema name, not to this one: ask the host to "
+             "create your account again.")
 REVOKED = "This token was revoked: log in again."
 
 
@@ -78,6 +84,15 @@ def check_tenant(token: Token, request) -> None:
         raise InvalidToken(NOT_THIS_TENANT)
 
 
+def refuse_inherited(user: Any, request) -> None:
+    """401 for a user the tenant's schema held before the tenant was created (backups.InheritedUser): an
+    earlier tenant's account, whose password and tokens must not open a later tenant of the same name."""
+    from backups.services.tenant_lifecycle import tenant_user_inherited
+
+    if tenant_user_inherited(tenant=current_tenant(request), user=user):
+        raise exceptions.AuthenticationFailed(INHERITED, code="inherited_account")
+
+
 def token_user(token: Token) -> Any:
     """The active user the token names whose credentials are those it was issued with; else 401."""
     user_id = token.get(jwt_settings.USER_ID_CLAIM)
@@ -90,7 +105,7 @@ def token_user(token: Token) -> Any:
     if not constant_time_compare(str(token.get(CREDENTIAL_CLAIM, "")), credential_fingerprint(user)):
         raise exceptions.AuthenticationFailed(REVOKED, code="token_revoked")
     sid = token.get(SESSION_CLAIM)
-    if not sid or cache.get(_session_key(str(sid))):
+    if not sid or session_revoked(str(sid)):
         raise exceptions.AuthenticationFailed(REVOKED, code="token_revoked")
     return user
 
@@ -106,17 +121,74 @@ def _locked_unused(refresh: RefreshToken) -> OutstandingToken:
     return row
 
 
+def session_revoked(sid: str) -> bool:
+    """Whether the session was ended (logout, a replayed refresh token)."""
+    return bool(cache.get(_session_key(sid)))
+
+
+def _revoke_session(sid: str) -> None:
+    """Record the session as ended in the shared cache, for as long as anything bound to it can live: its access
+    tokens, and the signed download links minted in it (BACKUPS_URL_MAX_EXPIRY)."""
+    from backups import conf
+
+    lifetime = max(int(jwt_settings.ACCESS_TOKEN_LIFETIME.total_seconds()) + 60,
+                   int(conf.get("BACKUPS_URL_MAX_EXPIRY")) + 60)
+    cache.set(_session_key(sid), 1, timeout=lifetime)
+
+
+def _end_session(user_id: Any, sid: str) -> None:
+    """Blacklist every outstanding refresh token of the session and revoke its access tokens."""
+    rows = OutstandingToken.objects.filter(user_id=user_id, expires_at__gt=timezone.now()).exclude(
+        blacklistedtoken__isnull=False)
+    family = [row for row in rows if _sid_of(row.token) == sid]
+    BlacklistedToken.objects.bulk_create([BlacklistedToken(token=row) for row in family], ignore_conflicts=True)
+    _revoke_session(sid)
+
+
+def _sid_of(raw: str) -> str | None:
+    try:
+        return token_backend.decode(raw, verify=False).get(SESSION_CLAIM)
+    except TokenBackendError:
+        return None
+
+
+def _end_replayed_session(raw_refresh: str, request) -> None:
+    """A refresh token that is genuine (signed, unexpired, this tenant's) but already used: end its session."""
+    try:
+        payload = token_backend.decode(raw_refresh, verify=True)
+    except TokenBackendError:
+        return
+    if payload.get(TENANT_CLAIM) != _tenant_uid(current_tenant(request)) or not payload.get(SESSION_CLAIM):
+        return
+    row = OutstandingToken.objects.filter(jti=payload.get(jwt_settings.JTI_CLAIM)).first()
+    if row is not None and BlacklistedToken.objects.filter(token=row).exists():
+        _end_session(row.user_id, str(payload[SESSION_CLAIM]))
+
+
 def rotate(raw_refresh: str, request) -> dict[str, str]:
-    """A new access token and a new refresh token; the presented refresh token is used up."""
-    refresh = RefreshToken(raw_refresh)
+    """A new access token and a new refresh token; the presented refresh token is used up.
+
+    A refresh token used before (a replay) is refused and ends its whole session."""
+    try:
+        refresh = RefreshToken(raw_refresh)
+    except TokenError:
+        _end_replayed_session(raw_refresh, request)
+        raise
     check_tenant(refresh, request)
     token_user(refresh)
     with transaction.atomic():
-        BlacklistedToken.objects.create(token=_locked_unused(refresh))
-        refresh.set_jti()
-        refresh.set_exp()
-        refresh.set_iat()
-        refresh.outstand()
+        row = OutstandingToken.objects.select_for_update().filter(jti=refresh[jwt_settings.JTI_CLAIM]).first()
+        used = row is None or BlacklistedToken.objects.filter(token=row).exists()
+        if not used:
+            BlacklistedToken.objects.create(token=row)
+            refresh.set_jti()
+            refresh.set_exp()
+            refresh.set_iat()
+            refresh.outstand()
+    if used:  # used a moment ago, by a concurrent request: a replay too
+        if row is not None:
+            _end_session(row.user_id, str(refresh[SESSION_CLAIM]))
+        raise InvalidToken(REVOKED)
     return {"access": str(refresh.access_token), "refresh": str(refresh)}
 
 
@@ -127,5 +199,53 @@ def log_out(raw_refresh: str, request) -> None:
     token_user(refresh)
     with transaction.atomic():
         BlacklistedToken.objects.create(token=_locked_unused(refresh))
-    lifetime = int(jwt_settings.ACCESS_TOKEN_LIFETIME.total_seconds()) + 60
-    cache.set(_session_key(str(refresh[SESSION_CLAIM])), 1, timeout=lifetime)
+    _revoke_session(str(refresh[SESSION_CLAIM]))
+
+
+def _drf_token_mark(key: str) -> str:
+    return salted_hmac("backups.api.tokens.link", key, algorithm="sha256").hexdigest()[:32]
+
+
+def link_binding(request) -> dict[str, str]:
+    """What a signed download link minted by this request is bound to: the user, their credentials, and the
+    credential that asked (a DRF token, or a JWT session). Logging out, deactivating the user or changing their
+    password ends the link (see link_binding_valid)."""
+    return link_binding_for(request.user, request.auth)
+
+
+def link_binding_for(user: Any, auth: Any) -> dict[str, str]:
+    """link_binding of a user and the credential they authenticated with (a DRF token or a JWT)."""
+    from rest_framework.authtoken.models import Token as DrfToken
+
+    if isinstance(auth, DrfToken):
+        session = "t:" + _drf_token_mark(auth.key)
+    elif isinstance(auth, Token) and auth.get(SESSION_CLAIM):
+        session = "j:" + str(auth[SESSION_CLAIM])
+    else:
+        session = ""
+    return {"u": str(user.pk), "c": credential_fingerprint(user), "s": session}
+
+
+def link_binding_valid(binding: Any) -> bool:
+    """Whether the user who minted a link is still active with the same credentials in this schema, and the
+    credential they used still stands: their DRF token not deleted (logout, password change), or their JWT
+    session not ended (logout, a replayed refresh token)."""
+    from rest_framework.authtoken.models import Token as DrfToken
+
+    if not isinstance(binding, dict) or not all(isinstance(binding.get(k), str) for k in ("u", "c", "s")):
+        return False
+    try:
+        user = get_user_model().objects.filter(pk=binding["u"]).first()
+    except (ValueError, TypeError, DjangoValidationError):
+        return False
+    if user is None or not user.is_active:
+        return False
+    if not constant_time_compare(binding["c"], credential_fingerprint(user)):
+        return False
+    kind, _, value = binding["s"].partition(":")
+    if kind == "t":
+        token = DrfToken.objects.filter(user_id=user.pk).first()
+        return token is not None and constant_time_compare(value, _drf_token_mark(token.key))
+    if kind == "j":
+        return bool(value) and not session_revoked(value)
+    return False

@@ -16,6 +16,17 @@ from backups import conf
 logger = logging.getLogger(__name__)
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: urllib would resend the alert as a GET to wherever Location points (any host)
+    and call the answer there a delivery. A 3xx is an HTTPError the caller logs as not delivered."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 - urllib's signature
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def alert_ops(subject: str, body: str) -> bool:
     """Mail ADMINS and post to BACKUPS_ALERT_WEBHOOK_URL, each when configured.
 
@@ -56,11 +67,12 @@ def alert_webhook(subject: str, body: str, *, url: str | None = None, timeout: f
     request = urllib.request.Request(url, data=data, method="POST", headers={
         "Content-Type": "application/json", "User-Agent": "tenant-backups-alerts"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) checked above
+        with _OPENER.open(request, timeout=timeout) as response:  # http(s) checked above
             response.read(1024)
             status = response.status
     except urllib.error.HTTPError as exc:
-        logger.error("alert webhook at %s answered %s: %s", host, exc.code, subject)
+        moved = " (a redirect, not followed: set the webhook's final URL)" if 300 <= exc.code < 400 else ""
+        logger.error("alert webhook at %s answered %s%s: %s", host, exc.code, moved, subject)
         return False
     except Exception as exc:  # timeouts, refused, DNS, TLS: logged, never raised into the caller
         logger.error("alert webhook at %s failed (%s: %s): %s", host, type(exc).__name__, exc, subject)

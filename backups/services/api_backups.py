@@ -105,24 +105,29 @@ def _ensure_nothing_running(tenant: Any) -> None:
                             f"wait until it finishes.")
 
 
-def _ensure_under_hourly_limit(tenant: Any, now: datetime) -> None:
-    """Counts the API's creations (their audit events outlive the records), so deleting backups lifts nothing."""
-    limit = int(api_setting("BACKUPS_MANUAL_PER_HOUR"))
+def api_hourly_limit_check(*, tenant: Any, now: datetime, action: str, setting: str, what: str) -> None:
+    """RateLimited (429, with the wait) once the tenant made `setting` requests of `action` through the API in
+    the last hour. Counts audit events, which outlive records and jobs, so deleting them lifts nothing."""
+    limit = int(api_setting(setting))
     window = timedelta(hours=1)
     recent = list(
-        BackupEvent.objects.filter(tenant_uid=tenant.tenant_uid, action=BackupEvent.Action.CREATE,
-                                   details__via="api", created_at__gt=now - window)
+        BackupEvent.objects.filter(tenant_uid=tenant.tenant_uid, action=action, details__via="api",
+                                   created_at__gt=now - window)
         .order_by("created_at").values_list("created_at", flat=True)
     )
     if limit <= 0:
-        raise RateLimited("Manual backups are turned off for this deployment (BACKUPS_MANUAL_PER_HOUR=0).",
-                          wait=3600)
+        raise RateLimited(f"{what.capitalize()} are turned off for this deployment ({setting}=0).", wait=3600)
     if len(recent) < limit:
         return
     next_at = recent[len(recent) - limit] + window
     wait = max(1, math.ceil((next_at - now).total_seconds()))
-    raise RateLimited(f"At most {limit} manual backups per hour; the next one is allowed at "
+    raise RateLimited(f"At most {limit} {what} per hour; the next one is allowed at "
                       f"{next_at.isoformat(timespec='seconds')} (in {wait} s).", wait=wait)
+
+
+def _ensure_under_hourly_limit(tenant: Any, now: datetime) -> None:
+    api_hourly_limit_check(tenant=tenant, now=now, action=BackupEvent.Action.CREATE,
+                           setting="BACKUPS_MANUAL_PER_HOUR", what="manual backups")
 
 
 def api_backup_create(*, tenant: Any, actor: dict, ip_address: str | None, fmt: str | None = None,

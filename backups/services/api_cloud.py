@@ -132,15 +132,16 @@ def api_url_max_expiry(storage: Storage | None = None) -> int:
 
 
 def api_cloud_url(*, key: str, expires_in: int, tenant: Any, actor: dict,
-                  ip_address: str | None, storage: Storage | None = None) -> str:
-    """A time-limited download link to the object (the backend's own: presigned S3, signed local)."""
+                  ip_address: str | None, storage: Storage | None = None, bound: dict | None = None) -> str:
+    """A time-limited download link to the object (the backend's own: presigned S3, signed local); a signed
+    local link carries `bound` (who minted it, with which credential) and ends with it."""
     storage = storage or get_storage()
     limit = api_url_max_expiry(storage)
     if not 1 <= expires_in <= limit:
         raise InvalidInput(f"expiration must be between 1 and {limit} seconds.", field="expiration")
     if storage.stat(key) is None:
         raise NotFoundError(NOT_FOUND)
-    url = storage.url(key, expires_in)
+    url = storage.url(key, expires_in, bound=bound)
     record = api_cloud_record(storage=storage, key=key, tenant=tenant)
     backup_event_create(record=record, action=BackupEvent.Action.LINK, actor=actor, schema_name=tenant.schema_name,
                         tenant=tenant, ip_address=ip_address,

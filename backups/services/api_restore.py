@@ -18,10 +18,11 @@ from backups.models import BackupEvent, BackupRecord, RestoreJob
 from backups.queues import RESTORE_BACKUP, signature
 from backups.spools import spool_dir
 
-from .api_backups import ACTIVE, _as_id
+from .api_backups import ACTIVE, _as_id, api_hourly_limit_check
 from .api_errors import ConflictError, InvalidInput, NotFoundError
 from .drills import drill_report_failure
 from .faults import write_through_fresh_connection
+from .finalize import DELETING
 from .records import backup_event_create
 from .restore import RestoreReport, restore_replace, restore_verify
 
@@ -29,28 +30,51 @@ logger = logging.getLogger(__name__)
 
 RESTORE_JOB_NAMESPACE = 0x7472  # one restore job is run by one worker at a time
 FINISHED = (RestoreJob.Status.SUCCEEDED, RestoreJob.Status.FAILED)
+HOURLY_LIMITS = {RestoreJob.Mode.REPLACE: ("BACKUPS_RESTORES_PER_HOUR", "restores"),
+                 RestoreJob.Mode.VERIFY: ("BACKUPS_VERIFIES_PER_HOUR", "verify drills")}
+
+
+def api_restore_refusal(*, record: BackupRecord) -> str | None:
+    """Why the worker would refuse this record, as far as the catalog tells, or None: the API answers it at
+    once (409) instead of a 202 for a job that can only fail (backups.services.restore._checked_record)."""
+    if record.status != BackupRecord.Status.SUCCEEDED:
+        return f"Backup {record.pk} is {record.status}; only a succeeded backup can be restored."
+    if record.damaged_at is not None:
+        return (f"Backup {record.pk} failed its checksum on {record.damaged_at:%Y-%m-%d %H:%M} UTC and is marked "
+                "damaged; it is never restored or verified. Choose another backup.")
+    if not record.sha256 or len(record.sha256) != 64 or record.size is None:
+        return (f"Backup {record.pk} has no recorded SHA-256 and size, so its stored bytes cannot be checked; "
+                "it is never restored or verified.")
+    if record.stage == DELETING:
+        return f"Backup {record.pk} is being deleted."
+    return None
 
 
 def api_restore_request(*, tenant: Any, record: BackupRecord, mode: str, confirm: str, actor: dict,
                         ip_address: str | None) -> RestoreJob:
     """A queued RestoreJob for the record, sent to the worker once this transaction commits.
 
-    `confirm` must repeat the tenant's schema name. Refused (409) while the record is not a finished
-    success, or while another restore (or, for a replace, a backup) of the tenant is queued or running.
+    `confirm` must repeat the tenant's schema name. Refused (409) while the record is not a finished,
+    undamaged success with a digest, or while another restore (or, for a replace, a backup) of the tenant is
+    queued or running; 429 past the tenant's hourly number of restores or drills.
     """
     if mode not in RestoreJob.Mode.values:
         raise InvalidInput(f"Unknown mode {mode!r}.", field="mode")
     if confirm != tenant.schema_name:
         raise InvalidInput(f"Type this tenant's schema name ({tenant.schema_name}) in 'confirm' to go ahead.",
                            field="confirm")
+    action = BackupEvent.Action.RESTORE if mode == RestoreJob.Mode.REPLACE else BackupEvent.Action.VERIFY
     Tenant = get_tenant_model()
     with transaction.atomic():
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
         record = BackupRecord.objects.filter(pk=record.pk, tenant_uid=locked.tenant_uid).first()
         if record is None:
             raise NotFoundError("No backup with this id.")
-        if record.status != BackupRecord.Status.SUCCEEDED:
-            raise ConflictError(f"Backup {record.pk} is {record.status}; only a succeeded backup can be restored.")
+        refusal = api_restore_refusal(record=record)
+        if refusal:
+            raise ConflictError(refusal)
+        setting, what = HOURLY_LIMITS[mode]
+        api_hourly_limit_check(tenant=locked, now=timezone.now(), action=action, setting=setting, what=what)
         job = RestoreJob.objects.filter(tenant_uid=locked.tenant_uid, status__in=ACTIVE).first()
         if job is not None:
             raise ConflictError(f"A {job.mode} of this tenant is already {job.status} (restore job {job.pk}).")
@@ -62,9 +86,8 @@ def api_restore_request(*, tenant: Any, record: BackupRecord, mode: str, confirm
         job = RestoreJob.objects.create(tenant=locked, tenant_uid=locked.tenant_uid, schema_name=locked.schema_name,
                                         record=record, mode=mode,
                                         requested_by=actor)
-        action = BackupEvent.Action.RESTORE if mode == RestoreJob.Mode.REPLACE else BackupEvent.Action.VERIFY
         backup_event_create(record=record, action=action, actor=actor, ip_address=ip_address,
-                            details={"job_id": job.pk, "stage": "requested"})
+                            details={"job_id": job.pk, "stage": "requested", "via": "api"})
 
         job_pk = job.pk
 

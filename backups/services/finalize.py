@@ -82,10 +82,11 @@ def finish_interrupted_deletions() -> int:
 
 
 def retention_policy_for(tenant) -> RetentionPolicy:
-    """The tenant's GFS counts and the project's manual-backup rule."""
+    """The tenant's GFS counts and the project's manual and safety-backup rules."""
     return RetentionPolicy(keep_daily=tenant.backup_keep_daily, keep_weekly=tenant.backup_keep_weekly,
                            keep_monthly=tenant.backup_keep_monthly,
-                           manual_retention_days=conf.get("BACKUPS_MANUAL_RETENTION_DAYS"))
+                           manual_retention_days=conf.get("BACKUPS_MANUAL_RETENTION_DAYS"),
+                           pre_restore_retention_days=conf.get("BACKUPS_PRE_RESTORE_RETENTION_DAYS"))
 
 
 def retention_apply(*, tenant_id: int, now: datetime | None = None) -> list[int]:

@@ -8,8 +8,9 @@ from django.db import transaction
 
 from backups.models import BackupEvent, BackupRecord
 
-from .api_backups import ACTIVE
+from .api_backups import ACTIVE, api_events_keep_file_name
 from .enqueue import backups_enqueue
+from .finalize import backup_record_delete
 from .records import backup_record_create
 
 
@@ -32,3 +33,19 @@ def operator_backups_create(*, tenants: Iterable, actor: dict) -> tuple[list[Bac
             records.append(record)
         backups_enqueue(records)
     return records, sorted(busy)
+
+
+def operator_backups_delete(*, records: Iterable[BackupRecord], actor: dict) -> tuple[list[int], list[int]]:
+    """Delete backups from the Django admin as the API does: object, signed manifest and record, crash-safe and
+    audited (a bare row delete left the object and its manifest, and the next reconcile imported it again).
+    Queued or running backups are skipped, as the API refuses them; returns (deleted ids, skipped ids)."""
+    deleted, skipped = [], []
+    for record in records:
+        if record.status in ACTIVE:
+            skipped.append(record.pk)
+            continue
+        api_events_keep_file_name(record=record)
+        pk = record.pk
+        backup_record_delete(record=record, actor=actor)
+        deleted.append(pk)
+    return deleted, skipped

@@ -82,8 +82,12 @@ class Storage(abc.ABC):
         """The object's size and date, or None when it does not exist."""
 
     @abc.abstractmethod
-    def url(self, key: str, expires_in: int) -> str:
-        """A link that downloads the object for `expires_in` seconds."""
+    def url(self, key: str, expires_in: int, *, bound: dict | None = None) -> str:
+        """A link that downloads the object for `expires_in` seconds.
+
+        `bound` is what the link is bound to (the user and credential that asked, see backups.api.tokens); a
+        backend that signs its own links (local) carries it so the download can check it; a presigned S3 or
+        Supabase link cannot be revoked and ignores it."""
 
     def check(self) -> None:  # noqa: B027 - optional hook, most backends have something to check
         """Raise StorageError with one sentence naming the setting when the backend cannot work."""

@@ -20,6 +20,20 @@ PARTIAL_PREFIX = ".partial-"
 URL_SALT = "backups.local-url"
 
 
+def _private_dirs(directory: Path) -> None:
+    """`mkdir -p` with every new level 0700: `mkdir(parents=True, mode=0o700)` gives the mode to the last level
+    only, so `<root>/<schema>/` (which names the tenants) came out 0755."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for level in reversed(missing):
+        try:
+            level.mkdir(mode=0o700)
+        except FileExistsError:  # another writer made it a moment ago
+            pass
+
+
 class LocalWriter(ObjectWriter):
     """Writes to a hidden temporary file beside the target; commit fsyncs and links it into place.
 
@@ -32,7 +46,7 @@ class LocalWriter(ObjectWriter):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _private_dirs(path.parent)
         self.tmp = path.with_name(f"{PARTIAL_PREFIX}{uuid.uuid4().hex}-{path.name}")
         fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.file = os.fdopen(fd, "wb", buffering=0)
@@ -179,26 +193,34 @@ class LocalStorage(Storage):
             return None
         return StoredObject(key=key, size=st.st_size, last_modified=datetime.fromtimestamp(st.st_mtime, UTC))
 
-    def url(self, key: str, expires_in: int) -> str:
-        """A signed, expiring link served by the project's local-download view."""
-        token = signing.dumps({"k": key, "e": int(datetime.now(UTC).timestamp()) + expires_in}, salt=URL_SALT)
+    def url(self, key: str, expires_in: int, *, bound: dict | None = None) -> str:
+        """A signed, expiring link served by the project's local-download view; `bound` rides in its payload."""
+        payload = {"k": key, "e": int(datetime.now(UTC).timestamp()) + expires_in}
+        if bound is not None:
+            payload["b"] = bound
+        token = signing.dumps(payload, salt=URL_SALT)
         return f"{self.public_url}/api/backups/local-download/{token}/"
 
     def check(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private_dirs(self.root)
         except OSError as exc:
             raise StorageError(f"BACKUPS_LOCAL_ROOT {self.root} cannot be created: {exc.strerror}.") from None
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"BACKUPS_LOCAL_ROOT {self.root} is not writable.")
 
 
-def resolve_signed_key(token: str) -> str:
-    """The key a local link names, if its signature holds and it has not expired."""
+def resolve_signed_link(token: str) -> tuple[str, dict | None]:
+    """The key a local link names and what it is bound to, if its signature holds and it has not expired."""
     data = signing.loads(token, salt=URL_SALT)
     if data["e"] < datetime.now(UTC).timestamp():
         raise signing.BadSignature("expired")
-    return data["k"]
+    return data["k"], data.get("b")
+
+
+def resolve_signed_key(token: str) -> str:
+    """The key a local link names, if its signature holds and it has not expired."""
+    return resolve_signed_link(token)[0]
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -607,7 +607,7 @@ class S3Storage(Storage):
             storage_class=head.get("StorageClass", "STANDARD"),
         )
 
-    def url(self, key: str, expires_in: int) -> str:
+    def url(self, key: str, expires_in: int, *, bound: dict | None = None) -> str:
         """A presigned GET, valid 1..min(BACKUPS_URL_MAX_EXPIRY, 7 days) seconds."""
         valid = isinstance(expires_in, int) and not isinstance(expires_in, bool)
         if not valid or not 1 <= expires_in <= self.url_max_expiry:

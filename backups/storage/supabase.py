@@ -1011,7 +1011,7 @@ class SupabaseStorage(Storage):
             return next((obj for obj in self.list(key) if obj.key == key), None)
         return StoredObject(key=key, size=int(size), last_modified=_parse_time(info.get("last_modified")))
 
-    def url(self, key: str, expires_in: int) -> str:
+    def url(self, key: str, expires_in: int, *, bound: dict | None = None) -> str:
         """A signed download link, valid 1..BACKUPS_URL_MAX_EXPIRY seconds."""
         valid = isinstance(expires_in, int) and not isinstance(expires_in, bool)
         if not valid or not 1 <= expires_in <= self.url_max_expiry:

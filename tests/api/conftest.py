@@ -114,9 +114,10 @@ def _fresh_throttles() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _api_settings(settings):
-    """Short waits and a generous hourly limit unless a test says otherwise."""
+    """Short waits and generous hourly limits unless a test says otherwise."""
     settings.BACKUPS_SYNC_WAIT_SECONDS = 15
     settings.BACKUPS_MANUAL_PER_HOUR = 1000
+    settings.BACKUPS_RESTORES_PER_HOUR = settings.BACKUPS_VERIFIES_PER_HOUR = 1000
     return settings
 
 

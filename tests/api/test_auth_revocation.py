@@ -112,15 +112,20 @@ def test_a_password_set_by_a_queryset_update_still_ends_the_jwts(member):
     assert _status(f"Bearer {access}") == 401
 
 
-def test_refresh_tokens_rotate_and_are_used_once(member):
+def test_refresh_tokens_rotate_and_a_replay_ends_the_whole_session(member):
+    other_access, other_refresh = _login_jwt(member)  # another session of the same user
     _, first = _login_jwt(member)
     response = _refresh(first)
     assert response.status_code == 200, response.content
-    second = response.json()["refresh"]
+    second, second_access = response.json()["refresh"], response.json()["access"]
     assert second != first
-    assert _status(f"Bearer {response.json()['access']}") == 200
-    assert _refresh(first).status_code == 401  # replayed
-    assert _refresh(second).status_code == 200
+    assert _status(f"Bearer {second_access}") == 200
+    third = _refresh(second).json()
+    assert _refresh(first).status_code == 401  # replayed: whoever holds the rest of the session loses it too
+    assert _refresh(third["refresh"]).status_code == 401
+    assert _status(f"Bearer {third['access']}") == 401
+    assert _status(f"Bearer {other_access}") == 200  # the user's other session goes on
+    assert _refresh(other_refresh).status_code == 200
 
 
 def test_two_concurrent_uses_of_one_refresh_token_give_one_pair(member):

@@ -10,7 +10,11 @@ import uuid
 import pytest
 import requests
 from django.core import signing
+from django_tenants.utils import schema_context
+from rest_framework.authtoken.models import Token
 
+from accounts.models import User
+from backups.api.tokens import link_binding_for
 from backups.manifest import sign_manifest
 from backups.models import BackupEvent, BackupRecord
 from backups.storage import get_storage
@@ -206,8 +210,15 @@ def test_bodies_that_are_not_objects_are_400(admin):
 
 # --- the local backend's signed links ------------------------------------------------------------------------
 
-def _token(key: str, expires_at: float) -> str:
-    return signing.dumps({"k": key, "e": int(expires_at)}, salt=URL_SALT)
+def _token(key: str, expires_at: float, bound: dict | None = None) -> str:
+    return signing.dumps({"k": key, "e": int(expires_at), **({"b": bound} if bound else {})}, salt=URL_SALT)
+
+
+def _minted_by_the_admin(schema: str) -> dict:
+    """What a link the clinic's admin mints with their DRF token is bound to."""
+    with schema_context(schema):
+        admin = User.objects.get(username=f"admin@{schema}")
+        return link_binding_for(admin, Token.objects.get_or_create(user=admin)[0])
 
 
 def test_signed_links_are_bound_to_their_clinic_and_expire(creds):
@@ -216,12 +227,15 @@ def test_signed_links_are_bound_to_their_clinic_and_expire(creds):
     storage.put_bytes(OTHER_KEY, b"sonrisa's object")
     try:
         demo, sonrisa = api_client("clinica_demo"), api_client("clinica_sonrisa")
-        good = _token(OWN_KEY, time.time() + 60)
+        bound = _minted_by_the_admin("clinica_demo")
+        good = _token(OWN_KEY, time.time() + 60, bound)
         assert b"".join(demo.get(f"/api/backups/local-download/{good}/").streaming_content) == b"demo's object"
         assert sonrisa.get(f"/api/backups/local-download/{good}/").status_code == 404  # demo's link elsewhere
-        other = _token(OTHER_KEY, time.time() + 60)
+        other = _token(OTHER_KEY, time.time() + 60, bound)
         assert demo.get(f"/api/backups/local-download/{other}/").status_code == 404
-        for token in (_token(OWN_KEY, time.time() - 1), good[:-2] + ("AA" if not good.endswith("AA") else "BB"),
+        for token in (_token(OWN_KEY, time.time() - 1, bound),
+                      _token(OWN_KEY, time.time() + 60),  # minted by nobody: nothing could end it
+                      good[:-2] + ("AA" if not good.endswith("AA") else "BB"),
                       "garbage", signing.dumps({"k": OWN_KEY}, salt=URL_SALT),
                       signing.dumps({"k": "../../etc/passwd", "e": time.time() + 60}, salt=URL_SALT),
                       signing.dumps({"k": OWN_KEY, "e": time.time() + 60}, salt="another-salt")):

@@ -12,8 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from django_tenants.utils import get_tenant_model
+from django_tenants.utils import get_tenant_model, schema_context
+from rest_framework.authtoken.models import Token
 
+from accounts.models import User
+from backups.api.tokens import link_binding_for
 from backups.models import BackupRecord, RestoreJob
 from backups.services.backup_run import backup_run
 from backups.services.records import backup_record_create
@@ -41,7 +44,10 @@ def _objects(schema: str) -> Objects:
     job = RestoreJob.objects.create(tenant=tenant, tenant_uid=tenant.tenant_uid, schema_name=schema, record=record,
                                     mode="verify",
                                     status="succeeded")
-    link = get_storage("local").url(record.storage_key, 600)
+    with schema_context(schema):  # minted as the clinic's admin mints it through cloud/get-url/
+        admin = User.objects.get(username=f"admin@{schema}")
+        bound = link_binding_for(admin, Token.objects.get_or_create(user=admin)[0])
+    link = get_storage("local").url(record.storage_key, 600, bound=bound)
     return Objects(record, job, link)
 
 

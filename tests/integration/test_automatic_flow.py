@@ -10,7 +10,7 @@ from django_tenants.utils import get_tenant_model
 
 from backups.errors import TransientBackupError
 from backups.locks import DUMP_SLOT_NAMESPACE, lock_key
-from backups.models import BackupRecord
+from backups.models import BackupEvent, BackupRecord
 from backups.pgtools import connect
 from backups.services import enqueue
 from backups.services.backup_run import backup_run
@@ -155,6 +155,36 @@ def test_retention_deletes_nothing_while_backups_fail(retention_tenant):
     assert retention_apply(tenant_id=tenant.pk, now=now) == []
     assert BackupRecord.objects.filter(pk__in=ids).count() == 3
     BackupRecord.objects.filter(pk__in=ids).delete()
+
+
+def test_safety_backups_expire_through_the_deletion_path_but_never_the_newest(retention_tenant, settings):
+    settings.BACKUPS_PRE_RESTORE_RETENTION_DAYS = 14
+    tenant = retention_tenant
+    storage = get_storage()
+    now = timezone.now()
+    made = {}
+    for name, days, kind in (("old", 30, "pre_restore"), ("older", 20, "pre_restore"),
+                             ("newest_safety", 15, "pre_restore"), ("manual", 30, "manual"), ("good", 1, "automatic")):
+        at = now - timedelta(days=days)
+        record = backup_record_create(schema_name=tenant.schema_name, tenant=tenant, backup_type=kind, at=at,
+                                      slot=at if kind == "automatic" else None)
+        storage.put_bytes(record.storage_key, b"backup bytes")
+        storage.put_bytes(record.storage_key + ".manifest.json", b"{}")
+        BackupRecord.objects.filter(pk=record.pk).update(status="succeeded", created_at=at, finished_at=at, size=12,
+                                                         sha256="0" * 64)
+        made[name] = record
+    deleted = retention_apply(tenant_id=tenant.pk, now=now)
+    assert sorted(deleted) == sorted([made["old"].pk, made["older"].pk])
+    for name, record in made.items():
+        gone = name in ("old", "older")
+        assert BackupRecord.objects.filter(pk=record.pk).exists() is not gone, name
+        assert (storage.stat(record.storage_key) is None) is gone, name
+        assert (storage.stat(record.storage_key + ".manifest.json") is None) is gone, name
+    assert BackupEvent.objects.filter(action="retention", details__storage_key=made["old"].storage_key).exists()
+    for record in made.values():
+        storage.delete(record.storage_key)
+        storage.delete(record.storage_key + ".manifest.json")
+    BackupRecord.objects.filter(pk__in=[r.pk for r in made.values()]).delete()
 
 
 @pytest.mark.worker

@@ -71,24 +71,31 @@ class Received:
     requests: list[dict] = field(default_factory=list)
     status: int = 200
     delay: float = 0.0
+    location: str = ""  # sent as Location (with a 3xx status: a redirect)
 
 
 @pytest.fixture
 def http_server() -> Iterator[tuple[str, Received]]:
-    """A tiny HTTP server on a loopback port recording every POST (path, headers, body); answers `status`."""
+    """A tiny HTTP server on a loopback port recording every POST and GET (method, path, headers, body); answers
+    `status` (and `location`, if set)."""
     received = Received()
     stop = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            received.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+            received.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                      "body": body})
             if received.delay:
                 stop.wait(received.delay)
             self.send_response(received.status)
+            if received.location:
+                self.send_header("Location", received.location)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
             self.wfile.write(json.dumps({"ok": received.status < 300}).encode())
+
+        do_GET = do_POST  # a followed redirect arrives as a GET
 
         def log_message(self, *args) -> None:
             pass

@@ -60,6 +60,16 @@ def test_a_webhook_that_answers_an_error_is_logged_without_its_secret(webhook, c
     assert "very-secret-token" not in caplog.text
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirected_webhook_is_not_followed_nor_counted_as_delivered(webhook, caplog, status):
+    webhook.status, webhook.location = status, "/elsewhere"  # on the same server: a follow-up would be recorded
+    with caplog.at_level(logging.ERROR, logger="backups.services.alerts"):
+        assert alert_webhook("subject redirected", "body") is False
+    assert [r["path"] for r in webhook.requests] == [SECRET_PATH]
+    assert f"answered {status}" in caplog.text and "redirect" in caplog.text
+    assert "very-secret-token" not in caplog.text and "/elsewhere" not in caplog.text
+
+
 def test_a_failed_webhook_beside_a_delivered_mail_still_told_ops(webhook, settings, caplog):
     webhook.status = 404
     settings.ADMINS = [("Ops", "ops@example.com")]

@@ -77,3 +77,12 @@ def test_a_short_write_is_completed_not_lost(tmp_path):
     writer.file = writer.file.real
     writer.commit()
     assert (tmp_path / "x.sql").read_bytes() == b"0123456789"
+
+
+def test_every_folder_an_object_needs_is_private(tmp_path):
+    storage = local.LocalStorage(tmp_path / "root")
+    storage.put_bytes("clinica_demo/0b5a1c2e-uid/backup-sql-clinica_demo.sql.zst", b"data")
+    for folder in ("root", "root/clinica_demo", "root/clinica_demo/0b5a1c2e-uid"):
+        assert oct((tmp_path / folder).stat().st_mode & 0o777) == "0o700", folder  # tenants' names and files
+    storage.put_bytes("clinica_demo/0b5a1c2e-uid/second.sql.zst", b"more")  # folders that exist are fine
+    assert (tmp_path / "root/clinica_demo/0b5a1c2e-uid/second.sql.zst").read_bytes() == b"more"

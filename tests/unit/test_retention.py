@@ -193,9 +193,27 @@ def test_manual_backups_expire_after_manual_retention_days() -> None:
         info(4, now - dt.timedelta(days=40), backup_type="pre_restore"),
         info(5, now - dt.timedelta(days=30, microseconds=1), backup_type="manual"),
         info(6, now - dt.timedelta(days=1)),
+        info(7, now - dt.timedelta(days=35), backup_type="pre_restore"),  # the newest safety backup: kept
     ]
     policy = RetentionPolicy(manual_retention_days=30)
     assert backups_to_delete(backups, policy, now=now) == {1, 4, 5}
+
+
+def test_safety_backups_expire_after_their_own_days_but_never_the_newest() -> None:
+    now = utc(2026, 6, 1, 12)
+    backups = [
+        info(1, now - dt.timedelta(days=20), backup_type="pre_restore"),
+        info(2, now - dt.timedelta(days=16), backup_type="pre_restore"),
+        info(3, now - dt.timedelta(days=15), backup_type="pre_restore"),  # the newest: kept whatever its age
+        info(4, now - dt.timedelta(days=40), backup_type="manual"),  # manual backups keep their own rule
+        info(5, now - dt.timedelta(days=1)),
+        info(6, now - dt.timedelta(days=30), status="queued", backup_type="pre_restore"),
+    ]
+    assert backups_to_delete(backups, RetentionPolicy(pre_restore_retention_days=14), now=now) == {1, 2}
+    assert backups_to_delete(backups, RetentionPolicy(pre_restore_retention_days=18), now=now) == {1}
+    assert backups_to_delete(backups, RetentionPolicy(), now=now) == set()
+    with pytest.raises(ValueError, match="pre_restore_retention_days"):
+        RetentionPolicy(pre_restore_retention_days=-1)
 
 
 def test_an_old_manual_backup_that_is_the_newest_success_survives() -> None:
@@ -297,6 +315,7 @@ policies = st.builds(
     keep_weekly=st.integers(min_value=0, max_value=6),
     keep_monthly=st.integers(min_value=0, max_value=14),
     manual_retention_days=st.none() | st.integers(min_value=0, max_value=90),
+    pre_restore_retention_days=st.none() | st.integers(min_value=0, max_value=30),
 )
 nows = st.integers(min_value=0, max_value=420 * 24).map(lambda h: BASE + dt.timedelta(hours=h))
 
@@ -328,9 +347,13 @@ def test_property_safety_rules(backups: list[BackupInfo], policy: RetentionPolic
     newest_finished = _newest(b for b in backups if b.status in ("succeeded", "failed"))
     if newest_finished is not None and newest_finished.status == "failed":
         assert doomed == set()
+    newest_safety = _newest(b for b in backups if b.status == "succeeded" and b.backup_type == "pre_restore")
+    if newest_safety is not None:
+        assert newest_safety.id not in doomed
     assert not doomed & _newest_of_last_days(backups, policy.keep_daily, zone)
-    if policy.manual_retention_days is None:
-        assert all(by_id[i].backup_type == "automatic" or by_id[i].status == "failed" for i in doomed)
+    if policy.manual_retention_days is None:  # manual backups are kept; safety backups follow their own days
+        deletable = ("automatic",) if policy.pre_restore_retention_days is None else ("automatic", "pre_restore")
+        assert all(by_id[i].backup_type in deletable or by_id[i].status == "failed" for i in doomed)
 
 
 @settings(max_examples=40, deadline=None)

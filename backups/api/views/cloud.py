@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from backups.api.schema import ADMIN, BINARY, STORAGE, DeleteWithBodyAutoSchema, MessageSerializer, errors
 from backups.api.serializers import SafeCharField
+from backups.api.tokens import link_binding
 from backups.services.api_backups import api_download_recorded
 from backups.services.api_cloud import (
     api_cloud_delete,
@@ -153,8 +154,8 @@ class CloudUrlView(TenantAdminAPIView):
         body.is_valid(raise_exception=True)
         key = api_cloud_key_parse(body.validated_data["s3_key"], tenant=self.tenant)
         expires_in = body.validated_data.get("expiration") or int(api_setting("BACKUPS_URL_DEFAULT_EXPIRY"))
-        url = api_cloud_url(key=key, expires_in=expires_in, tenant=self.tenant,
-                            actor=self.actor(), ip_address=self.ip(), storage=get_storage())
+        url = api_cloud_url(key=key, expires_in=expires_in, tenant=self.tenant, actor=self.actor(),
+                            ip_address=self.ip(), storage=get_storage(), bound=link_binding(request))
         if url.startswith("/"):  # the local backend's signed link, served by this domain
             url = request.build_absolute_uri(url)
         return Response({"download_url": url, "s3_key": key, "expires_in_seconds": expires_in,

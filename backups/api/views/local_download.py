@@ -1,4 +1,5 @@
-"""local-download/<token>/: the local backend's signed, expiring links (the signature is the credential)."""
+"""local-download/<token>/: the local backend's signed, expiring links (the signature is the credential), which
+end with the session of the admin who minted them."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.permissions import AllowAny
 
 from backups.api.schema import BINARY, STORAGE, errors
+from backups.api.tokens import link_binding_valid
 from backups.naming import check_tenant_key
 from backups.services.api_backups import api_download_recorded
 from backups.services.api_cloud import api_cloud_record
 from backups.services.api_errors import NotFoundError
 from backups.services.api_streaming import api_object_open
 from backups.storage import get_storage
-from backups.storage.local import resolve_signed_key
+from backups.storage.local import resolve_signed_link
 
 from .base import AnyAcceptNegotiation, TenantAPIView, stream_response
 
@@ -42,9 +44,12 @@ class LocalDownloadView(TenantAPIView):
     )
     def get(self, request, token):
         try:
-            key = check_tenant_key(resolve_signed_key(token), self.schema_name, self.tenant.tenant_uid)
+            key, bound = resolve_signed_link(token)
+            key = check_tenant_key(key, self.schema_name, self.tenant.tenant_uid)
         except Exception:  # bad signature, expired, malformed payload, another tenant's key
             raise NotFoundError(NOT_FOUND) from None
+        if not link_binding_valid(bound):  # its minter logged out, was deactivated, changed password
+            raise NotFoundError(NOT_FOUND)
         storage = get_storage("local")
         record = api_cloud_record(storage=storage, key=key, tenant=self.tenant)
         opened = api_object_open(storage=storage, key=key, record=record)
