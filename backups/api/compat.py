@@ -19,6 +19,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from backups.api.serializers import actor_or_none
+from backups.api.tokens import link_binding
 from backups.models import BackupRecord
 from backups.services.api_backups import HistoryFilters, api_download_recorded
 from backups.services.api_cloud import api_cloud_list
@@ -86,7 +87,7 @@ class CompatCreateView(TenantAdminAPIView):
         storage = get_storage(record.storage_backend)
         if query.validated_data["cloud_only"]:
             cloud = asdict(api_compat_cloud_info(record=record, tenant=self.tenant, actor=self.actor(),
-                                                 ip_address=self.ip(), storage=storage))
+                                                 ip_address=self.ip(), storage=storage, bound=link_binding(request)))
             cloud["url"] = self._absolute(cloud["url"])
             return Response({"message": "Backup created and stored.", "backup_info": {**info, **cloud}},
                             status=status.HTTP_201_CREATED)
@@ -136,7 +137,7 @@ class CompatCloudListView(TenantAdminAPIView):
         storage = get_storage()
         objects = api_cloud_list(tenant=self.tenant, storage=storage)
         urls = api_compat_cloud_links(objects=objects, tenant=self.tenant, actor=self.actor(), ip_address=self.ip(),
-                                      storage=storage)
+                                      storage=storage, bound=link_binding(request))
         backups = [{**asdict(obj), "url": request.build_absolute_uri(url) if url.startswith("/") else url}
                    for obj, url in zip(objects, urls, strict=True)]
         return Response({"count": len(backups), "schema": self.schema_name,

@@ -66,20 +66,21 @@ def storage_bucket(storage: Storage) -> str:
 
 
 def api_compat_cloud_info(*, record: BackupRecord, tenant: Any, actor: dict, ip_address: str | None,
-                          storage: Storage) -> CloudInfo:
-    """The record's object and a link to it, audited like cloud/get-url/."""
+                          storage: Storage, bound: dict | None = None) -> CloudInfo:
+    """The record's object and a link to it, audited like cloud/get-url/ (a signed local link carries `bound`,
+    who minted it, and ends with that credential)."""
     expires_in = int(api_setting("BACKUPS_URL_DEFAULT_EXPIRY"))
     url = api_cloud_url(key=record.storage_key, expires_in=expires_in, tenant=tenant, actor=actor,
-                        ip_address=ip_address, storage=storage)
+                        ip_address=ip_address, storage=storage, bound=bound)
     return CloudInfo(filename=record.file_name, s3_key=record.storage_key, size=record.size,
                      bucket=storage_bucket(storage), url=url, expires_in_seconds=expires_in)
 
 
 def api_compat_cloud_links(*, objects: list[CloudObject], tenant: Any, actor: dict, ip_address: str | None,
-                           storage: Storage) -> list[str]:
+                           storage: Storage, bound: dict | None = None) -> list[str]:
     """A time-limited link per listed object (the documents' list carries them); one audit event for the lot."""
     expires_in = int(api_setting("BACKUPS_URL_DEFAULT_EXPIRY"))
-    urls = [storage.url(obj.s3_key, expires_in) for obj in objects]
+    urls = [storage.url(obj.s3_key, expires_in, bound=bound) for obj in objects]
     if objects:
         backup_event_create(record=None, action=BackupEvent.Action.LINK, actor=actor, schema_name=tenant.schema_name,
                             tenant=tenant, ip_address=ip_address,
