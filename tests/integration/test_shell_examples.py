@@ -43,9 +43,12 @@ def norte() -> Iterator:
     """clinica_norte, its schedule off again afterwards and the backups the test made gone."""
     Tenant = get_tenant_model()
     last = BackupRecord.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    zone = Tenant.objects.get(schema_name=SCHEMA).backup_timezone
+    Tenant.objects.filter(schema_name=SCHEMA).update(backup_timezone="UTC")  # another test may have left its own
     yield Tenant.objects.get(schema_name=SCHEMA)
     Tenant.objects.filter(schema_name=SCHEMA).update(backup_schedule="disabled", next_backup_at=None,
-                                                     next_scheduled_backup=None, backup_time=None)
+                                                     next_scheduled_backup=None, backup_time=None,
+                                                     backup_timezone=zone)
     for record in BackupRecord.objects.filter(pk__gt=last, schema_name=SCHEMA):
         backup_record_delete(record=record)
 
@@ -64,7 +67,7 @@ def test_a_string_backup_time_sets_the_next_backup(norte, schedule, settings):
     assert norte.backup_time == datetime.time(2, 0)
     assert norte.next_backup_at > timezone.now()
     assert norte.next_backup_at.astimezone(datetime.UTC).time() in (
-        datetime.time(2, 0), datetime.time(8, 0), datetime.time(14, 0), datetime.time(20, 0))  # TIME_ZONE=UTC
+        datetime.time(2, 0), datetime.time(8, 0), datetime.time(14, 0), datetime.time(20, 0))  # the tenant's zone: UTC
 
 
 def test_a_one_off_backup_in_the_past_runs_at_the_next_tick_named_by_name_and_schema(norte, settings):
