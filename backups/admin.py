@@ -12,7 +12,8 @@ from .formatting import human_bytes, human_duration
 from .models import BackupEvent, BackupRecord, InheritedUser, RestoreJob
 from .scheduling import DISABLED
 from .services.enqueue import backups_enqueue
-from .services.progress import ACTIVE, progress_of
+from .services.progress import progress_of
+from .services.records import backup_records_requeue_failed
 
 STORAGE_LABELS = {"local": "Local folder", "s3": "S3 (or compatible)", "supabase": "Supabase Storage"}
 TYPE_SHORT = {BackupRecord.Type.MANUAL: "manual", BackupRecord.Type.AUTOMATIC: "automatic",
@@ -126,7 +127,7 @@ class BackupRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         """Not a backup a worker may still write (queued or running), as the API refuses it."""
-        if obj is not None and obj.status in ACTIVE:
+        if obj is not None and obj.is_active:
             return False
         return super().has_delete_permission(request, obj)
 
@@ -188,7 +189,7 @@ class BackupRecordAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress_column(self, record: BackupRecord) -> str:
-        if record.status not in ACTIVE:
+        if not record.is_active:
             if record.status == BackupRecord.Status.SUCCEEDED:
                 return "done"
             return format_html('<span class="muted">at {}</span>', record.stage) if record.stage else "-"
@@ -218,7 +219,7 @@ class BackupRecordAdmin(admin.ModelAdmin):
     def retry_failed(self, request, queryset) -> None:
         ids = list(queryset.filter(status=BackupRecord.Status.FAILED).values_list("pk", flat=True))
         with transaction.atomic():
-            BackupRecord.objects.filter(pk__in=ids).update(status=BackupRecord.Status.QUEUED, error="")
+            backup_records_requeue_failed(record_ids=ids)
             backups_enqueue(BackupRecord.objects.filter(pk__in=ids))  # the whole chain, as the dispatcher sends
         messages.info(request, f"{len(ids)} backups queued again.")
 

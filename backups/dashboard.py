@@ -22,7 +22,6 @@ from backups.scheduling import DISABLED
 from backups.selectors import OverdueTenant, overdue_tenants
 
 S = BackupRecord.Status
-FINISHED = (S.SUCCEEDED, S.FAILED)
 
 
 @dataclass(frozen=True)
@@ -90,16 +89,16 @@ def fleet_status(*, now: datetime | None = None) -> FleetStatus:
             [DISABLED, S.SUCCEEDED, S.FAILED, S.SUCCEEDED, S.FAILED, get_public_schema_name()],
         )
         total, scheduled, succeeded, failed, never = cur.fetchone()
-    active = dict(BackupRecord.objects.filter(status__in=(S.RUNNING, S.QUEUED))
+    active = dict(BackupRecord.objects.active()
                   .values_list("status").annotate(n=Count("id")).order_by())
     since = now - timedelta(hours=24)
-    last_24h = dict(BackupRecord.objects.filter(status__in=FINISHED, created_at__gte=since - timedelta(hours=24),
-                                                finished_at__gte=since)
+    last_24h = dict(BackupRecord.objects.finished().filter(created_at__gte=since - timedelta(hours=24),
+                                                           finished_at__gte=since)
                     .values_list("status").annotate(n=Count("id")).order_by())
     return FleetStatus(tenants=total, scheduled=scheduled, succeeded=succeeded, failed=failed, never=never,
                        overdue=overdue_tenants(now=now), running=active.get(S.RUNNING, 0),
                        queued=active.get(S.QUEUED, 0),
-                       last_24h={s: last_24h.get(s, 0) for s in FINISHED})
+                       last_24h={s: last_24h.get(s, 0) for s in BackupRecord.FINISHED_STATUSES})
 
 
 def fleet_days(*, days: int, now: datetime | None = None) -> list[DayStats]:

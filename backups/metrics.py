@@ -29,8 +29,6 @@ from backups.selectors import FAILING, STALLED, STUCK, overdue_tenants
 
 logger = logging.getLogger(__name__)
 
-ACTIVE = (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING)
-
 
 def _tenant_rows(*, since) -> list[tuple]:
     """(schema, schedule, last success finished_at, started_at, size, failures since it, failures since `since`)
@@ -87,9 +85,9 @@ class BackupsCollector:
                 cur.execute("SELECT set_config('statement_timeout', %s, true), set_config('jit', 'off', true)",
                             [str(timeout_ms)])
             rows = _tenant_rows(since=now - timedelta(hours=24))
-            active = list(BackupRecord.objects.filter(status__in=ACTIVE).values("status")
+            active = list(BackupRecord.objects.active().values("status")
                           .annotate(n=Count("pk")).order_by())
-            restores = list(RestoreJob.objects.filter(status__in=ACTIVE).values("mode", "status")
+            restores = list(RestoreJob.objects.active().values("mode", "status")
                             .annotate(n=Count("pk")).order_by())
             overdue = overdue_tenants(now=now)
 
@@ -134,7 +132,8 @@ class BackupsCollector:
                                         "running now.",
                                         labels=["kind", "status"])
         kinds = {RestoreJob.Mode.REPLACE: "restore", RestoreJob.Mode.VERIFY: "verify"}
-        counts = {(kind, status): 0 for kind in ("backup", *kinds.values()) for status in ACTIVE}
+        counts = {("backup", status): 0 for status in BackupRecord.ACTIVE_STATUSES}
+        counts.update({(kind, status): 0 for kind in kinds.values() for status in RestoreJob.ACTIVE_STATUSES})
         for row in active:
             counts["backup", row["status"]] = row["n"]
         for row in restores:

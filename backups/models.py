@@ -5,8 +5,42 @@ from django.db import models
 from django.db.models import Q
 
 
+class BackupStatus(models.TextChoices):
+    """Where a backup stands (BackupRecord.Status)."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class BackupStage(models.TextChoices):
+    """Where the record is in the pipeline, shown to users (API, admin) and read by the reaper and deletion.
+
+    Written only by backups.services.records; the database refuses any other value.
+    """
+
+    NEW = "", "Not started"
+    DUMPING = "dumping", "Dumping"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    RETRYING = "retrying", "Waiting to retry"
+    REQUEUED = "requeued", "Sent again"  # by the reaper; a second loss fails it
+    DELETING = "deleting", "Being deleted"  # crash-safe deletion: the reaper finishes what a crash left
+    MISSING = "missing", "Object missing from storage"  # found by reconcile
+    IMPORTED = "imported", "Imported from a stored manifest"  # rebuilt by reconcile
+
+
 class BackupRecordQuerySet(models.QuerySet):
     """Reusable filters of the catalog."""
+
+    def active(self) -> "BackupRecordQuerySet":
+        """Queued or running: a worker may still write them (BackupRecord.ACTIVE_STATUSES)."""
+        return self.filter(status__in=BackupRecord.ACTIVE_STATUSES)
+
+    def finished(self) -> "BackupRecordQuerySet":
+        """Succeeded or failed: no worker writes them again (BackupRecord.FINISHED_STATUSES)."""
+        return self.filter(status__in=BackupRecord.FINISHED_STATUSES)
 
     def restorable(self) -> "BackupRecordQuerySet":
         """Succeeded, not found damaged, and with a digest to check the stored bytes against: the only
@@ -17,11 +51,11 @@ class BackupRecordQuerySet(models.QuerySet):
 class BackupRecord(models.Model):
     """One backup of one tenant's schema: where it is, what it holds, how it went."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+    Status = BackupStatus
+    Stage = BackupStage
+    # the only definitions of "active" and "finished" (the querysets' active()/finished() and is_active/is_finished)
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    FINISHED_STATUSES = (Status.SUCCEEDED, Status.FAILED)
 
     class Type(models.TextChoices):
         MANUAL = "manual", "Manual"
@@ -82,7 +116,8 @@ class BackupRecord(models.Model):
     finished_at = models.DateTimeField("finished at", null=True, blank=True)
     error = models.TextField("error", blank=True, default="")
     task_id = models.CharField("Celery task id", max_length=255, blank=True, default="")
-    stage = models.CharField("stage", max_length=32, blank=True, default="", help_text="Current pipeline stage.")
+    stage = models.CharField("stage", max_length=32, blank=True, choices=Stage.choices, default=Stage.NEW,
+                             help_text="Current pipeline stage.")
     damaged_at = models.DateTimeField(
         "damaged at", null=True, blank=True,
         help_text="When the stored object failed its size or SHA-256 check; a damaged backup is never offered "
@@ -106,6 +141,8 @@ class BackupRecord(models.Model):
                 fields=("tenant", "slot"), condition=Q(slot__isnull=False), name="backups_record_unique_slot",
             ),
             models.UniqueConstraint(fields=("storage_backend", "storage_key"), name="backups_record_unique_key"),
+            models.CheckConstraint(condition=Q(status__in=BackupStatus.values), name="backups_record_status_valid"),
+            models.CheckConstraint(condition=Q(stage__in=BackupStage.values), name="backups_record_stage_valid"),
         ]
         indexes = [
             models.Index(fields=("schema_name", "-created_at"), name="backups_record_schema_idx"),
@@ -115,6 +152,16 @@ class BackupRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.file_name} [{self.status}]"
+
+    @property
+    def is_active(self) -> bool:
+        """Queued or running (see BackupRecordQuerySet.active)."""
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def is_finished(self) -> bool:
+        """Succeeded or failed (see BackupRecordQuerySet.finished)."""
+        return self.status in self.FINISHED_STATUSES
 
     @property
     def duration_seconds(self) -> float | None:
@@ -166,6 +213,27 @@ class BackupEvent(models.Model):
         return f"{self.action} {self.schema_name} {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
+class RestoreStatus(models.TextChoices):
+    """Where a restore job stands (RestoreJob.Status): its own enum, though the values match BackupStatus."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class RestoreJobQuerySet(models.QuerySet):
+    """Reusable filters of restore jobs, by RestoreJob's own statuses."""
+
+    def active(self) -> "RestoreJobQuerySet":
+        """Queued or running (RestoreJob.ACTIVE_STATUSES)."""
+        return self.filter(status__in=RestoreJob.ACTIVE_STATUSES)
+
+    def finished(self) -> "RestoreJobQuerySet":
+        """Succeeded or failed (RestoreJob.FINISHED_STATUSES)."""
+        return self.filter(status__in=RestoreJob.FINISHED_STATUSES)
+
+
 class RestoreJob(models.Model):
     """One restore (replace) or verify drill, asked for through the API or scheduled, run by `restore_backup`."""
 
@@ -173,11 +241,10 @@ class RestoreJob(models.Model):
         REPLACE = "replace", "Replace the live schema"
         VERIFY = "verify", "Verify drill in a scratch database"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+    Status = RestoreStatus
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    FINISHED_STATUSES = (Status.SUCCEEDED, Status.FAILED)
 
     tenant = models.ForeignKey(
         settings.TENANT_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="restore_jobs",
@@ -216,10 +283,15 @@ class RestoreJob(models.Model):
     started_at = models.DateTimeField("started at", null=True, blank=True, help_text="When a worker took it.")
     finished_at = models.DateTimeField("finished at", null=True, blank=True, help_text="When it succeeded or failed.")
 
+    objects = RestoreJobQuerySet.as_manager()
+
     class Meta:
         verbose_name = "restore job"
         verbose_name_plural = "restore jobs"
         ordering = ("-created_at", "-id")
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=RestoreStatus.values), name="backups_restore_status_valid"),
+        ]
         indexes = [
             models.Index(fields=("schema_name", "-created_at"), name="backups_restore_schema_idx"),
             models.Index(fields=("tenant_uid", "-created_at"), name="backups_restore_uid_idx"),
@@ -228,6 +300,16 @@ class RestoreJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mode} {self.schema_name} [{self.status}]"
+
+    @property
+    def is_active(self) -> bool:
+        """Queued or running (see RestoreJobQuerySet.active)."""
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def is_finished(self) -> bool:
+        """Succeeded or failed (see RestoreJobQuerySet.finished)."""
+        return self.status in self.FINISHED_STATUSES
 
 
 class InheritedUser(models.Model):

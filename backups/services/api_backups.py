@@ -21,7 +21,6 @@ from .enqueue import backups_enqueue
 from .finalize import backup_record_delete
 from .records import backup_event_create, backup_record_create
 
-ACTIVE = (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING)
 MAX_ID = 2**63 - 1
 
 
@@ -92,14 +91,14 @@ def _as_id(value: Any) -> int | None:
 # --- services ----------------------------------------------------------------------------------------------
 
 def _ensure_nothing_running(tenant: Any) -> None:
-    active = (BackupRecord.objects.filter(tenant_uid=tenant.tenant_uid, status__in=ACTIVE)
+    active = (BackupRecord.objects.active().filter(tenant_uid=tenant.tenant_uid)
               .order_by("created_at").first())
     if active is not None:
         kind = {"manual": "A manual", "automatic": "An automatic", "pre_restore": "A safety"}.get(
             active.backup_type, "A")
         raise ConflictError(f"{kind} backup of this tenant is already {active.status} (id {active.pk}, "
                             f"{active.file_name}); wait until it finishes.")
-    job = RestoreJob.objects.filter(tenant_uid=tenant.tenant_uid, status__in=ACTIVE).order_by("created_at").first()
+    job = RestoreJob.objects.active().filter(tenant_uid=tenant.tenant_uid).order_by("created_at").first()
     if job is not None:
         raise ConflictError(f"A {job.mode} of this tenant is {job.status} (restore job {job.pk}); "
                             f"wait until it finishes.")
@@ -159,14 +158,14 @@ def api_backup_wait(*, record_id: int, timeout: float) -> BackupRecord:
         record = BackupRecord.objects.filter(pk=record_id).first()
         if record is None:
             raise NotFoundError("The backup was deleted while waiting for it.")
-        if record.status not in ACTIVE or time.monotonic() >= deadline:
+        if not record.is_active or time.monotonic() >= deadline:
             return record
         time.sleep(min(poll, max(0.01, deadline - time.monotonic())))
 
 
 def api_record_delete(*, record: BackupRecord, actor: dict, ip_address: str | None) -> str:
     """Delete the object, its manifest and the record; refuses a record a worker may still write."""
-    if record.status in ACTIVE:
+    if record.is_active:
         raise ConflictError(f"Backup {record.pk} is {record.status}; it can be deleted once it finishes.")
     file_name = record.file_name
     api_events_keep_file_name(record=record)

@@ -18,7 +18,7 @@ from backups.naming import InvalidKey, check_tenant_key, tenant_prefix
 from backups.storage import Storage, StoredObject, get_storage
 from backups.storage.local import PARTIAL_PREFIX
 
-from .api_backups import ACTIVE, api_events_keep_file_name
+from .api_backups import api_events_keep_file_name
 from .api_errors import ConflictError, InvalidInput, NotFoundError
 from .api_settings import api_setting
 from .finalize import backup_record_delete
@@ -109,7 +109,7 @@ def api_cloud_delete(*, key: str, tenant: Any, actor: dict, ip_address: str | No
     storage = storage or get_storage()
     record = api_cloud_record(storage=storage, key=key, tenant=tenant)
     if record is not None:
-        if record.status in ACTIVE:
+        if record.is_active:
             raise ConflictError(f"Backup {record.pk} is {record.status}; it can be deleted once it finishes.")
         api_events_keep_file_name(record=record)
         backup_record_delete(record=record, actor=actor, ip_address=ip_address)

@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from backups.models import BackupEvent, BackupRecord
 from backups.storage import Storage
 
-from .api_backups import ACTIVE, HistoryFilters, api_backup_create, api_backup_wait, api_records_filter
+from .api_backups import HistoryFilters, api_backup_create, api_backup_wait, api_records_filter
 from .api_cloud import CloudObject, api_cloud_url
 from .api_settings import api_setting
 from .records import backup_event_create
@@ -35,7 +35,7 @@ def api_compat_backup_create(*, tenant: Any, actor: dict, ip_address: str | None
 
 def api_compat_is_done(record: BackupRecord) -> bool:
     """Whether the worker finished the record (either way)."""
-    return record.status not in ACTIVE
+    return not record.is_active
 
 
 def api_compat_history(*, tenant: Any, filters: HistoryFilters) -> QuerySet[BackupRecord]:

@@ -18,18 +18,16 @@ from backups.models import BackupEvent, BackupRecord, RestoreJob
 from backups.queues import RESTORE_BACKUP, signature
 from backups.spools import spool_dir
 
-from .api_backups import ACTIVE, _as_id, api_hourly_limit_check
+from .api_backups import _as_id, api_hourly_limit_check
 from .api_errors import ConflictError, InvalidInput, NotFoundError
 from .drills import drill_report_failure
 from .faults import write_through_fresh_connection
-from .finalize import DELETING
 from .records import backup_event_create
 from .restore import RestoreReport, restore_replace, restore_verify
 
 logger = logging.getLogger(__name__)
 
 RESTORE_JOB_NAMESPACE = 0x7472  # one restore job is run by one worker at a time
-FINISHED = (RestoreJob.Status.SUCCEEDED, RestoreJob.Status.FAILED)
 HOURLY_LIMITS = {RestoreJob.Mode.REPLACE: ("BACKUPS_RESTORES_PER_HOUR", "restores"),
                  RestoreJob.Mode.VERIFY: ("BACKUPS_VERIFIES_PER_HOUR", "verify drills")}
 
@@ -45,7 +43,7 @@ def api_restore_refusal(*, record: BackupRecord) -> str | None:
     if not record.sha256 or len(record.sha256) != 64 or record.size is None:
         return (f"Backup {record.pk} has no recorded SHA-256 and size, so its stored bytes cannot be checked; "
                 "it is never restored or verified.")
-    if record.stage == DELETING:
+    if record.stage == BackupRecord.Stage.DELETING:
         return f"Backup {record.pk} is being deleted."
     return None
 
@@ -75,11 +73,11 @@ def api_restore_request(*, tenant: Any, record: BackupRecord, mode: str, confirm
             raise ConflictError(refusal)
         setting, what = HOURLY_LIMITS[mode]
         api_hourly_limit_check(tenant=locked, now=timezone.now(), action=action, setting=setting, what=what)
-        job = RestoreJob.objects.filter(tenant_uid=locked.tenant_uid, status__in=ACTIVE).first()
+        job = RestoreJob.objects.active().filter(tenant_uid=locked.tenant_uid).first()
         if job is not None:
             raise ConflictError(f"A {job.mode} of this tenant is already {job.status} (restore job {job.pk}).")
         if mode == RestoreJob.Mode.REPLACE:
-            running = BackupRecord.objects.filter(tenant_uid=locked.tenant_uid, status__in=ACTIVE).first()
+            running = BackupRecord.objects.active().filter(tenant_uid=locked.tenant_uid).first()
             if running is not None:
                 raise ConflictError(f"Backup {running.pk} of this tenant is {running.status}; restore once it "
                                     f"finishes.")
@@ -153,7 +151,8 @@ def restore_job_fail(*, job: RestoreJob, error: str) -> RestoreJob:
 def restore_job_fail_unfinished(*, job_id: int, error: str) -> RestoreJob | None:
     """Fail the job if it is still running and no live worker holds it (a time limit hit outside the restore);
     a failed drill mails ops."""
-    with claim_unfinished(RestoreJob, job_id, namespace=RESTORE_JOB_NAMESPACE, finished=FINISHED) as (job, claimed):
+    with claim_unfinished(RestoreJob, job_id, namespace=RESTORE_JOB_NAMESPACE,
+                          finished=RestoreJob.FINISHED_STATUSES) as (job, claimed):
         if not claimed or job.status != RestoreJob.Status.RUNNING:
             return job
         job = restore_job_fail(job=job, error=error)
@@ -204,7 +203,8 @@ def restore_job_run(*, job_id: int, task_id: str = "") -> RestoreJob | None:
     A failed scheduled drill mails ops whatever made it fail. If even a fresh connection cannot write the outcome
     the error goes up, and the reaper finds the job `running` with a free lock and sends it again.
     """
-    with claim_unfinished(RestoreJob, job_id, namespace=RESTORE_JOB_NAMESPACE, finished=FINISHED) as (job, claimed):
+    with claim_unfinished(RestoreJob, job_id, namespace=RESTORE_JOB_NAMESPACE,
+                          finished=RestoreJob.FINISHED_STATUSES) as (job, claimed):
         if not claimed:
             return job
         job.status, job.started_at, job.task_id = RestoreJob.Status.RUNNING, timezone.now(), task_id

@@ -30,8 +30,6 @@ from .records import (
 
 logger = logging.getLogger(__name__)
 
-FINISHED = (BackupRecord.Status.SUCCEEDED, BackupRecord.Status.FAILED)
-
 
 class _Progress:
     """Writes progress on the record through its own connection (the dump may hold Django's in a read-only tx)."""
@@ -120,7 +118,8 @@ def backup_run(*, record_id: int, task_id: str = "") -> BackupRecord | None:
     Transient failures put the record back to `queued` and re-raise TransientBackupError for the caller
     to retry; anything else marks it `failed` with the error.
     """
-    with claim_unfinished(BackupRecord, record_id, namespace=RECORD_NAMESPACE, finished=FINISHED) as (record, claimed):
+    with claim_unfinished(BackupRecord, record_id, namespace=RECORD_NAMESPACE,
+                          finished=BackupRecord.FINISHED_STATUSES) as (record, claimed):
         if not claimed:
             return record
         with (tenant_lock(record.schema_name, what=f"backup {record.pk} ({record.backup_type})",

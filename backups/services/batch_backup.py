@@ -52,21 +52,18 @@ from backups.sink import BackupSink
 from backups.spools import BATCH_SPOOL, spool_create, spool_dir
 from backups.storage import Storage, StorageError, get_storage
 
-from .backup_run import FINISHED, _store_and_confirm, backup_run, describe_error
-from .batch_records import (
-    Success,
-    backup_records_finalize,
-    backup_records_mark_running,
-    backup_records_mark_succeeded,
-    retention_apply_many,
-)
+from .backup_run import _store_and_confirm, backup_run, describe_error
+from .batch_records import backup_records_finalize, retention_apply_many
 from .faults import is_transient, write_through_fresh_connection
 from .finalize import backup_record_finalize, retention_apply
 from .records import (
+    Success,
     backup_record_mark_failed,
     backup_record_mark_queued,
     backup_record_mark_running,
     backup_record_take_free_key,
+    backup_records_mark_running,
+    backup_records_mark_succeeded,
 )
 
 logger = logging.getLogger(__name__)
@@ -199,7 +196,7 @@ def batch_backup_run(*, record_ids: list[int], task_id: str = "") -> BatchResult
     # (pk, format, schema) only: the claimed members are loaded whole once, after their locks are held (a batch of
     # thousands must not keep two model instances a member)
     rows = {pk: (fmt, schema) for pk, fmt, schema in BackupRecord.objects.filter(pk__in=record_ids)
-            .exclude(status__in=FINISHED).values_list("pk", "format", "schema_name")}
+            .exclude(status__in=BackupRecord.FINISHED_STATUSES).values_list("pk", "format", "schema_name")}
     result.skipped += [pk for pk in record_ids if pk not in rows]
     ordered = [(pk, *rows[pk]) for pk in record_ids if pk in rows]
     # json is Django's own dumper (one tenant's transaction); it stays per tenant
@@ -226,7 +223,8 @@ def batch_backup_run(*, record_ids: list[int], task_id: str = "") -> BatchResult
             backup_record_mark_queued(record=record, error="Another backup or restore of this tenant was running; "
                                                            "retrying alone.")
             result.retry.append(record.pk)
-        fresh = {r.pk: r for r in BackupRecord.objects.filter(pk__in=claimed).exclude(status__in=FINISHED)}
+        fresh = {r.pk: r for r in BackupRecord.objects.filter(pk__in=claimed)
+                 .exclude(status__in=BackupRecord.FINISHED_STATUSES)}
         result.skipped += [pk for pk in claimed if pk not in fresh]
         claimed = [fresh[pk] for pk in claimed if pk in fresh]
         if claimed:

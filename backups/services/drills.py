@@ -19,7 +19,6 @@ from backups.models import BackupEvent, BackupRecord, RestoreJob
 from backups.queues import RESTORE_BACKUP, signature
 
 from .alerts import alert_ops
-from .api_backups import ACTIVE
 from .records import backup_event_create
 
 logger = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ def drill_candidates(*, sample: int) -> list[tuple[int, str, int]]:
     last_drill = (RestoreJob.objects.filter(tenant=OuterRef("pk"), mode=RestoreJob.Mode.VERIFY)
                   .order_by("-created_at").values("created_at")[:1])
     # tenant_id IS NOT NULL: one NULL in a NOT IN list would exclude every tenant
-    busy = RestoreJob.objects.filter(status__in=ACTIVE, tenant__isnull=False).values("tenant_id")
+    busy = RestoreJob.objects.active().filter(tenant__isnull=False).values("tenant_id")
     rows = (
         Tenant.objects.exclude(schema_name=get_public_schema_name()).exclude(pk__in=busy)
         .annotate(newest_ok=Subquery(newest_ok), last_drill=Subquery(last_drill))

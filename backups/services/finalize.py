@@ -17,10 +17,9 @@ from backups.models import BackupEvent, BackupRecord
 from backups.retention import BackupInfo, RetentionPolicy, backups_to_delete
 from backups.storage import StorageError, get_storage
 
-from .records import backup_event_create
+from .records import backup_event_create, backup_record_mark_deleting, backup_records_deleting
 
 logger = logging.getLogger(__name__)
-DELETING = "deleting"  # the record's stage while its deletion runs (a crash leaves it for the reaper)
 
 
 def backup_record_finalize(*, record_id: int) -> BackupRecord | None:
@@ -58,11 +57,10 @@ def backup_record_delete(*, record: BackupRecord, actor: dict | None = None, act
     storage = get_storage(record.storage_backend)
     owns = _owns_its_object(storage, record)  # the same answer after a crash: status and manifest are kept
     with transaction.atomic():
-        if BackupRecord.objects.filter(pk=record.pk).exclude(stage=DELETING).update(stage=DELETING):
+        if backup_record_mark_deleting(record=record):
             backup_event_create(record=record, action=action, actor=actor, ip_address=ip_address,
                                 details={"file_name": record.file_name, "storage_key": record.storage_key,
                                          "owned_object": owns})
-    record.stage = DELETING
     if owns:
         storage.delete(record.storage_key)
         storage.delete(manifest_key(record.storage_key))
@@ -72,7 +70,7 @@ def backup_record_delete(*, record: BackupRecord, actor: dict | None = None, act
 def finish_interrupted_deletions() -> int:
     """Finish the deletions a crash interrupted (records left `deleting`); the count."""
     done = 0
-    for record in BackupRecord.objects.filter(stage=DELETING):
+    for record in backup_records_deleting():
         try:
             backup_record_delete(record=record, actor={"reaper": True})
             done += 1
@@ -121,7 +119,7 @@ def deleted_tenant_backups_purge(*, now: datetime | None = None) -> list[int]:
         return []
     cutoff = (now or timezone.now()) - timedelta(days=int(days))
     doomed = list(BackupRecord.objects.filter(tenant__isnull=True, tenant_deleted_at__lt=cutoff)
-                  .exclude(status__in=(BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING)))
+                  .exclude(status__in=BackupRecord.ACTIVE_STATUSES))
     deleted = []
     for record in doomed:
         deleted.append(record.pk)

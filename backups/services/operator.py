@@ -8,7 +8,7 @@ from django.db import transaction
 
 from backups.models import BackupEvent, BackupRecord
 
-from .api_backups import ACTIVE, api_events_keep_file_name
+from .api_backups import api_events_keep_file_name
 from .enqueue import backups_enqueue
 from .finalize import backup_record_delete
 from .records import backup_record_create
@@ -18,7 +18,7 @@ def operator_backups_create(*, tenants: Iterable, actor: dict) -> tuple[list[Bac
     """One manual backup per tenant, sent after commit on the priority queue; tenants with one queued or
     running already are skipped (returned by schema name) rather than piled up."""
     tenants = list(tenants)
-    busy_uids = set(BackupRecord.objects.filter(tenant_uid__in=[t.tenant_uid for t in tenants], status__in=ACTIVE)
+    busy_uids = set(BackupRecord.objects.active().filter(tenant_uid__in=[t.tenant_uid for t in tenants])
                     .values_list("tenant_uid", flat=True))
     busy = {t.schema_name for t in tenants if t.tenant_uid in busy_uids}
     records = []
@@ -41,7 +41,7 @@ def operator_backups_delete(*, records: Iterable[BackupRecord], actor: dict) -> 
     Queued or running backups are skipped, as the API refuses them; returns (deleted ids, skipped ids)."""
     deleted, skipped = [], []
     for record in records:
-        if record.status in ACTIVE:
+        if record.is_active:
             skipped.append(record.pk)
             continue
         api_events_keep_file_name(record=record)

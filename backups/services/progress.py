@@ -21,7 +21,6 @@ from django.utils import timezone
 from backups.models import BackupRecord
 from backups.selectors import schema_relation_bytes
 
-ACTIVE = (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING)
 logger = logging.getLogger(__name__)
 
 Listener = Callable[[int, int], None]  # (record_id, bytes_done)
@@ -97,7 +96,7 @@ def progress_of(record: BackupRecord, *, now: datetime | None = None) -> Progres
     if record.status == BackupRecord.Status.SUCCEEDED:
         total = int(record.plain_size or done) or None
         return Progress(record.status, record.stage or "done", total or done, total, 100.0, 0.0)
-    if record.status not in ACTIVE:
+    if not record.is_active:
         return Progress(record.status, record.stage, done, None, None, None)
     total = estimated_total(record)
     percent = eta = None

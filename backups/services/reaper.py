@@ -20,11 +20,10 @@ from .enqueue import backups_enqueue
 from .faults import retry_delays
 from .finalize import finish_interrupted_deletions
 from .leftovers import leftovers_remove
-from .records import backup_record_mark_failed
+from .records import backup_record_mark_failed, backup_record_mark_requeued, backup_record_mark_resent_if_queued
 from .restore_reaper import restore_jobs_reap
 
 logger = logging.getLogger(__name__)
-REQUEUED = "requeued"
 
 
 @dataclass
@@ -42,13 +41,11 @@ class Reaped:
 
 
 def _requeue_or_fail(record: BackupRecord, why: str, result: Reaped) -> None:
-    if record.stage == REQUEUED:
+    if record.stage == BackupRecord.Stage.REQUEUED:
         backup_record_mark_failed(record=record, error=f"{why}, again after being sent once more; giving up.")
         result.failed.append(record.pk)
         return
-    record.status, record.stage = BackupRecord.Status.QUEUED, REQUEUED
-    record.error = why
-    record.save(update_fields=["status", "stage", "error"])
+    backup_record_mark_requeued(record=record, error=why)
     backups_enqueue([record])
     result.requeued.append(record.pk)
 
@@ -100,8 +97,7 @@ def _reap_running(now: datetime, result: Reaped) -> None:
                     backup_record_mark_failed(record=record, error=f"{why}, {record.attempts} times; giving up.")
                     result.failed.append(record.pk)
                     continue
-                record.status, record.stage, record.error = BackupRecord.Status.QUEUED, REQUEUED, why
-                record.save(update_fields=["status", "stage", "error"])
+                backup_record_mark_requeued(record=record, error=why)
                 backups_enqueue([record])
                 result.requeued.append(record.pk)
 
@@ -132,8 +128,8 @@ def _reap_queued(now: datetime, result: Reaped, broker_url: str | None) -> None:
     lost = [record for record in stale if record.pk not in present]
     for record in lost:
         with transaction.atomic():
-            if BackupRecord.objects.filter(pk=record.pk, status=BackupRecord.Status.QUEUED).update(
-                    stage=REQUEUED, error=record.error or "Its task message was lost by the broker; sent again."):
+            if backup_record_mark_resent_if_queued(
+                    record=record, error=record.error or "Its task message was lost by the broker; sent again."):
                 backups_enqueue([record])
                 result.requeued.append(record.pk)
 

@@ -33,7 +33,7 @@ from backups.naming import tenant_key
 from backups.storage import Storage, StorageError, get_storage
 
 from .alerts import alert_ops
-from .records import backup_event_create
+from .records import backup_event_create, backup_record_create_imported, backup_record_mark_missing
 
 logger = logging.getLogger(__name__)
 ACTOR = {"reconcile": True}
@@ -130,8 +130,7 @@ def _mark_missing(record: BackupRecord) -> None:
     error = (f"The stored object {record.storage_key} is gone from {record.storage_backend} storage "
              "(deleted outside tenant-backups?); this backup can no longer be restored.")
     with transaction.atomic():
-        BackupRecord.objects.filter(pk=record.pk).update(status=BackupRecord.Status.FAILED, error=error,
-                                                         stage="missing")
+        backup_record_mark_missing(record=record, error=error)
         backup_event_create(record=record, action=BackupEvent.Action.FAIL, actor=ACTOR, details={"error": error})
 
 
@@ -176,14 +175,14 @@ def _import(backend: str, schema: str, key: str, manifest: dict) -> BackupRecord
     backup_type = manifest.get("backup_type")
     uid = uuid.UUID(manifest["tenant_uid"])
     tenant = get_tenant_model().objects.filter(tenant_uid=uid).first()
-    record = BackupRecord.objects.create(
+    record = backup_record_create_imported(
         tenant=tenant, tenant_uid=uid, tenant_deleted_at=None if tenant else now, schema_name=schema,
         file_name=manifest["file_name"], storage_backend=backend, storage_key=key, format=manifest["format"],
         compression=manifest["compression"], encryption="age" if manifest.get("encryption") else "",
         size=manifest["size"], plain_size=manifest.get("plain_size"), sha256=manifest["sha256"],
-        plain_sha256=manifest.get("plain_sha256", ""), status=BackupRecord.Status.SUCCEEDED,
+        plain_sha256=manifest.get("plain_sha256", ""),
         backup_type=backup_type if backup_type in BackupRecord.Type.values else BackupRecord.Type.MANUAL,
-        requested_by=ACTOR, stage="imported", manifest=manifest,
+        requested_by=ACTOR, manifest=manifest,
         slot=_manifest_slot(manifest) if tenant is not None else None,
     )
     created = _when(manifest.get("created_at"), now)

@@ -1,12 +1,21 @@
-"""Services that create and move backup records through their states."""
+"""Services that create and move backup records through their states: the one owner of `status` and `stage`.
+
+Every write of a record's status or stage goes through a function here (one record at a time, or in bulk for
+the dispatcher's and the batch's speed); the values are BackupRecord.Status and BackupRecord.Stage.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
@@ -118,7 +127,7 @@ def backup_record_mark_running(*, record: BackupRecord, task_id: str = "") -> Ba
     record.finished_at = None
     record.attempts += 1
     record.error = ""
-    record.stage = "dumping"
+    record.stage = BackupRecord.Stage.DUMPING
     record.bytes_done = 0
     if task_id:
         record.task_id = task_id
@@ -136,7 +145,7 @@ def backup_record_mark_succeeded(*, record: BackupRecord, size: int, sha256: str
     record.plain_size, record.plain_sha256 = plain_size, plain_sha256
     record.bytes_done = plain_size
     record.manifest = manifest
-    record.stage = "done"
+    record.stage = BackupRecord.Stage.DONE
     record.error = ""
     record.save()
     backup_event_create(record=record, action=BackupEvent.Action.SUCCEED, details={"size": size})
@@ -162,7 +171,7 @@ def backup_record_mark_failed(*, record: BackupRecord, error: str) -> BackupReco
     record.status = BackupRecord.Status.FAILED
     record.finished_at = timezone.now()
     record.error = error[:10000]
-    record.stage = "failed"
+    record.stage = BackupRecord.Stage.FAILED
     record.save(update_fields=["status", "finished_at", "error", "stage"])
     backup_event_create(record=record, action=BackupEvent.Action.FAIL, details={"error": error[:500]})
     one_line = " | ".join(line.strip() for line in error.splitlines() if line.strip())[:1000]
@@ -174,7 +183,7 @@ def backup_record_mark_failed(*, record: BackupRecord, error: str) -> BackupReco
 def backup_record_fail_unfinished(*, record_id: int, error: str) -> BackupRecord | None:
     """Mark the record failed unless it already finished: a failure the run already wrote is not written twice."""
     record = BackupRecord.objects.filter(pk=record_id).first()
-    if record is None or record.status in (BackupRecord.Status.SUCCEEDED, BackupRecord.Status.FAILED):
+    if record is None or record.is_finished:
         return record
     return backup_record_mark_failed(record=record, error=error)
 
@@ -183,9 +192,129 @@ def backup_record_mark_queued(*, record: BackupRecord, error: str) -> BackupReco
     """Put a record back in the queue after a transient failure (the task retries it)."""
     record.status = BackupRecord.Status.QUEUED
     record.error = error[:10000]
-    record.stage = "retrying"
+    record.stage = BackupRecord.Stage.RETRYING
     record.save(update_fields=["status", "error", "stage"])
     return record
+
+
+# bulk twins of backup_record_mark_running and backup_record_mark_succeeded, for a batch's members;
+# tests/integration/test_batch_backup.py compares what each leaves with what the single functions leave
+
+SUCCEEDED_FIELDS = ["status", "finished_at", "size", "sha256", "plain_size", "plain_sha256", "bytes_done", "manifest",
+                    "stage", "error"]
+
+
+@dataclass
+class Success:
+    """A member whose object and manifest are stored and confirmed, waiting to be recorded."""
+
+    record: BackupRecord
+    size: int
+    sha256: str
+    plain_size: int
+    plain_sha256: str
+    manifest: dict
+    finished_at: datetime
+
+
+def backup_records_mark_running(*, records: list[BackupRecord], task_id: str = "") -> None:
+    """backup_record_mark_running for every record, in one UPDATE."""
+    if not records:
+        return
+    now = timezone.now()
+    fields = {"status": BackupRecord.Status.RUNNING, "started_at": now, "finished_at": None, "error": "",
+              "stage": BackupRecord.Stage.DUMPING, "bytes_done": 0}
+    if task_id:
+        fields["task_id"] = task_id
+    BackupRecord.objects.filter(pk__in=[r.pk for r in records]).update(attempts=F("attempts") + 1, **fields)
+    for record in records:
+        for name, value in fields.items():
+            setattr(record, name, value)
+        record.attempts += 1
+
+
+def backup_records_mark_succeeded(*, successes: list[Success]) -> None:
+    """backup_record_mark_succeeded for every member: one UPDATE of the records, one INSERT of their events, in
+    one transaction (a member is succeeded with its event, or neither)."""
+    if not successes:
+        return
+    for s in successes:
+        record = s.record
+        record.status = BackupRecord.Status.SUCCEEDED
+        record.finished_at = s.finished_at
+        record.size, record.sha256 = s.size, s.sha256
+        record.plain_size, record.plain_sha256 = s.plain_size, s.plain_sha256
+        record.bytes_done = s.plain_size
+        record.manifest = s.manifest
+        record.stage = BackupRecord.Stage.DONE
+        record.error = ""
+    events = [BackupEvent(record=s.record, tenant_id=s.record.tenant_id, tenant_uid=s.record.tenant_uid,
+                          schema_name=s.record.schema_name, action=BackupEvent.Action.SUCCEED, actor={},
+                          details={"size": s.size}) for s in successes]
+    columns = {name: BackupRecord._meta.get_field(name).column for name in SUCCEEDED_FIELDS}
+    q = connection.ops.quote_name
+    sets = ", ".join(f"{q(col)} = v.{q(col)}" for col in columns.values())
+    with transaction.atomic(), connection.cursor() as cur:
+        # one UPDATE from arrays (Django's bulk_update builds a CASE per field and row, slow for jsonb)
+        cur.execute(
+            f"UPDATE {q(BackupRecord._meta.db_table)} AS r SET {sets} FROM unnest("
+            "%s::bigint[], %s::text[], %s::timestamptz[], %s::bigint[], %s::text[], %s::bigint[], %s::text[], "
+            "%s::bigint[], %s::jsonb[], %s::text[], %s::text[]) AS v(id, "
+            + ", ".join(q(col) for col in columns.values()) + ") WHERE r.id = v.id RETURNING r.id",
+            ([s.record.pk for s in successes], *([getattr(s.record, name) for s in successes]
+                                                  for name in SUCCEEDED_FIELDS[:7]),
+             [json.dumps(s.record.manifest, cls=DjangoJSONEncoder) for s in successes],
+             [s.record.stage for s in successes], [s.record.error for s in successes]))
+        updated = {row[0] for row in cur.fetchall()}
+        if len(updated) != len(successes):  # a record deleted meanwhile: the others stand
+            logger.warning("recording %d batch successes updated %d records", len(successes), len(updated))
+        BackupEvent.objects.bulk_create([e for e in events if e.record_id in updated])
+
+
+def backup_record_mark_requeued(*, record: BackupRecord, error: str) -> BackupRecord:
+    """The reaper sends the record again (its worker died or its message was lost): queued, stage `requeued`, so a
+    second loss fails it. The caller enqueues it."""
+    record.status, record.stage, record.error = BackupRecord.Status.QUEUED, BackupRecord.Stage.REQUEUED, error
+    record.save(update_fields=["status", "stage", "error"])
+    return record
+
+
+def backup_record_mark_resent_if_queued(*, record: BackupRecord, error: str) -> bool:
+    """Stage `requeued` (and `error`) on a record still queued, in one conditional UPDATE; whether it was.
+    The reaper's resend of a message the broker lost; the caller enqueues it when True."""
+    return bool(BackupRecord.objects.filter(pk=record.pk, status=BackupRecord.Status.QUEUED).update(
+        stage=BackupRecord.Stage.REQUEUED, error=error))
+
+
+def backup_records_requeue_failed(*, record_ids: list[int]) -> int:
+    """Queue failed records again (the admin's retry), in one UPDATE; the count. The caller enqueues them."""
+    return BackupRecord.objects.filter(pk__in=record_ids).update(status=BackupRecord.Status.QUEUED, error="")
+
+
+def backup_record_mark_deleting(*, record: BackupRecord) -> bool:
+    """Stage `deleting`, before the record's object is deleted (crash-safe deletion: the reaper finishes a record
+    left so). True when this call marked it, False when it already was."""
+    marked = BackupRecord.objects.filter(pk=record.pk).exclude(stage=BackupRecord.Stage.DELETING).update(
+        stage=BackupRecord.Stage.DELETING)
+    record.stage = BackupRecord.Stage.DELETING
+    return bool(marked)
+
+
+def backup_records_deleting():
+    """Records left `deleting` by an interrupted deletion."""
+    return BackupRecord.objects.filter(stage=BackupRecord.Stage.DELETING)
+
+
+def backup_record_mark_missing(*, record: BackupRecord, error: str) -> None:
+    """Its stored object is gone (reconcile): failed, stage `missing`, in one UPDATE."""
+    BackupRecord.objects.filter(pk=record.pk).update(status=BackupRecord.Status.FAILED, error=error,
+                                                     stage=BackupRecord.Stage.MISSING)
+
+
+def backup_record_create_imported(**fields: Any) -> BackupRecord:
+    """A record rebuilt from a stored object's signed manifest (reconcile): succeeded, stage `imported`."""
+    return BackupRecord.objects.create(status=BackupRecord.Status.SUCCEEDED, stage=BackupRecord.Stage.IMPORTED,
+                                       **fields)
 
 
 def backup_record_mark_damaged(*, record: BackupRecord, error: str) -> BackupRecord:

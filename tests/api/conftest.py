@@ -34,7 +34,6 @@ from tests.servers.radosgw import S3TestServer
 
 DOMAINS = {"clinica_demo": "demo.localhost", "clinica_sonrisa": "sonrisa.localhost",
            "clinica_norte": "norte.localhost"}
-ACTIVE = (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING)
 SUMMARY: list[str] = []  # lines printed at the end of the run (the fuzzing's request count)
 
 
@@ -148,8 +147,8 @@ def wait_until_idle(schemas=tuple(DOMAINS), *, after_record: int = 0, after_job:
     another test left queued on purpose is not this test's to wait for)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        busy = (BackupRecord.objects.filter(schema_name__in=schemas, status__in=ACTIVE, pk__gt=after_record).exists()
-                or RestoreJob.objects.filter(schema_name__in=schemas, status__in=ACTIVE, pk__gt=after_job).exists())
+        busy = (BackupRecord.objects.active().filter(schema_name__in=schemas, pk__gt=after_record).exists()
+                or RestoreJob.objects.active().filter(schema_name__in=schemas, pk__gt=after_job).exists())
         if not busy:
             return
         time.sleep(0.2)
@@ -161,7 +160,7 @@ def wait_for_status(record_id: int, *, timeout: float = 90.0) -> BackupRecord:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         record = BackupRecord.objects.get(pk=record_id)
-        if record.status not in ACTIVE:
+        if not record.is_active:
             return record
         time.sleep(0.1)
     raise AssertionError(f"record {record_id} still {record.status} after {timeout} s")
@@ -172,7 +171,7 @@ def wait_for_job(job_id: int, *, timeout: float = 180.0) -> RestoreJob:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = RestoreJob.objects.get(pk=job_id)
-        if job.status not in ACTIVE:
+        if not job.is_active:
             return job
         time.sleep(0.2)
     raise AssertionError(f"restore job {job_id} still {job.status} after {timeout} s")

@@ -21,7 +21,6 @@ from backups.manifest import manifest_bytes, manifest_key, sign_manifest
 from backups.models import BackupEvent, BackupRecord
 from backups.naming import with_suffix
 from backups.services import backup_run as backup_run_module
-from backups.services import finalize as finalize_module
 from backups.services.backup_run import backup_run
 from backups.services.broker_scan import record_ids_in_broker
 from backups.services.faults import retry_delays
@@ -177,12 +176,12 @@ def test_reaper_says_what_left_a_record_running(settings):
     record = backup_record_create(schema_name="clinica_sonrisa")
     long_ago = timezone.now() - timedelta(seconds=settings.BACKUPS_ORPHAN_GRACE_SECONDS + 60)
     BackupRecord.objects.filter(pk=record.pk).update(status="running", started_at=long_ago, attempts=1,
-                                                     stage="uploading", enqueued_at=long_ago)
+                                                     stage=BackupRecord.Stage.DUMPING, enqueued_at=long_ago)
     result = reap_stuck_backups(broker_url=None)
     assert record.pk in result.requeued
     record.refresh_from_db()
     assert record.status == BackupRecord.Status.QUEUED
-    assert "lost its database connection" in record.error and "stage uploading" in record.error
+    assert "lost its database connection" in record.error and "stage dumping" in record.error
 
 
 # --- 5. transient storage failures of automatic backups -----------------------------------------------------
@@ -293,7 +292,7 @@ def test_a_crash_mid_deletion_leaves_a_marked_record_that_the_reaper_finishes(mo
         backup_record_delete(record=record, actor={"retention": True}, action=BackupEvent.Action.RETENTION)
     monkeypatch.undo()
     left = BackupRecord.objects.get(pk=record.pk)
-    assert left.stage == finalize_module.DELETING  # never a plain succeeded record without its object
+    assert left.stage == BackupRecord.Stage.DELETING  # never a plain succeeded record without its object
     assert (storage.stat(record.storage_key) is None) == (crash_at == "record")
     result = reap_stuck_backups()
     assert result.finished_deletions >= 1

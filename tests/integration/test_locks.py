@@ -22,7 +22,7 @@ from backups.locks import (
 )
 from backups.manifest import manifest_key
 from backups.models import BackupRecord
-from backups.services.backup_run import FINISHED, backup_run
+from backups.services.backup_run import backup_run
 from backups.services.records import backup_record_create
 from backups.storage import get_storage
 
@@ -104,7 +104,8 @@ def test_two_claimers_of_the_same_record_exclude_each_other():
     def claimer(name: str) -> None:
         try:
             both_tried.wait()
-            with claim_unfinished(BackupRecord, record.pk, namespace=RECORD_NAMESPACE, finished=FINISHED) as (_, ok):
+            with claim_unfinished(BackupRecord, record.pk, namespace=RECORD_NAMESPACE,
+                                  finished=BackupRecord.FINISHED_STATUSES) as (_, ok):
                 claimed[name] = ok
                 both_tried.wait()  # neither lets go before the other has tried
         finally:

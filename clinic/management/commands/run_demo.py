@@ -19,8 +19,6 @@ from backups.services.records import backup_record_create
 from project.celery import app
 from project.processes import start_beat, start_worker, stop_process, wait_for_worker
 
-FINISHED = (BackupRecord.Status.SUCCEEDED, BackupRecord.Status.FAILED)
-
 
 class Command(BaseCommand):
     help = "Start a worker and beat, back up every clinic through Celery, then show automatic backups happen."
@@ -88,7 +86,7 @@ class Command(BaseCommand):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             current = list(BackupRecord.objects.filter(pk__in=ids).order_by("schema_name"))
-            if all(r.status in FINISHED for r in current):
+            if all(r.is_finished for r in current):
                 return current
             time.sleep(0.3)
         raise CommandError(f"Backups did not finish within {timeout:.0f} s; see var/demo-worker.log.")
@@ -98,7 +96,7 @@ class Command(BaseCommand):
         while time.monotonic() < deadline:
             found = {r.schema_name: r for r in BackupRecord.objects.filter(
                 backup_type=BackupRecord.Type.AUTOMATIC, created_at__gte=since).order_by("created_at")}
-            if len(found) == len(tenants) and all(r.status in FINISHED for r in found.values()):
+            if len(found) == len(tenants) and all(r.is_finished for r in found.values()):
                 time.sleep(1.0)  # let record_backup move last_backup_at
                 return sorted(found.values(), key=lambda r: r.schema_name)
             time.sleep(0.5)
