@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from backups import conf
+from backups.conf import backups_settings
 
 # kombu's Redis transport keeps a queue's messages of priority p > 0 in the list `<queue>\x06\x16<p>`.
 KOMBU_PRIORITY_SEP = "\x06\x16"
@@ -20,7 +20,7 @@ def _celery_conf():
 
 def broker_url() -> str:
     """BACKUPS_BROKER_URL, or the Celery app's broker_url."""
-    return conf.get("BACKUPS_BROKER_URL") or _celery_conf().broker_url or ""
+    return backups_settings.BACKUPS_BROKER_URL or _celery_conf().broker_url or ""
 
 
 def is_redis(url: str) -> bool:
@@ -40,7 +40,7 @@ def priority_steps() -> tuple[int, ...]:
 
 def queue_names() -> tuple[str, ...]:
     """BACKUPS_METRICS_QUEUES, or every queue the Celery app declares (task_queues), else its default queue."""
-    names = tuple(conf.get("BACKUPS_METRICS_QUEUES") or ())
+    names = backups_settings.BACKUPS_METRICS_QUEUES or ()
     if names:
         return names
     celery_conf = _celery_conf()

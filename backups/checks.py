@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import conf, pgtools
+from .conf import backups_settings
 from .storage import get_storage
 
 
@@ -13,7 +14,7 @@ def check_configuration() -> None:
 
     get_storage().check()
     conf.age_recipients()
-    if conf.get("BACKUPS_AGE_IDENTITY_FILE"):
-        load_identities(conf.get("BACKUPS_AGE_IDENTITY_FILE"))
+    if backups_settings.BACKUPS_AGE_IDENTITY_FILE:
+        load_identities(backups_settings.BACKUPS_AGE_IDENTITY_FILE)
     pgtools.check_pg_dump_options()
     batch_check()

@@ -1,9 +1,28 @@
-"""The backups app's settings, with defaults, so a host project sets only what it changes."""
+"""The backups app's settings: one object, `backups_settings`, read by attribute.
 
+    from backups.conf import backups_settings
+
+    backups_settings.BACKUPS_STORAGE          # "local", or what the host project set
+    backups_settings.BACKUPS_STORAGEE         # AttributeError: unknown tenant-backups setting 'BACKUPS_STORAGEE'
+
+Every setting has its default here (DEFAULTS), so a host project sets only what it changes. A value is read from
+django.conf.settings on every access and brought to its default's type (an int, float, bool or tuple setting given
+as a string, as from the environment, comes back as that type; NULLABLE settings also accept None); a setting in
+IMPORT_STRINGS given as a dotted path comes back as the object it names. The converted value is kept only while the
+project's raw value is the same object, and forgotten on Django's setting_changed signal, so override_settings and
+pytest-django's `settings` fixture are seen at once. Modelled on django-oauth-toolkit's `oauth2_settings`.
+"""
+
+import json
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
 
 DEFAULTS: dict[str, Any] = {
     "BACKUPS_STORAGE": "local",
@@ -112,8 +131,163 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# Settings whose value may be None beside their default's type (None means "no limit" / "keep").
+NULLABLE: frozenset[str] = frozenset({
+    "BACKUPS_MANUAL_RETENTION_DAYS",
+    "BACKUPS_PRE_RESTORE_RETENTION_DAYS",
+})
+
+
+class Number:
+    """The type of a duration in seconds (every *_SECONDS setting): an int stays an int, a float a float (waits of
+    half a second are allowed), a string reads as either."""
+
+
+# Types that are not the default's own: the NULLABLE settings whose default is None, and any exception.
+TYPES: dict[str, type] = {
+    "BACKUPS_MANUAL_RETENTION_DAYS": int,
+}
+# Settings given as a dotted path (or the object itself) that are read as the object the path names.
+IMPORT_STRINGS: frozenset[str] = frozenset({
+    "BACKUPS_IS_TENANT_ADMIN",
+})
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+_NONE = {"", "none", "null"}
+_MISSING = object()
+
+
+def _setting_type(name: str, default: Any) -> type | None:
+    """What the setting reads as: TYPES, else Number for a duration in seconds, else its default's type."""
+    if name in TYPES:
+        return TYPES[name]
+    if default is None:
+        return None
+    if name.endswith("_SECONDS") and type(default) in (int, float):
+        return Number
+    return type(default)
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """`value` of setting `name` as its type; ImproperlyConfigured naming the setting when it is not one."""
+    kind = _setting_type(name, default)
+    if value is None:
+        if kind is str:
+            return ""
+        return None  # as before: a None stays None (NULLABLE settings document it)
+    if isinstance(value, str) and name in NULLABLE and value.strip().lower() in _NONE:
+        return None
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                word = value.strip().lower()
+                if word in _TRUE:
+                    return True
+                if word in _FALSE:
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind is int:
+            if isinstance(value, bool):
+                return int(value)
+            if isinstance(value, int):
+                return value
+            if isinstance(value, float):
+                if value.is_integer():
+                    return int(value)
+                raise ValueError(value)
+            if isinstance(value, str):
+                return int(value.strip())
+            return int(value)
+        if kind is float:
+            return float(value.strip() if isinstance(value, str) else value)
+        if kind is Number:
+            if isinstance(value, bool):
+                return int(value)
+            if isinstance(value, int | float):
+                return value
+            text = str(value).strip()
+            try:
+                return int(text)
+            except ValueError:
+                return float(text)
+        if kind is tuple:
+            if isinstance(value, str):
+                return tuple(part.strip() for part in value.split(",") if part.strip())
+            return tuple(value)
+        if kind is dict:
+            if isinstance(value, str):
+                value = json.loads(value) if value.strip() else {}
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return value
+    except (TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a valid {kind.__name__} (tenant-backups setting): {exc}") from None
+    if kind is str and isinstance(value, os.PathLike):
+        return os.fspath(value)  # BACKUPS_LOCAL_ROOT, BACKUPS_SPOOL_DIR given as a Path
+    return value  # other str settings as given (an import string's object itself, ...)
+
+
+class BackupsSettings:
+    """The BACKUPS_* settings by attribute: the project's value brought to its type, else the default.
+
+    An unknown name raises AttributeError naming it, so a typo fails where it is read instead of reading None.
+    """
+
+    def __init__(self, defaults: dict[str, Any] | None = None) -> None:
+        self.defaults = DEFAULTS if defaults is None else defaults
+        self._cache: dict[str, tuple[Any, Any]] = {}  # name -> (the project's raw value, what it reads as)
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.defaults:
+            if name.startswith("_"):
+                raise AttributeError(name)  # copy, pickle and friends probing for dunders
+            raise AttributeError(f"unknown tenant-backups setting {name!r}: backups.conf.DEFAULTS has no such name")
+        raw = getattr(settings, name, _MISSING)
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        value = self._resolve(name, self.defaults[name] if raw is _MISSING else raw)
+        self._cache[name] = (raw, value)
+        return value
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self.defaults))
+
+    def _resolve(self, name: str, value: Any) -> Any:
+        value = _coerce(name, value, self.defaults[name])
+        if name in IMPORT_STRINGS and isinstance(value, str) and value:
+            try:
+                return import_string(value)
+            except ImportError as exc:
+                raise ImportError(f"{name}={value!r} cannot be imported (tenant-backups setting): {exc}") from exc
+        return value
+
+    def reload(self) -> None:
+        """Forget every converted value (the next read converts the project's value again)."""
+        self._cache.clear()
+
+
+backups_settings = BackupsSettings()
+
+
+def _reload_backups_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting in backups_settings.defaults:
+        backups_settings.reload()
+
+
+setting_changed.connect(_reload_backups_settings, dispatch_uid="backups.conf.reload")
+
+
 def get(name: str) -> Any:
-    """A BACKUPS_* setting, falling back to the app's default."""
+    """Deprecated (kept for one release): read `backups_settings.<name>` instead.
+
+    A BACKUPS_* setting as the project gave it, falling back to the app's default (KeyError for an unknown name).
+    """
+    warnings.warn(f"backups.conf.get({name!r}) is deprecated: read backups.conf.backups_settings.{name}",
+                  DeprecationWarning, stacklevel=2)
     return getattr(settings, name, DEFAULTS[name])
 
 
@@ -121,7 +295,7 @@ def age_recipients() -> list[str]:
     """The age public keys backups are encrypted to (empty: no client-side encryption)."""
     from .encryption import parse_recipients
 
-    return parse_recipients(get("BACKUPS_AGE_RECIPIENTS") or "")
+    return parse_recipients(backups_settings.BACKUPS_AGE_RECIPIENTS)
 
 
 def default_encryption() -> str:
@@ -131,5 +305,5 @@ def default_encryption() -> str:
 
 def local_root() -> Path:
     """The local-folder storage root, absolute."""
-    root = Path(get("BACKUPS_LOCAL_ROOT"))
+    root = Path(backups_settings.BACKUPS_LOCAL_ROOT)
     return root if root.is_absolute() else Path(settings.BASE_DIR) / root

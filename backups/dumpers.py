@@ -22,7 +22,8 @@ from django.db import DatabaseError, DataError, connection, transaction
 from django.db.models import DecimalField
 from django_tenants.utils import schema_context
 
-from . import conf, pgtools, privileges
+from . import pgtools, privileges
+from .conf import backups_settings
 from .errors import DumpFailed, SchemaNotFound, TransientBackupError
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -105,7 +106,7 @@ ORDER BY n.nspname, c.relname, l.granted DESC, l.pid
 
 def lock_wait_seconds() -> float:
     """BACKUPS_LOCK_WAIT_SECONDS: how long any statement of a backup waits for a table lock (0: no bound)."""
-    return max(0.0, float(conf.get("BACKUPS_LOCK_WAIT_SECONDS") or 0))
+    return max(0.0, float(backups_settings.BACKUPS_LOCK_WAIT_SECONDS or 0))
 
 
 def lock_timeout_value() -> str:
@@ -188,7 +189,7 @@ def dump_with_pg_dump(schema: str, fmt: str, sink: ByteSink) -> DumpInfo:
     (the soft time limit, a failed upload) never waits on the row-counting thread: its query is cancelled and the
     connection dropped, pg_dump killed, and the exception goes up at once."""
     bins = pgtools.binaries()
-    read_size = conf.get("BACKUPS_READ_SIZE")
+    read_size = backups_settings.BACKUPS_READ_SIZE
     conn = pgtools.connect()
     counter: threading.Thread | None = None
     count_errors: list[BaseException] = []
@@ -222,7 +223,7 @@ def dump_with_pg_dump(schema: str, fmt: str, sink: ByteSink) -> DumpInfo:
                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=pgtools.pg_dump_env(), bufsize=0)
         try:
             try:
-                fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, conf.get("BACKUPS_PIPE_SIZE"))
+                fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, backups_settings.BACKUPS_PIPE_SIZE)
             except OSError:
                 pass  # above /proc/sys/fs/pipe-max-size: keep the default
             err_tail = bytearray()
@@ -345,7 +346,7 @@ def json_models() -> list:
     Tables only in the public schema (tenants, backup records) never appear; content types and
     permissions are left out because migrating the target schema recreates them.
     """
-    exclude = set(conf.get("BACKUPS_JSON_EXCLUDE"))
+    exclude = set(backups_settings.BACKUPS_JSON_EXCLUDE)
     by_name = {config.name: config for config in apps.get_app_configs()}
     app_list = []
     for app_name in settings.TENANT_APPS:

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from backups import broker, conf
+from backups import broker
+from backups.conf import backups_settings
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def broker_trouble(timeout: float | None = None) -> str:
     A Redis at maxmemory or a read-only replica answers PING and refuses every new message: beat's ticks and the
     dispatcher fail with a log line only, so the tenants falling behind are the first sign ops see.
     """
-    timeout = float(conf.get("BACKUPS_HEALTH_TIMEOUT_SECONDS") if timeout is None else timeout)
+    timeout = float(backups_settings.BACKUPS_HEALTH_TIMEOUT_SECONDS if timeout is None else timeout)
     try:
         broker.ping(timeout=timeout)
     except Exception as exc:  # any failure is the answer
@@ -91,7 +92,7 @@ def readiness_cached() -> list[CheckResult]:
     """readiness(), reused for BACKUPS_READYZ_CACHE_SECONDS: /readyz is anonymous, so a flood of probes costs
     one round of checks (an S3 HEAD, a connection) a second per process, not one each."""
     global _last
-    ttl = float(conf.get("BACKUPS_READYZ_CACHE_SECONDS") or 0)
+    ttl = backups_settings.BACKUPS_READYZ_CACHE_SECONDS or 0.0
     with _last_lock:
         if ttl > 0 and _last is not None and time.monotonic() - _last[0] < ttl:
             return _last[1]
@@ -102,7 +103,7 @@ def readiness_cached() -> list[CheckResult]:
 
 def readiness(timeout: float | None = None) -> list[CheckResult]:
     """Run every check at once in the probe threads; a check that has not answered after `timeout` fails."""
-    timeout = float(conf.get("BACKUPS_HEALTH_TIMEOUT_SECONDS") if timeout is None else timeout)
+    timeout = float(backups_settings.BACKUPS_HEALTH_TIMEOUT_SECONDS if timeout is None else timeout)
     started = time.monotonic()
     futures = {name: _executor.submit(_timed, check, timeout) for name, check in CHECKS.items()}
     results = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.apps import apps
 from django.db import connection
 
-from . import conf
+from .conf import backups_settings
 from .dumpers import json_models
 
 MAX_NAMED = 10
@@ -83,7 +83,7 @@ def held_tables() -> set[str]:
     auto-created many-to-many tables, the models BACKUPS_JSON_EXCLUDE leaves out on purpose (migrating the
     schema recreates their content: content types, permissions), and django_migrations."""
     models = list(json_models())
-    for label in conf.get("BACKUPS_JSON_EXCLUDE"):
+    for label in backups_settings.BACKUPS_JSON_EXCLUDE:
         try:
             models.append(apps.get_model(label))
         except (LookupError, ValueError):

@@ -26,7 +26,8 @@ from typing import TypeVar
 import psycopg
 from django.db import models
 
-from . import conf, pgtools
+from . import pgtools
+from .conf import backups_settings
 from .errors import TransientBackupError
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def lock_key(namespace: int, ident: int | str) -> int:
 def lock_connection(label: str) -> psycopg.Connection:
     """A new connection for holding one lock; its application_name says who holds it (pg_stat_activity)."""
     name = (LABEL_PREFIX + label)[:63]
-    url = conf.get("BACKUPS_LOCK_DATABASE_URL")
+    url = backups_settings.BACKUPS_LOCK_DATABASE_URL
     if url:
         return psycopg.connect(url, application_name=name)
     return pgtools.connect(application_name=name)

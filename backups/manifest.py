@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from . import conf
+from .conf import backups_settings
 from .dumpers import DumpInfo
 from .sink import SinkResult
 
@@ -66,10 +66,10 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
 
 def _signing_keys() -> list[bytes]:
     """The current key first, then the old ones that still verify."""
-    current = conf.get("BACKUPS_MANIFEST_KEY") or ""
+    current = backups_settings.BACKUPS_MANIFEST_KEY
     keys = [current.encode() if current else
             hmac.new(settings.SECRET_KEY.encode(), b"tenant-backups manifest signing", hashlib.sha256).digest()]
-    old = conf.get("BACKUPS_MANIFEST_OLD_KEYS") or ()
+    old = backups_settings.BACKUPS_MANIFEST_OLD_KEYS or ()
     keys += [k.encode() for k in ([old] if isinstance(old, str) else old) if k]
     return keys
 

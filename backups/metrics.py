@@ -22,7 +22,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 
-from backups import broker, conf
+from backups import broker
+from backups.conf import backups_settings
 from backups.models import BackupRecord, RestoreJob
 from backups.scheduling import DISABLED
 from backups.selectors import FAILING, STALLED, STUCK, overdue_tenants
@@ -78,7 +79,7 @@ class BackupsCollector:
 
     def _catalog_families(self) -> list[Metric]:
         now = timezone.now()
-        timeout_ms = int(float(conf.get("BACKUPS_METRICS_STATEMENT_TIMEOUT_SECONDS")) * 1000)
+        timeout_ms = int(backups_settings.BACKUPS_METRICS_STATEMENT_TIMEOUT_SECONDS * 1000)
         with transaction.atomic():
             with connection.cursor() as cur:
                 # JIT compiling the per-tenant probes costs ~5x their run time (300 ms at 10,000 tenants)
@@ -148,7 +149,7 @@ class BackupsCollector:
         if not broker.is_redis(url):
             return  # queue depths are read from Redis lists; other brokers have their own exporters
         try:
-            client = broker.redis_client(timeout=float(conf.get("BACKUPS_HEALTH_TIMEOUT_SECONDS")))
+            client = broker.redis_client(timeout=backups_settings.BACKUPS_HEALTH_TIMEOUT_SECONDS)
             try:
                 depths, unacked = broker.queue_depths(client)
             finally:

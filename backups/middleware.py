@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from backups import conf
+from backups.conf import backups_settings
 
 
 class HealthProbeMiddleware:
@@ -25,8 +25,8 @@ class HealthProbeMiddleware:
         from backups import ops_views
 
         path = request.path_info.rstrip("/") or "/"
-        if path == (conf.get("BACKUPS_HEALTHZ_PATH") or None):
+        if path == (backups_settings.BACKUPS_HEALTHZ_PATH or None):
             return ops_views.healthz(request)
-        if path == (conf.get("BACKUPS_READYZ_PATH") or None):
+        if path == (backups_settings.BACKUPS_READYZ_PATH or None):
             return ops_views.readyz(request)
         return self.get_response(request)

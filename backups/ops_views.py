@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from backups import conf
+from backups.conf import backups_settings
 
 PROBE_HEADERS = {"Cache-Control": "no-store"}
 
@@ -21,7 +21,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     No token configured: metrics are off and the path answers 404, as if it did not exist. No or another
     scheme's credentials: 401 with a Bearer challenge; a wrong token: 403.
     """
-    token = conf.get("BACKUPS_METRICS_TOKEN") or ""
+    token = backups_settings.BACKUPS_METRICS_TOKEN
     if not token:
         return HttpResponse("Not found.\n", status=404, content_type="text/plain")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")

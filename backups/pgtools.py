@@ -16,7 +16,7 @@ import psycopg
 from django.db import connections
 from psycopg import pq
 
-from . import conf
+from .conf import backups_settings
 from .errors import BackupConfigError
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def server_version_num(alias: str = "default") -> int:
 
 
 def _candidate_dirs(major: int) -> list[Path]:
-    configured = conf.get("BACKUPS_PG_BIN_DIR")
+    configured = backups_settings.BACKUPS_PG_BIN_DIR
     if configured:
         return [Path(configured)]
     dirs = [Path(f"/usr/lib/postgresql/{major}/bin"), Path(f"/usr/pgsql-{major}/bin")]
@@ -70,7 +70,7 @@ def find_binaries(server_major: int) -> PgBinaries:
         found = _version_of(pg_dump)
         if found and found[1] >= server_major:
             return PgBinaries(str(pg_dump), str(directory / "pg_restore"), str(directory / "psql"), *found)
-    where = conf.get("BACKUPS_PG_BIN_DIR") or "/usr/lib/postgresql/<major>/bin or PATH"
+    where = backups_settings.BACKUPS_PG_BIN_DIR or "/usr/lib/postgresql/<major>/bin or PATH"
     raise BackupConfigError(
         f"No pg_dump of PostgreSQL {server_major} or newer found in {where}: install postgresql-client-{server_major}"
         " or set BACKUPS_PG_BIN_DIR."
@@ -158,7 +158,7 @@ def pg_dump_env(alias: str = "default") -> dict[str, str]:
 
 
 def _dump_options() -> str:
-    return str(conf.get("BACKUPS_PG_DUMP_OPTIONS") or "").strip()
+    return backups_settings.BACKUPS_PG_DUMP_OPTIONS.strip()
 
 
 def check_pg_dump_options(alias: str = "default") -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import conf
+from .conf import backups_settings
 from .errors import RestoreFailed
 
 _RELATION_KINDS = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE",
@@ -119,7 +119,7 @@ def _target(schema: str, obj: dict) -> str:
 
 def wanted(manifest: dict) -> bool:
     """Whether a restore of this backup puts owners and grants back: the setting is on and the manifest has them."""
-    return bool(conf.get("BACKUPS_RESTORE_PRIVILEGES")) and isinstance(manifest.get("privileges"), dict)
+    return backups_settings.BACKUPS_RESTORE_PRIVILEGES and isinstance(manifest.get("privileges"), dict)
 
 
 def require_roles(cur: Any, manifest: dict) -> None:

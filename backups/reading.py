@@ -21,16 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from . import conf
 from .compression import open_decompressed
+from .conf import backups_settings
 from .errors import BackupConfigError, StoredObjectDamaged, VerificationFailed
-from .spools import RESTORE_SPOOL, spool_create, spool_dir
+from .spools import RESTORE_SPOOL, SPOOL_MARGIN, spool_create, spool_dir
 from .storage import Storage, StorageTransientError
 
 logger = logging.getLogger(__name__)
 
 COPY_CHUNK = 1 << 20
-SPOOL_MARGIN = 16 << 20  # room left for everything else on that disk
 
 
 class PlainStream:
@@ -42,7 +41,7 @@ class PlainStream:
         if encryption == "age":
             from .encryption import AgeDecryptingReader, load_identities
 
-            source = AgeDecryptingReader(spool, load_identities(conf.get("BACKUPS_AGE_IDENTITY_FILE")))
+            source = AgeDecryptingReader(spool, load_identities(backups_settings.BACKUPS_AGE_IDENTITY_FILE))
         elif encryption:
             raise VerificationFailed(f"Unknown encryption {encryption!r}.")
         self.plain = open_decompressed(source, compression)
@@ -136,7 +135,7 @@ def spool_verified(storage: Storage, record, out: BinaryIO) -> None:
     require_digest(record)
     digest = hashlib.sha256()
     total = 0
-    for attempt in range(1, int(conf.get("BACKUPS_READ_ATTEMPTS")) + 1):
+    for attempt in range(1, backups_settings.BACKUPS_READ_ATTEMPTS + 1):
         try:
             raw = storage.open_read(record.storage_key, total) if total else storage.open_read(record.storage_key)
             try:
@@ -152,7 +151,7 @@ def spool_verified(storage: Storage, record, out: BinaryIO) -> None:
                 raw.close()
             break
         except StorageTransientError as exc:  # a reset or a stall: go on from the last byte received
-            if attempt == int(conf.get("BACKUPS_READ_ATTEMPTS")):
+            if attempt == backups_settings.BACKUPS_READ_ATTEMPTS:
                 raise
             wait = min(2 ** (attempt - 1), 30)
             logger.warning("reading %s stopped at byte %d (%s); resuming in %d s", record.storage_key, total, exc, wait)

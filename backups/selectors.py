@@ -9,7 +9,7 @@ from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
-from backups import conf
+from backups.conf import backups_settings
 from backups.models import BackupRecord
 from backups.scheduling import DISABLED
 
@@ -52,7 +52,7 @@ def overdue_tenants(*, now: datetime | None = None, grace_seconds: int | None = 
     still queued or running after the grace period (no dump workers, or a stuck one).
     """
     now = now or timezone.now()
-    grace = conf.get("BACKUPS_OVERDUE_GRACE_SECONDS") if grace_seconds is None else grace_seconds
+    grace = backups_settings.BACKUPS_OVERDUE_GRACE_SECONDS if grace_seconds is None else grace_seconds
     cutoff = now - timedelta(seconds=int(grace))
     meta = get_tenant_model()._meta
     tenants, pk = connection.ops.quote_name(meta.db_table), connection.ops.quote_name(meta.pk.column)

@@ -28,13 +28,17 @@ import socket
 import tempfile
 from pathlib import Path
 
-from . import conf
+from .conf import backups_settings
 
 logger = logging.getLogger(__name__)
 
 RESTORE_SPOOL = ("tb-restore-", ".spool")
 BATCH_SPOOL = ("tenant-backups-batch-", ".dump")
 SPOOL_KINDS = (RESTORE_SPOOL, BATCH_SPOOL)
+# Bytes left free on BACKUPS_SPOOL_DIR's disk beside what a spool needs (a restore's check, a batch's archive, and
+# the batch start-up check), for everything else that writes there. One value for every spool (it was 16 MiB for
+# restores and 64 MiB for batches).
+SPOOL_MARGIN = 64 << 20
 
 
 @functools.cache
@@ -49,7 +53,7 @@ def kernel_tag() -> str:
 
 def spool_dir() -> Path:
     """Where restores and batches spool (BACKUPS_SPOOL_DIR, default the system's temp dir)."""
-    return Path(conf.get("BACKUPS_SPOOL_DIR") or tempfile.gettempdir())
+    return Path(backups_settings.BACKUPS_SPOOL_DIR or tempfile.gettempdir())
 
 
 def spool_create(directory: Path, kind: tuple[str, str]) -> tuple[int, str]:

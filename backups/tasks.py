@@ -14,8 +14,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init
 from django_tenants.utils import get_public_schema_name, schema_context
 
-from backups import conf
 from backups.checks import check_configuration
+from backups.conf import backups_settings
 from backups.errors import BackupError, TransientBackupError
 from backups.models import BackupRecord
 from backups.services.backup_run import backup_run, describe_error
@@ -54,8 +54,8 @@ def progress_events(task, record_id: int | None = None):
 # What every task that dumps or restores shares: acknowledged when done, back on the queue if its worker dies,
 # and the dump time limits (soft < hard < the broker's visibility timeout).
 LONG_RUNNING = {"acks_late": True, "reject_on_worker_lost": True,
-                "soft_time_limit": conf.get("BACKUPS_DUMP_SOFT_TIME_LIMIT"),
-                "time_limit": conf.get("BACKUPS_DUMP_TIME_LIMIT")}
+                "soft_time_limit": backups_settings.BACKUPS_DUMP_SOFT_TIME_LIMIT,
+                "time_limit": backups_settings.BACKUPS_DUMP_TIME_LIMIT}
 
 
 @worker_init.connect
@@ -76,8 +76,8 @@ def check_configuration_on_start(**kwargs) -> None:
     bind=True,
     name="tasks.backups.run_backup",
     **LONG_RUNNING,
-    max_retries=conf.get("BACKUPS_TASK_MAX_RETRIES"),
-    default_retry_delay=conf.get("BACKUPS_TASK_RETRY_DELAY"),
+    max_retries=backups_settings.BACKUPS_TASK_MAX_RETRIES,
+    default_retry_delay=backups_settings.BACKUPS_TASK_RETRY_DELAY,
     ignore_result=True,
 )
 def run_backup(self, record_id: int, **kwargs) -> str:
@@ -112,8 +112,8 @@ def run_backup_batch(self, record_ids: list[int] | None = None, **kwargs) -> dic
                 result = batch_backup_run(record_ids=ids, task_id=self.request.id or "")
         except SoftTimeLimitExceeded:
             for record in BackupRecord.objects.filter(pk__in=ids, status=BackupRecord.Status.RUNNING):
-                backup_record_mark_failed(
-                    record=record, error=f"The batch took longer than {conf.get('BACKUPS_DUMP_SOFT_TIME_LIMIT')} s.")
+                limit = backups_settings.BACKUPS_DUMP_SOFT_TIME_LIMIT
+                backup_record_mark_failed(record=record, error=f"The batch took longer than {limit} s.")
             return {"failed": len(ids)}
         if result.retry:
             backups_send_alone(record_ids=result.retry)

@@ -104,9 +104,10 @@ def no_hashing() -> None:
 
 def readinto_buffer() -> None:
     """os.read replaced by readv into one preallocated buffer (the sink consumes each chunk before the next)."""
-    from backups import conf, dumpers
+    from backups import dumpers
+    from backups.conf import backups_settings
 
-    buffer = bytearray(conf.get("BACKUPS_READ_SIZE"))
+    buffer = bytearray(backups_settings.BACKUPS_READ_SIZE)
     view = memoryview(buffer)
 
     class _Os:

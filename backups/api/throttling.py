@@ -10,6 +10,7 @@ from __future__ import annotations
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
 
 from backups import conf
+from backups.conf import backups_settings
 
 from .tokens import current_schema
 
@@ -17,7 +18,7 @@ from .tokens import current_schema
 def client_ident(request) -> str:
     """The client's address: REMOTE_ADDR, or the X-Forwarded-For entry added by the nearest trusted proxy."""
     remote = request.META.get("REMOTE_ADDR") or ""
-    proxies = int(conf.get("BACKUPS_API_NUM_PROXIES") or 0)
+    proxies = backups_settings.BACKUPS_API_NUM_PROXIES or 0
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
     if proxies <= 0 or not forwarded:
         return remote
@@ -36,7 +37,7 @@ class _ConfRate:
     scope: str
 
     def get_rate(self) -> str | None:
-        rates = {**conf.DEFAULTS["BACKUPS_API_THROTTLE_RATES"], **(conf.get("BACKUPS_API_THROTTLE_RATES") or {})}
+        rates = {**conf.DEFAULTS["BACKUPS_API_THROTTLE_RATES"], **(backups_settings.BACKUPS_API_THROTTLE_RATES or {})}
         return rates.get(self.scope)
 
     def get_ident(self, request) -> str:

@@ -129,10 +129,10 @@ def session_revoked(sid: str) -> bool:
 def _revoke_session(sid: str) -> None:
     """Record the session as ended in the shared cache, for as long as anything bound to it can live: its access
     tokens, and the signed download links minted in it (BACKUPS_URL_MAX_EXPIRY)."""
-    from backups import conf
+    from backups.conf import backups_settings
 
     lifetime = max(int(jwt_settings.ACCESS_TOKEN_LIFETIME.total_seconds()) + 60,
-                   int(conf.get("BACKUPS_URL_MAX_EXPIRY")) + 60)
+                   backups_settings.BACKUPS_URL_MAX_EXPIRY + 60)
     cache.set(_session_key(sid), 1, timeout=lifetime)
 
 

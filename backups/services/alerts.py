@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.mail import mail_admins
 
-from backups import conf
+from backups.conf import backups_settings
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def alert_ops(subject: str, body: str) -> bool:
     results = []
     if settings.ADMINS:
         results.append(_mail(subject, body))
-    if conf.get("BACKUPS_ALERT_WEBHOOK_URL"):
+    if backups_settings.BACKUPS_ALERT_WEBHOOK_URL:
         results.append(alert_webhook(subject, body))
     return any(results) or not results
 
@@ -57,8 +57,8 @@ def alert_webhook(subject: str, body: str, *, url: str | None = None, timeout: f
 
     The URL is a secret (the token is in it): only its host is ever logged.
     """
-    url = url or conf.get("BACKUPS_ALERT_WEBHOOK_URL")
-    timeout = float(conf.get("BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS") if timeout is None else timeout)
+    url = url or backups_settings.BACKUPS_ALERT_WEBHOOK_URL
+    timeout = float(backups_settings.BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS if timeout is None else timeout)
     host = urlsplit(url).hostname or "?"
     if urlsplit(url).scheme not in ("http", "https"):
         logger.error("alert webhook not sent (BACKUPS_ALERT_WEBHOOK_URL is not an http(s) URL): %s", subject)

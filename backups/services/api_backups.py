@@ -13,10 +13,10 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
+from backups.conf import backups_settings
 from backups.models import BackupEvent, BackupRecord, RestoreJob
 
 from .api_errors import ConflictError, NotFoundError, RateLimited
-from .api_settings import api_setting
 from .enqueue import backups_enqueue
 from .finalize import backup_record_delete
 from .records import backup_event_create, backup_record_create
@@ -107,7 +107,7 @@ def _ensure_nothing_running(tenant: Any) -> None:
 def api_hourly_limit_check(*, tenant: Any, now: datetime, action: str, setting: str, what: str) -> None:
     """RateLimited (429, with the wait) once the tenant made `setting` requests of `action` through the API in
     the last hour. Counts audit events, which outlive records and jobs, so deleting them lifts nothing."""
-    limit = int(api_setting(setting))
+    limit = getattr(backups_settings, setting)
     window = timedelta(hours=1)
     recent = list(
         BackupEvent.objects.filter(tenant_uid=tenant.tenant_uid, action=action, details__via="api",
@@ -153,7 +153,7 @@ def api_backup_create(*, tenant: Any, actor: dict, ip_address: str | None, fmt: 
 def api_backup_wait(*, record_id: int, timeout: float) -> BackupRecord:
     """Poll the record until it finished or `timeout` seconds passed; returns it as it is then."""
     deadline = time.monotonic() + max(0.0, float(timeout))
-    poll = float(api_setting("BACKUPS_SYNC_POLL_SECONDS"))
+    poll = backups_settings.BACKUPS_SYNC_POLL_SECONDS
     while True:
         record = BackupRecord.objects.filter(pk=record_id).first()
         if record is None:

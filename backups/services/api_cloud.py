@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from backups.conf import backups_settings
 from backups.manifest import MANIFEST_SUFFIX, manifest_key
 from backups.models import BackupEvent, BackupRecord
 from backups.naming import InvalidKey, check_tenant_key, tenant_prefix
@@ -20,7 +21,6 @@ from backups.storage.local import PARTIAL_PREFIX
 
 from .api_backups import api_events_keep_file_name
 from .api_errors import ConflictError, InvalidInput, NotFoundError
-from .api_settings import api_setting
 from .finalize import backup_record_delete
 from .records import backup_event_create
 
@@ -126,7 +126,7 @@ def api_cloud_delete(*, key: str, tenant: Any, actor: dict, ip_address: str | No
 
 def api_url_max_expiry(storage: Storage | None = None) -> int:
     """The longest link lifetime allowed: BACKUPS_URL_MAX_EXPIRY, and the backend's own cap."""
-    limit = int(api_setting("BACKUPS_URL_MAX_EXPIRY"))
+    limit = backups_settings.BACKUPS_URL_MAX_EXPIRY
     backend_cap = getattr(storage, "url_max_expiry", None)
     return min(limit, int(backend_cap)) if backend_cap else limit
 

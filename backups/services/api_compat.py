@@ -11,18 +11,18 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from backups.conf import backups_settings
 from backups.models import BackupEvent, BackupRecord
 from backups.storage import Storage
 
 from .api_backups import HistoryFilters, api_backup_create, api_backup_wait, api_records_filter
 from .api_cloud import CloudObject, api_cloud_url
-from .api_settings import api_setting
 from .records import backup_event_create
 
 
 def api_compat_enabled() -> bool:
     """Whether the documents' contract answers on the API's paths instead of the product's."""
-    return bool(api_setting("BACKUPS_API_COMPAT"))
+    return backups_settings.BACKUPS_API_COMPAT
 
 
 def api_compat_backup_create(*, tenant: Any, actor: dict, ip_address: str | None, fmt: str | None = None,
@@ -30,7 +30,7 @@ def api_compat_backup_create(*, tenant: Any, actor: dict, ip_address: str | None
     """A manual backup through the worker, waited for up to BACKUPS_SYNC_WAIT_SECONDS: the documents' clients
     read the finished backup from create's answer and create the next one right after (no 409 in between)."""
     record = api_backup_create(tenant=tenant, actor=actor, ip_address=ip_address, fmt=fmt, compression=compression)
-    return api_backup_wait(record_id=record.pk, timeout=float(api_setting("BACKUPS_SYNC_WAIT_SECONDS")))
+    return api_backup_wait(record_id=record.pk, timeout=backups_settings.BACKUPS_SYNC_WAIT_SECONDS)
 
 
 def api_compat_is_done(record: BackupRecord) -> bool:
@@ -44,7 +44,7 @@ def api_compat_history(*, tenant: Any, filters: HistoryFilters) -> QuerySet[Back
     if not filters.status:
         filters = HistoryFilters(backup_type=filters.backup_type, status=BackupRecord.Status.SUCCEEDED,
                                  date_from=filters.date_from, date_to=filters.date_to)
-    limit = max(1, int(api_setting("BACKUPS_API_COMPAT_HISTORY_LIMIT")))
+    limit = max(1, backups_settings.BACKUPS_API_COMPAT_HISTORY_LIMIT)
     return api_records_filter(tenant=tenant, filters=filters)[:limit]
 
 
@@ -69,7 +69,7 @@ def api_compat_cloud_info(*, record: BackupRecord, tenant: Any, actor: dict, ip_
                           storage: Storage, bound: dict | None = None) -> CloudInfo:
     """The record's object and a link to it, audited like cloud/get-url/ (a signed local link carries `bound`,
     who minted it, and ends with that credential)."""
-    expires_in = int(api_setting("BACKUPS_URL_DEFAULT_EXPIRY"))
+    expires_in = backups_settings.BACKUPS_URL_DEFAULT_EXPIRY
     url = api_cloud_url(key=record.storage_key, expires_in=expires_in, tenant=tenant, actor=actor,
                         ip_address=ip_address, storage=storage, bound=bound)
     return CloudInfo(filename=record.file_name, s3_key=record.storage_key, size=record.size,
@@ -79,7 +79,7 @@ def api_compat_cloud_info(*, record: BackupRecord, tenant: Any, actor: dict, ip_
 def api_compat_cloud_links(*, objects: list[CloudObject], tenant: Any, actor: dict, ip_address: str | None,
                            storage: Storage, bound: dict | None = None) -> list[str]:
     """A time-limited link per listed object (the documents' list carries them); one audit event for the lot."""
-    expires_in = int(api_setting("BACKUPS_URL_DEFAULT_EXPIRY"))
+    expires_in = backups_settings.BACKUPS_URL_DEFAULT_EXPIRY
     urls = [storage.url(obj.s3_key, expires_in, bound=bound) for obj in objects]
     if objects:
         backup_event_create(record=None, action=BackupEvent.Action.LINK, actor=actor, schema_name=tenant.schema_name,

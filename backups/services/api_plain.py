@@ -14,15 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from backups import conf
 from backups.compression import open_decompressed
+from backups.conf import backups_settings
 from backups.errors import VerificationFailed
 from backups.models import BackupRecord
 from backups.naming import COMPRESSION_EXT, ENCRYPTION_EXT, FORMAT_EXT
 from backups.storage import ObjectNotFound, Storage, StorageError
 
 from .api_errors import ConflictError, NotFoundError
-from .api_settings import api_setting
 from .records import backup_record_mark_damaged
 
 logger = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ def api_plain_open(*, record: BackupRecord, storage: Storage) -> PlainObject:
         if record.encryption == "age":
             from backups.encryption import AgeDecryptingReader, load_identities
 
-            source = AgeDecryptingReader(stored, load_identities(conf.get("BACKUPS_AGE_IDENTITY_FILE")))
+            source = AgeDecryptingReader(stored, load_identities(backups_settings.BACKUPS_AGE_IDENTITY_FILE))
         elif record.encryption:
             raise VerificationFailed(f"Unknown encryption {record.encryption!r}.")
         plain = open_decompressed(source, record.compression)
@@ -98,7 +97,7 @@ def api_plain_open(*, record: BackupRecord, storage: Storage) -> PlainObject:
 
 def api_plain_chunks(opened: PlainObject, *, chunk_size: int | None = None) -> Iterator[bytes]:
     """The plain bytes chunk by chunk; raises VerificationFailed instead of yielding the last chunk of a bad object."""
-    size = int(chunk_size or api_setting("BACKUPS_STREAM_CHUNK_BYTES"))
+    size = int(chunk_size or backups_settings.BACKUPS_STREAM_CHUNK_BYTES)
     record = opened.record
     plain_digest = hashlib.sha256()
     plain_total = 0

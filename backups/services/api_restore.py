@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
-from backups import conf
+from backups.conf import backups_settings
 from backups.errors import BackupError
 from backups.locks import claim_unfinished
 from backups.models import BackupEvent, BackupRecord, RestoreJob
@@ -118,7 +118,7 @@ def report_as_json(report: RestoreReport) -> dict:
 def restore_failure_message(exc: BaseException) -> str:
     """One sentence a user can act on, whatever a restore or a drill raised (never a bare "raised unexpectedly")."""
     if isinstance(exc, SoftTimeLimitExceeded):
-        return f"The restore took longer than {conf.get('BACKUPS_DUMP_SOFT_TIME_LIMIT')} s."
+        return f"The restore took longer than {backups_settings.BACKUPS_DUMP_SOFT_TIME_LIMIT} s."
     if isinstance(exc, BackupError):
         return str(exc)
     if isinstance(exc, ConnectionError):  # a broken pipe to the loader, a reset socket: not the spool's fault

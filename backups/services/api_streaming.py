@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from backups.conf import backups_settings
 from backups.errors import VerificationFailed
 from backups.manifest import manifest_key, manifest_signature_valid
 from backups.models import BackupRecord
 from backups.storage import ObjectNotFound, Storage
 
 from .api_errors import NotFoundError
-from .api_settings import api_setting
 from .records import backup_record_mark_damaged
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def api_object_open(*, storage: Storage, key: str, record: BackupRecord | None =
 
 def api_object_chunks(opened: OpenedObject, *, chunk_size: int | None = None) -> Iterator[bytes]:
     """The object's bytes, chunk by chunk; raises VerificationFailed instead of yielding the last chunk of a bad one."""
-    size = int(chunk_size or api_setting("BACKUPS_STREAM_CHUNK_BYTES"))
+    size = int(chunk_size or backups_settings.BACKUPS_STREAM_CHUNK_BYTES)
     digest = hashlib.sha256()
     total = 0
     held: bytes | None = None

@@ -8,6 +8,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from backups import conf, pgtools
 from backups.compression import make_compressor
+from backups.conf import backups_settings
 from backups.dumpers import DumpInfo, dump_with_django, dump_with_pg_dump
 from backups.encryption import AgeEncryptor, recipients_fingerprint
 from backups.errors import BackupError, TransientBackupError
@@ -56,15 +57,16 @@ class _Progress:
 
 def _dump_to_storage(record: BackupRecord, storage: Storage) -> tuple[DumpInfo, SinkResult]:
     compressor = make_compressor(
-        record.compression, zstd_level=conf.get("BACKUPS_ZSTD_LEVEL"), zstd_threads=conf.get("BACKUPS_ZSTD_THREADS"),
-        gzip_level=conf.get("BACKUPS_GZIP_LEVEL"),
+        record.compression, zstd_level=backups_settings.BACKUPS_ZSTD_LEVEL,
+        zstd_threads=backups_settings.BACKUPS_ZSTD_THREADS,
+        gzip_level=backups_settings.BACKUPS_GZIP_LEVEL,
     )
     progress = _Progress(record.pk)
     transforms = (AgeEncryptor(conf.age_recipients()),) if record.encryption == "age" else ()
     writer = storage.open_write(record.storage_key)
     try:
         sink = BackupSink(writer, compressor, transforms=transforms, on_progress=progress,
-                          progress_every=conf.get("BACKUPS_PROGRESS_EVERY_BYTES"))
+                          progress_every=backups_settings.BACKUPS_PROGRESS_EVERY_BYTES)
         if record.format == BackupRecord.Format.JSON:
             info = dump_with_django(record.schema_name, sink)
         else:
@@ -100,7 +102,7 @@ def _store_and_confirm(record: BackupRecord, storage: Storage, info: DumpInfo, r
 def describe_error(exc: BaseException) -> str:
     """One sentence a user can act on."""
     if isinstance(exc, SoftTimeLimitExceeded):
-        return f"The backup took longer than {conf.get('BACKUPS_DUMP_SOFT_TIME_LIMIT')} s."
+        return f"The backup took longer than {backups_settings.BACKUPS_DUMP_SOFT_TIME_LIMIT} s."
     if is_disk_full(exc):
         return "No space left on the device holding the backup storage; the partial file was removed."
     if isinstance(exc, (BackupError, StorageError)):
@@ -123,12 +125,12 @@ def backup_run(*, record_id: int, task_id: str = "") -> BackupRecord | None:
         if not claimed:
             return record
         with (tenant_lock(record.schema_name, what=f"backup {record.pk} ({record.backup_type})",
-                          wait_seconds=conf.get("BACKUPS_TENANT_LOCK_WAIT_SECONDS")),
-              dump_slot(conf.get("BACKUPS_MAX_CONCURRENT_DUMPS"),
-                        wait_seconds=conf.get("BACKUPS_DUMP_SLOT_WAIT_SECONDS")) as slot):
+                          wait_seconds=backups_settings.BACKUPS_TENANT_LOCK_WAIT_SECONDS),
+              dump_slot(backups_settings.BACKUPS_MAX_CONCURRENT_DUMPS,
+                        wait_seconds=backups_settings.BACKUPS_DUMP_SLOT_WAIT_SECONDS) as slot):
             if slot is None:
                 raise TransientBackupError(
-                    f"All {conf.get('BACKUPS_MAX_CONCURRENT_DUMPS')} dump slots stayed busy "
+                    f"All {backups_settings.BACKUPS_MAX_CONCURRENT_DUMPS} dump slots stayed busy "
                     "(BACKUPS_MAX_CONCURRENT_DUMPS); will retry."
                 )
             return _run_claimed(record, task_id)

@@ -35,6 +35,7 @@ from django.utils import timezone
 from backups import conf, pgtools, privileges
 from backups.batch_split import BatchArchive, MemberPart, SplitError, restrict_key
 from backups.compression import make_compressor
+from backups.conf import backups_settings
 from backups.dumpers import (
     DumpInfo,
     bound_lock_waits,
@@ -49,7 +50,7 @@ from backups.errors import BackupConfigError, BackupError, DumpFailed, SchemaNot
 from backups.locks import RECORD_NAMESPACE, TENANT_NAMESPACE, dump_slot, hold_many, lock_key
 from backups.models import BackupRecord
 from backups.sink import BackupSink
-from backups.spools import BATCH_SPOOL, spool_create, spool_dir
+from backups.spools import BATCH_SPOOL, SPOOL_MARGIN, spool_create, spool_dir
 from backups.storage import Storage, StorageError, get_storage
 
 from .backup_run import _store_and_confirm, backup_run, describe_error
@@ -69,7 +70,6 @@ from .records import (
 logger = logging.getLogger(__name__)
 
 BATCH_FORMATS = (BackupRecord.Format.SQL, BackupRecord.Format.DUMP)
-SPOOL_MARGIN = 64 << 20
 STDERR_TAIL = 16 * 1024
 # Succeeded members are recorded in groups (one UPDATE, one INSERT, one tenants UPDATE, one retention read) of at
 # most this many; a group is also recorded before the next member starts once its first success is this old. Until
@@ -109,8 +109,8 @@ class LockBudget:
     @property
     def per_batch(self) -> int:
         """Slots one batch may hold: BACKUPS_BATCH_LOCK_SHARE of the table, split over the dump slots."""
-        share = float(conf.get("BACKUPS_BATCH_LOCK_SHARE"))
-        return int(self.table * share / max(1, int(conf.get("BACKUPS_MAX_CONCURRENT_DUMPS"))))
+        share = backups_settings.BACKUPS_BATCH_LOCK_SHARE
+        return int(self.table * share / max(1, backups_settings.BACKUPS_MAX_CONCURRENT_DUMPS))
 
 
 def lock_budget(conn=None) -> LockBudget:
@@ -132,7 +132,7 @@ def locks_per_member(tables: int) -> int:
 
 def batch_capacity(budget: LockBudget, tables_per_tenant: int) -> int:
     """Members a batch can hold for tenants of `tables_per_tenant` tables, capped by BACKUPS_BATCH_SIZE."""
-    return max(0, min(int(conf.get("BACKUPS_BATCH_SIZE")), budget.per_batch // locks_per_member(tables_per_tenant)))
+    return max(0, min(backups_settings.BACKUPS_BATCH_SIZE, budget.per_batch // locks_per_member(tables_per_tenant)))
 
 
 def batch_sizes(count: int) -> int:
@@ -144,11 +144,11 @@ def batch_sizes(count: int) -> int:
     Never below BACKUPS_BATCH_MIN_SIZE: a few due tenants share one dump rather than each paying the catalog read.
     The worker still cuts a batch that would not fit the server's lock table or the spool's free space.
     """
-    slots = max(1, int(conf.get("BACKUPS_MAX_CONCURRENT_DUMPS")))
-    size = max(1, int(conf.get("BACKUPS_BATCH_SIZE")))
+    slots = max(1, backups_settings.BACKUPS_MAX_CONCURRENT_DUMPS)
+    size = max(1, backups_settings.BACKUPS_BATCH_SIZE)
     batches = -(-max(1, count) // size)
     batches = -(-batches // slots) * slots  # a whole number of batches for every slot
-    return max(1, min(size, max(int(conf.get("BACKUPS_BATCH_MIN_SIZE")), -(-count // batches))))
+    return max(1, min(size, max(backups_settings.BACKUPS_BATCH_MIN_SIZE, -(-count // batches))))
 
 
 def batch_check(conn=None) -> str:
@@ -156,15 +156,15 @@ def batch_check(conn=None) -> str:
     if not batching_enabled():
         return "batched dumps are off (BACKUPS_BATCH_SIZE < 2)"
     budget = lock_budget(conn)
-    tables = int(conf.get("BACKUPS_BATCH_TABLES_PER_TENANT"))
+    tables = backups_settings.BACKUPS_BATCH_TABLES_PER_TENANT
     fits = budget.per_batch // locks_per_member(tables)
     if fits < 2:
         raise BackupConfigError(
             "Batched dumps cannot fit the server's lock table: max_locks_per_transaction="
             f"{budget.max_locks_per_transaction} x (max_connections={budget.max_connections} + "
             f"max_prepared_transactions={budget.max_prepared_transactions}) = {budget.table} slots; "
-            f"BACKUPS_BATCH_LOCK_SHARE={conf.get('BACKUPS_BATCH_LOCK_SHARE')} over BACKUPS_MAX_CONCURRENT_DUMPS="
-            f"{conf.get('BACKUPS_MAX_CONCURRENT_DUMPS')} leaves {budget.per_batch} per batch, fewer than two "
+            f"BACKUPS_BATCH_LOCK_SHARE={backups_settings.BACKUPS_BATCH_LOCK_SHARE} over BACKUPS_MAX_CONCURRENT_DUMPS="
+            f"{backups_settings.BACKUPS_MAX_CONCURRENT_DUMPS} leaves {budget.per_batch} per batch, fewer than two "
             f"tenants of {tables} tables (BACKUPS_BATCH_TABLES_PER_TENANT). Raise max_locks_per_transaction on the "
             "server, lower BACKUPS_MAX_CONCURRENT_DUMPS, or set BACKUPS_BATCH_SIZE=1 to dump tenants one by one.")
     spool = spool_dir()
@@ -173,18 +173,18 @@ def batch_check(conn=None) -> str:
     except OSError as exc:
         raise BackupConfigError(f"BACKUPS_SPOOL_DIR {spool} cannot be used for batched dumps: "
                                 f"{exc.strerror or exc}.") from None
-    limit = int(conf.get("BACKUPS_BATCH_MAX_SPOOL_BYTES"))
+    limit = backups_settings.BACKUPS_BATCH_MAX_SPOOL_BYTES
     if free < limit + SPOOL_MARGIN:
         raise BackupConfigError(
             f"BACKUPS_SPOOL_DIR {spool} has {free} bytes free, less than BACKUPS_BATCH_MAX_SPOOL_BYTES={limit} plus "
             f"a {SPOOL_MARGIN} byte margin that a batched dump may spool: free space there or lower the setting.")
-    return (f"batched dumps: up to {min(fits, int(conf.get('BACKUPS_BATCH_SIZE')))} tenants of {tables} tables a "
+    return (f"batched dumps: up to {min(fits, backups_settings.BACKUPS_BATCH_SIZE)} tenants of {tables} tables a "
             f"batch ({budget.per_batch} of the server's {budget.table} lock slots), spool {spool} up to {limit} bytes")
 
 
 def batching_enabled() -> bool:
     """BACKUPS_BATCH_SIZE of 2 or more turns batched dumps on."""
-    return int(conf.get("BACKUPS_BATCH_SIZE")) >= 2
+    return backups_settings.BACKUPS_BATCH_SIZE >= 2
 
 
 # ----------------------------------------------------------------------------- running
@@ -263,12 +263,12 @@ def _after_success(record: BackupRecord) -> None:
 
 def _run_claimed_batch(members: list[BackupRecord], task_id: str, result: BatchResult) -> None:
     """Members this worker holds: take a dump slot, then dump them in parts that fit the lock table and spool."""
-    with dump_slot(conf.get("BACKUPS_MAX_CONCURRENT_DUMPS"),
-                   wait_seconds=conf.get("BACKUPS_DUMP_SLOT_WAIT_SECONDS")) as slot:
+    with dump_slot(backups_settings.BACKUPS_MAX_CONCURRENT_DUMPS,
+                   wait_seconds=backups_settings.BACKUPS_DUMP_SLOT_WAIT_SECONDS) as slot:
         if slot is None:
             for record in members:
                 backup_record_mark_queued(record=record, error=(
-                    f"All {conf.get('BACKUPS_MAX_CONCURRENT_DUMPS')} dump slots stayed busy "
+                    f"All {backups_settings.BACKUPS_MAX_CONCURRENT_DUMPS} dump slots stayed busy "
                     "(BACKUPS_MAX_CONCURRENT_DUMPS); will retry."))
                 result.retry.append(record.pk)
             return
@@ -297,8 +297,8 @@ def _parts(members: list[BackupRecord], sizes: dict[str, tuple[int, int]],
            budget: LockBudget) -> Iterator[list[BackupRecord]]:
     """Cut the members into parts whose locks fit the batch's share of the lock table and whose estimated
     spool fits BACKUPS_BATCH_MAX_SPOOL_BYTES (a tenant bigger than that alone is a part of one: it streams)."""
-    max_spool = int(conf.get("BACKUPS_BATCH_MAX_SPOOL_BYTES"))
-    max_members = max(1, int(conf.get("BACKUPS_BATCH_SIZE")))
+    max_spool = backups_settings.BACKUPS_BATCH_MAX_SPOOL_BYTES
+    max_members = max(1, backups_settings.BACKUPS_BATCH_SIZE)
     part: list[BackupRecord] = []
     locks = spool = 0
     for record in members:
@@ -583,10 +583,11 @@ def _write_member(record: BackupRecord, storage: Storage, archive: BatchArchive,
                   sql: _SqlWriter):
     """Stream the member's artifact into its own object: the custom archive (dump) or pg_restore's SQL (sql)."""
     compressor = make_compressor(
-        record.compression, zstd_level=conf.get("BACKUPS_ZSTD_LEVEL"), zstd_threads=conf.get("BACKUPS_ZSTD_THREADS"),
-        gzip_level=conf.get("BACKUPS_GZIP_LEVEL"))
+        record.compression, zstd_level=backups_settings.BACKUPS_ZSTD_LEVEL,
+        zstd_threads=backups_settings.BACKUPS_ZSTD_THREADS,
+        gzip_level=backups_settings.BACKUPS_GZIP_LEVEL)
     transforms = (AgeEncryptor(conf.age_recipients()),) if record.encryption == "age" else ()
-    read_size = conf.get("BACKUPS_READ_SIZE")
+    read_size = backups_settings.BACKUPS_READ_SIZE
     writer = storage.open_write(record.storage_key)
     try:
         sink = BackupSink(writer, compressor, transforms=transforms)

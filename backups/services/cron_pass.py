@@ -17,7 +17,7 @@ from typing import Any
 from django.db import connections
 from django_tenants.utils import get_tenant_model
 
-from backups import conf
+from backups.conf import backups_settings
 from backups.models import BackupRecord
 
 from .backup_run import backup_run
@@ -58,7 +58,7 @@ def claim_everything_due() -> CronPass:
     """Claim until a claim comes back short (everything due is recorded) or creates nothing (what is left is
     tenants that cannot be scheduled, which stay due and are reported)."""
     found = CronPass()
-    limit = int(conf.get("BACKUPS_DISPATCH_BATCH"))
+    limit = backups_settings.BACKUPS_DISPATCH_BATCH
     while True:
         dispatch = dispatch_due_backups(enqueue=False)
         found.claims += 1
@@ -86,7 +86,7 @@ def cron_backup_pass(*, say: Say = lambda line: None) -> CronPass:
 def _batched(ids: list[int], found: CronPass, say: Say) -> None:
     size = batch_sizes(len(ids))
     parts = [ids[start:start + size] for start in range(0, len(ids), size)]
-    slots = max(1, int(conf.get("BACKUPS_MAX_CONCURRENT_DUMPS")))
+    slots = max(1, backups_settings.BACKUPS_MAX_CONCURRENT_DUMPS)
     say(f"Backing up {len(ids)} tenants in {len(parts)} batch(es), {min(slots, len(parts))} at a time...")
 
     def run(part: list[int]) -> list[int]:

@@ -23,6 +23,7 @@ from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from backups import conf
+from backups.conf import backups_settings
 from backups.models import BackupEvent, BackupRecord
 from backups.naming import backup_file_name, tenant_key
 from backups.scheduling import DISABLED, SCHEDULED, ScheduleSpec
@@ -86,7 +87,7 @@ def _claim(now: datetime) -> list[tuple]:
         .exclude(schema_name=get_public_schema_name())
         .order_by("next_backup_at")
         .annotate(migrated=_Migrated(F("schema_name")))
-        .values_list(*_CLAIMED, "migrated")[: conf.get("BACKUPS_DISPATCH_BATCH")]
+        .values_list(*_CLAIMED, "migrated")[: backups_settings.BACKUPS_DISPATCH_BATCH]
     )
 
 
@@ -242,8 +243,8 @@ def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -
     `now`, not after the missed one.
     """
     now = now or timezone.now()
-    backend, encryption = conf.get("BACKUPS_STORAGE"), conf.default_encryption()
-    fmt, compression = conf.get("BACKUPS_DEFAULT_FORMAT"), conf.get("BACKUPS_COMPRESSION")
+    backend, encryption = backups_settings.BACKUPS_STORAGE, conf.default_encryption()
+    fmt, compression = backups_settings.BACKUPS_DEFAULT_FORMAT, backups_settings.BACKUPS_COMPRESSION
     template = _record_template(backend, fmt, compression, encryption, now, now if enqueue else None)
     with transaction.atomic():
         due = _claim(now)

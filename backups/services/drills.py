@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import F, OuterRef, Subquery
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
-from backups import conf
+from backups.conf import backups_settings
 from backups.models import BackupEvent, BackupRecord, RestoreJob
 from backups.queues import RESTORE_BACKUP, signature
 
@@ -47,7 +47,7 @@ def drill_candidates(*, sample: int) -> list[tuple[int, str, int]]:
 
 def drills_schedule(*, sample: int | None = None) -> list[RestoreJob]:
     """Create one verify RestoreJob per candidate and send each to the restore queue after commit."""
-    sample = conf.get("BACKUPS_DRILL_SAMPLE") if sample is None else sample
+    sample = backups_settings.BACKUPS_DRILL_SAMPLE if sample is None else sample
     jobs = []
     with transaction.atomic():
         candidates = drill_candidates(sample=sample)

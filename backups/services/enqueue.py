@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.utils import timezone
 
-from backups import conf
+from backups.conf import backups_settings
 from backups.models import BackupRecord
 from backups.queues import (
     APPLY_RETENTION,
@@ -63,7 +63,7 @@ def backups_publish_on_commit(records: list) -> None:
     if batching_enabled() and len(records) > 1:
         transaction.on_commit(lambda: publish_batches(records))
         return
-    batch = max(1, int(conf.get("BACKUPS_FANOUT_BATCH")))
+    batch = max(1, backups_settings.BACKUPS_FANOUT_BATCH)
     if len(records) <= batch:
         transaction.on_commit(lambda: publish_chains([backup_chain(record) for record in records]))
         return

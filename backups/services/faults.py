@@ -17,7 +17,7 @@ import psycopg
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 
-from backups import conf
+from backups.conf import backups_settings
 from backups.errors import DumpFailed, TransientBackupError
 from backups.models import BackupRecord
 from backups.storage import StorageTransientError
@@ -59,12 +59,12 @@ def retry_delays(record: BackupRecord) -> list[int]:
     BACKUPS_TASK_MAX_RETRIES times (someone is waiting for it). The window also bounds the time the tries
     themselves take (backup_next_retry): slow tries end the schedule sooner.
     """
-    base = max(1, int(conf.get("BACKUPS_TASK_RETRY_DELAY")))
-    cap = max(base, int(conf.get("BACKUPS_TASK_RETRY_MAX_DELAY")))
+    base = max(1, backups_settings.BACKUPS_TASK_RETRY_DELAY)
+    cap = max(base, backups_settings.BACKUPS_TASK_RETRY_MAX_DELAY)
     delays: list[int] = []
     if record.backup_type != BackupRecord.Type.AUTOMATIC:
-        return [min(cap, base * 2 ** n) for n in range(int(conf.get("BACKUPS_TASK_MAX_RETRIES")))]
-    window = int(conf.get("BACKUPS_TRANSIENT_RETRY_WINDOW_SECONDS"))
+        return [min(cap, base * 2 ** n) for n in range(backups_settings.BACKUPS_TASK_MAX_RETRIES)]
+    window = backups_settings.BACKUPS_TRANSIENT_RETRY_WINDOW_SECONDS
     while sum(delays) + min(cap, base * 2 ** len(delays)) <= window and len(delays) < 1000:
         delays.append(min(cap, base * 2 ** len(delays)))
     return delays
@@ -126,7 +126,7 @@ def backup_next_retry(*, record_id: int, retries: int, error: str) -> int | None
         now = timezone.now()
         elapsed = max(0.0, (now - record.created_at).total_seconds())
         this_try = max(0.0, (now - (record.started_at or now)).total_seconds())
-        window = int(conf.get("BACKUPS_TRANSIENT_RETRY_WINDOW_SECONDS"))
+        window = backups_settings.BACKUPS_TRANSIENT_RETRY_WINDOW_SECONDS
         if retries < len(delays) and elapsed + delays[retries] + this_try <= window:
             return delays[retries]
         spent = max(spent, round(elapsed))

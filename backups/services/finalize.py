@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
-from backups import conf
+from backups.conf import backups_settings
 from backups.manifest import manifest_key, manifest_signature_valid
 from backups.models import BackupEvent, BackupRecord
 from backups.retention import BackupInfo, RetentionPolicy, backups_to_delete
@@ -83,8 +83,8 @@ def retention_policy_for(tenant) -> RetentionPolicy:
     """The tenant's GFS counts and the project's manual and safety-backup rules."""
     return RetentionPolicy(keep_daily=tenant.backup_keep_daily, keep_weekly=tenant.backup_keep_weekly,
                            keep_monthly=tenant.backup_keep_monthly,
-                           manual_retention_days=conf.get("BACKUPS_MANUAL_RETENTION_DAYS"),
-                           pre_restore_retention_days=conf.get("BACKUPS_PRE_RESTORE_RETENTION_DAYS"))
+                           manual_retention_days=backups_settings.BACKUPS_MANUAL_RETENTION_DAYS,
+                           pre_restore_retention_days=backups_settings.BACKUPS_PRE_RESTORE_RETENTION_DAYS)
 
 
 def retention_apply(*, tenant_id: int, now: datetime | None = None) -> list[int]:
@@ -114,7 +114,7 @@ def deleted_tenant_backups_purge(*, now: datetime | None = None) -> list[int]:
 
     Until then operators still see them (admin, CLI) as a deleted tenant's; no later tenant ever does.
     """
-    days = conf.get("BACKUPS_DELETED_TENANT_KEEP_DAYS")
+    days = backups_settings.BACKUPS_DELETED_TENANT_KEEP_DAYS
     if days is None:
         return []
     cutoff = (now or timezone.now()) - timedelta(days=int(days))

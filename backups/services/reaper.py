@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from backups import conf
+from backups.conf import backups_settings
 from backups.locks import RECORD_NAMESPACE, advisory_lock
 from backups.models import BackupRecord
 from backups.storage import StorageError, get_storage
@@ -68,8 +68,8 @@ def abort_stale_uploads() -> int:
     running = set(BackupRecord.objects.filter(status=BackupRecord.Status.RUNNING).values_list("storage_key",
                                                                                            flat=True))
     try:
-        return aborted + abort("", older_than=timedelta(seconds=conf.get("BACKUPS_DUMP_TIME_LIMIT")
-                                                        + conf.get("BACKUPS_RUNNING_GRACE_SECONDS")), keep=running)
+        return aborted + abort("", older_than=timedelta(seconds=backups_settings.BACKUPS_DUMP_TIME_LIMIT
+                                                        + backups_settings.BACKUPS_RUNNING_GRACE_SECONDS), keep=running)
     except StorageError as exc:
         logger.warning("could not abort stale uploads: %s", exc)
         return aborted
@@ -82,7 +82,7 @@ def _reap_running(now: datetime, result: Reaped) -> None:
     running record means its holder died: it is resent after BACKUPS_ORPHAN_GRACE_SECONDS, not after the hard
     time limit. Past the hard limit plus grace the old rule stays as a backstop.
     """
-    orphan_cutoff = now - timedelta(seconds=conf.get("BACKUPS_ORPHAN_GRACE_SECONDS"))
+    orphan_cutoff = now - timedelta(seconds=backups_settings.BACKUPS_ORPHAN_GRACE_SECONDS)
     for record in BackupRecord.objects.filter(status=BackupRecord.Status.RUNNING, started_at__lt=orphan_cutoff):
         with advisory_lock(RECORD_NAMESPACE, record.pk) as free:
             if not free:
@@ -93,7 +93,7 @@ def _reap_running(now: datetime, result: Reaped) -> None:
             why = (f"It was left running (stage {record.stage or 'starting'}) by a worker that stopped or lost its "
                    "database connection")
             with transaction.atomic():
-                if record.attempts > len(retry_delays(record)) + conf.get("BACKUPS_TASK_MAX_RETRIES"):
+                if record.attempts > len(retry_delays(record)) + backups_settings.BACKUPS_TASK_MAX_RETRIES:
                     backup_record_mark_failed(record=record, error=f"{why}, {record.attempts} times; giving up.")
                     result.failed.append(record.pk)
                     continue
@@ -108,7 +108,7 @@ def _reap_queued(now: datetime, result: Reaped, broker_url: str | None) -> None:
     Records still in the broker are left alone however long they wait, so a long queue is never flooded.
     When the broker cannot be read, the old rule applies: resent once after BACKUPS_QUEUED_TIMEOUT_SECONDS.
     """
-    lost_cutoff = now - timedelta(seconds=conf.get("BACKUPS_LOST_MESSAGE_SECONDS"))
+    lost_cutoff = now - timedelta(seconds=backups_settings.BACKUPS_LOST_MESSAGE_SECONDS)
     stale = list(BackupRecord.objects.filter(
         Q(enqueued_at__lt=lost_cutoff) | Q(enqueued_at__isnull=True, created_at__lt=lost_cutoff),
         status=BackupRecord.Status.QUEUED).order_by("pk"))
@@ -118,7 +118,7 @@ def _reap_queued(now: datetime, result: Reaped, broker_url: str | None) -> None:
 
     present = record_ids_in_broker((DISPATCH, DUMP, DUMP_PRIORITY), url=broker_url)
     if present is None:
-        queued_cutoff = now - timedelta(seconds=conf.get("BACKUPS_QUEUED_TIMEOUT_SECONDS"))
+        queued_cutoff = now - timedelta(seconds=backups_settings.BACKUPS_QUEUED_TIMEOUT_SECONDS)
         for record in stale:
             if (record.enqueued_at or record.created_at) < queued_cutoff:
                 with transaction.atomic():

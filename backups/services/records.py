@@ -20,6 +20,7 @@ from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
 from backups import conf
+from backups.conf import backups_settings
 from backups.errors import BackupError
 from backups.models import BackupEvent, BackupRecord
 from backups.naming import backup_file_name, tenant_key, validate_schema_name, with_suffix
@@ -47,8 +48,8 @@ def backup_record_create(
     if tenant is None:  # an operator's call by schema name: the tenant that owns the schema now, if any
         tenant = get_tenant_model().objects.filter(schema_name=schema_name).first()
     uid = tenant.tenant_uid if tenant is not None else uuid.uuid4()  # no tenant: an identity nobody has
-    fmt = fmt or conf.get("BACKUPS_DEFAULT_FORMAT")
-    compression = compression or conf.get("BACKUPS_COMPRESSION")
+    fmt = fmt or backups_settings.BACKUPS_DEFAULT_FORMAT
+    compression = compression or backups_settings.BACKUPS_COMPRESSION
     encryption = conf.default_encryption() if encryption is None else encryption
     if fmt not in BackupRecord.Format.values:
         raise ValueError(f"Unknown format {fmt!r} (use sql, dump or json).")
@@ -64,7 +65,7 @@ def backup_record_create(
             with transaction.atomic():
                 record = BackupRecord.objects.create(
                     tenant=tenant, tenant_uid=uid, schema_name=schema_name, file_name=name,
-                    storage_backend=storage_backend or conf.get("BACKUPS_STORAGE"),
+                    storage_backend=storage_backend or backups_settings.BACKUPS_STORAGE,
                     storage_key=tenant_key(schema_name, uid, name), format=fmt, compression=compression,
                     encryption=encryption, backup_type=backup_type, requested_by=requested_by or {}, slot=slot,
                 )

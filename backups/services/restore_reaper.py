@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from backups import conf
+from backups.conf import backups_settings
 from backups.locks import advisory_lock
 from backups.models import RestoreJob
 from backups.queues import RESTORE_BACKUP, signature
@@ -80,7 +80,7 @@ def _reap_running_jobs(now: datetime, reaped: ReapedJobs) -> None:
     so a free lock on a running job means its holder died or could not write; the lock is held here while the
     job is changed, and the message sent only once it is released, so the worker taking it can claim it.
     """
-    cutoff = now - timedelta(seconds=conf.get("BACKUPS_ORPHAN_GRACE_SECONDS"))
+    cutoff = now - timedelta(seconds=backups_settings.BACKUPS_ORPHAN_GRACE_SECONDS)
     for job in RestoreJob.objects.filter(status=RestoreJob.Status.RUNNING, created_at__lt=cutoff).order_by("pk"):
         if job.started_at is not None and job.started_at >= cutoff:
             continue
@@ -109,14 +109,14 @@ def _reap_queued_jobs(now: datetime, reaped: ReapedJobs, broker_url: str | None)
     Jobs still in the broker are left alone however long they wait. When the broker cannot be read, a job is
     sent again once after BACKUPS_QUEUED_TIMEOUT_SECONDS, and failed if that did not help either.
     """
-    lost_cutoff = now - timedelta(seconds=conf.get("BACKUPS_LOST_MESSAGE_SECONDS"))
+    lost_cutoff = now - timedelta(seconds=backups_settings.BACKUPS_LOST_MESSAGE_SECONDS)
     stale = [job for job in RestoreJob.objects.filter(status=RestoreJob.Status.QUEUED, created_at__lt=lost_cutoff)
              .order_by("pk") if _last_sent(job) < lost_cutoff]
     if not stale:
         return
     present = restore_job_ids_in_broker(url=broker_url)
     if present is None:
-        queued_cutoff = now - timedelta(seconds=conf.get("BACKUPS_QUEUED_TIMEOUT_SECONDS"))
+        queued_cutoff = now - timedelta(seconds=backups_settings.BACKUPS_QUEUED_TIMEOUT_SECONDS)
         stale = [job for job in stale if _last_sent(job) < queued_cutoff]
     for job in stale:
         if present is None or job.pk not in present:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from backups import conf
+from backups.conf import backups_settings
 from backups.scheduling import SCHEDULED, ScheduleSpec, next_run_after, next_runs_after, slot_offset_seconds
 
 
 def spread_offset(schema_name: str) -> timedelta:
     """The tenant's stable offset in [0, BACKUPS_SPREAD_SECONDS): same tenant, same offset, on every host."""
-    window = int(conf.get("BACKUPS_SPREAD_SECONDS"))
+    window = int(backups_settings.BACKUPS_SPREAD_SECONDS)
     return timedelta(seconds=slot_offset_seconds(schema_name, window)) if window > 0 else timedelta(0)
 
 

@@ -13,8 +13,9 @@ __all__ = [
 def get_storage(name: str | None = None) -> Storage:
     """The configured backend (BACKUPS_STORAGE), or the one named."""
     from backups import conf
+    from backups.conf import backups_settings
 
-    name = name or conf.get("BACKUPS_STORAGE")
+    name = name or backups_settings.BACKUPS_STORAGE
     if name == "local":
         from .local import LocalStorage
 

@@ -171,7 +171,7 @@ def test_a_killed_restores_spool_is_removed_and_a_live_ones_never(spool, childre
 
 def test_a_killed_batchs_spool_no_longer_stops_the_next_worker(spool, children, settings):
     """Two kill -9s of batch processes leave spools that would fail the start-up free-space check."""
-    from backups.services.batch_backup import SPOOL_MARGIN
+    from backups.spools import SPOOL_MARGIN
     from backups.tasks import check_configuration_on_start
 
     grow = 48 << 20

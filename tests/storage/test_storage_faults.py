@@ -18,7 +18,7 @@ import jwt as pyjwt
 import pytest
 from botocore.exceptions import ConnectionClosedError
 
-from backups import conf
+from backups.conf import backups_settings
 from backups.storage import s3 as s3_module
 from backups.storage.base import StorageError
 from tests.servers.supabase_storage import stop
@@ -184,7 +184,7 @@ def test_an_abort_that_keeps_failing_is_aborted_by_the_reapers_next_sweep(
     # the store is reachable again; the upload is seconds old, far below the hard limit plus grace
     fresh = make_s3_storage(s3_server, bucket=s3_bucket)
     monkeypatch.setattr(reaper, "get_storage", lambda name=None: fresh)
-    assert conf.get("BACKUPS_DUMP_TIME_LIMIT") + conf.get("BACKUPS_RUNNING_GRACE_SECONDS") > 600
+    assert backups_settings.BACKUPS_DUMP_TIME_LIMIT + backups_settings.BACKUPS_RUNNING_GRACE_SECONDS > 600
     assert reaper.abort_stale_uploads() == 1
     assert s3_pending_uploads(fresh) == []
     assert fresh.remembered_failed_aborts() == []

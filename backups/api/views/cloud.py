@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from backups.api.schema import ADMIN, BINARY, STORAGE, DeleteWithBodyAutoSchema, MessageSerializer, errors
 from backups.api.serializers import SafeCharField
 from backups.api.tokens import link_binding
+from backups.conf import backups_settings
 from backups.services.api_backups import api_download_recorded
 from backups.services.api_cloud import (
     api_cloud_delete,
@@ -17,7 +18,6 @@ from backups.services.api_cloud import (
     api_cloud_record,
     api_cloud_url,
 )
-from backups.services.api_settings import api_setting
 from backups.services.api_streaming import api_object_open
 from backups.storage import get_storage
 
@@ -153,7 +153,7 @@ class CloudUrlView(TenantAdminAPIView):
         body = CloudUrlInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         key = api_cloud_key_parse(body.validated_data["s3_key"], tenant=self.tenant)
-        expires_in = body.validated_data.get("expiration") or int(api_setting("BACKUPS_URL_DEFAULT_EXPIRY"))
+        expires_in = body.validated_data.get("expiration") or backups_settings.BACKUPS_URL_DEFAULT_EXPIRY
         url = api_cloud_url(key=key, expires_in=expires_in, tenant=self.tenant, actor=self.actor(),
                             ip_address=self.ip(), storage=get_storage(), bound=link_binding(request))
         if url.startswith("/"):  # the local backend's signed link, served by this domain

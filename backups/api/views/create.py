@@ -8,9 +8,9 @@ from rest_framework.response import Response
 
 from backups.api.schema import ADMIN, BINARY, STORAGE, errors
 from backups.api.serializers import BackupRecordSerializer
+from backups.conf import backups_settings
 from backups.models import BackupRecord
 from backups.services.api_backups import api_backup_create, api_backup_wait, api_download_recorded
-from backups.services.api_settings import api_setting
 from backups.services.api_streaming import api_object_open
 from backups.storage import get_storage
 
@@ -66,7 +66,7 @@ class BackupCreateView(TenantAdminAPIView):
                                    fmt=body.validated_data.get("format"),
                                    compression=body.validated_data.get("compression"))
         if query.validated_data["download"] and not query.validated_data["cloud_only"]:
-            record = api_backup_wait(record_id=record.pk, timeout=api_setting("BACKUPS_SYNC_WAIT_SECONDS"))
+            record = api_backup_wait(record_id=record.pk, timeout=backups_settings.BACKUPS_SYNC_WAIT_SECONDS)
             if record.status == BackupRecord.Status.SUCCEEDED:
                 opened = api_object_open(storage=get_storage(record.storage_backend), key=record.storage_key,
                                          record=record)

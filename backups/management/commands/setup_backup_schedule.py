@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from backups import conf
+from backups.conf import backups_settings
 from backups.queues import DISPATCH, HOUSEKEEPING
 
 ENTRIES = (
@@ -21,7 +21,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         for name, task, queue, setting in ENTRIES:
-            every = int(conf.get(setting))
+            every = int(getattr(backups_settings, setting))  # seconds: an int for IntervalSchedule
             enabled = every > 0  # 0 turns an entry off (e.g. BACKUPS_DRILL_SECONDS=0: no scheduled drills)
             every = every if enabled else 86400
             interval, _ = IntervalSchedule.objects.get_or_create(every=every, period=IntervalSchedule.SECONDS)
