@@ -7,7 +7,6 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('backups', '0007_inherited_user'),
-        ('tenants', '0003_clinica_tenant_uid'),
     ]
 
     operations = [

@@ -172,13 +172,17 @@ def test_a_dropped_database_connection_mid_backup_is_recorded_through_a_fresh_co
     assert _stored_under(record) == []
 
 
-def test_reaper_says_what_left_a_record_running(settings):
+def test_reaper_says_what_left_a_record_running(settings, monkeypatch):
+    from backups.services import reaper
+
+    sent = []  # not to the session's worker: it would take the record and run it before the check below
+    monkeypatch.setattr(reaper, "backups_enqueue", sent.extend)
     record = backup_record_create(schema_name="clinica_sonrisa")
     long_ago = timezone.now() - timedelta(seconds=settings.BACKUPS_ORPHAN_GRACE_SECONDS + 60)
     BackupRecord.objects.filter(pk=record.pk).update(status="running", started_at=long_ago, attempts=1,
                                                      stage=BackupRecord.Stage.DUMPING, enqueued_at=long_ago)
     result = reap_stuck_backups(broker_url=None)
-    assert record.pk in result.requeued
+    assert record.pk in result.requeued and record.pk in [r.pk for r in sent]
     record.refresh_from_db()
     assert record.status == BackupRecord.Status.QUEUED
     assert "lost its database connection" in record.error and "stage dumping" in record.error
