@@ -215,6 +215,9 @@ class BatchArchive:
         if self.version not in SUPPORTED_VERSIONS:
             raise SplitUnsupported(f"Archive version {self.version[0]}.{self.version[1]} is not supported by the "
                                    "batch splitter.")
+        if not (4 <= self.int_size <= 8 and 4 <= self.off_size <= 8):
+            raise SplitError(f"The batch archive's header is damaged (integer size {self.int_size}, offset size "
+                             f"{self.off_size}).")
         if fmt != FORMAT_CUSTOM:
             raise SplitError(f"The batch archive has format {fmt}, expected a custom-format archive.")
         r = _Reader(f, self.int_size)
@@ -267,12 +270,16 @@ class BatchArchive:
             r.skip_str()  # "false" (WITH OIDS)
             deps = []
             while (dep := r.str()) is not None:
+                if not dep.isascii() or not dep.isdigit():
+                    raise SplitError(f"The batch archive's {desc} {tag!r} has a damaged dependency.")
                 deps.append(int(dep))
             common_end = f.tell()
             state = r.byte()
             raw = f.read(self.off_size)
             if len(raw) != self.off_size:
                 raise SplitError("The batch archive's table of contents ends early.")
+            if state not in (K_OFFSET_POS_NOT_SET, K_OFFSET_POS_SET, K_OFFSET_NO_DATA):
+                raise SplitError(f"The batch archive's {desc} {tag!r} has a damaged data offset.")
             if state == K_OFFSET_POS_NOT_SET:
                 raise SplitUnsupported(f"The batch archive's {desc} {tag!r} has data but no offset (written to a "
                                        "pipe?): the splitter needs the archive written to a file.")
@@ -295,12 +302,16 @@ class BatchArchive:
                 self._deps[i] = tuple(deps)
             if any(c in tag or c in namespace for c in "\r\n"):
                 self._odd_names.add(namespace or tag)
+        self.toc_end = f.tell()
 
     def _block_ends(self, size: int) -> None:
         """Each data block ends where the next begins (pg_dump writes them one after another after the table of
         contents, nothing after the last); checked again when a block is read."""
         starts = sorted((offset, i) for i, offset in self._blocks.items())
-        for (offset, i), (following, _) in zip(starts, [*starts[1:], (size, -1)], strict=True):
+        if (starts[0][0] if starts else size) != self.toc_end:  # (an entry dropped, or a block nobody names)
+            raise SplitError("The batch archive's table of contents does not end where its data begins.")
+        for k, (offset, i) in enumerate(starts):
+            following = starts[k + 1][0] if k + 1 < len(starts) else size
             if not self.header_end < offset < following <= size:
                 raise SplitError("The batch archive's data offsets are out of order.")
             self._block_end[i] = following
