@@ -15,8 +15,9 @@ class BackupsConfig(AppConfig):
         from django.contrib.auth import get_user_model
         from django_tenants.utils import get_tenant_model
 
+        from backups.catalog.tenant_lifecycle import tenant_created, tenant_deleted
+
         from .api.revocation import revoke_on_credential_change
-        from .services.tenant_lifecycle import tenant_created, tenant_deleted
 
         pre_delete.connect(tenant_deleted, sender=get_tenant_model(), dispatch_uid="backups.tenant_deleted")
         post_save.connect(tenant_created, sender=get_tenant_model(), dispatch_uid="backups.tenant_created")

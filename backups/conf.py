@@ -39,8 +39,8 @@ DEFAULTS: dict[str, Any] = {
     # be JIT-compiled (about 1 s of compiling for the index query of 1,600 tenants, for 0.2-0.5 s a call less in
     # all). Planner and executor choices only: what is dumped is the same.
     "BACKUPS_PG_DUMP_OPTIONS": "-c enable_mergejoin=off -c jit=off",
-    # A restore puts back the owners and grants the manifest recorded (backups.privileges); False restores every
-    # object owned by the restoring role with its default privileges, as pg_restore --no-owner --no-acl would.
+    # A restore puts back the owners and grants the manifest recorded (backups.postgres.privileges); False restores
+    # every object owned by the restoring role with its default privileges, as pg_restore --no-owner --no-acl would.
     "BACKUPS_RESTORE_PRIVILEGES": True,
     "BACKUPS_READ_SIZE": 1 << 20,
     # Reads of one stored object a restore or drill makes when the network cuts it (reset, stall past the read
@@ -85,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_DRILL_SECONDS": 86400,
     "BACKUPS_DRILL_SAMPLE": 3,
     "BACKUPS_RECONCILE_SECONDS": 86400,
-    # batched dumps (backups.services.batch_backup): one pg_dump for up to this many due tenants; 1 turns it off
+    # batched dumps (backups.backup.batch.run): one pg_dump for up to this many due tenants; 1 turns it off
     "BACKUPS_BATCH_SIZE": 500,
     "BACKUPS_BATCH_MIN_SIZE": 10,  # a tick's due tenants are spread over the dump slots in batches of at least this
     "BACKUPS_BATCH_LOCK_SHARE": 0.5,  # of the server's lock table, shared by the BACKUPS_MAX_CONCURRENT_DUMPS batches
@@ -116,14 +116,14 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_API_COMPAT_HISTORY_LIMIT": 100,
     "BACKUPS_API_THROTTLE_RATES": {"anon": "120/min", "user": "1200/min", "auth": "30/min", "schema": "60/min"},
     "BACKUPS_API_NUM_PROXIES": 0,  # proxies in front of the app whose X-Forwarded-For is trusted (0: none)
-    # Operations (backups.ops_views): metrics, health probes, alerts.
+    # Operations (backups.ops.views): metrics, health probes, alerts.
     "BACKUPS_METRICS_TOKEN": "",  # bearer token of /metrics; empty: metrics are off (404)
     "BACKUPS_METRICS_QUEUES": (),  # queues whose depth is reported; empty: every queue the Celery app declares
     "BACKUPS_METRICS_STATEMENT_TIMEOUT_SECONDS": 10,  # the catalog queries of one scrape give up after this
     "BACKUPS_BROKER_URL": "",  # the broker /readyz and the queue depths look at; empty: the Celery app's broker_url
     "BACKUPS_HEALTH_TIMEOUT_SECONDS": 3.0,  # each /readyz check (database, broker, storage) gives up after this
     "BACKUPS_READYZ_CACHE_SECONDS": 1.0,  # /readyz answers from its last checks this long (anonymous callers)
-    # Answered by backups.middleware.HealthProbeMiddleware on any host, before the tenant lookup ("": not answered).
+    # Answered by backups.ops.middleware.HealthProbeMiddleware on any host, before the tenant lookup ("": not answered).
     "BACKUPS_HEALTHZ_PATH": "/healthz",
     "BACKUPS_READYZ_PATH": "/readyz",
     "BACKUPS_ALERT_WEBHOOK_URL": "",  # Slack-compatible incoming webhook ({"text": ...}) told beside ADMINS
@@ -293,7 +293,7 @@ def get(name: str) -> Any:
 
 def age_recipients() -> list[str]:
     """The age public keys backups are encrypted to (empty: no client-side encryption)."""
-    from .encryption import parse_recipients
+    from backups.core.encryption import parse_recipients
 
     return parse_recipients(backups_settings.BACKUPS_AGE_RECIPIENTS)
 

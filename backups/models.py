@@ -17,7 +17,7 @@ class BackupStatus(models.TextChoices):
 class BackupStage(models.TextChoices):
     """Where the record is in the pipeline, shown to users (API, admin) and read by the reaper and deletion.
 
-    Written only by backups.services.records; the database refuses any other value.
+    Written only by backups.catalog.records; the database refuses any other value.
     """
 
     NEW = "", "Not started"

@@ -1,17 +1,7 @@
-"""URLs of the ops views, for a project's public (ops) domain: `path("", include("backups.ops_urls"))`.
-
-The probes are listed too for projects without HealthProbeMiddleware; with it they are answered before
-these URLs are reached, on every host.
+"""The module is now `backups.ops.urls`: this path is kept for one release, so that
+`include("backups.ops_urls")` still works.
 """
 
-from django.urls import path
+from backups.ops.urls import app_name, urlpatterns
 
-from . import ops_views
-
-app_name = "backups_ops"
-
-urlpatterns = [
-    path("metrics", ops_views.metrics, name="metrics"),
-    path("healthz", ops_views.healthz, name="healthz"),
-    path("readyz", ops_views.readyz, name="readyz"),
-]
+__all__ = ["app_name", "urlpatterns"]

@@ -14,23 +14,23 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init
 from django_tenants.utils import get_public_schema_name, schema_context
 
-from backups.checks import check_configuration
+from backups.backup.batch.run import batch_backup_run
+from backups.backup.enqueue import backups_fan_out, backups_send_alone
+from backups.backup.run import backup_run, describe_error
+from backups.catalog.faults import backup_next_retry
+from backups.catalog.finalize import backup_record_finalize, deleted_tenant_backups_purge, retention_apply
+from backups.catalog.progress import estimated_total, progress_listener
+from backups.catalog.records import backup_record_fail_unfinished, backup_record_mark_failed
 from backups.conf import backups_settings
-from backups.errors import BackupError, TransientBackupError
+from backups.core.errors import BackupError, TransientBackupError
+from backups.housekeeping.reaper import reap_stuck_backups as reap_service
+from backups.housekeeping.reconcile import storage_reconcile
 from backups.models import BackupRecord
-from backups.services.backup_run import backup_run, describe_error
-from backups.services.batch_backup import batch_backup_run
-from backups.services.dispatch import dispatch_due_backups as dispatch_service
-from backups.services.drills import drills_schedule
-from backups.services.enqueue import backups_fan_out, backups_send_alone
-from backups.services.faults import backup_next_retry
-from backups.services.finalize import backup_record_finalize, deleted_tenant_backups_purge, retention_apply
-from backups.services.leftovers import leftovers_remove
-from backups.services.overdue import overdue_check
-from backups.services.progress import estimated_total, progress_listener
-from backups.services.reaper import reap_stuck_backups as reap_service
-from backups.services.reconcile import storage_reconcile
-from backups.services.records import backup_record_fail_unfinished, backup_record_mark_failed
+from backups.ops.checks import check_configuration
+from backups.ops.overdue import overdue_check
+from backups.postgres.leftovers import leftovers_remove
+from backups.restore.drills import drills_schedule
+from backups.schedule.dispatch import dispatch_due_backups as dispatch_service
 from backups.storage import StorageError, StorageTransientError
 
 logger = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def schedule_verify_drills(**kwargs) -> int:
 )
 def restore_backup(self, job_id: int, **kwargs) -> str:
     """Run one RestoreJob (replace or verify drill); a finished job does nothing, so a redelivery is harmless."""
-    from backups.services.api_restore import restore_failure_message, restore_job_fail_unfinished, restore_job_run
+    from backups.restore.jobs import restore_failure_message, restore_job_fail_unfinished, restore_job_run
 
     with schema_context(get_public_schema_name()):
         try:

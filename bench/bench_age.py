@@ -1,6 +1,6 @@
 """The project's age streams (AgeEncryptor, AgeDecryptingReader) vs. rage's own whole-stream calls.
 
-backups/encryption.py writes the age format itself on `cryptography`'s primitives (X25519, HKDF-SHA256,
+backups/core/encryption.py writes the age format itself on `cryptography`'s primitives (X25519, HKDF-SHA256,
 ChaCha20-Poly1305), pushed piece by piece by the sink and pulled by a restore; rage (pyrage) offers only
 whole-stream calls that would need a thread and pipes around them. This measures ours against rage's,
 in one run, on the same file (BENCH_AGE_MIB, default 256 MiB of random bytes, in var/bench-age/):
@@ -54,7 +54,7 @@ def child(variant: str, source: str, target: str, key: str) -> None:
     sys.path.insert(0, str(ROOT))
     import pyrage
 
-    from backups.encryption import AgeDecryptingReader, AgeEncryptor
+    from backups.core.encryption import AgeDecryptingReader, AgeEncryptor
 
     secret = Path(key).read_text().strip()
     public = str(pyrage.x25519.Identity.from_str(secret).to_public())

@@ -265,7 +265,7 @@ class Bench:
         from django.db import connection
         from django_tenants.utils import get_public_schema_name, schema_context
 
-        from backups.services.dispatch import dispatch_due_backups
+        from backups.schedule.dispatch import dispatch_due_backups
 
         times: dict[str, float] = {}
         self.last_sql: dict[str, tuple[str, object]] = {}
@@ -306,7 +306,7 @@ class Bench:
                 times["commit"] = times.get("commit", 0.0) + time.perf_counter() - t0
 
         connection.commit = timed_commit
-        from backups.services import dispatch
+        from backups.schedule import dispatch
 
         statement = dispatch._insert_statement
 
@@ -345,7 +345,7 @@ class Bench:
         """The tick's publish (fan_out_backups batches), the batches' chains, against raw LPUSH floors."""
         from django.conf import settings
 
-        from backups.services.enqueue import backup_chain, backups_fan_out, backups_publish_on_commit
+        from backups.backup.enqueue import backup_chain, backups_fan_out, backups_publish_on_commit
 
         purge(self.redis)
         t0 = time.perf_counter()
@@ -382,7 +382,7 @@ class Bench:
         pipe.execute()
         raw_pipe = time.perf_counter() - t0
         purge(self.redis)
-        from backups.services.batch_backup import batch_sizes, batching_enabled
+        from backups.backup.batch.run import batch_sizes, batching_enabled
 
         if batching_enabled():  # the tick sends run_backup_batch messages straight to the dump queue, no fan-out
             expected_batches, expected_queued = 0, -(-len(records) // batch_sizes(len(records)))
@@ -404,7 +404,7 @@ class Bench:
 
         from django.utils import timezone
 
-        from backups.selectors import FAILING, STALLED, overdue_tenants
+        from backups.catalog.selectors import FAILING, STALLED, overdue_tenants
 
         now = timezone.now()
         self.fill_tenants(tenants, tenants // failing_every, now)
@@ -471,7 +471,7 @@ class Bench:
 
         from django_tenants.utils import get_public_schema_name, schema_context
 
-        from backups.services.dispatch import dispatch_due_backups
+        from backups.schedule.dispatch import dispatch_due_backups
 
         profiler = cProfile.Profile()
         with schema_context(get_public_schema_name()):

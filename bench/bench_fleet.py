@@ -143,7 +143,7 @@ class Fleet:
         import redis
         from django.conf import settings
 
-        from backups import pgtools
+        from backups.postgres import pgtools
 
         self.admin = pgtools.connect(autocommit=True)
         self.redis = redis.Redis.from_url(settings.CELERY_BROKER_URL)
@@ -244,9 +244,9 @@ class Fleet:
         from django.db.models import Avg, F, Max, Min, Sum
         from django_tenants.utils import get_tenant_model
 
+        from backups.backup.enqueue import backups_enqueue
+        from backups.catalog.records import backup_record_create
         from backups.models import BackupRecord
-        from backups.services.enqueue import backups_enqueue
-        from backups.services.records import backup_record_create
         from project.celery import app
         from project.processes import start_worker, stop_process, wait_for_worker
 

@@ -161,7 +161,7 @@ def prepare_database() -> None:
 
 def schema_relation_bytes(schema: str) -> int:
     """pg_total_relation_size (heap + TOAST + indexes) summed over the schema's tables."""
-    from backups import pgtools
+    from backups.postgres import pgtools
 
     with pgtools.connect() as conn:
         row = conn.execute(
@@ -174,7 +174,7 @@ def schema_relation_bytes(schema: str) -> int:
 
 def schema_marker(schema: str) -> str | None:
     """The comment bench_pipeline leaves on a schema once its data is complete (None: no schema)."""
-    from backups import pgtools
+    from backups.postgres import pgtools
 
     with pgtools.connect() as conn:
         row = conn.execute("SELECT coalesce(obj_description(oid, 'pg_namespace'), '') FROM pg_namespace "
@@ -283,7 +283,7 @@ def fill_schema(schema: str, target_bytes: int) -> None:
     tables reach target_bytes; each batch is one INSERT ... SELECT over generate_series."""
     from psycopg import sql
 
-    from backups import pgtools
+    from backups.postgres import pgtools
 
     per_patient = 4500.0  # first guess of bytes per patient (with its children); corrected after each batch
     start = schema_relation_bytes(schema)
@@ -309,7 +309,7 @@ def ensure_tenant(spec: TenantSpec) -> TenantData:
     (tenant row through the ORM, which creates and migrates the schema) and fill it with SQL."""
     from psycopg import sql
 
-    from backups import pgtools
+    from backups.postgres import pgtools
     from tenants.models import Clinica
 
     tenant = Clinica.objects.filter(schema_name=spec.schema).first()
@@ -336,7 +336,7 @@ def row_counts(schema: str) -> dict[str, int]:
     """Rows of the generated tables."""
     from psycopg import sql
 
-    from backups import pgtools
+    from backups.postgres import pgtools
 
     with pgtools.connect() as conn:
         return {t: conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema),
@@ -450,7 +450,7 @@ class OthersCpu:
 
 def postmaster_pid() -> int | None:
     """The local PostgreSQL server's main process (parent of our backend), None when not on this host."""
-    from backups import pgtools
+    from backups.postgres import pgtools
 
     with pgtools.connect() as conn:
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
@@ -486,8 +486,8 @@ def measured_run(label: str, action: Callable[..., Run], *args: Any) -> Run:
 
 def pg_dump_argv(schema: str) -> list[str]:
     """The pg_dump command line the pipeline runs (same binary and flags), without a snapshot."""
-    from backups import pgtools
-    from backups.dumpers import pg_dump_command
+    from backups.postgres import pgtools
+    from backups.postgres.dumpers import pg_dump_command
 
     return pg_dump_command(pgtools.binaries(), schema, "sql", None)
 
@@ -504,7 +504,7 @@ def rss_wrapper(rss_file: Path) -> list[str]:
 
 def dump_size(schema: str) -> int:
     """Bytes of pg_dump's plain output (also warms the caches before the timed runs)."""
-    from backups import pgtools
+    from backups.postgres import pgtools
 
     script = f"set -o pipefail; {shlex.join(pg_dump_argv(schema))} | wc -c"
     out = subprocess.run(["bash", "-c", script], env=pgtools.libpq_env(), check=True, capture_output=True, text=True)
@@ -513,7 +513,7 @@ def dump_size(schema: str) -> int:
 
 def run_tool(schema: str, index: int) -> Run:
     """(a) `pg_dump | zstd -3 -T1 > file` through bash: wall time, pg_dump's peak RSS, output size."""
-    from backups import pgtools
+    from backups.postgres import pgtools
 
     TOOL_DIR.mkdir(parents=True, exist_ok=True)
     out, rss_file = TOOL_DIR / f"{schema}-{index}.sql.zst", TOOL_DIR / f"{schema}-{index}.rss"
@@ -721,7 +721,7 @@ def cleanup() -> None:
 def exclusive() -> Iterator[None]:
     """Hold an advisory lock on the bench database for the run, waiting for another bench run to end (two
     runs at once would measure each other)."""
-    from backups import pgtools
+    from backups.postgres import pgtools
 
     with pgtools.connect(autocommit=True) as conn:
         if not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEY).fetchone()[0]:
@@ -745,7 +745,7 @@ def main() -> None:
     """Build or reuse the bench tenants, measure tool / pipeline / command on each, print the report."""
     started = time.perf_counter()
     prepare_database()
-    from backups import pgtools
+    from backups.postgres import pgtools
 
     bins = pgtools.binaries()
     print(f"database {BENCH_DB}, {bins.pg_dump} ({bins.version}), {os.cpu_count()} CPUs, {REPEATS} repetitions, "

@@ -1,7 +1,7 @@
 """A verified restore (spool, SHA-256 check, then the script loader) vs `zstd -dc | psql`.
 
 The trust rules make a restore read the stored object twice (spool while hashing, then decode from the
-spool), and the script goes to the server through psycopg (backups.sql_loader) instead of psql. This
+spool), and the script goes to the server through psycopg (backups.postgres.sql_loader) instead of psql. This
 measures what that costs, in one run, on the bench database of bench_pipeline (its bench_small tenant,
 ~50 MB; BENCH_RESTORE_LARGE=1 adds bench_large, the 500 MB-class tenant the target is for):
 
@@ -39,7 +39,7 @@ import json, resource, sys, time
 import django
 django.setup()
 from backups.models import BackupRecord
-from backups.services.restore import restore_verify
+from backups.restore.run import restore_verify
 record = BackupRecord.objects.get(pk=int(sys.argv[1]))
 started = time.perf_counter()
 report = restore_verify(schema=record.schema_name, record=record)
@@ -51,7 +51,7 @@ print(json.dumps({"seconds": seconds, "rss_kib": hwm, "ok": not report.mismatche
 
 def tool_restore(path: Path) -> tuple[float, int]:
     """(a) wall time and psql's peak RSS (KiB) of `zstd -dc | psql` into a scratch database."""
-    from backups import pgtools
+    from backups.postgres import pgtools
 
     env = pgtools.libpq_env()
     bins = pgtools.binaries()
@@ -87,9 +87,9 @@ def project_restore(record_id: int) -> tuple[float, int]:
 
 def main() -> None:
     pipeline.prepare_database()
+    from backups.backup.run import backup_run
+    from backups.catalog.records import backup_record_create
     from backups.models import BackupRecord
-    from backups.services.backup_run import backup_run
-    from backups.services.records import backup_record_create
 
     specs = pipeline.TENANTS if os.environ.get("BENCH_RESTORE_LARGE") else pipeline.TENANTS[:1]
     with pipeline.exclusive():

@@ -192,7 +192,7 @@ class Fleet:
         import redis
         from django.conf import settings
 
-        from backups import pgtools
+        from backups.postgres import pgtools
 
         self.admin = pgtools.connect(autocommit=True)
         self.redis = redis.Redis.from_url(settings.CELERY_BROKER_URL)
@@ -304,7 +304,7 @@ class Fleet:
 
     def fleet_pass(self, n: int) -> dict:
         from backups.models import BackupRecord
-        from backups.services.dispatch import dispatch_due_backups
+        from backups.schedule.dispatch import dispatch_due_backups
         from project.celery import app
         from project.processes import start_worker, stop_process, wait_for_worker
 
@@ -317,7 +317,7 @@ class Fleet:
         stop = threading.Event()
 
         def sample() -> None:
-            from backups import pgtools
+            from backups.postgres import pgtools
 
             with pgtools.connect(autocommit=True) as conn:
                 while not stop.is_set():

@@ -61,7 +61,7 @@ class ChildPeakRss:
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
     def install(self, module) -> None:
-        """Make `module.subprocess.Popen` (module: backups.dumpers) register the pids it starts."""
+        """Make `module.subprocess.Popen` (module: backups.postgres.dumpers) register the pids it starts."""
         watcher = self
 
         class _Popen(subprocess.Popen):
@@ -104,10 +104,10 @@ def main(argv: list[str]) -> int:
     from django.conf import settings
     from django_tenants.utils import get_tenant_model
 
-    from backups import dumpers
+    from backups.backup.run import backup_run
+    from backups.catalog.records import backup_record_create
     from backups.models import BackupRecord
-    from backups.services.backup_run import backup_run
-    from backups.services.records import backup_record_create
+    from backups.postgres import dumpers
     from backups.storage import local
 
     variant = overrides.pop("variant", None)
@@ -119,7 +119,7 @@ def main(argv: list[str]) -> int:
     for name, value in overrides.items():
         setattr(settings, name, value)
 
-    from backups.services import backup_run as backup_run_module
+    from backups.backup import run as backup_run_module
 
     chunks = [0, 0]  # sink.write calls, bytes
 

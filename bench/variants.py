@@ -31,8 +31,8 @@ class Variant:
 
 def _patch_compressor(factory: Callable[[int], Any]) -> None:
     """Make backup_run build its zstd compressor with `factory(level)`."""
-    from backups.compression import make_compressor
-    from backups.services import backup_run
+    from backups.backup import run as backup_run
+    from backups.core.compression import make_compressor
 
     def patched(kind: str, *, zstd_level: int = 3, **options):
         if kind == "zstd":
@@ -87,7 +87,7 @@ def stream_writer() -> None:
 
 def no_hashing() -> None:
     """Lower bound: SHA-256 replaced by a no-op (not a valid pipeline; shows what hashing costs)."""
-    from backups import sink
+    from backups.storage import sink
 
     class _NoHash:
         def update(self, data) -> None:
@@ -104,8 +104,8 @@ def no_hashing() -> None:
 
 def readinto_buffer() -> None:
     """os.read replaced by readv into one preallocated buffer (the sink consumes each chunk before the next)."""
-    from backups import dumpers
     from backups.conf import backups_settings
+    from backups.postgres import dumpers
 
     buffer = bytearray(backups_settings.BACKUPS_READ_SIZE)
     view = memoryview(buffer)
@@ -126,7 +126,7 @@ def reader_thread(depth: int = 8) -> Callable[[], None]:
     """pg_dump's pipe read by a separate thread into a bounded queue (the sink runs in the caller's thread)."""
 
     def apply() -> None:
-        from backups import dumpers
+        from backups.postgres import dumpers
 
         readers: dict[int, queue.Queue] = {}
 
@@ -161,8 +161,8 @@ def sink_thread(depth: int = 8) -> Callable[[], None]:
     thread keeps reading pg_dump and hashing the plain bytes."""
 
     def apply() -> None:
-        from backups.services import backup_run
-        from backups.sink import BackupSink
+        from backups.backup import run as backup_run
+        from backups.storage.sink import BackupSink
 
         class ThreadedSink(BackupSink):
             def __init__(self, *args, **kwargs) -> None:
@@ -206,8 +206,8 @@ def sink_thread(depth: int = 8) -> Callable[[], None]:
 
 def serial_sink() -> None:
     """The sink as it was before the helper thread: read, hash, compress, hash, store, all in one thread."""
-    from backups.services import backup_run
-    from backups.sink import BackupSink
+    from backups.backup import run as backup_run
+    from backups.storage.sink import BackupSink
 
     class SerialSink(BackupSink):
         def write(self, data: bytes) -> None:
@@ -227,7 +227,7 @@ def offload_min(size: int) -> Callable[[], None]:
     """BackupSink.offload_min set to `size` (0: every chunk goes to the helper thread)."""
 
     def apply() -> None:
-        from backups.sink import BackupSink
+        from backups.storage.sink import BackupSink
 
         BackupSink.offload_min = size
 
@@ -253,8 +253,8 @@ def overlap_sink(depth: int = 1) -> Callable[[], None]:
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        from backups.services import backup_run
-        from backups.sink import BackupSink
+        from backups.backup import run as backup_run
+        from backups.storage.sink import BackupSink
 
         class OverlapSink(BackupSink):
             def __init__(self, *args, **kwargs) -> None:
@@ -288,7 +288,7 @@ def overlap_sink(depth: int = 1) -> Callable[[], None]:
 
 
 VARIANTS: dict[str, Variant] = {
-    "baseline": Variant("backups/sink.py now: zstandard threads=1 (like zstd -T1) fed from the sink's helper "
+    "baseline": Variant("backups/storage/sink.py now: zstandard threads=1 (like zstd -T1) fed from the sink's helper "
                         "thread (chunks >= 256 KiB); os.read 1 MiB, pipe 1 MiB, compressobj, 2x SHA-256"),
     "zstd_t0": Variant("zstandard without worker threads: compression in the sink's helper thread only",
                        settings={"BACKUPS_ZSTD_THREADS": 0}),

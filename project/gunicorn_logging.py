@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gunicorn.glogging import Logger
 
-from backups.observability import redact_signed_links
+from backups.ops.observability import redact_signed_links
 
 
 class RedactingLogger(Logger):

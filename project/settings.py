@@ -84,7 +84,7 @@ AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 MIDDLEWARE = [
-    "backups.middleware.HealthProbeMiddleware",  # /healthz and /readyz on any host, before the tenant lookup
+    "backups.ops.middleware.HealthProbeMiddleware",  # /healthz and /readyz on any host, before the tenant lookup
     "django_tenants.middleware.main.TenantMainMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn (after `collectstatic`)
@@ -132,7 +132,7 @@ EMAIL_SUBJECT_PREFIX = "[tenant-backups] "
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 
 # --- logs, errors, metrics and alerts --------------------------------------------------------------
-from backups.observability import logging_config, sentry_init  # noqa: E402 - no app registry needed
+from backups.ops.observability import logging_config, sentry_init  # noqa: E402 - no app registry needed
 
 # One handler, on the root logger: every line is printed once, as text or as one JSON object (LOG_FORMAT=json).
 LOGGING = logging_config(log_format=env("LOG_FORMAT", default="text"), level=env("LOG_LEVEL", default="INFO"),
@@ -175,7 +175,7 @@ BACKUPS_ZSTD_THREADS = env.int("BACKUPS_ZSTD_THREADS", default=1)
 BACKUPS_GZIP_LEVEL = env.int("BACKUPS_GZIP_LEVEL", default=6)
 BACKUPS_PG_BIN_DIR = env("BACKUPS_PG_BIN_DIR", default="")
 BACKUPS_PG_DUMP_OPTIONS = env("BACKUPS_PG_DUMP_OPTIONS", default="-c enable_mergejoin=off -c jit=off")  # backups.conf
-BACKUPS_RESTORE_PRIVILEGES = env.bool("BACKUPS_RESTORE_PRIVILEGES", default=True)  # see backups.privileges
+BACKUPS_RESTORE_PRIVILEGES = env.bool("BACKUPS_RESTORE_PRIVILEGES", default=True)  # see backups.postgres.privileges
 BACKUPS_DUMP_SOFT_TIME_LIMIT = env.int("BACKUPS_DUMP_SOFT_TIME_LIMIT", default=3 * 3600)
 BACKUPS_DUMP_TIME_LIMIT = env.int("BACKUPS_DUMP_TIME_LIMIT", default=BACKUPS_DUMP_SOFT_TIME_LIMIT + 600)
 BACKUPS_TASK_MAX_RETRIES = env.int("BACKUPS_TASK_MAX_RETRIES", default=3)
@@ -249,10 +249,10 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # kombu 5.7.0's Redis transport stops a worker for good when Redis restarts while it runs a late-acked task
-# (AttributeError 'NoneType' object has no attribute 'hostname'); backups.redis_transport.Transport is that transport
-# with the fix (its docstring says why). CELERY_BROKER_TRANSPORT=redis brings back kombu's own.
+# (AttributeError 'NoneType' object has no attribute 'hostname'); backups.ops.redis_transport.Transport is that
+# transport with the fix (its docstring says why). CELERY_BROKER_TRANSPORT=redis brings back kombu's own.
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
-    CELERY_BROKER_TRANSPORT = env("CELERY_BROKER_TRANSPORT", default="backups.redis_transport:Transport")
+    CELERY_BROKER_TRANSPORT = env("CELERY_BROKER_TRANSPORT", default="backups.ops.redis_transport:Transport")
     if CELERY_BROKER_URL.startswith("rediss://") and CELERY_BROKER_TRANSPORT != "redis":
         CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": "required"}  # a named transport skips kombu's rediss default
 # A running backup goes on through a broker outage (its record's lock makes any redelivery a no-op).

@@ -7,5 +7,5 @@ admin.autodiscover()  # SimpleAdminConfig (settings): the admin modules are impo
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("", include("backups.ops_urls")),
+    path("", include("backups.ops.urls")),
 ]

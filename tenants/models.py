@@ -4,7 +4,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django_tenants.models import DomainMixin, TenantMixin
 
-from backups.mixins import TenantBackupScheduleMixin
+from backups.schedule.mixins import TenantBackupScheduleMixin
 
 schema_name_validator = RegexValidator(
     r"^[a-z][a-z0-9_]{0,48}$",

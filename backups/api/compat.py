@@ -19,11 +19,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from backups.api.serializers import actor_or_none
-from backups.api.tokens import link_binding
-from backups.models import BackupRecord
-from backups.services.api_backups import HistoryFilters, api_download_recorded
-from backups.services.api_cloud import api_cloud_list
-from backups.services.api_compat import (
+from backups.api.services.cloud import api_cloud_list
+from backups.api.services.compat import (
     api_compat_backup_create,
     api_compat_cloud_info,
     api_compat_cloud_links,
@@ -31,7 +28,10 @@ from backups.services.api_compat import (
     api_compat_history,
     api_compat_is_done,
 )
-from backups.services.api_plain import api_plain_chunks, api_plain_open
+from backups.api.services.plain import api_plain_chunks, api_plain_open
+from backups.api.tokens import link_binding
+from backups.backup.on_demand import HistoryFilters, api_download_recorded
+from backups.models import BackupRecord
 from backups.storage import get_storage
 
 from .views.base import AnyAcceptNegotiation, TenantAdminAPIView, TenantAPIView

@@ -11,8 +11,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from backups.errors import BackupError
-from backups.services.api_errors import ApiServiceError, RateLimited
+from backups.core.errors import BackupError
+from backups.core.service_errors import ApiServiceError, RateLimited
 from backups.storage import ObjectNotFound, StorageError, StorageTransientError
 
 logger = logging.getLogger("backups.api")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django_tenants.utils import get_public_schema_name
 from rest_framework.permissions import BasePermission
 
-from backups.services.api_settings import tenant_admin_check
+from backups.api.settings import tenant_admin_check
 
 
 def _on_tenant(request) -> bool:

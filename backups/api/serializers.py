@@ -8,8 +8,8 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from backups.catalog.progress import progress_of
 from backups.models import BackupEvent, BackupRecord, RestoreJob
-from backups.services.progress import progress_of
 
 NAMESPACE = "backups_api"
 

@@ -87,7 +87,7 @@ def check_tenant(token: Token, request) -> None:
 def refuse_inherited(user: Any, request) -> None:
     """401 for a user the tenant's schema held before the tenant was created (backups.InheritedUser): an
     earlier tenant's account, whose password and tokens must not open a later tenant of the same name."""
-    from backups.services.tenant_lifecycle import tenant_user_inherited
+    from backups.catalog.tenant_lifecycle import tenant_user_inherited
 
     if tenant_user_inherited(tenant=current_tenant(request), user=user):
         raise exceptions.AuthenticationFailed(INHERITED, code="inherited_account")

@@ -11,8 +11,8 @@ from typing import TextIO
 
 from django.db import connection
 
+from backups.catalog.progress import progress_of
 from backups.models import BackupRecord
-from backups.services.progress import progress_of
 
 
 def _bar(percent: float | None, width: int) -> str:

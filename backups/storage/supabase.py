@@ -154,7 +154,7 @@ def refused_characters(key: str) -> str:
 def check_key(key: str) -> str:
     """`key` if it is a plain `<schema>/<file>`-style key Supabase can hold; StorageError otherwise.
 
-    Tenant keys (backups/naming.py) are lowercase letters, digits, `_`, `-`, `.` and `/` only; the check is for
+    Tenant keys (backups/core/naming.py) are lowercase letters, digits, `_`, `-`, `.` and `/` only; the check is for
     keys that arrive from elsewhere, refused here with a sentence rather than by the server's 400 InvalidKey.
     """
     _check_shape(key)

@@ -13,9 +13,9 @@ from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 from rest_framework.test import APIClient
 
-from backups.errors import VerificationFailed
+from backups.catalog.records import backup_record_create
+from backups.core.errors import VerificationFailed
 from backups.models import BackupEvent, BackupRecord
-from backups.services.records import backup_record_create
 from backups.storage import get_storage
 from tests.integration.helpers import DEMO_TABLES, table_fingerprints
 

@@ -15,7 +15,7 @@ from rest_framework.authtoken.models import Token
 
 from accounts.models import User
 from backups.api.tokens import link_binding_for
-from backups.manifest import sign_manifest
+from backups.catalog.manifest import sign_manifest
 from backups.models import BackupEvent, BackupRecord
 from backups.storage import get_storage
 from backups.storage.local import URL_SALT
@@ -180,8 +180,8 @@ class CountingStorage:
 
 @pytest.mark.parametrize(("key", "status"), INJECTIONS, ids=[repr(k)[:40] for k, _ in INJECTIONS])
 def test_key_injection_is_refused_before_any_storage_call(key, status, s3, admin, monkeypatch):
+    import backups.api.services.cloud as services
     import backups.api.views.cloud as views
-    import backups.services.api_cloud as services
 
     storage = get_storage("s3")
     for k in (OWN_KEY, OTHER_KEY, LOOKALIKE_KEY):

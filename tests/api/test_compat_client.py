@@ -17,10 +17,10 @@ import requests
 import zstandard
 from django.test.testcases import LiveServerThread
 
-from backups.errors import VerificationFailed
+from backups.api.services.plain import api_plain_chunks, api_plain_open, plain_file_name
+from backups.catalog.records import backup_record_create, backup_record_mark_succeeded
+from backups.core.errors import VerificationFailed
 from backups.models import BackupRecord
-from backups.services.api_plain import api_plain_chunks, api_plain_open, plain_file_name
-from backups.services.records import backup_record_create, backup_record_mark_succeeded
 from backups.storage import get_storage
 
 pytestmark = pytest.mark.worker

@@ -7,8 +7,8 @@ import time
 import pytest
 from django_tenants.utils import get_tenant_model
 
+from backups.backup.on_demand import api_backup_create
 from backups.models import BackupRecord, RestoreJob
-from backups.services.api_backups import api_backup_create
 from backups.storage import StorageError, StorageTransientError
 from backups.tasks import restore_backup
 from tasks.queues import DUMP_PRIORITY
@@ -110,8 +110,8 @@ def test_restore_task_is_idempotent_on_its_job():
 
 
 def test_records_keep_their_schema_and_identity_when_listed(admin, creds):
-    from backups.naming import tenant_prefix
-    from backups.services.records import backup_record_create
+    from backups.catalog.records import backup_record_create
+    from backups.core.naming import tenant_prefix
 
     from .conftest import api_client
 

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 import pytest
 from django_tenants.utils import get_tenant_model
 
-from backups.errors import RestoreFailed
+from backups.backup.run import backup_run
+from backups.catalog.records import backup_record_create
+from backups.core.errors import RestoreFailed
 from backups.models import BackupEvent, BackupRecord, RestoreJob
-from backups.services.backup_run import backup_run
-from backups.services.records import backup_record_create
-from backups.services.restore import restore_replace, restore_verify
+from backups.restore.run import restore_replace, restore_verify
 from backups.storage import get_storage
 
 from .conftest import api_client

@@ -16,8 +16,8 @@ from django_tenants.utils import get_tenant_model, schema_context
 from gunicorn.config import Config
 
 from accounts.models import User
+from backups.catalog.records import backup_event_create, backup_record_create
 from backups.models import BackupEvent, BackupRecord
-from backups.services.records import backup_event_create, backup_record_create
 from backups.storage import get_storage
 from project.gunicorn_logging import RedactingLogger
 

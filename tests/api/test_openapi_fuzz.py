@@ -30,7 +30,7 @@ from drf_spectacular.renderers import OpenApiJsonRenderer
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
-from backups.services.api_schedule import EDITABLE_FIELDS
+from backups.api.services.schedule import EDITABLE_FIELDS
 from tests.servers.moto_s3 import free_port
 
 from .conftest import SUMMARY

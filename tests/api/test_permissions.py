@@ -17,9 +17,9 @@ from rest_framework.authtoken.models import Token
 
 from accounts.models import User
 from backups.api.tokens import link_binding_for
+from backups.backup.run import backup_run
+from backups.catalog.records import backup_record_create
 from backups.models import BackupRecord, RestoreJob
-from backups.services.backup_run import backup_run
-from backups.services.records import backup_record_create
 from backups.storage import get_storage
 from tests.identities import prefix
 

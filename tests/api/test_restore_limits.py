@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
+from backups.catalog.records import backup_event_create, backup_record_create
 from backups.models import BackupEvent, BackupRecord, RestoreJob
-from backups.services.records import backup_event_create, backup_record_create
 
 from .conftest import api_client
 

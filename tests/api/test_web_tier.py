@@ -15,7 +15,7 @@ import pytest
 import requests
 from django_tenants.utils import get_tenant_model
 
-from backups.services.records import backup_record_create, backup_record_mark_succeeded
+from backups.catalog.records import backup_record_create, backup_record_mark_succeeded
 from backups.storage import get_storage
 
 from .web_server import procfile_web

@@ -17,8 +17,8 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
+from backups.catalog.finalize import backup_record_delete
 from backups.models import BackupRecord
-from backups.services.finalize import backup_record_delete
 from tests.integration.conftest import fake_tenants  # noqa: F401 - fixture
 from tests.integration.helpers import catalog_record
 

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(420)]
 
 SCHEMAS = [*small_schemas(), "chaos_big"]  # 7 due at once: one batch (BACKUPS_BATCH_MIN_SIZE is 10), chaos_big
 # makes its pg_dump and its split last long enough to be killed in the middle
-BATCH_SPOOL = ("tenant-backups-batch-", ".dump")  # backups.services.leftovers
+BATCH_SPOOL = ("tenant-backups-batch-", ".dump")  # backups.postgres.leftovers
 SPOOL_BOUND = 30.0  # the reaper runs every BACKUPS_REAPER_SECONDS (2 s here)
 
 

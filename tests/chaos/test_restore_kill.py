@@ -238,7 +238,7 @@ def _request_replace(world: World, record_id: int) -> int:
     """A RestoreJob (replace) asked for as the API does; its task goes to the world's broker on commit."""
     code = ("from django_tenants.utils import get_tenant_model\n"
             "from backups.models import BackupRecord\n"
-            "from backups.services.api_restore import api_restore_request\n"
+            "from backups.restore.jobs import api_restore_request\n"
             f"tenant = get_tenant_model().objects.get(schema_name={SCHEMA!r})\n"
             f"record = BackupRecord.objects.get(pk={record_id})\n"
             "job = api_restore_request(tenant=tenant, record=record, mode='replace', confirm=tenant.schema_name,\n"

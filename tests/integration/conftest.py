@@ -110,7 +110,7 @@ def ops_client():
 def forget_new_backups() -> Iterator[None]:
     """Delete (objects too) every backup record the test made: backups made to fail a restore on purpose, or
     made under odd grants, must not become the tenant's newest good backup for a later test."""
-    from backups.services.finalize import backup_record_delete
+    from backups.catalog.finalize import backup_record_delete
 
     last = BackupRecord.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     yield

@@ -8,7 +8,7 @@ from django.db import connection
 from django.utils import timezone
 
 from backups.models import BackupRecord
-from backups.pgtools import quote_ident
+from backups.postgres.pgtools import quote_ident
 
 
 def schema_tables(schema: str) -> list[str]:

@@ -3,8 +3,8 @@
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
+from backups.backup import enqueue
 from backups.models import BackupEvent, BackupRecord
-from backups.services import enqueue
 
 
 def _act(client, action: str, tenants) -> str:
@@ -40,10 +40,10 @@ def test_disable_stops_automatic_backups(ops_client, fake_tenants):
 
 
 def test_deleting_a_backup_in_the_admin_deletes_its_object_and_manifest(ops_client):
-    from backups.manifest import manifest_key
-    from backups.services.backup_run import backup_run
-    from backups.services.reconcile import storage_reconcile
-    from backups.services.records import backup_record_create
+    from backups.backup.run import backup_run
+    from backups.catalog.manifest import manifest_key
+    from backups.catalog.records import backup_record_create
+    from backups.housekeeping.reconcile import storage_reconcile
     from backups.storage import get_storage
 
     schema, storage = "clinica_sonrisa", get_storage()

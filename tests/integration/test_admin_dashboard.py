@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
-from backups import dashboard
+from backups.admin import fleet as dashboard
 from backups.models import BackupRecord
 
 from .helpers import catalog_record

@@ -8,16 +8,16 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
-from backups.errors import TransientBackupError
-from backups.locks import DUMP_SLOT_NAMESPACE, lock_key
+from backups.backup import enqueue
+from backups.backup.run import backup_run
+from backups.catalog.finalize import retention_apply
+from backups.catalog.records import backup_record_create
+from backups.core.errors import TransientBackupError
+from backups.housekeeping.reaper import reap_stuck_backups
 from backups.models import BackupEvent, BackupRecord
-from backups.pgtools import connect
-from backups.services import enqueue
-from backups.services.backup_run import backup_run
-from backups.services.dispatch import dispatch_due_backups
-from backups.services.finalize import retention_apply
-from backups.services.reaper import reap_stuck_backups
-from backups.services.records import backup_record_create
+from backups.postgres.locks import DUMP_SLOT_NAMESPACE, lock_key
+from backups.postgres.pgtools import connect
+from backups.schedule.dispatch import dispatch_due_backups
 from backups.storage import get_storage
 from tests.identities import prefix
 

@@ -7,10 +7,10 @@ import pytest
 import zstandard
 from django.db import connection
 
-from backups.manifest import manifest_key
+from backups.backup.run import backup_run
+from backups.catalog.manifest import manifest_key
+from backups.catalog.records import backup_record_create
 from backups.models import BackupRecord
-from backups.services.backup_run import backup_run
-from backups.services.records import backup_record_create
 from backups.storage import get_storage
 from tests.identities import prefix
 

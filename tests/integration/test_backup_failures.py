@@ -6,14 +6,14 @@ import time
 
 import pytest
 
-from backups import pgtools
-from backups.errors import TransientBackupError
-from backups.locks import RECORD_NAMESPACE, lock_key
+from backups.backup import run as backup_run_module
+from backups.backup.run import backup_run
+from backups.catalog.records import backup_record_create
+from backups.core.errors import TransientBackupError
+from backups.core.naming import with_suffix
 from backups.models import BackupRecord
-from backups.naming import with_suffix
-from backups.services import backup_run as backup_run_module
-from backups.services.backup_run import backup_run
-from backups.services.records import backup_record_create
+from backups.postgres import pgtools
+from backups.postgres.locks import RECORD_NAMESPACE, lock_key
 from backups.storage import get_storage
 from backups.storage.local import LocalStorage, LocalWriter
 

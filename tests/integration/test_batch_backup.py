@@ -13,21 +13,21 @@ from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
-from backups import batch_split
-from backups.checks import check_configuration
-from backups.errors import BackupConfigError
-from backups.locks import RECORD_NAMESPACE, TENANT_NAMESPACE, lock_key
+from backups.backup.batch import run as batch_backup
+from backups.backup.batch import split as batch_split
+from backups.backup.batch.run import batch_backup_run, batch_check
+from backups.backup.run import backup_run
+from backups.catalog.records import backup_record_create
+from backups.core.errors import BackupConfigError
+from backups.core.naming import tenant_prefix
 from backups.models import BackupEvent, BackupRecord
-from backups.naming import tenant_prefix
-from backups.pgtools import connect
-from backups.reading import open_backup
-from backups.services import batch_backup
-from backups.services.backup_run import backup_run
-from backups.services.batch_backup import batch_backup_run, batch_check
-from backups.services.dispatch import dispatch_due_backups
-from backups.services.records import backup_record_create
-from backups.services.restore import restore_replace, restore_verify
+from backups.ops.checks import check_configuration
+from backups.postgres.locks import RECORD_NAMESPACE, TENANT_NAMESPACE, lock_key
+from backups.postgres.pgtools import connect
+from backups.restore.run import restore_replace, restore_verify
+from backups.schedule.dispatch import dispatch_due_backups
 from backups.storage import get_storage
+from backups.storage.reading import open_backup
 
 from .conftest import DEMO_SCHEMAS, wait_for_record
 from .helpers import schema_tables, table_fingerprints
@@ -289,7 +289,7 @@ def feature_schema():
 
 
 def _batch_archive(tmp_path: Path, schemas: list[str]) -> batch_split.BatchArchive:
-    from backups import pgtools
+    from backups.postgres import pgtools
 
     target = tmp_path / "batch.dump"
     bins = pgtools.binaries()
@@ -299,7 +299,7 @@ def _batch_archive(tmp_path: Path, schemas: list[str]) -> batch_split.BatchArchi
 
 
 def _pg_restore_sql(archive: batch_split.BatchArchive, part, key: str) -> bytes:
-    from backups import pgtools
+    from backups.postgres import pgtools
 
     custom = bytearray()
     archive.write_custom(part, custom.extend)
@@ -326,7 +326,7 @@ def test_sql_written_from_the_archive_is_pg_restores_byte_for_byte(tmp_path, fea
 
 
 def test_an_archive_written_to_a_pipe_is_refused(tmp_path):
-    from backups import pgtools
+    from backups.postgres import pgtools
 
     # piped, pg_dump cannot go back to write the data offsets: the splitter says so and the batch runs alone
     piped = subprocess.run([pgtools.binaries().pg_dump, "--format=custom", "--compress=0", "--no-owner", "--no-acl",
@@ -450,7 +450,7 @@ def test_batch_records_end_like_single_ones(spool):
 
 
 def test_batch_retention_deletes_what_retention_apply_deletes(spool, monkeypatch, settings):
-    import backups.services.finalize as finalize
+    import backups.catalog.finalize as finalize
 
     settings.BACKUPS_MANUAL_RETENTION_DAYS = 30
     tenant = _tenant(DEMO_SCHEMAS[0])
@@ -481,7 +481,7 @@ def test_batch_retention_deletes_what_retention_apply_deletes(spool, monkeypatch
 
 
 def test_succeeded_members_are_recorded_in_groups(spool, monkeypatch):
-    from backups.services import batch_records
+    from backups.backup.batch import records as batch_records
 
     monkeypatch.setattr(batch_backup, "RECORD_GROUP", 2)
     groups = []

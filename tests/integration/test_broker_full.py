@@ -14,9 +14,9 @@ import time
 import pytest
 import redis
 
+from backups.catalog.records import backup_record_create
+from backups.housekeeping.reaper import reap_stuck_backups
 from backups.models import BackupRecord
-from backups.services.reaper import reap_stuck_backups
-from backups.services.records import backup_record_create
 
 from .conftest import wait_for_record
 from .test_broker_restart import private_broker_worker, send_backup, wait_for
@@ -74,8 +74,8 @@ def test_the_overdue_check_names_a_broker_that_refuses_writes(settings, fake_ten
     from django.utils import timezone
     from django_tenants.utils import get_tenant_model
 
-    from backups.selectors import overdue_tenants
-    from backups.services.overdue import likely_cause, overdue_check
+    from backups.catalog.selectors import overdue_tenants
+    from backups.ops.overdue import likely_cause, overdue_check
     from tests.servers.redis_server import RedisServer
 
     settings.ADMINS = [("Ops", "ops@example.com")]

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from backups import pgtools
+from backups.catalog.records import backup_record_create
 from backups.models import BackupRecord
-from backups.services.records import backup_record_create
+from backups.postgres import pgtools
 from backups.tasks import run_backup
 from project.celery import app
 from project.processes import start_worker, stop_process

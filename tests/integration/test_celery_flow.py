@@ -4,8 +4,8 @@ import pytest
 from celery.exceptions import QueueNotFound
 from django.db import transaction
 
+from backups.catalog.records import backup_record_create
 from backups.models import BackupRecord
-from backups.services.records import backup_record_create
 from backups.storage import get_storage
 from backups.tasks import run_backup
 from project.celery import app

@@ -2,12 +2,12 @@
 
 import pytest
 
-from backups.encryption import generate_identity
-from backups.manifest import manifest_key
+from backups.backup.run import backup_run
+from backups.catalog.manifest import manifest_key
+from backups.catalog.records import backup_record_create
+from backups.core.encryption import generate_identity
 from backups.models import BackupRecord
-from backups.services.backup_run import backup_run
-from backups.services.records import backup_record_create
-from backups.services.restore import restore_replace, restore_verify
+from backups.restore.run import restore_replace, restore_verify
 from backups.storage import get_storage
 from tests.storage.conftest import (  # noqa: F401 - fixtures
     SUPABASE_S3_ACCESS_KEY,
@@ -105,7 +105,7 @@ def test_encrypted_backup_without_the_identity_cannot_be_restored(settings, tmp_
 
 @pytest.mark.parametrize("configured_backend", ["s3", "supabase"], indirect=True)
 def test_reconcile_rebuilds_a_lost_record_from_cloud_storage(configured_backend, settings, encryption):
-    from backups.services.reconcile import storage_reconcile
+    from backups.housekeeping.reconcile import storage_reconcile
 
     settings.BACKUPS_STORAGE = configured_backend
     record = backup_run(record_id=backup_record_create(schema_name=SCHEMA, fmt="dump").pk)

@@ -105,8 +105,8 @@ def test_migrations_are_in_sync_with_models():
 @pytest.mark.parametrize("how", ["raises", "returns"])
 def test_a_transient_failure_under_backup_tenant_never_leaves_a_queued_record(monkeypatch, how):
     import backups.management.commands.backup_tenant as command
-    from backups.errors import TransientBackupError
-    from backups.services.records import backup_record_mark_queued
+    from backups.catalog.records import backup_record_mark_queued
+    from backups.core.errors import TransientBackupError
 
     def transient(*, record_id):
         record = backup_record_mark_queued(record=BackupRecord.objects.get(pk=record_id),

@@ -10,9 +10,9 @@ from django.db import DataError, connection, connections
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
+from backups.core.timetable import next_run_after
 from backups.models import BackupRecord
-from backups.scheduling import next_run_after
-from backups.services.dispatch import dispatch_due_backups
+from backups.schedule.dispatch import dispatch_due_backups
 
 
 def test_two_dispatchers_at_the_same_moment_create_each_slot_once(fake_tenants, settings):
@@ -219,8 +219,8 @@ def test_tick_records_are_the_models_own_and_audited(fake_tenants):
     tenants = fake_tenants("setbased_", 3, due_at=now - timedelta(minutes=1))
     with pytest.MonkeyPatch.context() as mp:
         sent: list = []
-        mp.setattr("backups.services.enqueue.publish_chains", lambda chains: sent.extend(chains))
-        mp.setattr("backups.services.enqueue.publish_batches", lambda records: sent.extend(records))
+        mp.setattr("backups.backup.enqueue.publish_chains", lambda chains: sent.extend(chains))
+        mp.setattr("backups.backup.enqueue.publish_batches", lambda records: sent.extend(records))
         result = dispatch_due_backups(now=now)
     mine = [r for r in result.records if r.tenant_id in {t.pk for t in tenants}]
     assert len(mine) == 3 and sent
@@ -239,7 +239,7 @@ def test_tick_records_are_the_models_own_and_audited(fake_tenants):
 
 def test_a_tick_in_several_chunks_records_and_advances_every_tenant(fake_tenants, monkeypatch):
     """Chunks are pipelined: each one's statement is sent while the next is named; together they do what one did."""
-    monkeypatch.setattr("backups.services.dispatch._CHUNK", 2)
+    monkeypatch.setattr("backups.schedule.dispatch._CHUNK", 2)
     now = timezone.now()
     tenants = fake_tenants("chunked_", 7, due_at=now - timedelta(minutes=1))
     recorded, bad = tenants[2], tenants[3]
@@ -260,7 +260,7 @@ def test_a_tick_in_several_chunks_records_and_advances_every_tenant(fake_tenants
 
 
 def test_a_chunk_that_fails_rolls_the_whole_tick_back(fake_tenants, monkeypatch):
-    from backups.services import dispatch
+    from backups.schedule import dispatch
 
     monkeypatch.setattr(dispatch, "_CHUNK", 2)
     now = timezone.now()

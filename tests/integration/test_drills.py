@@ -8,12 +8,12 @@ from django.core import mail
 from django_tenants.utils import get_tenant_model
 
 from backups import conf
+from backups.backup.run import backup_run
+from backups.catalog.finalize import backup_record_delete
+from backups.catalog.records import backup_record_create
 from backups.models import BackupRecord, RestoreJob
-from backups.services.api_restore import restore_job_run
-from backups.services.backup_run import backup_run
-from backups.services.drills import drill_candidates, drills_schedule
-from backups.services.finalize import backup_record_delete
-from backups.services.records import backup_record_create
+from backups.restore.drills import drill_candidates, drills_schedule
+from backups.restore.jobs import restore_job_run
 
 from .conftest import DEMO_SCHEMAS
 

@@ -15,19 +15,19 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.utils import timezone
 
-from backups import pgtools
-from backups.errors import TransientBackupError
-from backups.manifest import manifest_bytes, manifest_key, sign_manifest
+from backups.backup import run as backup_run_module
+from backups.backup.run import backup_run
+from backups.catalog.faults import retry_delays
+from backups.catalog.finalize import backup_record_delete
+from backups.catalog.manifest import manifest_bytes, manifest_key, sign_manifest
+from backups.catalog.records import backup_record_create
+from backups.core.errors import TransientBackupError
+from backups.core.naming import with_suffix
+from backups.housekeeping.broker_scan import record_ids_in_broker
+from backups.housekeeping.reaper import reap_stuck_backups
+from backups.housekeeping.reconcile import storage_reconcile
 from backups.models import BackupEvent, BackupRecord
-from backups.naming import with_suffix
-from backups.services import backup_run as backup_run_module
-from backups.services.backup_run import backup_run
-from backups.services.broker_scan import record_ids_in_broker
-from backups.services.faults import retry_delays
-from backups.services.finalize import backup_record_delete
-from backups.services.reaper import reap_stuck_backups
-from backups.services.reconcile import storage_reconcile
-from backups.services.records import backup_record_create
+from backups.postgres import pgtools
 from backups.storage import get_storage
 from backups.storage.local import PARTIAL_PREFIX, LocalStorage, LocalWriter
 from backups.tasks import fan_out_backups, run_backup
@@ -332,7 +332,7 @@ def test_a_message_held_by_a_dead_worker_counts_as_lost(private_broker):
 
 def test_lost_messages_are_resent_within_one_reaper_pass_and_waiting_ones_never(private_broker, settings,
                                                                                  monkeypatch):
-    from backups.services import enqueue as enqueue_module
+    from backups.backup import enqueue as enqueue_module
 
     sent: list[int] = []
     monkeypatch.setattr(enqueue_module, "publish_chains", lambda chains: sent.extend(c.tasks[0].args[0]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from django.db import connection
 
-from backups.json_scope import json_restore_refusal, objects_outside_models
+from backups.postgres.json_scope import json_restore_refusal, objects_outside_models
 
 SCHEMA = "clinica_sonrisa"
 

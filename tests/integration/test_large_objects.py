@@ -9,10 +9,10 @@ import pytest
 from django.db import connection
 from django_tenants.utils import get_tenant_model
 
+from backups.backup.batch.run import batch_backup_run
+from backups.backup.run import backup_run
+from backups.catalog.records import backup_record_create
 from backups.models import BackupRecord
-from backups.services.backup_run import backup_run
-from backups.services.batch_backup import batch_backup_run
-from backups.services.records import backup_record_create
 from backups.storage import get_storage
 
 from .conftest import DEMO_SCHEMAS

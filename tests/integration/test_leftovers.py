@@ -25,8 +25,8 @@ import psycopg
 import pytest
 from django.conf import settings as django_settings
 
-from backups import pgtools
-from backups.services.reaper import reap_stuck_backups
+from backups.housekeeping.reaper import reap_stuck_backups
+from backups.postgres import pgtools
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -48,7 +48,7 @@ def hold(what):
 """
 
 RESTORE_SPOOL_CHILD = """
-from backups.reading import open_backup
+from backups.storage.reading import open_backup
 data = os.urandom(1 << 20)
 record = SimpleNamespace(sha256=hashlib.sha256(data).hexdigest(), size=len(data), storage_key="k",
                          compression="none", encryption="none")
@@ -60,7 +60,7 @@ with open_backup(Storage(), record) as backup:
 """
 
 BATCH_SPOOL_CHILD = """
-from backups.services.batch_backup import _spooled_dump
+from backups.backup.batch.run import _spooled_dump
 grow = int(sys.argv[2])
 with _spooled_dump(["clinica_demo"], 0) as target:
     with open(target, "r+b") as f:
@@ -69,7 +69,7 @@ with _spooled_dump(["clinica_demo"], 0) as target:
 """
 
 DRILL_CHILD = """
-from backups.services import restore
+from backups.restore import run as restore
 def loaded(conn, record, backup):
     hold(conn.info.dbname)
 restore._loaded = loaded
@@ -171,7 +171,7 @@ def test_a_killed_restores_spool_is_removed_and_a_live_ones_never(spool, childre
 
 def test_a_killed_batchs_spool_no_longer_stops_the_next_worker(spool, children, settings):
     """Two kill -9s of batch processes leave spools that would fail the start-up free-space check."""
-    from backups.spools import SPOOL_MARGIN
+    from backups.storage.spools import SPOOL_MARGIN
     from backups.tasks import check_configuration_on_start
 
     grow = 48 << 20
@@ -216,7 +216,7 @@ def test_a_killed_drills_scratch_database_is_dropped_and_a_live_ones_never(spool
 
 def test_a_spool_is_never_taken_in_the_instant_before_its_maker_locks_it(spool):
     """Makers and cleaners racing: every spool a maker holds is still there, and every dead one is gone."""
-    from backups.spools import RESTORE_SPOOL, spool_create, spool_files_remove
+    from backups.storage.spools import RESTORE_SPOOL, spool_create, spool_files_remove
 
     stop = threading.Event()
     lost: list[str] = []
@@ -249,7 +249,7 @@ def test_a_spool_is_never_taken_in_the_instant_before_its_maker_locks_it(spool):
 
 def test_the_cleaner_leaves_a_file_its_own_process_holds(spool):
     """flock is per open file: a spool held by another thread of the cleaner's own process is kept."""
-    from backups.spools import BATCH_SPOOL, spool_create, spool_files_remove
+    from backups.storage.spools import BATCH_SPOOL, spool_create, spool_files_remove
 
     fd, path = spool_create(spool, BATCH_SPOOL)
     try:
@@ -267,7 +267,7 @@ def test_the_cleaner_leaves_a_file_its_own_process_holds(spool):
 
 
 def test_a_clean_up_that_cannot_reach_the_database_still_removes_spools(spool, children, monkeypatch):
-    from backups.services import leftovers
+    from backups.postgres import leftovers
 
     child, path = _start(children, RESTORE_SPOOL_CHILD, spool)
     child.kill()

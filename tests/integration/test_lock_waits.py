@@ -22,16 +22,16 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
-from backups import pgtools
-from backups.errors import TransientBackupError
+from backups.backup.batch import run as batch_backup
+from backups.backup.batch.run import batch_backup_run
+from backups.backup.run import backup_run
+from backups.catalog.records import backup_record_create
+from backups.core.errors import TransientBackupError
+from backups.housekeeping import broker_scan as broker_scan_module
+from backups.housekeeping.broker_scan import record_ids_in_broker
+from backups.housekeeping.reaper import reap_stuck_backups
 from backups.models import BackupRecord
-from backups.services import batch_backup
-from backups.services import broker_scan as broker_scan_module
-from backups.services.backup_run import backup_run
-from backups.services.batch_backup import batch_backup_run
-from backups.services.broker_scan import record_ids_in_broker
-from backups.services.reaper import reap_stuck_backups
-from backups.services.records import backup_record_create
+from backups.postgres import pgtools
 from backups.tasks import run_backup_batch
 from project.celery import app
 from tasks.queues import DUMP
@@ -206,7 +206,7 @@ def test_records_of_a_batch_message_waiting_in_a_queue_count_as_present(private_
 
 
 def test_the_reaper_never_resends_the_members_of_a_batch_waiting_in_a_queue(private_broker, settings, monkeypatch):
-    from backups.services import enqueue as enqueue_module
+    from backups.backup import enqueue as enqueue_module
 
     sent: list = []
     monkeypatch.setattr(enqueue_module, "publish_chains", lambda chains: sent.extend(chains))

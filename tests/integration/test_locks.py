@@ -9,8 +9,12 @@ import psycopg
 import pytest
 from django.db import connection, connections
 
-from backups import pgtools
-from backups.locks import (
+from backups.backup.run import backup_run
+from backups.catalog.manifest import manifest_key
+from backups.catalog.records import backup_record_create
+from backups.models import BackupRecord
+from backups.postgres import pgtools
+from backups.postgres.locks import (
     RECORD_NAMESPACE,
     TENANT_NAMESPACE,
     TenantBusy,
@@ -20,10 +24,6 @@ from backups.locks import (
     lock_key,
     tenant_lock,
 )
-from backups.manifest import manifest_key
-from backups.models import BackupRecord
-from backups.services.backup_run import backup_run
-from backups.services.records import backup_record_create
 from backups.storage import get_storage
 
 BIG_ID = 2**31 + 12345  # past int4: the old (namespace, id) int4 keys overflowed here
@@ -142,7 +142,7 @@ def test_a_thread_takes_a_lock_it_holds_again_another_thread_cannot():
 
 def test_a_dead_holder_releases_its_lock(caplog):
     key = lock_key(RECORD_NAMESPACE, 777)
-    with caplog.at_level(logging.WARNING, logger="backups.locks"):
+    with caplog.at_level(logging.WARNING, logger="backups.postgres.locks"):
         with advisory_lock(RECORD_NAMESPACE, 777, label="record 777") as taken:
             assert taken
             [pid] = _holder_pids(key)

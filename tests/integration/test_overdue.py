@@ -9,11 +9,11 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
+from backups.catalog import alerts
+from backups.catalog.records import backup_record_create
+from backups.catalog.selectors import FAILING, STALLED, STUCK, overdue_tenants
 from backups.models import BackupRecord
-from backups.selectors import FAILING, STALLED, STUCK, overdue_tenants
-from backups.services import alerts
-from backups.services.overdue import overdue_check
-from backups.services.records import backup_record_create
+from backups.ops.overdue import overdue_check
 
 GRACE = 4 * 3600
 

@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from django.db import connection
 
-from backups import pgtools
-from backups.pg_depends import Dependencies, dependencies_outside, dependents_outside, prepare_scratch
-from backups.spools import spool_dir
+from backups.postgres import pgtools
+from backups.postgres.pg_depends import Dependencies, dependencies_outside, dependents_outside, prepare_scratch
+from backups.storage.spools import spool_dir
 from tests.integration.conftest import DEMO_SCHEMAS
 
 X = "tb_dep_x"

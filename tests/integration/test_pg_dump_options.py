@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from backups import pgtools
-from backups.checks import check_configuration
-from backups.errors import BackupConfigError
+from backups.core.errors import BackupConfigError
+from backups.ops.checks import check_configuration
+from backups.postgres import pgtools
 
 pytestmark = pytest.mark.django_db
 

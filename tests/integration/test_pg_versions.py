@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from backups import pgtools
-from backups.errors import BackupConfigError
+from backups.core.errors import BackupConfigError
+from backups.postgres import pgtools
 
 
 def test_the_pg_dump_used_is_never_older_than_the_server():

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 from django.db import connections
 
-from backups import pgtools
-from backups.dumpers import dump_with_pg_dump
+from backups.postgres import pgtools
+from backups.postgres.dumpers import dump_with_pg_dump
 from tests.integration.tls_cluster import PASSWORD, TlsCluster, start_tls_cluster
 
 DB, SCHEMA, RESTORED = "tls_source", "tls_clinic", "tls_restored"

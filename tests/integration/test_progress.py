@@ -6,12 +6,12 @@ from datetime import timedelta
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
+from backups.backup.run import backup_run
+from backups.catalog.progress import progress_of
+from backups.catalog.records import backup_record_create
+from backups.catalog.selectors import schema_relation_bytes
 from backups.models import BackupRecord
-from backups.pgtools import connect
-from backups.selectors import schema_relation_bytes
-from backups.services.backup_run import backup_run
-from backups.services.progress import progress_of
-from backups.services.records import backup_record_create
+from backups.postgres.pgtools import connect
 
 
 def test_a_running_backup_is_measured_against_the_last_good_one():
@@ -84,7 +84,7 @@ def _in_fresh_connection(fn, *args):
 
 
 def test_a_progress_listener_hears_each_step_of_a_backup(settings):
-    from backups.services.progress import progress_listener
+    from backups.catalog.progress import progress_listener
 
     settings.BACKUPS_PROGRESS_EVERY_BYTES = 64 * 1024
     heard: list[tuple[int, int]] = []

@@ -5,12 +5,12 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from backups.manifest import manifest_key
+from backups.backup.run import backup_run
+from backups.catalog.manifest import manifest_key
+from backups.catalog.records import backup_record_create
+from backups.housekeeping.reconcile import storage_reconcile
 from backups.models import BackupEvent, BackupRecord
-from backups.services.backup_run import backup_run
-from backups.services.reconcile import storage_reconcile
-from backups.services.records import backup_record_create
-from backups.services.restore import restore_verify
+from backups.restore.run import restore_verify
 from backups.storage import get_storage
 
 SCHEMA = "clinica_sonrisa"

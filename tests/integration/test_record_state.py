@@ -97,12 +97,12 @@ def test_active_and_finished_select_restore_jobs_by_their_own_status(made):
                for s in BackupRecord.ACTIVE_STATUSES + BackupRecord.FINISHED_STATUSES)
 
 
-# --- one owner: no module but backups.services.records writes a backup record's status or stage -----------------
+# --- one owner: no module but backups.catalog.records writes a backup record's status or stage -----------------
 
 BACKUPS = Path(__file__).resolve().parents[2] / "backups"
-OWNER = BACKUPS / "services" / "records.py"
+OWNER = BACKUPS / "catalog" / "records.py"
 # RestoreJob's status is written where its jobs run and are reaped
-RESTORE_JOB_WRITERS = {BACKUPS / "services" / "api_restore.py", BACKUPS / "services" / "restore_reaper.py"}
+RESTORE_JOB_WRITERS = {BACKUPS / "restore" / "jobs.py", BACKUPS / "housekeeping" / "restore_reaper.py"}
 STATE = {"status", "stage"}
 
 

@@ -15,19 +15,19 @@ from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
-from backups import pgtools
-from backups.errors import BackupError
-from backups.locks import lock_key
+from backups.backup.run import backup_run
+from backups.catalog.finalize import backup_record_delete
+from backups.catalog.records import backup_record_create
+from backups.core.errors import BackupError
+from backups.housekeeping import restore_reaper as restore_reaper_module
+from backups.housekeeping.broker_scan import restore_job_ids_in_broker
+from backups.housekeeping.reaper import reap_stuck_backups
 from backups.models import BackupRecord, RestoreJob
-from backups.services import api_restore
-from backups.services import restore_reaper as restore_reaper_module
-from backups.services.api_restore import RESTORE_JOB_NAMESPACE, restore_job_run
-from backups.services.backup_run import backup_run
-from backups.services.broker_scan import restore_job_ids_in_broker
-from backups.services.drills import SCHEDULER
-from backups.services.finalize import backup_record_delete
-from backups.services.reaper import reap_stuck_backups
-from backups.services.records import backup_record_create
+from backups.postgres import pgtools
+from backups.postgres.locks import lock_key
+from backups.restore import jobs as api_restore
+from backups.restore.drills import SCHEDULER
+from backups.restore.jobs import RESTORE_JOB_NAMESPACE, restore_job_run
 from backups.tasks import restore_backup
 from project.celery import app
 from tasks.queues import RESTORE

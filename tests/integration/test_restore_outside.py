@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from backups.errors import RestoreFailed
+from backups.backup.run import backup_run
+from backups.catalog.records import backup_record_create
+from backups.core.errors import RestoreFailed
 from backups.models import BackupRecord
-from backups.services.backup_run import backup_run
-from backups.services.records import backup_record_create
-from backups.services.restore import restore_replace, restore_verify
+from backups.restore.run import restore_replace, restore_verify
 
 from .helpers import DEMO_TABLES, table_fingerprints
 

@@ -11,8 +11,8 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
+from backups.catalog.finalize import backup_record_delete
 from backups.models import BackupRecord
-from backups.services.finalize import backup_record_delete
 
 SCHEMA = "clinica_norte"
 

@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from backups import pgtools
-from backups.errors import RestoreFailed
-from backups.sql_loader import ScriptCutShort, ScriptLoader, UnsafeSql, load_script
+from backups.core.errors import RestoreFailed
+from backups.postgres import pgtools
+from backups.postgres.sql_loader import ScriptCutShort, ScriptLoader, UnsafeSql, load_script
 
 SCRIPT = b"""--
 -- PostgreSQL database dump

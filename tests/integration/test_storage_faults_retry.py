@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from backups.catalog.faults import backup_next_retry, retry_delays
+from backups.catalog.records import backup_record_create
 from backups.models import BackupRecord
-from backups.services.faults import backup_next_retry, retry_delays
-from backups.services.records import backup_record_create
 
 
 @pytest.fixture

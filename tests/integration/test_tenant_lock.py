@@ -17,15 +17,15 @@ from django.core.management import CommandError, call_command
 from django.db import connections
 from django_tenants.utils import get_tenant_model
 
-from backups import pgtools
-from backups.locks import TENANT_NAMESPACE, TenantBusy, lock_key, tenant_lock
+from backups.admin.operator import operator_backups_create
+from backups.backup import run as backup_run_module
+from backups.backup.run import backup_run
+from backups.catalog.records import backup_record_create
 from backups.models import BackupRecord
-from backups.services import backup_run as backup_run_module
-from backups.services import restore as restore_module
-from backups.services.backup_run import backup_run
-from backups.services.operator import operator_backups_create
-from backups.services.records import backup_record_create
-from backups.services.restore import restore_replace, restore_verify
+from backups.postgres import pgtools
+from backups.postgres.locks import TENANT_NAMESPACE, TenantBusy, lock_key, tenant_lock
+from backups.restore import run as restore_module
+from backups.restore.run import restore_replace, restore_verify
 from backups.storage import get_storage
 
 from .conftest import wait_for_record

@@ -21,15 +21,15 @@ from django.utils import timezone
 from django_tenants.utils import get_tenant_domain_model
 
 from backups import conf
-from backups.errors import RestoreFailed
-from backups.manifest import manifest_key, sign_manifest
+from backups.backup.run import backup_run
+from backups.catalog.finalize import backup_record_delete
+from backups.catalog.manifest import manifest_key, sign_manifest
+from backups.catalog.records import backup_record_create
+from backups.core.errors import RestoreFailed
+from backups.housekeeping.reconcile import storage_reconcile
 from backups.models import BackupEvent, BackupRecord
-from backups.services.backup_run import backup_run
-from backups.services.drills import drill_candidates
-from backups.services.finalize import backup_record_delete
-from backups.services.reconcile import storage_reconcile
-from backups.services.records import backup_record_create
-from backups.services.restore import restore_replace, restore_verify
+from backups.restore.drills import drill_candidates
+from backups.restore.run import restore_replace, restore_verify
 from backups.storage import get_storage
 
 SCHEMA = "clinica_sonrisa"
@@ -271,7 +271,7 @@ def test_objects_stored_before_identities_move_under_the_identity_prefix(plain_s
 
 
 def test_a_damaged_newest_backup_stops_retention_and_a_deleted_tenants_backups_expire(fake_tenants, settings):
-    from backups.services.finalize import deleted_tenant_backups_purge, retention_apply
+    from backups.catalog.finalize import deleted_tenant_backups_purge, retention_apply
 
     (tenant,) = fake_tenants("ret_", 1, due_at=None)
     Tenant = type(tenant)

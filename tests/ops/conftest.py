@@ -12,10 +12,10 @@ import pytest
 from django.test import Client
 from django_tenants.utils import get_tenant_model
 
+from backups.backup.run import backup_run
+from backups.catalog.finalize import backup_record_finalize
+from backups.catalog.records import backup_record_create
 from backups.models import BackupRecord
-from backups.services.backup_run import backup_run
-from backups.services.finalize import backup_record_finalize
-from backups.services.records import backup_record_create
 from backups.storage import get_storage
 from tests.integration.conftest import live_db  # noqa: F401 - database access without a wrapping transaction
 

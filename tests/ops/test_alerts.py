@@ -9,8 +9,8 @@ import time
 import pytest
 from django.core import mail
 
-from backups.services.alerts import alert_ops, alert_webhook
-from backups.services.records import backup_record_create, backup_record_mark_damaged
+from backups.catalog.alerts import alert_ops, alert_webhook
+from backups.catalog.records import backup_record_create, backup_record_mark_damaged
 
 from .helpers import closed_port
 
@@ -53,7 +53,7 @@ def test_a_damaged_backup_reaches_the_webhook(webhook, cleanup):
 
 def test_a_webhook_that_answers_an_error_is_logged_without_its_secret(webhook, caplog):
     webhook.status = 500
-    with caplog.at_level(logging.ERROR, logger="backups.services.alerts"):
+    with caplog.at_level(logging.ERROR, logger="backups.catalog.alerts"):
         assert alert_webhook("subject 500", "body") is False
         assert alert_ops("subject 500", "body") is False  # the only channel failed: the caller may retry
     assert "answered 500" in caplog.text and "127.0.0.1" in caplog.text and "subject 500" in caplog.text
@@ -63,7 +63,7 @@ def test_a_webhook_that_answers_an_error_is_logged_without_its_secret(webhook, c
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_a_redirected_webhook_is_not_followed_nor_counted_as_delivered(webhook, caplog, status):
     webhook.status, webhook.location = status, "/elsewhere"  # on the same server: a follow-up would be recorded
-    with caplog.at_level(logging.ERROR, logger="backups.services.alerts"):
+    with caplog.at_level(logging.ERROR, logger="backups.catalog.alerts"):
         assert alert_webhook("subject redirected", "body") is False
     assert [r["path"] for r in webhook.requests] == [SECRET_PATH]
     assert f"answered {status}" in caplog.text and "redirect" in caplog.text
@@ -74,7 +74,7 @@ def test_a_failed_webhook_beside_a_delivered_mail_still_told_ops(webhook, settin
     webhook.status = 404
     settings.ADMINS = [("Ops", "ops@example.com")]
     mail.outbox.clear()
-    with caplog.at_level(logging.ERROR, logger="backups.services.alerts"):
+    with caplog.at_level(logging.ERROR, logger="backups.catalog.alerts"):
         assert alert_ops("subject", "body") is True
     assert len(mail.outbox) == 1 and "answered 404" in caplog.text
 
@@ -83,7 +83,7 @@ def test_a_slow_webhook_is_given_up_after_its_timeout(webhook, settings, caplog)
     webhook.delay = 3.0
     settings.BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS = 0.3
     started = time.monotonic()
-    with caplog.at_level(logging.ERROR, logger="backups.services.alerts"):
+    with caplog.at_level(logging.ERROR, logger="backups.catalog.alerts"):
         assert alert_ops("slow", "body") is False
     assert time.monotonic() - started < 2.0
     assert "failed" in caplog.text and "timed out" in caplog.text.lower()
@@ -91,7 +91,7 @@ def test_a_slow_webhook_is_given_up_after_its_timeout(webhook, settings, caplog)
 
 def test_a_refused_webhook_never_raises(settings, caplog):
     settings.ADMINS = []
-    with closed_port() as port, caplog.at_level(logging.ERROR, logger="backups.services.alerts"):
+    with closed_port() as port, caplog.at_level(logging.ERROR, logger="backups.catalog.alerts"):
         settings.BACKUPS_ALERT_WEBHOOK_URL = f"http://127.0.0.1:{port}/hook"
         assert alert_ops("refused", "body") is False
     assert "refused" in caplog.text.lower()
@@ -100,7 +100,7 @@ def test_a_refused_webhook_never_raises(settings, caplog):
 def test_a_webhook_url_that_is_not_http_is_refused(settings, caplog):
     settings.ADMINS = []
     settings.BACKUPS_ALERT_WEBHOOK_URL = "file:///etc/passwd"
-    with caplog.at_level(logging.ERROR, logger="backups.services.alerts"):
+    with caplog.at_level(logging.ERROR, logger="backups.catalog.alerts"):
         assert alert_ops("subject", "body") is False
     assert "not an http(s) URL" in caplog.text
 

@@ -128,7 +128,7 @@ def test_without_its_database_the_process_is_alive_and_not_ready():
 
 def test_readyz_checks_at_most_once_per_cache_period(settings, monkeypatch):
     """/readyz is anonymous: within BACKUPS_READYZ_CACHE_SECONDS a flood of probes reuses one round of checks."""
-    from backups import health
+    from backups.ops import health
 
     monkeypatch.setattr(health, "_last", None)  # nothing from the tests before
     settings.BACKUPS_READYZ_CACHE_SECONDS = 30

@@ -14,12 +14,12 @@ import pytest
 from django.conf import settings as django_settings
 
 from backups.models import BackupRecord
-from backups.observability import logging_config
+from backups.ops.observability import logging_config
 from tests.integration.conftest import wait_for_record
 
 from .conftest import real_backup
 
-RECORDS_LOGGER = "backups.services.records"
+RECORDS_LOGGER = "backups.catalog.records"
 
 
 def _events(caplog, message: str) -> list[logging.LogRecord]:
@@ -60,7 +60,7 @@ def test_a_failed_backup_logs_one_error_line_with_its_facts(caplog, cleanup):
 @pytest.mark.worker
 def test_the_worker_prints_each_backup_event_once(celery_worker, cleanup):  # noqa: F811
     """The duplicate: a handler on `backups` plus propagation to the root handler printed every line twice."""
-    from backups.services.records import backup_record_create
+    from backups.catalog.records import backup_record_create
     from backups.tasks import run_backup
 
     log = Path(django_settings.BASE_DIR) / "var" / "test-worker.log"
@@ -79,7 +79,7 @@ def test_the_worker_prints_each_backup_event_once(celery_worker, cleanup):  # no
             break
         time.sleep(0.2)
     assert len(lines) == 1, "\n".join(lines)
-    assert "INFO" in lines[0] and "backups.services.records" in lines[0]
+    assert "INFO" in lines[0] and "backups.catalog.records" in lines[0]
     for fact in (f"record={record.pk}", f"size={record.size}", "tenant=clinica_norte", "duration="):
         assert fact in lines[0], lines[0]
 
@@ -92,8 +92,8 @@ def _run_logged(log_format: str, code: str) -> subprocess.CompletedProcess:
 
 
 BACKUP_IN_A_PROCESS = (
-    "from backups.services.backup_run import backup_run\n"
-    "from backups.services.records import backup_record_create\n"
+    "from backups.backup.run import backup_run\n"
+    "from backups.catalog.records import backup_record_create\n"
     "from django_tenants.utils import get_tenant_model\n"
     "t = get_tenant_model().objects.get(schema_name='clinica_sonrisa')\n"
     "r = backup_run(record_id=backup_record_create(schema_name=t.schema_name, tenant=t).pk)\n"
@@ -115,11 +115,11 @@ def test_json_logs_are_one_object_a_line_with_the_event_fields(cleanup):
 
 
 def test_text_logs_print_the_event_once():
-    done = _run_logged("text", "import logging\nlogging.getLogger('backups.services.records').warning('once %s', 1)\n"
+    done = _run_logged("text", "import logging\nlogging.getLogger('backups.catalog.records').warning('once %s', 1)\n"
                                "logging.getLogger('django.request').warning('django once')\n")
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("once 1") == 1 and done.stderr.count("django once") == 1
-    assert "WARNING" in done.stderr and "backups.services.records: once 1" in done.stderr
+    assert "WARNING" in done.stderr and "backups.catalog.records: once 1" in done.stderr
 
 
 def test_an_unknown_log_format_is_refused():

@@ -9,10 +9,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import get_tenant_model
 
-from backups.broker import KOMBU_PRIORITY_SEP, key_prefix
+from backups.catalog.records import backup_record_create, backup_record_mark_failed
+from backups.catalog.selectors import overdue_tenants
 from backups.models import BackupRecord
-from backups.selectors import overdue_tenants
-from backups.services.records import backup_record_create, backup_record_mark_failed
+from backups.ops.broker import KOMBU_PRIORITY_SEP, key_prefix
 
 from .conftest import real_backup
 from .helpers import closed_port, scrape, value
@@ -115,7 +115,7 @@ def test_a_dead_broker_still_gives_the_catalog_figures(public_client, metrics_to
 
 def test_a_scrape_costs_the_same_queries_for_3_or_300_tenants(public_client, metrics_token, cleanup):
     """Aggregates and one LATERAL statement: the number of queries does not grow with the fleet."""
-    from backups.metrics import render
+    from backups.ops.metrics import render
 
     Tenant = get_tenant_model()
 

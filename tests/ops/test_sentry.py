@@ -12,8 +12,8 @@ from django.conf import settings as django_settings
 
 FAILING_BACKUP = (
     "import django, sys; django.setup()\n"
-    "from backups.services.backup_run import backup_run\n"
-    "from backups.services.records import backup_record_create\n"
+    "from backups.backup.run import backup_run\n"
+    "from backups.catalog.records import backup_record_create\n"
     "r = backup_run(record_id=backup_record_create(schema_name='clinica_gone').pk)\n"
     "print(r.pk, r.status, 'sentry_sdk' in sys.modules)\n"
     "if 'sentry_sdk' in sys.modules:\n"
@@ -54,7 +54,7 @@ def test_a_failed_backup_is_reported_to_sentry(http_server, cleanup):
               if item.get("level") == "error"]
     [event] = [e for e in events if "backup failed" in json.dumps(e)]
     assert event["environment"] == "ops-test"
-    assert event["logger"] == "backups.services.records"
+    assert event["logger"] == "backups.catalog.records"
     assert f"record={pk}" in json.dumps(event) and "clinica_gone" in json.dumps(event)
 
 

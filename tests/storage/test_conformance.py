@@ -10,7 +10,7 @@ import pytest
 import requests
 from django.core import signing
 
-from backups.naming import InvalidKey, check_tenant_key
+from backups.core.naming import InvalidKey, check_tenant_key
 from backups.storage.base import ObjectNotFound, StorageError
 from backups.storage.local import LocalStorage, resolve_signed_key
 

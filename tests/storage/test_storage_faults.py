@@ -171,7 +171,7 @@ def test_an_abort_cut_by_a_reset_is_tried_again(s3_server, s3_bucket, quick_abor
 @pytest.mark.django_db
 def test_an_abort_that_keeps_failing_is_aborted_by_the_reapers_next_sweep(
         s3_server, s3_bucket, quick_abort_retries, no_failed_aborts, monkeypatch):
-    from backups.services import reaper
+    from backups.housekeeping import reaper
 
     storage = make_s3_storage(s3_server, bucket=s3_bucket, max_attempts=1)
     cut = reset_aborts(storage, times=100)

@@ -591,9 +591,16 @@ def test_keys_supabase_refuses_are_refused_naming_the_characters(supabase_server
 
 
 def test_every_key_the_project_builds_is_one_supabase_holds():
-    """Tenant keys come from backups/naming.py (schema, UUID, file name, collision suffix, manifest)."""
-    from backups.manifest import manifest_key
-    from backups.naming import COMPRESSION_EXT, ENCRYPTION_EXT, FORMAT_EXT, backup_file_name, tenant_key, with_suffix
+    """Tenant keys come from backups/core/naming.py (schema, UUID, file name, collision suffix, manifest)."""
+    from backups.catalog.manifest import manifest_key
+    from backups.core.naming import (
+        COMPRESSION_EXT,
+        ENCRYPTION_EXT,
+        FORMAT_EXT,
+        backup_file_name,
+        tenant_key,
+        with_suffix,
+    )
 
     schema = "a_" + "z9" * 30  # every character a schema may use, at its longest
     for fmt, compression, encryption, automatic in itertools.product(FORMAT_EXT, COMPRESSION_EXT, ENCRYPTION_EXT,

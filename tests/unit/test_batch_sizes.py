@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backups.services.batch_backup import batch_sizes
+from backups.backup.batch.run import batch_sizes
 
 
 @pytest.mark.parametrize(("slots", "size", "count", "expected"), [

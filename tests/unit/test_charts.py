@@ -3,8 +3,8 @@
 from datetime import UTC, date, datetime, timedelta
 from xml.etree import ElementTree
 
-from backups import charts
-from backups.formatting import human_bytes
+from backups.admin import charts
+from backups.admin.formatting import human_bytes
 
 SVG = "{http://www.w3.org/2000/svg}"
 

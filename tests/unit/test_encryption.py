@@ -13,8 +13,8 @@ import pyrage
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from backups.compression import make_compressor, open_decompressed
-from backups.encryption import (
+from backups.core.compression import make_compressor, open_decompressed
+from backups.core.encryption import (
     CHUNK_CT_SIZE,
     CHUNK_SIZE,
     AgeDecryptingReader,
@@ -31,7 +31,7 @@ from backups.encryption import (
     parse_recipients,
     recipients_fingerprint,
 )
-from backups.sink import BackupSink
+from backups.storage.sink import BackupSink
 
 SECRET, PUBLIC = generate_identity()
 SECRET2, PUBLIC2 = generate_identity()

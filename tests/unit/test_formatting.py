@@ -2,7 +2,7 @@
 
 import pytest
 
-from backups.formatting import human_bytes, human_duration
+from backups.admin.formatting import human_bytes, human_duration
 
 
 @pytest.mark.parametrize(("n", "text"), [

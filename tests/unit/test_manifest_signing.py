@@ -1,6 +1,6 @@
 """Manifests are believed only with this deployment's signature; old keys still verify after a rotation."""
 
-from backups.manifest import manifest_signature_valid, sign_manifest
+from backups.catalog.manifest import manifest_signature_valid, sign_manifest
 
 MANIFEST = {"schema": "clinic1", "sha256": "ab" * 32, "size": 10, "row_counts": {"Order Lines": 3}}
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from backups.naming import (
+from backups.core.naming import (
     InvalidKey,
     backup_file_name,
     check_tenant_key,

@@ -12,7 +12,7 @@ import os
 import pytest
 from django.db import connections
 
-from backups import pgtools
+from backups.postgres import pgtools
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_settings_beat_options_and_non_libpq_options_are_left_out(databases):
 def test_a_parameter_without_a_variable_is_logged_not_dropped_silently(databases, caplog):
     pgtools._warn_not_passed.cache_clear()
     databases(OPTIONS={"keepalives_idle": 30, "sslpassword": "key-passphrase"})
-    with caplog.at_level(logging.WARNING, logger="backups.pgtools"):
+    with caplog.at_level(logging.WARNING, logger="backups.postgres.pgtools"):
         env = pgtools.libpq_env()
     assert "key-passphrase" not in env.values()
     assert "'keepalives_idle'" in caplog.text and "'sslpassword'" in caplog.text

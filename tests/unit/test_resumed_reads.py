@@ -8,9 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from backups import reading
-from backups.errors import StoredObjectDamaged
-from backups.storage import StorageTransientError
+from backups.core.errors import StoredObjectDamaged
+from backups.storage import StorageTransientError, reading
 
 DATA = bytes(range(256)) * 12_000  # about 3 MiB: several COPY_CHUNK reads
 

@@ -1,4 +1,4 @@
-"""Tests for the pure retention policy in ``backups.retention``.
+"""Tests for the pure retention policy in ``backups.core.retention``.
 
 Expected kept sets are hand-written calendar dates for a fixed ``now``, not
 the output of a second GFS implementation.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backups.retention import BackupInfo, RetentionPolicy, backups_to_delete, gfs_keep
+from backups.core.retention import BackupInfo, RetentionPolicy, backups_to_delete, gfs_keep
 
 UTC = dt.UTC
 D = dt.date

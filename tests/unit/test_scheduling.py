@@ -1,4 +1,4 @@
-"""Exhaustive tests for the pure schedule calculator in ``backups.scheduling``.
+"""Exhaustive tests for the pure schedule calculator in ``backups.core.timetable``.
 
 Expected instants are written by hand with the local offset spelled out, so
 each row can be checked against a calendar without trusting the code.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backups.scheduling import (
+from backups.core.timetable import (
     DAILY,
     DISABLED,
     EVERY_6H,

@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema
 from backups.api.pagination import BackupsPagination
 from backups.api.schema import ADMIN, errors
 from backups.api.serializers import BackupEventSerializer
-from backups.services.api_backups import api_events_for_tenant
+from backups.backup.on_demand import api_events_for_tenant
 
 from .base import TenantAdminAPIView
 

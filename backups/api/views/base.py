@@ -11,9 +11,9 @@ from rest_framework.views import APIView
 
 from backups.api.defaults import ApiDefaults
 from backups.api.permissions import IsTenantAdmin, IsTenantUser
+from backups.api.services.streaming import OpenedObject, api_object_chunks, api_object_headers
 from backups.api.throttling import client_ident
-from backups.services.api_backups import actor_snapshot
-from backups.services.api_streaming import OpenedObject, api_object_chunks, api_object_headers
+from backups.backup.on_demand import actor_snapshot
 
 
 class AnyAcceptNegotiation(DefaultContentNegotiation):

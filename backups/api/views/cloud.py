@@ -8,17 +8,17 @@ from rest_framework.response import Response
 
 from backups.api.schema import ADMIN, BINARY, STORAGE, DeleteWithBodyAutoSchema, MessageSerializer, errors
 from backups.api.serializers import SafeCharField
-from backups.api.tokens import link_binding
-from backups.conf import backups_settings
-from backups.services.api_backups import api_download_recorded
-from backups.services.api_cloud import (
+from backups.api.services.cloud import (
     api_cloud_delete,
     api_cloud_key_parse,
     api_cloud_list,
     api_cloud_record,
     api_cloud_url,
 )
-from backups.services.api_streaming import api_object_open
+from backups.api.services.streaming import api_object_open
+from backups.api.tokens import link_binding
+from backups.backup.on_demand import api_download_recorded
+from backups.conf import backups_settings
 from backups.storage import get_storage
 
 from .base import AnyAcceptNegotiation, TenantAdminAPIView, stream_response

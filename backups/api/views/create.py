@@ -8,10 +8,10 @@ from rest_framework.response import Response
 
 from backups.api.schema import ADMIN, BINARY, STORAGE, errors
 from backups.api.serializers import BackupRecordSerializer
+from backups.api.services.streaming import api_object_open
+from backups.backup.on_demand import api_backup_create, api_backup_wait, api_download_recorded
 from backups.conf import backups_settings
 from backups.models import BackupRecord
-from backups.services.api_backups import api_backup_create, api_backup_wait, api_download_recorded
-from backups.services.api_streaming import api_object_open
 from backups.storage import get_storage
 
 from .base import AnyAcceptNegotiation, TenantAdminAPIView, stream_response

@@ -11,16 +11,16 @@ from backups.api.pagination import BackupsPagination
 from backups.api.permissions import IsTenantAdmin, IsTenantUser
 from backups.api.schema import ADMIN, AUTHED, BINARY, STORAGE, MessageSerializer, errors
 from backups.api.serializers import BackupRecordDetailSerializer, BackupRecordSerializer
-from backups.models import BackupRecord
-from backups.services.api_backups import (
+from backups.api.services.streaming import api_object_open
+from backups.backup.on_demand import (
     HistoryFilters,
     api_download_recorded,
     api_record_delete,
     api_record_get,
     api_records_filter,
 )
-from backups.services.api_errors import ConflictError
-from backups.services.api_streaming import api_object_open
+from backups.core.service_errors import ConflictError
+from backups.models import BackupRecord
 from backups.storage import get_storage
 
 from .base import AnyAcceptNegotiation, TenantAdminAPIView, TenantAPIView, stream_response

@@ -8,12 +8,12 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.permissions import AllowAny
 
 from backups.api.schema import BINARY, STORAGE, errors
+from backups.api.services.cloud import api_cloud_record
+from backups.api.services.streaming import api_object_open
 from backups.api.tokens import link_binding_valid
-from backups.naming import check_tenant_key
-from backups.services.api_backups import api_download_recorded
-from backups.services.api_cloud import api_cloud_record
-from backups.services.api_errors import NotFoundError
-from backups.services.api_streaming import api_object_open
+from backups.backup.on_demand import api_download_recorded
+from backups.core.naming import check_tenant_key
+from backups.core.service_errors import NotFoundError
 from backups.storage import get_storage
 from backups.storage.local import resolve_signed_link
 

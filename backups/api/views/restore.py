@@ -9,9 +9,9 @@ from rest_framework.response import Response
 
 from backups.api.schema import ADMIN, errors
 from backups.api.serializers import RestoreJobSerializer, SafeCharField
+from backups.backup.on_demand import api_record_get
 from backups.models import RestoreJob
-from backups.services.api_backups import api_record_get
-from backups.services.api_restore import api_restore_job_get, api_restore_request
+from backups.restore.jobs import api_restore_job_get, api_restore_request
 
 from .base import TenantAdminAPIView
 from .history import RECORD_ID

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from backups.api.permissions import IsTenantAdmin, IsTenantUser
 from backups.api.schema import ADMIN, AUTHED, errors
 from backups.api.serializers import SafeCharField, WallClockTimeField
-from backups.services.api_schedule import EDITABLE_FIELDS, api_schedule_defaults, api_schedule_update
+from backups.api.services.schedule import EDITABLE_FIELDS, api_schedule_defaults, api_schedule_update
 
 from .base import TenantAPIView
 

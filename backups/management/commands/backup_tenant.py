@@ -3,15 +3,15 @@
 from django.core.management.base import CommandError
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
-from backups.checks import check_configuration
-from backups.errors import BackupError, TransientBackupError
+from backups.backup.run import backup_run
+from backups.catalog.finalize import backup_record_finalize
+from backups.catalog.records import backup_record_create, backup_record_mark_failed
+from backups.catalog.selectors import schema_exists
+from backups.core.errors import BackupError, TransientBackupError
 from backups.management.base import OpsCommand
 from backups.management.progress import shown_progress
 from backups.models import BackupRecord
-from backups.selectors import schema_exists
-from backups.services.backup_run import backup_run
-from backups.services.finalize import backup_record_finalize
-from backups.services.records import backup_record_create, backup_record_mark_failed
+from backups.ops.checks import check_configuration
 from backups.storage import StorageError
 
 

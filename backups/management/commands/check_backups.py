@@ -2,9 +2,9 @@
 
 import sys
 
+from backups.catalog.selectors import overdue_tenants
 from backups.management.base import OpsCommand
-from backups.selectors import overdue_tenants
-from backups.services.overdue import likely_cause
+from backups.ops.overdue import likely_cause
 
 
 class Command(OpsCommand):

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from backups.services.key_migration import backup_keys_migrate
+from backups.housekeeping.key_migration import backup_keys_migrate
 
 
 class Command(BaseCommand):

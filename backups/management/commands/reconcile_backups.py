@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from backups.services.reconcile import storage_reconcile
+from backups.housekeeping.reconcile import storage_reconcile
 
 
 class Command(BaseCommand):

@@ -2,10 +2,10 @@
 
 from django.core.management.base import CommandError
 
-from backups.errors import BackupError
+from backups.core.errors import BackupError
 from backups.management.base import OpsCommand
 from backups.models import BackupRecord
-from backups.services.restore import restore_replace, restore_verify
+from backups.restore.run import restore_replace, restore_verify
 from backups.storage import StorageError
 
 

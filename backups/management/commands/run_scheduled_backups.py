@@ -2,7 +2,7 @@
 
 from backups.management.base import OpsCommand
 from backups.models import BackupRecord
-from backups.services.cron_pass import cron_backup_pass
+from backups.schedule.cron_pass import cron_backup_pass
 from backups.storage import get_storage
 
 

@@ -13,9 +13,9 @@ from django.db import transaction
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
+from backups.backup.enqueue import backups_enqueue
+from backups.catalog.records import backup_record_create
 from backups.models import BackupRecord
-from backups.services.enqueue import backups_enqueue
-from backups.services.records import backup_record_create
 from project.celery import app
 from project.processes import start_beat, start_worker, stop_process, wait_for_worker
 

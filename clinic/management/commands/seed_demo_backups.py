@@ -6,10 +6,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
+from backups.backup.run import backup_run
+from backups.catalog.finalize import backup_record_finalize
+from backups.catalog.records import backup_record_create
 from backups.models import BackupRecord
-from backups.services.backup_run import backup_run
-from backups.services.finalize import backup_record_finalize
-from backups.services.records import backup_record_create
 
 # (days ago, hour, type, format): five backups over the last six days
 PLAN = ((6, 3, "automatic", "sql"), (5, 11, "manual", "dump"), (3, 3, "automatic", "sql"),
