@@ -1,6 +1,6 @@
-"""backups.batch_split on small archives made here: every member of a split is the archive `pg_dump -Fc -n <schema>`
-makes alone (same entries, same SQL, same rows once restored), and a damaged batch archive is refused with the
-module's own error, never split into a wrong member.
+"""The batch split (backups.backup.batch.split) on small archives: every member of a split is the archive
+`pg_dump -Fc -n <schema>` makes alone (same entries, same SQL, same rows once restored), and a damaged batch
+archive is refused with the module's own error, never split into a wrong member.
 
 The archives are real: three tiny schemas (rows, a large value, an empty table, sequences, an index, a view,
 functions, a trigger, comments, a foreign key, Django's migration table) dumped by pg_dump in one call, then damaged
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from backups import batch_split, pgtools
-from backups.batch_split import SplitError, SplitUnsupported
+from backups.backup.batch import split as batch_split
+from backups.backup.batch.split import SplitError, SplitUnsupported
+from backups.postgres import pgtools
 
 SCHEMAS = ["tbsplit_a", "tbsplit_b", "tbsplit_c"]
 KEY = "SplitTestKey0123456789"

@@ -173,7 +173,7 @@ def test_a_dropped_database_connection_mid_backup_is_recorded_through_a_fresh_co
 
 
 def test_reaper_says_what_left_a_record_running(settings, monkeypatch):
-    from backups.services import reaper
+    from backups.housekeeping import reaper
 
     sent = []  # not to the session's worker: it would take the record and run it before the check below
     monkeypatch.setattr(reaper, "backups_enqueue", sent.extend)
