@@ -6,10 +6,9 @@ import logging
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from backups import conf
+from backups.backup.artifact import artifact_writer, store_and_confirm
 from backups.backup.attempts import backup_attempt_adopt, backup_attempt_take_key
 from backups.catalog.faults import is_transient, write_through_fresh_connection
-from backups.catalog.manifest import build_manifest, manifest_bytes, manifest_key, sign_manifest
 from backups.catalog.progress import progress_listener_now, progress_notify
 from backups.catalog.records import (
     backup_record_mark_failed,
@@ -18,8 +17,6 @@ from backups.catalog.records import (
     backup_record_mark_succeeded,
 )
 from backups.conf import backups_settings
-from backups.core.compression import make_compressor
-from backups.core.encryption import AgeEncryptor, recipients_fingerprint
 from backups.core.errors import BackupError, TransientBackupError
 from backups.models import BackupRecord
 from backups.postgres import pgtools
@@ -27,7 +24,7 @@ from backups.postgres.dumpers import DumpInfo, dump_with_django, dump_with_pg_du
 from backups.postgres.locks import RECORD_NAMESPACE, claim_unfinished, dump_slot, tenant_lock
 from backups.storage import Storage, StorageError, get_storage
 from backups.storage.local import is_disk_full
-from backups.storage.sink import BackupSink, SinkResult
+from backups.storage.sink import SinkResult
 
 logger = logging.getLogger(__name__)
 
@@ -56,47 +53,17 @@ class _Progress:
 
 
 def _dump_to_storage(record: BackupRecord, storage: Storage) -> tuple[DumpInfo, SinkResult]:
-    compressor = make_compressor(
-        record.compression, zstd_level=backups_settings.BACKUPS_ZSTD_LEVEL,
-        zstd_threads=backups_settings.BACKUPS_ZSTD_THREADS,
-        gzip_level=backups_settings.BACKUPS_GZIP_LEVEL,
-    )
     progress = _Progress(record.pk)
-    transforms = (AgeEncryptor(conf.age_recipients()),) if record.encryption == "age" else ()
-    writer = storage.open_write(record.storage_key)
     try:
-        sink = BackupSink(writer, compressor, transforms=transforms, on_progress=progress,
-                          progress_every=backups_settings.BACKUPS_PROGRESS_EVERY_BYTES)
-        if record.format == BackupRecord.Format.JSON:
-            info = dump_with_django(record.schema_name, sink)
-        else:
-            info = dump_with_pg_dump(record.schema_name, record.format, sink)
-        result = sink.finish()
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+        with artifact_writer(record, storage, on_progress=progress,
+                             progress_every=backups_settings.BACKUPS_PROGRESS_EVERY_BYTES) as artifact:
+            if record.format == BackupRecord.Format.JSON:
+                info = dump_with_django(record.schema_name, artifact.sink)
+            else:
+                info = dump_with_pg_dump(record.schema_name, record.format, artifact.sink)
     finally:
         progress.close()
-    return info, result
-
-
-def _store_and_confirm(record: BackupRecord, storage: Storage, info: DumpInfo, result: SinkResult) -> dict:
-    encryption = ({"method": "age", "recipients": recipients_fingerprint(conf.age_recipients())}
-                  if record.encryption == "age" else {})
-    manifest = sign_manifest(build_manifest(record=record, info=info, result=result, encryption=encryption))
-    try:
-        storage.put_bytes(manifest_key(record.storage_key), manifest_bytes(manifest))
-        stored = storage.stat(record.storage_key)
-        if stored is None or stored.size != result.size:
-            raise BackupError(
-                f"The stored object has {stored.size if stored else 'no'} bytes, expected {result.size}."
-            )
-    except BaseException:
-        storage.delete(record.storage_key)
-        storage.delete(manifest_key(record.storage_key))
-        raise
-    return manifest
+    return info, artifact.result
 
 
 def describe_error(exc: BaseException) -> str:
@@ -144,7 +111,7 @@ def _run_claimed(record: BackupRecord, task_id: str) -> BackupRecord:
         if (adopted := backup_attempt_take_key(record=record, storage=storage)) is not None:
             return backup_attempt_adopt(record=record, manifest=adopted)
         info, result = _dump_to_storage(record, storage)
-        manifest = _store_and_confirm(record, storage, info, result)
+        manifest = store_and_confirm(record, storage, info, result)
     except BaseException as exc:  # written through a fresh connection: the failure may be the database's
         error = describe_error(exc)
         if is_transient(exc, record):

@@ -32,10 +32,10 @@ from pathlib import Path
 import psycopg
 from django.utils import timezone
 
-from backups import conf
+from backups.backup.artifact import artifact_writer, store_and_confirm
 from backups.backup.batch.records import backup_records_finalize, retention_apply_many
 from backups.backup.batch.split import BatchArchive, MemberPart, SplitError, restrict_key
-from backups.backup.run import _store_and_confirm, backup_run, describe_error
+from backups.backup.run import backup_run, describe_error
 from backups.catalog.faults import is_transient, write_through_fresh_connection
 from backups.catalog.finalize import backup_record_finalize, retention_apply
 from backups.catalog.records import (
@@ -48,8 +48,6 @@ from backups.catalog.records import (
     backup_records_mark_succeeded,
 )
 from backups.conf import backups_settings
-from backups.core.compression import make_compressor
-from backups.core.encryption import AgeEncryptor
 from backups.core.errors import BackupConfigError, BackupError, DumpFailed, SchemaNotFound, TransientBackupError
 from backups.models import BackupRecord
 from backups.postgres import pgtools, privileges
@@ -64,7 +62,6 @@ from backups.postgres.dumpers import (
 )
 from backups.postgres.locks import RECORD_NAMESPACE, TENANT_NAMESPACE, dump_slot, hold_many, lock_key
 from backups.storage import Storage, StorageError, get_storage
-from backups.storage.sink import BackupSink
 from backups.storage.spools import BATCH_SPOOL, SPOOL_MARGIN, spool_create, spool_dir
 
 logger = logging.getLogger(__name__)
@@ -494,7 +491,7 @@ def _member(record: BackupRecord, archive: BatchArchive, piece: MemberPart, info
         info.row_counts = archive.row_counts(piece)
         info.migrations = archive.migrations(piece)
         sink_result = _write_member(record, storage, archive, piece, sql)
-        manifest = _store_and_confirm(record, storage, info, sink_result)
+        manifest = store_and_confirm(record, storage, info, sink_result)
     except Exception as exc:  # noqa: BLE001 - one member's failure (or bug) is its own, never its neighbours'
         error = describe_error(exc)
         if is_transient(exc, record):  # the same rule as a single backup: a full or read-only volume, a 5xx, ...
@@ -582,27 +579,15 @@ class _Chunker:
 def _write_member(record: BackupRecord, storage: Storage, archive: BatchArchive, piece: MemberPart,
                   sql: _SqlWriter):
     """Stream the member's artifact into its own object: the custom archive (dump) or pg_restore's SQL (sql)."""
-    compressor = make_compressor(
-        record.compression, zstd_level=backups_settings.BACKUPS_ZSTD_LEVEL,
-        zstd_threads=backups_settings.BACKUPS_ZSTD_THREADS,
-        gzip_level=backups_settings.BACKUPS_GZIP_LEVEL)
-    transforms = (AgeEncryptor(conf.age_recipients()),) if record.encryption == "age" else ()
     read_size = backups_settings.BACKUPS_READ_SIZE
-    writer = storage.open_write(record.storage_key)
-    try:
-        sink = BackupSink(writer, compressor, transforms=transforms)
+    with artifact_writer(record, storage) as artifact:
         if record.format == BackupRecord.Format.DUMP:
-            chunker = _Chunker(sink.write, read_size)
+            chunker = _Chunker(artifact.write, read_size)
             archive.write_custom(piece, chunker.write, read_size=read_size)
             chunker.flush()
         else:
-            sql.write(piece, sink.write, read_size)
-        sink_result = sink.finish()
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    return sink_result
+            sql.write(piece, artifact.write, read_size)
+    return artifact.result
 
 
 def _restore_to_sql(archive: BatchArchive, piece: MemberPart, out: Callable[[bytes], None], read_size: int, *,
