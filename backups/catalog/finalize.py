@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
@@ -30,6 +31,19 @@ def backup_record_finalize(*, record_id: int) -> BackupRecord | None:
         Q(last_backup_at__isnull=True) | Q(last_backup_at__lt=record.finished_at)
     ).update(last_backup_at=record.finished_at)
     return record
+
+
+def backup_after_success(record: BackupRecord) -> None:
+    """What the chain's later links do, in this process: last_backup_at, then retention (automatic backups).
+
+    For single backups run outside the chain (a batch member retried alone, the cron pass); a retention failure is
+    logged and left to the next backup's retention (the backup stands)."""
+    backup_record_finalize(record_id=record.pk)
+    if record.backup_type == BackupRecord.Type.AUTOMATIC and record.tenant_id:
+        try:
+            retention_apply(tenant_id=record.tenant_id)
+        except Exception:  # noqa: BLE001 - retention runs again after the next backup; the backup stands
+            logger.exception("retention after backup %s failed", record.pk)
 
 
 def _owns_its_object(storage, record: BackupRecord) -> bool:
@@ -91,20 +105,26 @@ def retention_apply(*, tenant_id: int, now: datetime | None = None) -> list[int]
     tenant = get_tenant_model().objects.filter(pk=tenant_id).first()
     if tenant is None:
         return []
-    records = list(BackupRecord.objects.filter(tenant_uid=tenant.tenant_uid))
+    deleted = retention_of(tenant, list(BackupRecord.objects.filter(tenant_uid=tenant.tenant_uid)),
+                           now=now or timezone.now())
+    if deleted:
+        logger.info("retention deleted %d backups of %s", len(deleted), tenant.schema_name)
+    return deleted
+
+
+def retention_of(tenant: Any, records: list[BackupRecord], *, now: datetime) -> list[int]:
+    """Delete those of the tenant's `records` (all of them) its policy no longer keeps; the deleted ids.
+    retention_apply and the batch's retention_apply_many both decide here."""
     # a damaged backup counts as a failure: it is no "newest good backup", and it stops deletion like one
     infos = [BackupInfo(id=r.pk, created_at=r.created_at, backup_type=r.backup_type,
                         status=BackupRecord.Status.FAILED if r.damaged_at else r.status)
              for r in records]
-    doomed = backups_to_delete(infos, retention_policy_for(tenant), now=now or timezone.now(),
-                               timezone=tenant.backup_timezone or "UTC")
+    doomed = backups_to_delete(infos, retention_policy_for(tenant), now=now, timezone=tenant.backup_timezone or "UTC")
     deleted = []
     for record in records:
         if record.pk in doomed:
             deleted.append(record.pk)
             backup_record_delete(record=record, actor={"retention": True}, action=BackupEvent.Action.RETENTION)
-    if deleted:
-        logger.info("retention deleted %d backups of %s", len(deleted), tenant.schema_name)
     return deleted
 
 

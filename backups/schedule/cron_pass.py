@@ -19,7 +19,7 @@ from django_tenants.utils import get_tenant_model
 
 from backups.backup.batch.run import batch_backup_run, batch_sizes, batching_enabled
 from backups.backup.run import backup_run
-from backups.catalog.finalize import backup_record_finalize, retention_apply
+from backups.catalog.finalize import backup_after_success
 from backups.conf import backups_settings
 from backups.models import BackupRecord
 from backups.schedule.dispatch import NewBackup, dispatch_due_backups
@@ -107,6 +107,4 @@ def _alone(record_id: int, found: CronPass) -> None:
         found.errors[record_id] = str(exc)
         return
     if result is not None and result.status == BackupRecord.Status.SUCCEEDED:
-        backup_record_finalize(record_id=result.pk)
-        if result.tenant_id:
-            retention_apply(tenant_id=result.tenant_id)
+        backup_after_success(result)

@@ -17,10 +17,9 @@ from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
-from backups.catalog.finalize import backup_record_delete, retention_policy_for
+from backups.catalog.finalize import retention_of
 from backups.catalog.records import Success, backup_records_mark_running, backup_records_mark_succeeded  # noqa: F401 - re-export
-from backups.core.retention import BackupInfo, backups_to_delete
-from backups.models import BackupEvent, BackupRecord
+from backups.models import BackupRecord
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +51,8 @@ def retention_apply_many(*, tenant_ids: list[int], now: datetime | None = None) 
     now = now or timezone.now()
     deleted = []
     for tenant in tenants:
-        records = by_uid.get(tenant.tenant_uid, [])
-        # a damaged backup counts as a failure: it is no "newest good backup", and it stops deletion like one
-        infos = [BackupInfo(id=r.pk, created_at=r.created_at, backup_type=r.backup_type,
-                            status=BackupRecord.Status.FAILED if r.damaged_at else r.status) for r in records]
         try:
-            doomed = backups_to_delete(infos, retention_policy_for(tenant), now=now,
-                                       timezone=tenant.backup_timezone or "UTC")
-            mine = []
-            for record in records:
-                if record.pk in doomed:
-                    backup_record_delete(record=record, actor={"retention": True},
-                                         action=BackupEvent.Action.RETENTION)
-                    mine.append(record.pk)
+            mine = retention_of(tenant, by_uid.get(tenant.tenant_uid, []), now=now)
         except Exception:  # noqa: BLE001 - retention runs again after the next backup; the backups stand
             logger.exception("retention of %s failed", tenant.schema_name)
             continue

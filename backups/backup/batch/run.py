@@ -37,7 +37,7 @@ from backups.backup.batch.records import backup_records_finalize, retention_appl
 from backups.backup.batch.split import BatchArchive, MemberPart, SplitError, restrict_key
 from backups.backup.run import backup_run, describe_error
 from backups.catalog.faults import is_transient, write_through_fresh_connection
-from backups.catalog.finalize import backup_record_finalize, retention_apply
+from backups.catalog.finalize import backup_after_success
 from backups.catalog.records import (
     Success,
     backup_record_mark_failed,
@@ -241,21 +241,11 @@ def _run_alone(record_id: int, task_id: str, result: BatchResult) -> None:
         result.skipped.append(record_id)
     elif record.status == BackupRecord.Status.SUCCEEDED:
         result.succeeded.append(record_id)
-        _after_success(record)
+        backup_after_success(record)
     elif record.status == BackupRecord.Status.FAILED:
         result.failed.append(record_id)
     else:
         result.skipped.append(record_id)
-
-
-def _after_success(record: BackupRecord) -> None:
-    """What the chain's later links do for a single backup: last_backup_at, then retention (automatic ones)."""
-    backup_record_finalize(record_id=record.pk)
-    if record.backup_type == BackupRecord.Type.AUTOMATIC and record.tenant_id:
-        try:
-            retention_apply(tenant_id=record.tenant_id)
-        except Exception:  # noqa: BLE001 - retention runs again after the next backup; the backup stands
-            logger.exception("retention after backup %s failed", record.pk)
 
 
 def _run_claimed_batch(members: list[BackupRecord], task_id: str, result: BatchResult) -> None:
