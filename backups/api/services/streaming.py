@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from backups.catalog.manifest import manifest_key, manifest_signature_valid
 from backups.catalog.records import backup_record_mark_damaged
@@ -79,24 +79,25 @@ def api_object_chunks(opened: OpenedObject, *, chunk_size: int | None = None) ->
             digest.update(data)
             total += len(data)
             if opened.size is not None and total > opened.size:  # never send more than Content-Length promised
-                problem = f"the stored object has more than the expected {opened.size} bytes"
-                logger.error("download of %s aborted: %s", opened.key, problem)
-                if opened.record is not None:
-                    backup_record_mark_damaged(record=opened.record, error=f"Download check: {problem}.")
-                raise VerificationFailed(f"{opened.file_name}: {problem}; the download was aborted.")
+                _refuse(opened, f"the stored object has more than the expected {opened.size} bytes")
             if held is not None:
                 yield held
             held = data
         problem = _mismatch(opened, digest.hexdigest(), total)
         if problem:
-            logger.error("download of %s aborted: %s", opened.key, problem)
-            if opened.record is not None:
-                backup_record_mark_damaged(record=opened.record, error=f"Download check: {problem}.")
-            raise VerificationFailed(f"{opened.file_name}: {problem}; the download was aborted.")
+            _refuse(opened, problem)
         if held is not None:
             yield held
     finally:
         opened.stream.close()
+
+
+def _refuse(opened: OpenedObject, problem: str) -> NoReturn:
+    """End a download whose bytes failed their check: logged, the record marked damaged, the last chunk withheld."""
+    logger.error("download of %s aborted: %s", opened.key, problem)
+    if opened.record is not None:
+        backup_record_mark_damaged(record=opened.record, error=f"Download check: {problem}.")
+    raise VerificationFailed(f"{opened.file_name}: {problem}; the download was aborted.")
 
 
 def _mismatch(opened: OpenedObject, sha256: str, size: int) -> str:
