@@ -104,6 +104,15 @@ DEFAULTS: dict[str, Any] = {
     # the last restore can always be undone. None: kept until deleted by hand (they used to pile up: 57 MB from
     # one admin's 38 restores).
     "BACKUPS_PRE_RESTORE_RETENTION_DAYS": 14,
+    # Side copies (`restore_tenant ... --into <schema>`): a backup restored beside its tenant for operators to query;
+    # housekeeping drops each once it is this many days old, checking every BACKUPS_SIDE_COPY_CHECK_SECONDS.
+    "BACKUPS_SIDE_COPY_KEEP_DAYS": 7,
+    "BACKUPS_SIDE_COPY_CHECK_SECONDS": 3600,
+    # A callable (dotted path) run inside a clone's transaction before it commits, with the clone's schema as the
+    # current one: anonymizer(schema=..., tenant=..., record=...). Empty: clones keep the backup's data as it is.
+    "BACKUPS_CLONE_ANONYMIZER": "",
+    # Objects one restore_objects request may name (the API's and the admin's; the command takes any number).
+    "BACKUPS_RESTORE_OBJECTS_MAX_PKS": 1000,
     "BACKUPS_URL_MAX_EXPIRY": 7 * 24 * 3600,
     "BACKUPS_URL_DEFAULT_EXPIRY": 3600,
     "BACKUPS_SYNC_POLL_SECONDS": 0.2,
@@ -150,6 +159,7 @@ TYPES: dict[str, type] = {
 # Settings given as a dotted path (or the object itself) that are read as the object the path names.
 IMPORT_STRINGS: frozenset[str] = frozenset({
     "BACKUPS_IS_TENANT_ADMIN",
+    "BACKUPS_CLONE_ANONYMIZER",
 })
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}

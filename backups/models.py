@@ -185,6 +185,9 @@ class BackupEvent(models.Model):
         VERIFY = "verify", "Verify drill"
         SCHEDULE_CHANGE = "schedule_change", "Schedule change"
         RETENTION = "retention", "Retention delete"
+        RESTORE_OBJECTS = "restore_objects", "Objects restored"
+        SIDE_COPY = "side_copy", "Side copy"
+        CLONE = "clone", "Clone"
 
     tenant = models.ForeignKey(
         settings.TENANT_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="backup_events",
@@ -240,6 +243,7 @@ class RestoreJob(models.Model):
     class Mode(models.TextChoices):
         REPLACE = "replace", "Replace the live schema"
         VERIFY = "verify", "Verify drill in a scratch database"
+        OBJECTS = "objects", "Restore objects with what hung from them"
 
     Status = RestoreStatus
 
@@ -263,7 +267,12 @@ class RestoreJob(models.Model):
     )
     mode = models.CharField(
         "mode", max_length=8, choices=Mode.choices, default=Mode.REPLACE,
-        help_text="replace: swap the live schema for the backup; verify: restore into a scratch database.",
+        help_text="replace: swap the live schema for the backup; verify: restore into a scratch database; "
+                  "objects: put back named objects and what hung from them, missing live.",
+    )
+    options = models.JSONField(
+        "options", default=dict, blank=True,
+        help_text="What an objects restore was asked for: {model, pks, dry_run}; empty for the other modes.",
     )
     status = models.CharField(
         "status", max_length=10, choices=Status.choices, default=Status.QUEUED, help_text="Where the job stands.",
@@ -340,3 +349,65 @@ class InheritedUser(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username or self.user_pk} in {self.schema_name}"
+
+
+class SideCopyQuerySet(models.QuerySet):
+    """Reusable filters of side copies."""
+
+    def present(self) -> "SideCopyQuerySet":
+        """Side copies whose schema has not been dropped."""
+        return self.filter(dropped_at__isnull=True)
+
+    def expired(self, now) -> "SideCopyQuerySet":
+        """Present side copies whose time is up (housekeeping drops them)."""
+        return self.present().filter(expires_at__lte=now)
+
+
+class SideCopy(models.Model):
+    """A backup restored beside its tenant into a schema of its own (not a tenant, never routed), for operators
+    to query and compare; dropped by housekeeping once `expires_at` passed."""
+
+    schema_name = models.CharField(
+        "schema name", max_length=63, help_text="The side copy's own schema, in the same database as its tenant.",
+    )
+    origin_schema = models.CharField(
+        "origin schema", max_length=63, help_text="The tenant schema the backup was taken from.",
+    )
+    tenant_uid = models.UUIDField(
+        "tenant identity", help_text="The identity of the tenant whose backup this is.",
+    )
+    record = models.ForeignKey(
+        BackupRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="side_copies",
+        verbose_name="backup", help_text="The backup restored; kept empty if it is deleted later.",
+    )
+    record_file_name = models.CharField(
+        "backup file", max_length=255, blank=True, default="", help_text="The backup's file name, kept if it goes.",
+    )
+    backup_taken_at = models.DateTimeField(
+        "backup taken at", null=True, blank=True, help_text="When the backup restored here was made.",
+    )
+    requested_by = models.JSONField(
+        "requested by", default=dict, blank=True, help_text="Snapshot of who asked (an operator, a command).",
+    )
+    created_at = models.DateTimeField("created at", auto_now_add=True)
+    expires_at = models.DateTimeField(
+        "expires at", help_text="Housekeeping drops the schema after this (BACKUPS_SIDE_COPY_KEEP_DAYS).",
+    )
+    dropped_at = models.DateTimeField(
+        "dropped at", null=True, blank=True, help_text="When the schema was dropped (by housekeeping or by hand).",
+    )
+
+    objects = SideCopyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "side copy"
+        verbose_name_plural = "side copies"
+        ordering = ("-created_at", "-id")
+        constraints = [
+            models.UniqueConstraint(fields=("schema_name",), condition=Q(dropped_at__isnull=True),
+                                    name="backups_sidecopy_unique_present"),
+        ]
+        indexes = [models.Index(fields=("expires_at",), name="backups_sidecopy_expires_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.schema_name} (from {self.origin_schema})"

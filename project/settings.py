@@ -204,6 +204,10 @@ BACKUPS_TENANT_LOCK_WAIT_SECONDS = env.int("BACKUPS_TENANT_LOCK_WAIT_SECONDS", d
 BACKUPS_LOCK_WAIT_SECONDS = env.float("BACKUPS_LOCK_WAIT_SECONDS", default=60)  # table locks; see backups.conf
 BACKUPS_MANUAL_RETENTION_DAYS = env.int("BACKUPS_MANUAL_RETENTION_DAYS", default=None)
 BACKUPS_PRE_RESTORE_RETENTION_DAYS = env.int("BACKUPS_PRE_RESTORE_RETENTION_DAYS", default=14)  # None: keep
+# Side copies (restore_tenant --into) are dropped after this many days; clones are scrubbed by the anonymizer
+# (the demo's scrubs patients' names, e-mails and phones; empty: clones keep the data as backed up).
+BACKUPS_SIDE_COPY_KEEP_DAYS = env.int("BACKUPS_SIDE_COPY_KEEP_DAYS", default=7)
+BACKUPS_CLONE_ANONYMIZER = env("BACKUPS_CLONE_ANONYMIZER", default="clinic.anonymize.scrub_patients")
 BACKUPS_QUEUED_TIMEOUT_SECONDS = env.int("BACKUPS_QUEUED_TIMEOUT_SECONDS", default=6 * 3600)
 BACKUPS_RUNNING_GRACE_SECONDS = env.int("BACKUPS_RUNNING_GRACE_SECONDS", default=600)
 # The reaper resends a `running` record whose lock is free (its worker died) once it started this long ago,

@@ -33,7 +33,7 @@ HOURLY_LIMITS = {RestoreJob.Mode.REPLACE: ("BACKUPS_RESTORES_PER_HOUR", "restore
 
 def api_restore_refusal(*, record: BackupRecord) -> str | None:
     """Why the worker would refuse this record, as far as the catalog tells, or None: the API answers it at
-    once (409) instead of a 202 for a job that can only fail (backups.restore.run._checked_record)."""
+    once (409) instead of a 202 for a job that can only fail (backups.restore.run.checked_record)."""
     if record.status != BackupRecord.Status.SUCCEEDED:
         return f"Backup {record.pk} is {record.status}; only a succeeded backup can be restored."
     if record.damaged_at is not None:

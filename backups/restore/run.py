@@ -63,7 +63,7 @@ def _q(name: str) -> str:
     return pgtools.quote_ident(name)
 
 
-def _manifest_counts(record: BackupRecord) -> dict[str, int]:
+def manifest_counts(record: BackupRecord) -> dict[str, int]:
     """Table -> rows, as the manifest recorded them; any table name works, since every use quotes it."""
     counts = record.manifest.get("row_counts") or {}
     usable = isinstance(counts, dict) and counts and all(
@@ -74,7 +74,7 @@ def _manifest_counts(record: BackupRecord) -> dict[str, int]:
     return dict(counts)
 
 
-def _counts(conn: psycopg.Connection, schema: str, tables: list[str]) -> dict[str, int | None]:
+def table_counts(conn: psycopg.Connection, schema: str, tables: list[str]) -> dict[str, int | None]:
     """Rows per table as this connection's transaction sees them (None for a table that is not there)."""
     found: dict[str, int | None] = {}
     for table in tables:
@@ -146,7 +146,7 @@ def _script(record: BackupRecord, backup: VerifiedBackup) -> Iterator[Iterator[b
         yield backup.plain().prefetched(READ_SIZE)
 
 
-def _loaded(conn: psycopg.Connection, record: BackupRecord, backup: VerifiedBackup) -> None:
+def load_verified_script(conn: psycopg.Connection, record: BackupRecord, backup: VerifiedBackup) -> None:
     try:
         with _script(record, backup) as chunks:
             load_script(conn, chunks)
@@ -164,12 +164,12 @@ def _refuse_dependents(conn: psycopg.Connection, schema: str, live_name: str) ->
                             f"{shown}. Nothing was changed; remove or move them first.")
 
 
-def _aside_name(schema: str) -> str:
+def aside_name(schema: str) -> str:
     """Where a replace moves the live schema for the length of its transaction."""
     return f"{schema[:40]}_old_{secrets.token_hex(4)}"
 
 
-def _require_counts(counts: dict[str, int], found: dict[str, int | None]) -> None:
+def require_counts(counts: dict[str, int], found: dict[str, int | None]) -> None:
     """Raise (rolling the replace back) unless every table has the rows its manifest says."""
     mismatches = {t: (n, found.get(t)) for t, n in counts.items() if found.get(t) != n}
     if mismatches:
@@ -183,14 +183,14 @@ def _replace_from_script(schema: str, record: BackupRecord, backup: VerifiedBack
     Nothing commits unless the whole script arrived and the counts matched: a dead worker's connection closes
     and the server rolls everything back, so the live schema is never half-restored and nothing stays aside.
     """
-    aside = _aside_name(schema)
+    aside = aside_name(schema)
     with pgtools.connect() as conn:
         if live:
             conn.execute(f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)}")
-        _loaded(conn, record, backup)
+        load_verified_script(conn, record, backup)
         privileges.apply(conn.cursor(), schema, record.manifest)
-        found = _counts(conn, schema, list(counts))
-        _require_counts(counts, found)
+        found = table_counts(conn, schema, list(counts))
+        require_counts(counts, found)
         if live:
             _refuse_dependents(conn, aside, schema)
             conn.execute(f"DROP SCHEMA {_q(aside)} CASCADE")
@@ -274,7 +274,7 @@ def _load_jsonl(plain: PlainStream) -> set[type[Model]]:
     return seen
 
 
-def _load_json_into(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int]) -> dict:
+def load_json_into(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int]) -> dict:
     _prescan_json(backup)
     with connection.cursor() as cur:
         cur.execute(f"CREATE SCHEMA {_q(schema)}")
@@ -295,7 +295,7 @@ def _load_json_into(schema: str, record: BackupRecord, backup: VerifiedBackup, c
 
 # --- entry points ----------------------------------------------------------------------------------------
 
-def _checked_record(schema: str, record: BackupRecord) -> None:
+def checked_record(schema: str, record: BackupRecord) -> None:
     """Only this tenant's own, good, checkable backups: same schema, same identity, succeeded, not damaged."""
     if record.schema_name != schema:
         raise RestoreFailed(f"Backup {record.pk} was taken from schema {record.schema_name!r}, not {schema!r}.")
@@ -305,13 +305,20 @@ def _checked_record(schema: str, record: BackupRecord) -> None:
     if owner is None or owner != record.tenant_uid:
         raise RestoreFailed(f"Backup {record.pk} belongs to another tenant identity than the one that owns schema "
                             f"{schema!r} now (a deleted tenant's backups are never restored into a later one).")
+    require_restorable(record)
+
+
+def require_restorable(record: BackupRecord) -> None:
+    """A succeeded backup, not marked damaged, with a digest to check its stored bytes against."""
+    if record.status != BackupRecord.Status.SUCCEEDED:
+        raise RestoreFailed(f"Backup {record.pk} is {record.status}; only a succeeded backup can be restored.")
     if record.damaged_at is not None:
         raise RestoreFailed(f"Backup {record.pk} failed its checksum on {record.damaged_at:%Y-%m-%d %H:%M} UTC and is "
                             "marked damaged; it is never restored.")
     require_digest(record)
 
 
-def _damaged(record: BackupRecord, exc: BaseException) -> None:
+def mark_if_damaged(record: BackupRecord, exc: BaseException) -> None:
     if isinstance(exc, StoredObjectDamaged):
         backup_record_mark_damaged(record=record, error=str(exc))
 
@@ -370,8 +377,8 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
     A safety backup of the live schema is taken first. The live schema is renamed aside, the backup
     loaded, row counts checked against the manifest and the old schema dropped, all in one transaction.
     """
-    _checked_record(schema, record)
-    counts = _manifest_counts(record)
+    checked_record(schema, record)
+    counts = manifest_counts(record)
     report = RestoreReport(record.pk, schema, "replace", ok=False)
     live = schema_exists(schema)
     try:
@@ -386,7 +393,7 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
                 found = _replace_from_script(schema, record, backup, counts, live)
             report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
     except BackupError as exc:
-        _damaged(record, exc)
+        mark_if_damaged(record, exc)
         report.message = str(exc)
         backup_event_create(record=record, action=BackupEvent.Action.RESTORE, actor=actor,
                             details={"ok": False, "error": str(exc), "safety_record_id": report.safety_record_id})
@@ -401,15 +408,15 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
 def _replace_from_json(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int],
                        live: bool) -> dict[str, int | None]:
     """Django's transaction on its own connection: a dead worker's connection rolls it back like the script's."""
-    aside = _aside_name(schema)
+    aside = aside_name(schema)
     with transaction.atomic():
         if live:
             with connection.cursor() as cur:
                 cur.execute(f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)}")
-        found = _load_json_into(schema, record, backup, counts)
+        found = load_json_into(schema, record, backup, counts)
         with connection.cursor() as cur:
             privileges.apply(cur, schema, record.manifest)
-        _require_counts(counts, found)
+        require_counts(counts, found)
         if live:
             connection.ensure_connection()
             _refuse_dependents(connection.connection, aside, schema)
@@ -427,7 +434,7 @@ def _verify_json(schema: str, record: BackupRecord, backup: VerifiedBackup, coun
     found: dict = {}
     try:
         with transaction.atomic():
-            found.update(_load_json_into(scratch, record, backup, counts))
+            found.update(load_json_into(scratch, record, backup, counts))
             raise _Rollback
     except _Rollback:
         pass
@@ -450,9 +457,9 @@ def _verify_script_in(dbname: str, schema: str, record: BackupRecord, backup: Ve
         prepare_scratch(dbname, schema)
         with pgtools.connect(dbname=dbname) as conn:
             privileges.require_roles(conn.cursor(), record.manifest)
-            _loaded(conn, record, backup)
+            load_verified_script(conn, record, backup)
             privileges.apply(conn.cursor(), schema, record.manifest)
-            found = _counts(conn, schema, list(counts))
+            found = table_counts(conn, schema, list(counts))
             conn.rollback()
     finally:
         with pgtools.connect(autocommit=True) as admin:
@@ -462,8 +469,8 @@ def _verify_script_in(dbname: str, schema: str, record: BackupRecord, backup: Ve
 
 def restore_verify(*, schema: str, record: BackupRecord, actor: dict | None = None) -> RestoreReport:
     """Restore into a scratch database (json: a scratch schema, rolled back), compare row counts, drop it."""
-    _checked_record(schema, record)
-    counts = _manifest_counts(record)
+    checked_record(schema, record)
+    counts = manifest_counts(record)
     report = RestoreReport(record.pk, schema, "verify", ok=False)
     storage = get_storage(record.storage_backend)
     try:
@@ -472,7 +479,7 @@ def restore_verify(*, schema: str, record: BackupRecord, actor: dict | None = No
             found = verify(schema, record, backup, counts)
             report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
     except BackupError as exc:
-        _damaged(record, exc)
+        mark_if_damaged(record, exc)
         report.message = str(exc)
     else:
         report.ok = not report.mismatches
