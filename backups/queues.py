@@ -30,6 +30,7 @@ CHECK_OVERDUE = "tasks.backups.check_overdue_backups"
 VERIFY_DRILLS = "tasks.backups.schedule_verify_drills"
 RECONCILE = "tasks.backups.reconcile_storage"
 RESTORE_BACKUP = "tasks.backups.restore_backup"
+EXPIRE_SIDE_COPIES = "tasks.backups.expire_side_copies"
 
 CELERY_QUEUES = tuple(Queue(name, routing_key=name) for name in ALL)
 
@@ -45,6 +46,7 @@ CELERY_ROUTES = {
     VERIFY_DRILLS: {"queue": HOUSEKEEPING},
     RECONCILE: {"queue": HOUSEKEEPING},
     RESTORE_BACKUP: {"queue": RESTORE},
+    EXPIRE_SIDE_COPIES: {"queue": HOUSEKEEPING},
 }
 
 

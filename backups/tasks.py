@@ -30,6 +30,7 @@ from backups.ops.checks import check_configuration
 from backups.ops.overdue import overdue_check
 from backups.postgres.leftovers import leftovers_remove
 from backups.restore.drills import drills_schedule
+from backups.restore.side import side_copies_expire
 from backups.schedule.dispatch import dispatch_due_backups as dispatch_service
 from backups.storage import StorageError, StorageTransientError
 
@@ -184,6 +185,13 @@ def schedule_verify_drills(**kwargs) -> int:
         return len(drills_schedule())
 
 
+@shared_task(name="tasks.backups.expire_side_copies", ignore_result=True)
+def expire_side_copies(**kwargs) -> int:
+    """Housekeeping: drop the side copies (restore_tenant --into) older than BACKUPS_SIDE_COPY_KEEP_DAYS."""
+    with schema_context(get_public_schema_name()):
+        return len(side_copies_expire())
+
+
 @shared_task(
     bind=True,
     name="tasks.backups.restore_backup",
@@ -191,7 +199,8 @@ def schedule_verify_drills(**kwargs) -> int:
     ignore_result=True,
 )
 def restore_backup(self, job_id: int, **kwargs) -> str:
-    """Run one RestoreJob (replace or verify drill); a finished job does nothing, so a redelivery is harmless."""
+    """Run one RestoreJob (replace, verify drill or objects restore); a finished job does nothing, so a redelivery
+    is harmless."""
     from backups.restore.jobs import restore_failure_message, restore_job_fail_unfinished, restore_job_run
 
     with schema_context(get_public_schema_name()):

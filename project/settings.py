@@ -44,6 +44,7 @@ SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
 
 # --- tenancy --------------------------------------------------------------
 SHARED_APPS = [
+    "backups.cli",  # before django_tenants: `clone_tenant` is tenant-backups' (from a backup), not django-tenants'
     "django_tenants",
     "tenants",
     "backups",

@@ -1,8 +1,10 @@
 """Ops' view of the fleet: every tenant's backups and the audit trail, across schemas."""
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -12,8 +14,10 @@ from backups.admin.formatting import human_bytes, human_duration
 from backups.backup.enqueue import backups_enqueue
 from backups.catalog.progress import progress_of
 from backups.catalog.records import backup_records_requeue_failed
+from backups.core.errors import BackupError
+from backups.core.service_errors import ApiServiceError
 from backups.core.timetable import DISABLED
-from backups.models import BackupEvent, BackupRecord, InheritedUser, RestoreJob
+from backups.models import BackupEvent, BackupRecord, InheritedUser, RestoreJob, SideCopy
 
 STORAGE_LABELS = {"local": "Local folder", "s3": "S3 (or compatible)", "supabase": "Supabase Storage"}
 TYPE_SHORT = {BackupRecord.Type.MANUAL: "manual", BackupRecord.Type.AUTOMATIC: "automatic",
@@ -107,7 +111,7 @@ class BackupRecordAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in BackupRecord._meta.fields] + ["size_human", "duration_human",
                                                                       "progress_human"]
-    actions = ("retry_failed",)
+    actions = ("retry_failed", "restore_objects")
 
     def get_urls(self):
         opts = self.model._meta
@@ -224,6 +228,96 @@ class BackupRecordAdmin(admin.ModelAdmin):
         messages.info(request, f"{len(ids)} backups queued again.")
 
 
+    @admin.action(description="Restore objects (with what hung from them) from the selected backup")
+    def restore_objects(self, request, queryset):
+        """An intermediate form (model, primary keys, dry run), then an objects restore job on the workers."""
+        from backups.admin.operator import operator_restore_objects_request
+
+        records = list(queryset[:2])
+        if len(records) != 1:
+            messages.error(request, "Select exactly one backup to restore objects from.")
+            return None
+        record = records[0]
+        form = RestoreObjectsForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                job = operator_restore_objects_request(record=record, model=data["model"], pks=data["pks"],
+                                                       dry_run=data["dry_run"],
+                                                       actor={"admin": request.user.get_username()})
+            except (ApiServiceError, BackupError) as exc:
+                form.add_error(None, getattr(exc, "detail", None) or str(exc))
+            else:
+                url = reverse(f"{self.admin_site.name}:backups_restorejob_change", args=[job.pk])
+                messages.info(request, format_html('Objects restore queued as <a href="{}">restore job {}</a>{}.', url,
+                                                   job.pk, " (dry run)" if data["dry_run"] else ""))
+                return None
+        context = {**self.admin_site.each_context(request), "title": "Restore objects", "record": record,
+                   "form": form, "opts": self.model._meta}
+        return TemplateResponse(request, "admin/backups/restore_objects.html", context)
+
+
+class RestoreObjectsForm(forms.Form):
+    """What the admin's objects restore asks for."""
+
+    model = forms.CharField(max_length=200, help_text="app_label.Model, e.g. clinic.Patient.")
+    pks = forms.CharField(label="primary keys", max_length=10000, help_text="Separated by commas or spaces.")
+    dry_run = forms.BooleanField(required=False, initial=True, help_text="Only report what would be inserted.")
+
+    def clean_pks(self) -> list[str]:
+        keys = [k for k in self.cleaned_data["pks"].replace(",", " ").split() if k]
+        if not keys:
+            raise forms.ValidationError("Give at least one primary key.")
+        return keys
+
+
+@admin.register(SideCopy)
+class SideCopyAdmin(admin.ModelAdmin):
+    """Backups restored beside their tenant (`restore_tenant --into`), with their origin; dropped by housekeeping
+    once they expire, or now with the action."""
+
+    list_display = ("schema_name", "origin_schema", "record_column", "backup_taken_at", "created_at", "expires_at",
+                    "state_column")
+    list_filter = (("dropped_at", admin.EmptyFieldListFilter),)
+    search_fields = ("schema_name", "origin_schema", "record_file_name", "tenant_uid")
+    readonly_fields = [f.name for f in SideCopy._meta.fields]
+    actions = ("drop_now",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # the row is the listing of a schema: "drop now" drops both
+
+    @admin.display(description="backup", ordering="record")
+    def record_column(self, side: SideCopy) -> str:
+        if side.record_id is None:
+            return format_html('{} <span class="muted">(deleted)</span>', side.record_file_name or "-")
+        url = reverse(f"{self.admin_site.name}:backups_backuprecord_change", args=[side.record_id])
+        return format_html('<a href="{}">{}</a>', url, side.record_file_name or side.record_id)
+
+    @admin.display(description="state", ordering="dropped_at")
+    def state_column(self, side: SideCopy) -> str:
+        return f"dropped {_when(side.dropped_at)}" if side.dropped_at else "present"
+
+    @admin.action(description="Drop the selected side copies now")
+    def drop_now(self, request, queryset) -> None:
+        from backups.restore.side import side_copy_drop
+
+        dropped, refused = 0, []
+        for side in queryset.filter(dropped_at__isnull=True):
+            try:
+                dropped += side_copy_drop(side=side, actor={"admin": request.user.get_username()})
+            except BackupError as exc:
+                refused.append(f"{side.schema_name}: {exc}")
+        messages.info(request, f"{dropped} side copies dropped.")
+        for line in refused:
+            messages.error(request, line)
+
+
 @admin.register(BackupEvent)
 class BackupEventAdmin(admin.ModelAdmin):
     """Who did what to which backup; read-only."""
@@ -262,6 +356,7 @@ class RestoreJobAdmin(admin.ModelAdmin):
 
     list_display = ("id", "schema_name", "mode", "status", "record", "created_at", "finished_at")
     list_filter = ("mode", "status")
+    # an objects restore's report (what came back, what was left as a conflict) is read on the job's page
     search_fields = ("schema_name", "error")
     readonly_fields = [f.name for f in RestoreJob._meta.fields]
 

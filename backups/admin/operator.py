@@ -10,7 +10,8 @@ from backups.backup.enqueue import backups_enqueue
 from backups.backup.on_demand import api_events_keep_file_name
 from backups.catalog.finalize import backup_record_delete
 from backups.catalog.records import backup_record_create
-from backups.models import BackupEvent, BackupRecord
+from backups.core.errors import RestoreFailed
+from backups.models import BackupEvent, BackupRecord, RestoreJob
 
 
 def operator_backups_create(*, tenants: Iterable, actor: dict) -> tuple[list[BackupRecord], list[str]]:
@@ -48,3 +49,19 @@ def operator_backups_delete(*, records: Iterable[BackupRecord], actor: dict) -> 
         backup_record_delete(record=record, actor=actor)
         deleted.append(pk)
     return deleted, skipped
+
+
+def operator_restore_objects_request(*, record: BackupRecord, model: str, pks: list, dry_run: bool,
+                                     actor: dict) -> RestoreJob:
+    """An objects restore job of the record's tenant asked for from the Django admin, as the API asks for it
+    (without the API's hourly limit); the tenant must still be the identity the backup was taken from."""
+    from django_tenants.utils import get_tenant_model
+
+    from backups.restore.jobs import restore_objects_request
+
+    tenant = get_tenant_model().objects.filter(tenant_uid=record.tenant_uid).first()
+    if tenant is None:
+        raise RestoreFailed(f"The tenant backup {record.pk} was taken from no longer exists; its objects cannot be "
+                            "restored into a later tenant.")
+    return restore_objects_request(tenant=tenant, record=record, model=model, pks=pks, dry_run=dry_run, actor=actor,
+                                   via="admin")

@@ -162,7 +162,7 @@ class RestoreJobSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RestoreJob
-        fields = ("id", "record_id", "schema_name", "mode", "status", "report", "error", "requested_by",
+        fields = ("id", "record_id", "schema_name", "mode", "options", "status", "report", "error", "requested_by",
                   "created_at", "started_at", "finished_at", "links")
         read_only_fields = fields
 

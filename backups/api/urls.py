@@ -11,6 +11,7 @@ from .views.create import BackupCreateView
 from .views.history import HistoryDetailView, HistoryDownloadView, HistoryListView
 from .views.local_download import LocalDownloadView
 from .views.restore import RestoreJobDetailView, RestoreView, VerifyView
+from .views.restore_objects import RestoreObjectsView
 from .views.schedule import ScheduleView
 
 app_name = "backups_api"
@@ -23,6 +24,7 @@ urlpatterns = [
     path("history/<str:record_id>/download/", HistoryDownloadView.as_view(), name="history-download"),
     path("history/<str:record_id>/restore/", RestoreView.as_view(), name="history-restore"),
     path("history/<str:record_id>/verify/", VerifyView.as_view(), name="history-verify"),
+    path("history/<str:record_id>/restore-objects/", RestoreObjectsView.as_view(), name="history-restore-objects"),
     path("restores/<str:job_id>/", RestoreJobDetailView.as_view(), name="restore-detail"),
     path("cloud/list/", CloudListView.as_view(), name="cloud-list"),
     path("cloud/download/", CloudDownloadView.as_view(), name="cloud-download"),

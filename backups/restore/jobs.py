@@ -21,6 +21,7 @@ from backups.models import BackupEvent, BackupRecord, RestoreJob
 from backups.postgres.locks import claim_unfinished
 from backups.queues import RESTORE_BACKUP, signature
 from backups.restore.drills import drill_report_failure
+from backups.restore.objects import ObjectsRefused, ObjectsReport, parse_pks, resolve_model, restore_objects
 from backups.restore.run import RestoreReport, restore_replace, restore_verify
 from backups.storage.spools import spool_dir
 
@@ -55,7 +56,7 @@ def api_restore_request(*, tenant: Any, record: BackupRecord, mode: str, confirm
     undamaged success with a digest, or while another restore (or, for a replace, a backup) of the tenant is
     queued or running; 429 past the tenant's hourly number of restores or drills.
     """
-    if mode not in RestoreJob.Mode.values:
+    if mode not in HOURLY_LIMITS:
         raise InvalidInput(f"Unknown mode {mode!r}.", field="mode")
     if confirm != tenant.schema_name:
         raise InvalidInput(f"Type this tenant's schema name ({tenant.schema_name}) in 'confirm' to go ahead.",
@@ -95,6 +96,65 @@ def api_restore_request(*, tenant: Any, record: BackupRecord, mode: str, confirm
     return job
 
 
+def objects_request_input(*, model: Any, pks: Any) -> tuple[str, list]:
+    """The model's label and the primary keys (as JSON keeps them) of an objects restore request; InvalidInput
+    naming the field for an unknown model, one outside the tenant's apps, a pk that is not one, too many pks."""
+    try:
+        model_class = resolve_model(model)
+    except ObjectsRefused as exc:
+        raise InvalidInput(str(exc), field="model") from None
+    if not isinstance(pks, list | tuple):
+        raise InvalidInput("pks must be a list of primary keys.", field="pks")
+    most = backups_settings.BACKUPS_RESTORE_OBJECTS_MAX_PKS
+    if len(pks) > most:
+        raise InvalidInput(f"At most {most} primary keys in one request (BACKUPS_RESTORE_OBJECTS_MAX_PKS).",
+                           field="pks")
+    try:
+        keys = parse_pks(model_class, pks)
+    except ObjectsRefused as exc:
+        raise InvalidInput(str(exc), field="pks") from None
+    return model_class._meta.label, [k if isinstance(k, int | str) else str(k) for k in keys]
+
+
+def restore_objects_request(*, tenant: Any, record: BackupRecord, model: Any, pks: Any, dry_run: bool, actor: dict,
+                            via: str, ip_address: str | None = None, hourly_limit: bool = False) -> RestoreJob:
+    """A queued objects RestoreJob for the tenant's record, sent to the worker once this transaction commits.
+
+    Refused at once (InvalidInput) for a bad model or pks, (409) for a record the worker would refuse or while
+    another restore of the tenant is queued or running, and with `hourly_limit` (429) past the tenant's
+    BACKUPS_RESTORES_PER_HOUR objects restores. A pk the backup does not hold is found by the job, which fails
+    naming it."""
+    label, keys = objects_request_input(model=model, pks=pks)
+    Tenant = get_tenant_model()
+    with transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        record = BackupRecord.objects.filter(pk=record.pk, tenant_uid=locked.tenant_uid).first()
+        if record is None:
+            raise NotFoundError("No backup with this id.")
+        refusal = api_restore_refusal(record=record)
+        if refusal:
+            raise ConflictError(refusal)
+        if record.schema_name != locked.schema_name:
+            raise ConflictError(f"Backup {record.pk} was taken from schema {record.schema_name}, which is not this "
+                                f"tenant's schema ({locked.schema_name}) now.")
+        if hourly_limit:
+            api_hourly_limit_check(tenant=locked, now=timezone.now(), action=BackupEvent.Action.RESTORE_OBJECTS,
+                                   setting="BACKUPS_RESTORES_PER_HOUR", what="objects restores")
+        job = RestoreJob.objects.active().filter(tenant_uid=locked.tenant_uid).first()
+        if job is not None:
+            raise ConflictError(f"A {job.mode} of this tenant is already {job.status} (restore job {job.pk}).")
+        options = {"model": label, "pks": keys, "dry_run": bool(dry_run)}
+        job = RestoreJob.objects.create(tenant=locked, tenant_uid=locked.tenant_uid, schema_name=locked.schema_name,
+                                        record=record, mode=RestoreJob.Mode.OBJECTS, options=options,
+                                        requested_by=actor)
+        backup_event_create(record=record, action=BackupEvent.Action.RESTORE_OBJECTS, actor=actor,
+                            ip_address=ip_address, details={"job_id": job.pk, "stage": "requested", "via": via,
+                                                            **options})
+        job_pk = job.pk
+        transaction.on_commit(lambda: signature(RESTORE_BACKUP, job_pk).apply_async())
+    return job
+
+
 def api_restore_job_get(*, tenant: Any, job_id: Any) -> RestoreJob:
     """One restore job of the tenant; NotFoundError for any other id."""
     pk = _as_id(job_id)
@@ -105,8 +165,10 @@ def api_restore_job_get(*, tenant: Any, job_id: Any) -> RestoreJob:
     return job
 
 
-def report_as_json(report: RestoreReport) -> dict:
-    """A RestoreReport as the job's JSON report."""
+def report_as_json(report: RestoreReport | ObjectsReport) -> dict:
+    """A RestoreReport (or an objects restore's report) as the job's JSON report."""
+    if isinstance(report, ObjectsReport):
+        return report.as_json()
     data = dataclasses.asdict(report)
     data["row_counts"] = {table: {"manifest": counts[0], "restored": counts[1]}
                           for table, counts in report.row_counts.items()}
@@ -166,8 +228,14 @@ def restore_job_note_safety(*, job: RestoreJob, safety_record_id: int) -> None:
     job.save(update_fields=["report"])
 
 
-def _restore(job: RestoreJob, record: BackupRecord) -> RestoreReport:
-    """The job's replace or verify drill; a replace reuses the safety backup an earlier attempt already took."""
+def _restore(job: RestoreJob, record: BackupRecord) -> RestoreReport | ObjectsReport:
+    """The job's replace, verify drill or objects restore; a replace reuses the safety backup an earlier attempt
+    already took."""
+    if job.mode == RestoreJob.Mode.OBJECTS:
+        options = job.options or {}
+        return restore_objects(schema=job.schema_name, record=record, model=options.get("model"),
+                               pks=options.get("pks") or [], dry_run=bool(options.get("dry_run")),
+                               actor=job.requested_by)
     if job.mode != RestoreJob.Mode.REPLACE:
         return restore_verify(schema=job.schema_name, record=record, actor=job.requested_by)
     return restore_replace(schema=job.schema_name, record=record, actor=job.requested_by,

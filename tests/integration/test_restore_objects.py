@@ -207,8 +207,8 @@ def test_a_unique_clash_with_a_later_live_row_refuses_everything(backup_and_guar
     gone.delete()
     with schema_context(SCHEMA):
         taker = Patient.objects.order_by("pk").first()
-        clash = Invoice.objects.create(patient=taker, number=gone.numbers[0], issued_at=datetime(2026, 1, 1, tzinfo=UTC),
-                                       total=Decimal("1.00"))
+        clash = Invoice.objects.create(patient=taker, number=gone.numbers[0],
+                                       issued_at=datetime(2026, 1, 1, tzinfo=UTC), total=Decimal("1.00"))
     after = table_fingerprints(SCHEMA, DEMO_TABLES)
     with pytest.raises(RestoreFailed, match=rf"same number as the live clinic.Invoice {clash.pk}"):
         restore_objects(schema=SCHEMA, record=record, model="clinic.Patient", pks=[gone.pk])

@@ -1,4 +1,4 @@
-"""`manage.py restore_tenant <schema> <record_id> [--verify-only] [--noinput]`."""
+"""`manage.py restore_tenant <schema> <record_id> [--verify-only | --into <new_schema>] [--noinput]`."""
 
 from django.core.management.base import CommandError
 
@@ -6,18 +6,25 @@ from backups.core.errors import BackupError
 from backups.management.base import OpsCommand
 from backups.models import BackupRecord
 from backups.restore.run import restore_replace, restore_verify
+from backups.restore.side import restore_side_copy
 from backups.storage import StorageError
 
 
 class Command(OpsCommand):
     help = ("Replace a tenant's schema with a backup (safety backup first, all-or-nothing), or with "
             "--verify-only restore it into a scratch database and compare row counts with its manifest. "
-            "A replace asks you to type the schema name unless --noinput is given.")
+            "A replace asks you to type the schema name unless --noinput is given. --into <new_schema> restores "
+            "it beside the tenant instead, into a new schema of the same database (not a tenant, not routed) for "
+            "operators to query; housekeeping drops it after BACKUPS_SIDE_COPY_KEEP_DAYS.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("schema")
         parser.add_argument("record_id", type=int)
-        parser.add_argument("--verify-only", action="store_true", help="Restore into a scratch database only.")
+        modes = parser.add_mutually_exclusive_group()
+        modes.add_argument("--verify-only", action="store_true", help="Restore into a scratch database only.")
+        modes.add_argument("--into", metavar="NEW_SCHEMA", default="",
+                           help="Restore into this new schema beside the tenant (a side copy); the tenant is "
+                                "untouched.")
         parser.add_argument("--noinput", "--no-input", action="store_false", dest="interactive",
                             help="Replace without asking (scripts); the safety backup is still taken.")
 
@@ -31,10 +38,13 @@ class Command(OpsCommand):
             return False
         return answer.strip() == schema
 
-    def handle(self, *args, schema: str, record_id: int, verify_only: bool, interactive: bool, **options) -> None:
+    def handle(self, *args, schema: str, record_id: int, verify_only: bool, interactive: bool, into: str = "",
+               **options) -> None:
         record = BackupRecord.objects.filter(pk=record_id).first()
         if record is None:
             raise CommandError(f"No backup record {record_id}.")
+        if into:
+            return self._side_copy(schema, record, into)
         if not verify_only and interactive and not self._confirmed(schema, record):
             raise CommandError("Restore cancelled: nothing was changed.")
         actor = {"command": "restore_tenant"}
@@ -55,4 +65,13 @@ class Command(OpsCommand):
             self.stdout.write(f"safety backup: record {report.safety_record_id}")
         if not report.ok:
             raise CommandError(report.message)
+        self.stdout.write(self.style.SUCCESS(report.message))
+
+    def _side_copy(self, schema: str, record: BackupRecord, into: str) -> None:
+        try:
+            report = restore_side_copy(schema=schema, record=record, into=into, actor={"command": "restore_tenant"})
+        except (BackupError, StorageError) as exc:
+            raise CommandError(f"Backup {record.pk} was not restored into {into}, nothing was changed: {exc}") from None
+        for table, (expected, found) in sorted(report.row_counts.items()):
+            self.stdout.write(f"{table:40} manifest {expected:>10}  restored {found:>10}")
         self.stdout.write(self.style.SUCCESS(report.message))

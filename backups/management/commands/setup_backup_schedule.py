@@ -13,6 +13,8 @@ ENTRIES = (
      "BACKUPS_OVERDUE_CHECK_SECONDS"),
     ("backups: verify drills", "tasks.backups.schedule_verify_drills", HOUSEKEEPING, "BACKUPS_DRILL_SECONDS"),
     ("backups: reconcile storage", "tasks.backups.reconcile_storage", HOUSEKEEPING, "BACKUPS_RECONCILE_SECONDS"),
+    ("backups: drop expired side copies", "tasks.backups.expire_side_copies", HOUSEKEEPING,
+     "BACKUPS_SIDE_COPY_CHECK_SECONDS"),
 )
 
 
