@@ -92,6 +92,8 @@ ENDPOINTS = {
     "history-download": ("get", "/api/backups/history/{record}/download/", None, True, True, 200),
     "history-restore": ("post", "/api/backups/history/{failed_record}/restore/", {"confirm": OWN}, True, True, 409),
     "history-verify": ("post", "/api/backups/history/{failed_record}/verify/", {"confirm": OWN}, True, True, 409),
+    "history-restore-objects": ("post", "/api/backups/history/{failed_record}/restore-objects/",
+                                {"model": "clinic.Patient", "pks": [1]}, True, True, 409),
     "restore-detail": ("get", "/api/backups/restores/{job}/", None, True, True, 200),
     "cloud-list": ("get", "/api/backups/cloud/list/", None, False, True, 200),
     "cloud-download": ("post", "/api/backups/cloud/download/", {"s3_key": "{key}"}, True, True, 200),

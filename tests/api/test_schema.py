@@ -12,6 +12,7 @@ OPERATIONS = {
     ("post", "/api/backups/create/"), ("get", "/api/backups/history/"), ("get", "/api/backups/history/{record_id}/"),
     ("delete", "/api/backups/history/{record_id}/"), ("get", "/api/backups/history/{record_id}/download/"),
     ("post", "/api/backups/history/{record_id}/restore/"), ("post", "/api/backups/history/{record_id}/verify/"),
+    ("post", "/api/backups/history/{record_id}/restore-objects/"),
     ("get", "/api/backups/restores/{job_id}/"), ("get", "/api/backups/cloud/list/"),
     ("post", "/api/backups/cloud/download/"), ("delete", "/api/backups/cloud/delete/"),
     ("post", "/api/backups/cloud/get-url/"), ("get", "/api/backups/schedule/"), ("put", "/api/backups/schedule/"),

@@ -16,7 +16,7 @@ from backups.backup.run import backup_run
 from backups.catalog.records import backup_record_create
 from backups.conf import local_root
 from backups.core.errors import RestoreFailed, StoredObjectDamaged
-from backups.models import BackupEvent, BackupRecord
+from backups.models import BackupEvent, BackupRecord, RestoreJob
 from backups.restore.objects import ObjectsRefused, restore_objects
 from backups.restore.run import restore_replace
 from clinic.models import Appointment, Invoice, Patient, Treatment
@@ -236,3 +236,21 @@ def test_the_command_prints_the_dry_run_and_the_restore(backup_and_guard, capsys
         call_command("restore_objects", SCHEMA, str(record.pk), "clinic.Nope", "1")
     with pytest.raises(CommandError, match="No backup record 99999999"):
         call_command("restore_objects", SCHEMA, "99999999", "clinic.Patient", "1")
+
+
+def test_the_admin_action_asks_then_queues_an_objects_job(ops_client):
+    record = backup_run(record_id=backup_record_create(schema_name=SCHEMA, fmt="sql").pk)
+    url = "/admin/backups/backuprecord/"
+    form = ops_client.post(url, {"action": "restore_objects", "_selected_action": [record.pk]})
+    assert form.status_code == 200 and "primary keys" in form.content.decode()
+    bad = ops_client.post(url, {"action": "restore_objects", "_selected_action": [record.pk], "apply": "1",
+                                "model": "tenants.Clinica", "pks": "1"})
+    assert bad.status_code == 200 and "not a model of the tenant" in bad.content.decode()
+    assert not RestoreJob.objects.filter(record=record).exists()
+    done = ops_client.post(url, {"action": "restore_objects", "_selected_action": [record.pk], "apply": "1",
+                                 "model": "clinic.Patient", "pks": "3, 4", "dry_run": "on"})
+    assert done.status_code == 302
+    job = RestoreJob.objects.get(record=record)
+    assert job.mode == RestoreJob.Mode.OBJECTS and job.requested_by == {"admin": "ops-admin-test"}
+    assert job.options == {"model": "clinic.Patient", "pks": [3, 4], "dry_run": True}
+    RestoreJob.objects.filter(pk=job.pk).update(status=RestoreJob.Status.FAILED)  # no worker here: never sent on
