@@ -7,10 +7,11 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.hashers import make_password
+from django.contrib.contenttypes.models import ContentType
 
 from accounts.models import User
 
-from .models import Appointment, Invoice, Patient, Treatment
+from .models import Appointment, Invoice, Note, Patient, Treatment
 
 FIRST = ["José", "María", "Zoë", "Łukasz", "Ñuño", "Ana", "Chloé", "Søren", "李雷", "Иван", "Ayşe", "Björn",
          "François", "Mónica", "Joaquín", "Renée", "Aïcha", "Dvořák", "Sinéad", "Kōji"]
@@ -70,5 +71,12 @@ def fill_clinic(schema: str, *, patients: int = 1500) -> dict[str, int]:
         )
         for i in range(patients)
     )
+    on_patient, on_visit = ContentType.objects.get_for_model(Patient), ContentType.objects.get_for_model(Appointment)
+    notes = Note.objects.bulk_create(
+        [Note(content_type=on_patient, object_id=person.pk, text=rng.choice(NOTES) or "Sin novedad.",
+              written_at=base + timedelta(hours=rng.randrange(0, 16000))) for person in people[::5]]
+        + [Note(content_type=on_visit, object_id=visit.pk, text=f"Nota de la cita: {visit.motivo}",
+                written_at=visit.starts_at) for visit in visits[::9]]
+    )
     return {"users": len(staff), "patients": len(people), "appointments": len(visits),
-            "treatments": len(treatments), "invoices": len(invoices)}
+            "treatments": len(treatments), "invoices": len(invoices), "notes": len(notes)}

@@ -1,5 +1,7 @@
 """A dental clinic's records: the data a tenant backup must carry intact."""
 
+from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
 
@@ -13,6 +15,7 @@ class Patient(models.Model):
     fecha_nacimiento = models.DateField("birth date", null=True)
     notas = models.TextField("notes", blank=True)
     created_at = models.DateTimeField("created at", auto_now_add=True)
+    clinical_notes = GenericRelation("Note", related_query_name="patient")
 
     def __str__(self) -> str:
         return f"{self.nombre} {self.apellidos}"
@@ -31,6 +34,7 @@ class Appointment(models.Model):
     duration_minutes = models.PositiveSmallIntegerField("duration (minutes)", default=30)
     motivo = models.CharField("reason", max_length=200)
     status = models.CharField("status", max_length=12, choices=Status.choices, default=Status.BOOKED)
+    clinical_notes = GenericRelation("Note", related_query_name="appointment")
 
 
 class Treatment(models.Model):
@@ -53,3 +57,16 @@ class Invoice(models.Model):
     total = models.DecimalField("total", max_digits=12, decimal_places=2)
     paid = models.BooleanField("paid", default=False)
     pdf = models.BinaryField("pdf", blank=True)
+
+
+class Note(models.Model):
+    """A note written on any record of the clinic (a patient, an appointment): a generic relation."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    object_id = models.PositiveBigIntegerField("object id")
+    about = GenericForeignKey("content_type", "object_id")
+    text = models.TextField("text")
+    written_at = models.DateTimeField("written at")
+
+    class Meta:
+        indexes = [models.Index(fields=("content_type", "object_id"), name="clinic_note_object_idx")]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.db.models import Q
 from django_tenants.utils import schema_context
 
 from backups.backup.run import backup_run
@@ -19,7 +20,7 @@ from backups.core.errors import RestoreFailed, StoredObjectDamaged
 from backups.models import BackupEvent, BackupRecord, RestoreJob
 from backups.restore.objects import ObjectsRefused, restore_objects
 from backups.restore.run import restore_replace
-from clinic.models import Appointment, Invoice, Patient, Treatment
+from clinic.models import Appointment, Invoice, Note, Patient, Treatment
 
 from .helpers import DEMO_TABLES, table_fingerprints
 
@@ -47,27 +48,31 @@ class Deleted:
 
     def __init__(self) -> None:
         with schema_context(SCHEMA):
-            patient = (Patient.objects.filter(treatments__isnull=False, invoices__isnull=False)
+            patient = (Patient.objects.filter(treatments__isnull=False, invoices__isnull=False,
+                                              clinical_notes__isnull=False, appointments__clinical_notes__isnull=False)
                        .order_by("pk").distinct().first())
             self.pk = patient.pk
             self.appointments = list(patient.appointments.values_list("pk", flat=True))
             self.treatments = list(Treatment.objects.filter(patient=patient).values_list("pk", flat=True))
             self.invoices = list(patient.invoices.values_list("pk", flat=True))
             self.numbers = list(patient.invoices.values_list("number", flat=True))
-        assert self.appointments and self.treatments and self.invoices
+            self.notes = list(Note.objects.filter(Q(patient=patient) | Q(appointment__patient=patient))
+                              .values_list("pk", flat=True))
+        assert self.appointments and self.treatments and self.invoices and len(self.notes) >= 2
         self.rows = self.snapshot()
 
     def snapshot(self) -> dict[str, list]:
         return {"patient": _rows("clinic_patient", "id", [self.pk]),
                 "appointments": _rows("clinic_appointment", "patient_id", [self.pk]),
                 "treatments": _rows("clinic_treatment", "patient_id", [self.pk]),
-                "invoices": _rows("clinic_invoice", "patient_id", [self.pk])}
+                "invoices": _rows("clinic_invoice", "patient_id", [self.pk]),
+                "notes": _rows("clinic_note", "id", self.notes)}
 
     def delete(self) -> None:
         with schema_context(SCHEMA):
             Invoice.objects.filter(patient_id=self.pk).delete()
             Patient.objects.filter(pk=self.pk).delete()
-        assert self.snapshot() == {"patient": [], "appointments": [], "treatments": [], "invoices": []}
+        assert self.snapshot() == {"patient": [], "appointments": [], "treatments": [], "invoices": [], "notes": []}
 
 
 @pytest.fixture
@@ -99,7 +104,9 @@ def test_deleted_patient_comes_back_with_what_hung_from_it(backup_and_guard):
     dry = restore_objects(schema=SCHEMA, record=record, model="clinic.Patient", pks=[gone.pk], dry_run=True)
     assert dry.ok and dry.dry_run
     assert dry.inserted == {"clinic.Patient": [gone.pk], "clinic.Appointment": sorted(gone.appointments),
-                            "clinic.Treatment": sorted(gone.treatments), "clinic.Invoice": sorted(gone.invoices)}
+                            "clinic.Treatment": sorted(gone.treatments), "clinic.Invoice": sorted(gone.invoices),
+                            "clinic.Note": sorted(gone.notes)}  # generic relations: the patient's, its visits'
+
     assert dry.conflicts == {}
     assert table_fingerprints(SCHEMA, DEMO_TABLES) == after_delete  # a dry run changes nothing
     assert _side_schemas() == []
@@ -108,7 +115,8 @@ def test_deleted_patient_comes_back_with_what_hung_from_it(backup_and_guard):
                              actor={"test": True})
     assert report.ok and not report.dry_run
     assert report.inserted == dry.inserted
-    assert report.inserted_count == 1 + len(gone.appointments) + len(gone.treatments) + len(gone.invoices)
+    assert report.inserted_count == (1 + len(gone.appointments) + len(gone.treatments) + len(gone.invoices)
+                                     + len(gone.notes))
     assert gone.snapshot() == gone.rows  # every column of every row as it was
     assert _side_schemas() == []
     with schema_context(SCHEMA):
