@@ -344,7 +344,7 @@ class _Inserter:
             sets.append([model._meta.get_field(name).column for name in together])
         for constraint in model._meta.total_unique_constraints:
             sets.append([model._meta.get_field(name).column for name in constraint.fields])
-        for columns in sets:
+        for columns in filter(None, sets):  # an expression-only constraint names no fields: the insert checks it
             on = " AND ".join(f"l.{_q(c)} = s.{_q(c)}" for c in columns)
             self.cur.execute(
                 f"SELECT s.{_q(pk)}, l.{_q(pk)} FROM {_q(self.side)}.{_q(table)} s JOIN {_q(self.live)}.{_q(table)} l "
@@ -417,7 +417,11 @@ def restore_objects(*, schema: str, record: BackupRecord, model: str | type[mode
             try:
                 with transaction.atomic():
                     load_beside(record=record, backup=backup, into=side)
-                    _put_back(report, side, schema, model_class, keys)
+                    try:
+                        _put_back(report, side, schema, model_class, keys)
+                    except DatabaseError as exc:  # the walk's reads, a live table unlike the backup's ...
+                        raise RestoreFailed(f"Objects could not be restored: {str(exc).strip()}; nothing was "
+                                            "restored.") from None
                     with connection.cursor() as cur:
                         cur.execute(f"DROP SCHEMA {_q(side)} CASCADE")
                     if dry_run:
