@@ -147,6 +147,12 @@ def _script(record: BackupRecord, backup: VerifiedBackup) -> Iterator[Iterator[b
 
 
 def load_verified_script(conn: psycopg.Connection, record: BackupRecord, backup: VerifiedBackup) -> None:
+    """Send the verified backup's SQL script (a sql dump, or pg_restore's script of a dump archive) to `conn`,
+    inside its transaction; raises before anything commits (side copies, clones and objects restores use it)."""
+    _loaded(conn, record, backup)
+
+
+def _loaded(conn: psycopg.Connection, record: BackupRecord, backup: VerifiedBackup) -> None:
     try:
         with _script(record, backup) as chunks:
             load_script(conn, chunks)
@@ -187,7 +193,7 @@ def _replace_from_script(schema: str, record: BackupRecord, backup: VerifiedBack
     with pgtools.connect() as conn:
         if live:
             conn.execute(f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)}")
-        load_verified_script(conn, record, backup)
+        _loaded(conn, record, backup)
         privileges.apply(conn.cursor(), schema, record.manifest)
         found = table_counts(conn, schema, list(counts))
         require_counts(counts, found)
@@ -457,7 +463,7 @@ def _verify_script_in(dbname: str, schema: str, record: BackupRecord, backup: Ve
         prepare_scratch(dbname, schema)
         with pgtools.connect(dbname=dbname) as conn:
             privileges.require_roles(conn.cursor(), record.manifest)
-            load_verified_script(conn, record, backup)
+            _loaded(conn, record, backup)
             privileges.apply(conn.cursor(), schema, record.manifest)
             found = table_counts(conn, schema, list(counts))
             conn.rollback()
