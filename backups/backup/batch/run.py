@@ -193,7 +193,11 @@ def batching_enabled() -> bool:
 
 
 def batch_backup_run(*, record_ids: list[int], task_id: str = "") -> BatchResult:
-    """Back up the records' tenants in batches; every member ends succeeded, failed, or listed for a retry alone."""
+    """Back up the records' tenants: the one entry of the backup pipeline, for a batch of many or of one.
+
+    Every member ends succeeded (its after-success done), failed, skipped (finished, or another worker's), or
+    listed in `retry` with why (`errors`): the caller retries those (a task with backoff, a batch by sending
+    them alone). One member, or a json one, streams its own dump through backup_run."""
     result = BatchResult()
     # (pk, format, schema) only: the claimed members are loaded whole once, after their locks are held (a batch of
     # thousands must not keep two model instances a member)
@@ -206,6 +210,9 @@ def batch_backup_run(*, record_ids: list[int], task_id: str = "") -> BatchResult
         if fmt not in BATCH_FORMATS:
             _run_alone(pk, task_id, result)
     members = [(pk, schema) for pk, fmt, schema in ordered if fmt in BATCH_FORMATS]
+    if len(members) == 1:  # a batch of one streams its own pg_dump (no spool), waiting for its locks as it must
+        _run_alone(members[0][0], task_id, result)
+        return result
     if not members:
         return result
     keys = []
