@@ -16,7 +16,7 @@ from django_tenants.utils import get_public_schema_name, schema_context
 
 from backups.backup.batch.run import batch_backup_run
 from backups.backup.enqueue import backups_fan_out, backups_send_alone
-from backups.backup.run import backup_run, describe_error
+from backups.backup.run import describe_error
 from backups.catalog.faults import backup_next_retry
 from backups.catalog.finalize import backup_record_finalize, deleted_tenant_backups_purge, retention_apply
 from backups.catalog.progress import estimated_total, progress_listener
@@ -82,19 +82,23 @@ def check_configuration_on_start(**kwargs) -> None:
     ignore_result=True,
 )
 def run_backup(self, record_id: int, **kwargs) -> str:
-    """Dump, compress and store one record's backup (stages of one streaming task)."""
+    """Back up one record: the pipeline's batch of one (dump, artifact, record, after-success), retried here
+    with backoff when it failed for a cause that goes away."""
     with schema_context(get_public_schema_name()):
         try:
             with progress_listener(progress_events(self, record_id)):
-                record = backup_run(record_id=record_id, task_id=self.request.id or "")
-        except TransientBackupError as exc:
-            delay = backup_next_retry(record_id=record_id, retries=self.request.retries, error=str(exc))
-            if delay is None:
-                return "failed"
-            raise self.retry(exc=exc, countdown=delay, max_retries=self.request.retries + 1) from exc
+                result = batch_backup_run(record_ids=[record_id], task_id=self.request.id or "")
         except SoftTimeLimitExceeded:  # a run that reached its dump already wrote this failure: written once
             backup_record_fail_unfinished(record_id=record_id, error=describe_error(SoftTimeLimitExceeded()))
             return "failed"
+        if result.retry:
+            error = result.errors.get(record_id, "")
+            delay = backup_next_retry(record_id=record_id, retries=self.request.retries, error=error)
+            if delay is None:
+                return "failed"
+            exc = TransientBackupError(error)
+            raise self.retry(exc=exc, countdown=delay, max_retries=self.request.retries + 1) from exc
+    record = BackupRecord.objects.filter(pk=record_id).only("status").first()
     return record.status if record else "missing"
 
 
@@ -124,7 +128,8 @@ def run_backup_batch(self, record_ids: list[int] | None = None, **kwargs) -> dic
 
 @shared_task(name="tasks.backups.record_backup", acks_late=True, ignore_result=True)
 def record_backup(record_id: int, **kwargs) -> None:
-    """Second link of the chain: move the tenant's last_backup_at."""
+    """Kept for one release for chains sent before run_backup did its after-success in process: moves the tenant's
+    last_backup_at (again: forward only, so a second time changes nothing)."""
     with schema_context(get_public_schema_name()):
         backup_record_finalize(record_id=record_id)
 
@@ -132,7 +137,8 @@ def record_backup(record_id: int, **kwargs) -> None:
 @shared_task(name="tasks.backups.apply_retention", acks_late=True, ignore_result=True,
              autoretry_for=(StorageTransientError,), retry_backoff=True, max_retries=3)
 def apply_retention(tenant_id: int, **kwargs) -> int:
-    """Last link: delete what the tenant's retention policy no longer keeps."""
+    """Delete what the tenant's retention policy no longer keeps (sent by chains of the previous release, and
+    callable on its own)."""
     with schema_context(get_public_schema_name()):
         return len(retention_apply(tenant_id=tenant_id))
 

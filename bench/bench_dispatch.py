@@ -345,7 +345,7 @@ class Bench:
         """The tick's publish (fan_out_backups batches), the batches' chains, against raw LPUSH floors."""
         from django.conf import settings
 
-        from backups.backup.enqueue import backup_chain, backups_fan_out, backups_publish_on_commit
+        from backups.backup.enqueue import backup_message, backups_fan_out, backups_publish_on_commit
 
         purge(self.redis)
         t0 = time.perf_counter()
@@ -363,10 +363,10 @@ class Bench:
         queued = self.redis.llen(KEY_PREFIX + "backups.dump")
         sample = self.redis.lindex(KEY_PREFIX + "backups.dump", 0) or b"x" * 1500
         purge(self.redis)
-        # the apply_async loop alone (chains built the same way, one publish each)
+        # the apply_async loop alone (messages built the same way, one publish each)
         t0 = time.perf_counter()
         for record in records:
-            backup_chain(record).apply_async()
+            backup_message(record).apply_async()
         loop = time.perf_counter() - t0
         purge(self.redis)
         # raw floor: one LPUSH per message (what a publish needs at least), then one pipelined batch

@@ -7,29 +7,16 @@ beside it (each such crash would cost a full copy forever), and must never overw
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import timedelta
 
-from backups.catalog.manifest import manifest_key, manifest_signature_valid
+from backups.catalog.manifest import manifest_key, manifest_names_record, read_manifest
 from backups.catalog.records import backup_record_mark_succeeded, backup_record_take_free_key
 from backups.models import BackupRecord
-from backups.storage import Storage, StorageError
+from backups.storage import Storage
 
 logger = logging.getLogger(__name__)
 CLOCK_SKEW = timedelta(minutes=5)
-
-
-def _manifest_at(storage: Storage, key: str) -> dict | None:
-    try:
-        return json.loads(storage.get_bytes(manifest_key(key)))
-    except (StorageError, ValueError, UnicodeDecodeError):
-        return None
-
-
-def _names_record(manifest: dict | None, record: BackupRecord) -> bool:
-    return (manifest is not None and manifest_signature_valid(manifest) and manifest.get("record_id") == record.pk
-            and manifest.get("tenant_uid") == str(record.tenant_uid))
 
 
 def backup_attempt_take_key(*, record: BackupRecord, storage: Storage) -> dict | None:
@@ -47,13 +34,14 @@ def backup_attempt_take_key(*, record: BackupRecord, storage: Storage) -> dict |
     stored = storage.stat(record.storage_key)
     if stored is None:
         return None
-    manifest = _manifest_at(storage, record.storage_key)
-    if _names_record(manifest, record) and manifest.get("size") == stored.size and manifest.get("sha256"):
+    stored_manifest = read_manifest(storage, record.storage_key)
+    manifest = stored_manifest.manifest
+    if manifest_names_record(manifest, record) and manifest.get("size") == stored.size and manifest.get("sha256"):
         logger.warning("backup %s: adopting the object its earlier attempt stored at %s", record.pk,
                        record.storage_key)
         return manifest
     own = (record.attempts > 1 and stored.last_modified >= record.created_at - CLOCK_SKEW
-           and (manifest is None or _names_record(manifest, record)))
+           and (not stored_manifest.present or manifest_names_record(manifest, record)))
     if own:
         logger.warning("backup %s: replacing the unrecorded object its earlier attempt left at %s", record.pk,
                        record.storage_key)

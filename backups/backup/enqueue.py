@@ -11,11 +11,9 @@ from backups.backup.batch.run import batch_sizes, batching_enabled
 from backups.conf import backups_settings
 from backups.models import BackupRecord
 from backups.queues import (
-    APPLY_RETENTION,
     DUMP,
     DUMP_PRIORITY,
     FAN_OUT,
-    RECORD_BACKUP,
     RUN_BACKUP,
     RUN_BACKUP_BATCH,
     signature,
@@ -27,25 +25,19 @@ def shown(record: BackupRecord) -> str:
     return f"(record={record.pk}, tenant={record.schema_name}, file={record.file_name})"
 
 
-def backup_chain(record: BackupRecord):
-    """run_backup -> record_backup (-> apply_retention for automatic ones), immutable signatures, by name."""
-    from celery import chain
-
+def backup_message(record: BackupRecord):
+    """The record's message: run_backup, which runs the whole pipeline for it (after-success included)."""
     queue = DUMP if record.backup_type == BackupRecord.Type.AUTOMATIC else DUMP_PRIORITY
-    links = [signature(RUN_BACKUP, record.pk, queue=queue, argsrepr=shown(record)),
-             signature(RECORD_BACKUP, record.pk, argsrepr=shown(record))]
-    if record.backup_type == BackupRecord.Type.AUTOMATIC and record.tenant_id:
-        links.append(signature(APPLY_RETENTION, record.tenant_id, argsrepr=f"(tenant={record.schema_name},)"))
-    return chain(*links)
+    return signature(RUN_BACKUP, record.pk, queue=queue, argsrepr=shown(record))
 
 
 def backups_enqueue(records: Iterable[BackupRecord]) -> None:
     """Mark the records enqueued and send their work once the current transaction commits.
 
-    Up to BACKUPS_FANOUT_BATCH records get one chain each from here. A larger set (a tick that found
+    Up to BACKUPS_FANOUT_BATCH records get one message each from here. A larger set (a tick that found
     thousands of tenants due) is cut into batches of record ids, each sent as one `fan_out_backups`
     task: the tick then costs a few publishes instead of one Celery publish (~1 ms) per tenant, and
-    the dispatch workers send the chains in parallel.
+    the dispatch workers send the messages in parallel.
     """
     records = list(records)
     if not records:
@@ -64,14 +56,14 @@ def backups_publish_on_commit(records: list) -> None:
         return
     batch = max(1, backups_settings.BACKUPS_FANOUT_BATCH)
     if len(records) <= batch:
-        transaction.on_commit(lambda: publish_chains([backup_chain(record) for record in records]))
+        transaction.on_commit(lambda: publish_messages([backup_message(record) for record in records]))
         return
     ids = [r.pk for r in records]
     transaction.on_commit(lambda: publish_fan_out([ids[i:i + batch] for i in range(0, len(ids), batch)]))
 
 
 def backups_fan_out(*, record_ids: list[int]) -> int:
-    """Send the chains of those records still queued (a redelivered batch skips what already ran)."""
+    """Send the messages of those records still queued (a redelivered batch skips what already ran)."""
     records = list(
         BackupRecord.objects.filter(pk__in=record_ids, status=BackupRecord.Status.QUEUED)
         .only("pk", "backup_type", "tenant_id", "schema_name", "file_name").order_by("pk")
@@ -79,7 +71,7 @@ def backups_fan_out(*, record_ids: list[int]) -> int:
     if batching_enabled() and len(records) > 1:
         publish_batches(records)
     else:
-        publish_chains([backup_chain(record) for record in records])
+        publish_messages([backup_message(record) for record in records])
     return len(records)
 
 
@@ -104,10 +96,10 @@ def publish_batches(records: list[BackupRecord]) -> None:
 
 
 def backups_send_alone(*, record_ids: list[int]) -> None:
-    """Send one ordinary chain per record (batch members to retry alone)."""
+    """Send one run_backup message per record (batch members to retry alone)."""
     records = list(BackupRecord.objects.filter(pk__in=record_ids)
                    .only("pk", "backup_type", "tenant_id", "schema_name", "file_name"))
-    publish_chains([backup_chain(record) for record in records])
+    publish_messages([backup_message(record) for record in records])
 
 
 def publish_fan_out(batches: list[list[int]]) -> None:
@@ -120,14 +112,11 @@ def publish_fan_out(batches: list[list[int]]) -> None:
                                   kwargsrepr=f"{{{len(ids)} records: {ids[0]}..{ids[-1]}}}")
 
 
-def publish_chains(chains: list) -> None:
-    """Send chains through one producer in batches: ~1 ms a chain instead of ~3 (kombu makes a client per publish).
-
-    A failed flush loses its batch; those records stay queued and the reaper sends them again.
-    """
+def publish_messages(messages: list) -> None:
+    """Send the messages through one producer in batches: ~1 ms a message instead of ~3 (kombu makes a client per
+    publish). A failed flush loses its batch; those records stay queued and the reaper sends them again."""
     from celery import current_app
 
     with current_app.producer_or_acquire() as producer, producer.batch(max_size=500):
-        for links in chains:
-            first, *rest = links.tasks
-            first.apply_async(producer=producer, chain=[link.clone() for link in reversed(rest)])
+        for message in messages:
+            message.apply_async(producer=producer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from celery.exceptions import SoftTimeLimitExceeded
 
@@ -77,6 +78,29 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+@dataclass(frozen=True)
+class Failure:
+    """How a member's failure was recorded: its message, whether it goes back to `queued` for another try, and
+    whether it is one of the failures a backup expects (bad input, storage, disk) rather than a bug."""
+
+    message: str
+    transient: bool
+    expected: bool
+
+
+def settle_failure(record: BackupRecord, exc: BaseException) -> Failure:
+    """The one rule for a failed backup, single or batch member: a transient cause puts the record back to
+    `queued` with its message (retried), anything else marks it `failed`. Written through a fresh connection:
+    the failure may be the database's."""
+    message = describe_error(exc)
+    transient = is_transient(exc, record)
+    if transient:
+        write_through_fresh_connection(lambda: backup_record_mark_queued(record=record, error=message))
+    else:
+        write_through_fresh_connection(lambda: backup_record_mark_failed(record=record, error=message))
+    return Failure(message, transient, isinstance(exc, (BackupError, StorageError, OSError)))
+
+
 def backup_run(*, record_id: int, task_id: str = "") -> BackupRecord | None:
     """Run the record's backup unless it already finished or another live worker is running it.
 
@@ -112,15 +136,13 @@ def _run_claimed(record: BackupRecord, task_id: str) -> BackupRecord:
             return backup_attempt_adopt(record=record, manifest=adopted)
         info, result = _dump_to_storage(record, storage)
         manifest = store_and_confirm(record, storage, info, result)
-    except BaseException as exc:  # written through a fresh connection: the failure may be the database's
-        error = describe_error(exc)
-        if is_transient(exc, record):
-            write_through_fresh_connection(lambda: backup_record_mark_queued(record=record, error=error))
+    except BaseException as exc:
+        error = settle_failure(record, exc)
+        if error.transient:
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 raise  # a stopping worker stops; the message comes back (acks_late) or the reaper resends it
-            raise TransientBackupError(error) from exc
-        write_through_fresh_connection(lambda: backup_record_mark_failed(record=record, error=error))
-        if isinstance(exc, (BackupError, StorageError, OSError)):
+            raise TransientBackupError(error.message) from exc
+        if error.expected:
             return record
         raise
     return backup_record_mark_succeeded(

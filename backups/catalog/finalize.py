@@ -1,49 +1,49 @@
-"""After a backup: move the tenant's last_backup_at, and apply its retention policy."""
+"""After a backup: move the tenant's last_backup_at, and apply its retention policy; deletion of a record."""
 
 from __future__ import annotations
 
-import json
 import logging
+from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
-from backups.catalog.manifest import manifest_key, manifest_signature_valid
+from backups.catalog.manifest import manifest_key, manifest_names_record, read_manifest
 from backups.catalog.records import backup_event_create, backup_record_mark_deleting, backup_records_deleting
 from backups.conf import backups_settings
 from backups.core.retention import BackupInfo, RetentionPolicy, backups_to_delete
 from backups.models import BackupEvent, BackupRecord
-from backups.storage import StorageError, get_storage
+from backups.storage import get_storage
 
 logger = logging.getLogger(__name__)
 
 
 def backup_record_finalize(*, record_id: int) -> BackupRecord | None:
-    """Record a success on the tenant (last_backup_at only moves forward)."""
+    """Record a success on the tenant (last_backup_at only moves forward): last_backup_forward of one record."""
     record = BackupRecord.objects.filter(pk=record_id).first()
-    if record is None or record.status != BackupRecord.Status.SUCCEEDED or record.tenant_id is None:
-        return record
-    get_tenant_model().objects.filter(pk=record.tenant_id).filter(
-        Q(last_backup_at__isnull=True) | Q(last_backup_at__lt=record.finished_at)
-    ).update(last_backup_at=record.finished_at)
+    if record is not None:
+        last_backup_forward(records=[record])
     return record
 
 
-def backup_after_success(record: BackupRecord) -> None:
-    """What the chain's later links do, in this process: last_backup_at, then retention (automatic backups).
-
-    For single backups run outside the chain (a batch member retried alone, the cron pass); a retention failure is
-    logged and left to the next backup's retention (the backup stands)."""
-    backup_record_finalize(record_id=record.pk)
-    if record.backup_type == BackupRecord.Type.AUTOMATIC and record.tenant_id:
-        try:
-            retention_apply(tenant_id=record.tenant_id)
-        except Exception:  # noqa: BLE001 - retention runs again after the next backup; the backup stands
-            logger.exception("retention after backup %s failed", record.pk)
+def last_backup_forward(*, records: list[BackupRecord]) -> None:
+    """Move each succeeded record's tenant's last_backup_at to its finish, forward only, in one UPDATE."""
+    rows = [(r.tenant_id, r.finished_at) for r in records
+            if r.tenant_id is not None and r.status == BackupRecord.Status.SUCCEEDED and r.finished_at]
+    if not rows:
+        return
+    Tenant = get_tenant_model()
+    table = connection.ops.quote_name(Tenant._meta.db_table)
+    pk = connection.ops.quote_name(Tenant._meta.pk.column)
+    with connection.cursor() as cur:
+        cur.execute(
+            f"UPDATE {table} AS t SET last_backup_at = v.at "
+            f"FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, at) "
+            f"WHERE t.{pk} = v.id AND (t.last_backup_at IS NULL OR t.last_backup_at < v.at)",
+            ([tenant_id for tenant_id, _ in rows], [at for _, at in rows]))
 
 
 def _owns_its_object(storage, record: BackupRecord) -> bool:
@@ -51,12 +51,7 @@ def _owns_its_object(storage, record: BackupRecord) -> bool:
     signed manifest naming this record says so (an object of nobody may sit at a failed record's key)."""
     if record.status == BackupRecord.Status.SUCCEEDED:
         return True
-    try:
-        manifest = json.loads(storage.get_bytes(manifest_key(record.storage_key)))
-    except (StorageError, ValueError, UnicodeDecodeError):
-        return False
-    return (manifest_signature_valid(manifest) and manifest.get("record_id") == record.pk
-            and manifest.get("tenant_uid") == str(record.tenant_uid))
+    return manifest_names_record(read_manifest(storage, record.storage_key).manifest, record)
 
 
 def backup_record_delete(*, record: BackupRecord, actor: dict | None = None, action: str = BackupEvent.Action.DELETE,
@@ -102,19 +97,39 @@ def retention_policy_for(tenant) -> RetentionPolicy:
 
 def retention_apply(*, tenant_id: int, now: datetime | None = None) -> list[int]:
     """Delete what the tenant's policy no longer keeps; returns the deleted record ids."""
-    tenant = get_tenant_model().objects.filter(pk=tenant_id).first()
-    if tenant is None:
+    return retention_apply_many(tenant_ids=[tenant_id], now=now, reraise=True)
+
+
+def retention_apply_many(*, tenant_ids: list[int], now: datetime | None = None, reraise: bool = False) -> list[int]:
+    """Retention for every tenant: their records in one query, deletions only where a policy asks.
+
+    One tenant's failure is logged and the others go on (retention runs again after its next backup), unless
+    `reraise` (a single tenant's task, retried on a storage error)."""
+    tenants = list(get_tenant_model().objects.filter(pk__in=set(tenant_ids)))
+    if not tenants:
         return []
-    deleted = retention_of(tenant, list(BackupRecord.objects.filter(tenant_uid=tenant.tenant_uid)),
-                           now=now or timezone.now())
-    if deleted:
-        logger.info("retention deleted %d backups of %s", len(deleted), tenant.schema_name)
+    by_uid = defaultdict(list)
+    for record in BackupRecord.objects.filter(tenant_uid__in=[t.tenant_uid for t in tenants]):
+        by_uid[record.tenant_uid].append(record)
+    now = now or timezone.now()
+    deleted = []
+    for tenant in tenants:
+        try:
+            mine = retention_of(tenant, by_uid.get(tenant.tenant_uid, []), now=now)
+        except Exception:
+            if reraise:
+                raise
+            logger.exception("retention of %s failed", tenant.schema_name)
+            continue
+        if mine:
+            logger.info("retention deleted %d backups of %s", len(mine), tenant.schema_name)
+        deleted += mine
     return deleted
 
 
 def retention_of(tenant: Any, records: list[BackupRecord], *, now: datetime) -> list[int]:
     """Delete those of the tenant's `records` (all of them) its policy no longer keeps; the deleted ids.
-    retention_apply and the batch's retention_apply_many both decide here."""
+    retention_apply_many decides here, for one tenant or a batch's."""
     # a damaged backup counts as a failure: it is no "newest good backup", and it stops deletion like one
     infos = [BackupInfo(id=r.pk, created_at=r.created_at, backup_type=r.backup_type,
                         status=BackupRecord.Status.FAILED if r.damaged_at else r.status)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -103,3 +104,41 @@ def manifest_signature_valid(manifest: Any) -> bool:
     body = _canonical(manifest)
     return any(_key_id(key) == key_id and hmac.compare_digest(hmac.new(key, body, hashlib.sha256).hexdigest(), value)
                for key in _signing_keys())
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    """The manifest beside a stored object, as read from the (untrusted) storage.
+
+    `manifest` is set only when this deployment signed it; otherwise `problem` says why not, and `present` tells
+    a manifest that is there but not ours (someone else's object: keep it) from none at all (or none readable)."""
+
+    manifest: dict[str, Any] | None
+    problem: str
+    present: bool
+
+
+def read_manifest(storage: Any, key: str) -> StoredManifest:
+    """The one reader of stored manifests: read, parse, and check the signature of the manifest of `key`'s object.
+
+    Every caller that acts on a manifest from storage (adopting an earlier attempt's object, deleting a record's
+    object, importing objects into the catalog, checking a download) reads it here; none trusts an unsigned one."""
+    from backups.storage import StorageError
+
+    try:
+        raw = storage.get_bytes(manifest_key(key))
+    except StorageError as exc:
+        return StoredManifest(None, f"its manifest cannot be read ({exc})", False)
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return StoredManifest(None, f"its manifest cannot be read ({exc})", True)
+    if not manifest_signature_valid(manifest):
+        return StoredManifest(None, "its manifest is not signed by this deployment (BACKUPS_MANIFEST_KEY)", True)
+    return StoredManifest(manifest, "", True)
+
+
+def manifest_names_record(manifest: dict[str, Any] | None, record: Any) -> bool:
+    """Whether a signed manifest says its object is this record's (its id and its tenant's identity)."""
+    return (manifest is not None and manifest.get("record_id") == record.pk
+            and manifest.get("tenant_uid") == str(record.tenant_uid))

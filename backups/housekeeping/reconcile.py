@@ -15,7 +15,6 @@ Nothing in storage is ever deleted here.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -28,11 +27,11 @@ from django.utils.dateparse import parse_datetime
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from backups.catalog.alerts import alert_ops
-from backups.catalog.manifest import MANIFEST_SUFFIX, manifest_key, manifest_signature_valid
+from backups.catalog.manifest import MANIFEST_SUFFIX, manifest_key, read_manifest
 from backups.catalog.records import backup_event_create, backup_record_create_imported, backup_record_mark_missing
 from backups.core.naming import tenant_key
 from backups.models import BackupEvent, BackupRecord
-from backups.storage import Storage, StorageError, get_storage
+from backups.storage import Storage, get_storage
 
 logger = logging.getLogger(__name__)
 ACTOR = {"reconcile": True}
@@ -135,12 +134,10 @@ def _mark_missing(record: BackupRecord) -> None:
 
 def _trusted_manifest(storage: Storage, schema: str, key: str, size: int) -> tuple[dict | None, str]:
     """The object's manifest when this deployment signed it and it describes exactly this object; else why not."""
-    try:
-        manifest = json.loads(storage.get_bytes(manifest_key(key)))
-    except (StorageError, ValueError, UnicodeDecodeError) as exc:
-        return None, f"its manifest cannot be read ({exc})"
-    if not manifest_signature_valid(manifest):
-        return None, "its manifest is not signed by this deployment (BACKUPS_MANIFEST_KEY)"
+    stored = read_manifest(storage, key)
+    if stored.manifest is None:
+        return None, stored.problem
+    manifest = stored.manifest
     file_name, uid = manifest.get("file_name"), manifest.get("tenant_uid")
     try:
         uid = uuid.UUID(str(uid))

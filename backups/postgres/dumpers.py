@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import datetime
-import fcntl
 import io
-import os
 import re
-import subprocess
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,9 +22,7 @@ from django_tenants.utils import schema_context
 from backups.conf import backups_settings
 from backups.core.errors import DumpFailed, SchemaNotFound, TransientBackupError
 from backups.postgres import pgtools, privileges
-
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-STDERR_TAIL = 16 * 1024
+from backups.postgres.pipes import piped
 
 
 class ByteSink(Protocol):
@@ -68,18 +63,12 @@ def _migrations(cur, schema: str, tables: list[str]) -> dict[str, list[str]]:
     return applied
 
 
-def _extensions(cur) -> list[dict[str, str]]:
-    cur.execute(
+def installed_extensions(cur) -> list[dict[str, str]]:
+    """The database's extensions (a manifest records them: a restore needs them); `cur` a cursor or connection."""
+    rows = cur.execute(
         "SELECT e.extname, n.nspname, e.extversion FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-        "WHERE e.extname <> 'plpgsql' ORDER BY e.extname"
-    )
-    return [{"name": n, "schema": s, "version": v} for n, s, v in cur.fetchall()]
-
-
-def _drain_stderr(pipe, tail: bytearray) -> None:
-    for chunk in iter(lambda: pipe.read(4096), b""):
-        tail.extend(chunk)
-        del tail[:-STDERR_TAIL]
+        "WHERE e.extname <> 'plpgsql' ORDER BY e.extname").fetchall()
+    return [{"name": n, "schema": s, "version": v} for n, s, v in rows]
 
 
 # ----------------------------------------------------------------------------- lock waits (BACKUPS_LOCK_WAIT_SECONDS)
@@ -207,7 +196,7 @@ def dump_with_pg_dump(schema: str, fmt: str, sink: ByteSink) -> DumpInfo:
             tables = _schema_tables(cur, schema)
             check_large_objects(schema, cur)
             info = DumpInfo(server_version, "pg_dump", bins.version,
-                            migrations=_migrations(cur, schema, tables), extensions=_extensions(cur),
+                            migrations=_migrations(cur, schema, tables), extensions=installed_extensions(cur),
                             privileges=privileges.capture(cur, [schema])[schema])
         except psycopg.errors.LockNotAvailable:
             raise lock_wait_error([schema]) from None
@@ -219,32 +208,18 @@ def dump_with_pg_dump(schema: str, fmt: str, sink: ByteSink) -> DumpInfo:
                 if abandoned.is_set():
                     conn.close()
 
-        proc = subprocess.Popen(pg_dump_command(bins, schema, fmt, snapshot), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=pgtools.pg_dump_env(), bufsize=0)
-        try:
-            try:
-                fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, backups_settings.BACKUPS_PIPE_SIZE)
-            except OSError:
-                pass  # above /proc/sys/fs/pipe-max-size: keep the default
-            err_tail = bytearray()
-            err_thread = threading.Thread(target=_drain_stderr, args=(proc.stderr, err_tail), daemon=True)
-            err_thread.start()
+        with piped(pg_dump_command(bins, schema, fmt, snapshot), env=pgtools.pg_dump_env(),
+                   pipe_size=backups_settings.BACKUPS_PIPE_SIZE) as child:
             counter = threading.Thread(target=count, daemon=True)
             counter.start()
-            fd = proc.stdout.fileno()
-            while chunk := os.read(fd, read_size):
+            for chunk in child.chunks(read_size):
                 sink.write(chunk)
-            returncode = proc.wait()
-            err_thread.join()
+            returncode = child.wait()
+            message = child.message
             counter.join()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
     finally:
         _close_snapshot(conn, counter, abandoned)
     if returncode != 0:
-        message = err_tail.decode("utf-8", "replace").strip() or "no message"
         locked = pg_dump_lock_timeout(message)
         if locked is not None:
             raise lock_wait_error([schema], named=locked)
@@ -467,7 +442,7 @@ def dump_with_django(schema: str, sink: ByteSink) -> DumpInfo:
                 tables = _schema_tables(cur, schema)
                 check_large_objects(schema, cur)
                 info = DumpInfo(server_version, "django", _django_version(),
-                                migrations=_migrations(cur, schema, tables), extensions=_extensions(cur),
+                                migrations=_migrations(cur, schema, tables), extensions=installed_extensions(cur),
                                 privileges=privileges.capture(cur, [schema])[schema])
             for model in models:
                 info.row_counts[model._meta.db_table] = model._default_manager.count()

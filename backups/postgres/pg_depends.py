@@ -28,9 +28,9 @@ from psycopg import sql
 
 from backups.core.errors import RestoreFailed, SchemaNotFound
 from backups.postgres import pgtools
+from backups.postgres.pipes import STDERR_TAIL
 from backups.storage.spools import spool_dir
 
-STDERR_TAIL = 4000
 T = TypeVar("T")
 
 

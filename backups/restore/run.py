@@ -5,10 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import secrets
-import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -33,12 +30,12 @@ from backups.postgres.json_scope import json_restore_refusal
 from backups.postgres.leftovers import scratch_database
 from backups.postgres.locks import tenant_lock
 from backups.postgres.pg_depends import dependents_outside, prepare_scratch
+from backups.postgres.pipes import piped
 from backups.postgres.sql_loader import load_script
 from backups.storage import get_storage
 from backups.storage.reading import PlainStream, VerifiedBackup, open_backup, require_digest
 
 logger = logging.getLogger(__name__)
-STDERR_TAIL = 8000
 READ_SIZE = 1 << 20
 
 
@@ -91,49 +88,20 @@ def _pg_restore_script(plain: PlainStream) -> Iterator[Iterator[bytes]]:
     """Custom-format archive -> `pg_restore --file=-` -> the script's chunks. pg_restore only writes SQL here (no
     connection, no secrets in its environment); it is killed if the reader stops early."""
     bins = pgtools.binaries()
-    proc = subprocess.Popen([bins.pg_restore, "--no-owner", "--no-acl", "--file=-"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pgtools.tool_env(), bufsize=0)
-    errors: list[BaseException] = []
-    err_tail = bytearray()
 
-    def feed() -> None:
-        try:
-            for chunk in plain.chunks():
-                proc.stdin.write(chunk)
-        except BrokenPipeError:
-            pass  # pg_restore stopped: its status and stderr say why
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-            errors.append(exc)
-        finally:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
+    def feed(write: Callable[[bytes], object]) -> None:
+        for chunk in plain.chunks():
+            write(chunk)
 
-    def drain() -> None:
-        for chunk in iter(lambda: proc.stderr.read(4096), b""):
-            err_tail.extend(chunk)
-            del err_tail[:-STDERR_TAIL]
+    with piped([bins.pg_restore, "--no-owner", "--no-acl", "--file=-"], feed=feed, env=pgtools.tool_env()) as child:
 
-    def script() -> Iterator[bytes]:
-        while chunk := os.read(proc.stdout.fileno(), READ_SIZE):
-            yield chunk
-        rc = proc.wait()
-        if errors:
-            raise errors[0]
-        if rc != 0:
-            raise RestoreFailed(f"pg_restore exited with status {rc}: {err_tail.decode('utf-8', 'replace').strip()}")
+        def script() -> Iterator[bytes]:
+            yield from child.chunks(READ_SIZE)
+            rc = child.wait()
+            if rc != 0:
+                raise RestoreFailed(f"pg_restore exited with status {rc}: {child.message}")
 
-    threads = [threading.Thread(target=feed, daemon=True), threading.Thread(target=drain, daemon=True)]
-    for t in threads:
-        t.start()
-    try:
         yield script()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        for t in threads:
-            t.join()
-        proc.stdout.close()
 
 
 @contextlib.contextmanager

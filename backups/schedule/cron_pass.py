@@ -3,8 +3,8 @@
 The same rules as the Celery path: the dispatcher's claim (repeated until nothing due is left: one claim takes at
 most BACKUPS_DISPATCH_BATCH tenants, and an hourly cron that stopped there would leave the rest an hour late),
 batches sized by `batch_sizes` and run side by side on BACKUPS_MAX_CONCURRENT_DUMPS threads (each takes a dump slot
-as a worker does), members a batch hands back retried alone, and after each success the record's finalisation and
-its tenant's retention.
+as a worker does), members a batch hands back retried alone (a batch of one); the pipeline does each success's
+after-success.
 """
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ from django.db import connections
 from django_tenants.utils import get_tenant_model
 
 from backups.backup.batch.run import batch_backup_run, batch_sizes, batching_enabled
-from backups.backup.run import backup_run
-from backups.catalog.finalize import backup_after_success
 from backups.conf import backups_settings
-from backups.models import BackupRecord
 from backups.schedule.dispatch import NewBackup, dispatch_due_backups
 
 Say = Callable[[str], None]
@@ -101,10 +98,11 @@ def _batched(ids: list[int], found: CronPass, say: Say) -> None:
 
 
 def _alone(record_id: int, found: CronPass) -> None:
+    """A batch of one; a transient error leaves it queued for the next run, with why."""
     try:
-        result = backup_run(record_id=record_id)
-    except Exception as exc:  # noqa: BLE001 - a transient error leaves it queued for the next run
+        result = batch_backup_run(record_ids=[record_id])
+    except Exception as exc:  # noqa: BLE001 - one tenant's unexpected failure (already recorded) never ends the pass
         found.errors[record_id] = str(exc)
         return
-    if result is not None and result.status == BackupRecord.Status.SUCCEEDED:
-        backup_after_success(result)
+    if record_id in result.retry:
+        found.errors[record_id] = result.errors.get(record_id, "")

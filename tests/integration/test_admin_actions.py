@@ -16,7 +16,7 @@ def _act(client, action: str, tenants) -> str:
 
 def test_back_up_now_queues_one_manual_backup_per_idle_tenant(ops_client, fake_tenants, monkeypatch):
     sent = []
-    monkeypatch.setattr(enqueue, "publish_chains", sent.extend)
+    monkeypatch.setattr(enqueue, "publish_messages", sent.extend)
     idle, busy = fake_tenants("adm_", 2, due_at=timezone.now())
     running = BackupRecord.objects.create(tenant=busy, tenant_uid=busy.tenant_uid, schema_name=busy.schema_name,
                                           file_name="x", storage_key="k/x",
@@ -26,8 +26,8 @@ def test_back_up_now_queues_one_manual_backup_per_idle_tenant(ops_client, fake_t
     (record,) = BackupRecord.objects.filter(tenant=idle)
     assert record.backup_type == "manual" and record.status == "queued" and record.enqueued_at is not None
     assert record.requested_by == {"admin": "ops-admin-test"}
-    assert [c.tasks[0].args for c in sent] == [(record.pk,)]
-    assert [c.tasks[0].options["queue"] for c in sent] == ["backups.dump.priority"]
+    assert [c.args for c in sent] == [(record.pk,)]
+    assert [c.options["queue"] for c in sent] == ["backups.dump.priority"]
     running.delete()
 
 

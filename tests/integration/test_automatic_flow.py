@@ -70,7 +70,7 @@ def test_a_large_tick_fans_out_through_batch_tasks_on_the_worker(celery_worker, 
     settings.BACKUPS_FANOUT_BATCH = 2
     settings.BACKUPS_BATCH_SIZE = 1  # batched dumps off: the tick fans out chains (test_batch_backup covers batches)
     batches, direct = [], []
-    monkeypatch.setattr(enqueue, "publish_chains", direct.append)  # the tick itself must not send chains
+    monkeypatch.setattr(enqueue, "publish_messages", direct.append)  # the tick itself must not send messages
     real_fan_out = enqueue.publish_fan_out
     monkeypatch.setattr(enqueue, "publish_fan_out", lambda b: (batches.extend(b), real_fan_out(b)))
     now = timezone.now()
@@ -89,13 +89,13 @@ def test_a_large_tick_fans_out_through_batch_tasks_on_the_worker(celery_worker, 
 
 def test_a_redelivered_fan_out_batch_sends_only_records_still_queued(monkeypatch):
     sent = []
-    monkeypatch.setattr(enqueue, "publish_chains", sent.extend)
+    monkeypatch.setattr(enqueue, "publish_messages", sent.extend)
     waiting = backup_record_create(schema_name="clinica_norte", backup_type="automatic")
     finished = backup_record_create(schema_name="clinica_norte", backup_type="automatic")
     BackupRecord.objects.filter(pk=finished.pk).update(status="succeeded")
     assert enqueue.backups_fan_out(record_ids=[waiting.pk, finished.pk, 10**12]) == 1
-    (chain,) = sent
-    assert [t.name for t in chain.tasks][0] == "tasks.backups.run_backup" and chain.tasks[0].args == (waiting.pk,)
+    (message,) = sent
+    assert message.task == "tasks.backups.run_backup" and message.args == (waiting.pk,)
     BackupRecord.objects.filter(pk__in=[waiting.pk, finished.pk]).delete()
 
 

@@ -481,7 +481,7 @@ def test_batch_retention_deletes_what_retention_apply_deletes(spool, monkeypatch
 
 
 def test_succeeded_members_are_recorded_in_groups(spool, monkeypatch):
-    from backups.backup.batch import records as batch_records
+    from backups.catalog import records as batch_records
 
     monkeypatch.setattr(batch_backup, "RECORD_GROUP", 2)
     groups = []

@@ -104,18 +104,18 @@ def test_migrations_are_in_sync_with_models():
 
 @pytest.mark.parametrize("how", ["raises", "returns"])
 def test_a_transient_failure_under_backup_tenant_never_leaves_a_queued_record(monkeypatch, how):
-    import backups.management.commands.backup_tenant as command
+    import backups.backup.batch.run as pipeline
     from backups.catalog.records import backup_record_mark_queued
     from backups.core.errors import TransientBackupError
 
-    def transient(*, record_id):
+    def transient(*, record_id, task_id=""):  # the pipeline's member step: backup_tenant is a batch of one
         record = backup_record_mark_queued(record=BackupRecord.objects.get(pk=record_id),
                                            error="S3 unreachable mid-upload")
         if how == "raises":
             raise TransientBackupError("S3 unreachable mid-upload")
         return record
 
-    monkeypatch.setattr(command, "backup_run", transient)
+    monkeypatch.setattr(pipeline, "backup_run", transient)
     with pytest.raises(CommandError, match="S3 unreachable mid-upload"):
         call_command("backup_tenant", "clinica_sonrisa", "--no-progress", stdout=StringIO())
     record = BackupRecord.objects.filter(schema_name="clinica_sonrisa").order_by("-pk").first()

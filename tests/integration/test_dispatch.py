@@ -219,7 +219,7 @@ def test_tick_records_are_the_models_own_and_audited(fake_tenants):
     tenants = fake_tenants("setbased_", 3, due_at=now - timedelta(minutes=1))
     with pytest.MonkeyPatch.context() as mp:
         sent: list = []
-        mp.setattr("backups.backup.enqueue.publish_chains", lambda chains: sent.extend(chains))
+        mp.setattr("backups.backup.enqueue.publish_messages", lambda chains: sent.extend(chains))
         mp.setattr("backups.backup.enqueue.publish_batches", lambda records: sent.extend(records))
         result = dispatch_due_backups(now=now)
     mine = [r for r in result.records if r.tenant_id in {t.pk for t in tenants}]

@@ -335,7 +335,7 @@ def test_lost_messages_are_resent_within_one_reaper_pass_and_waiting_ones_never(
     from backups.backup import enqueue as enqueue_module
 
     sent: list[int] = []
-    monkeypatch.setattr(enqueue_module, "publish_chains", lambda chains: sent.extend(c.tasks[0].args[0]
+    monkeypatch.setattr(enqueue_module, "publish_messages", lambda chains: sent.extend(c.args[0]
                                                                                      for c in chains))
     ago = timezone.now() - timedelta(seconds=settings.BACKUPS_LOST_MESSAGE_SECONDS + 60)
     lost = backup_record_create(schema_name="clinica_sonrisa")

@@ -209,7 +209,7 @@ def test_the_reaper_never_resends_the_members_of_a_batch_waiting_in_a_queue(priv
     from backups.backup import enqueue as enqueue_module
 
     sent: list = []
-    monkeypatch.setattr(enqueue_module, "publish_chains", lambda chains: sent.extend(chains))
+    monkeypatch.setattr(enqueue_module, "publish_messages", lambda chains: sent.extend(chains))
     monkeypatch.setattr(enqueue_module, "publish_batches", lambda records: sent.extend(records))
     ago = timezone.now() - timedelta(seconds=settings.BACKUPS_LOST_MESSAGE_SECONDS + 60)
     waiting = _records(DEMO_SCHEMAS[:2])

@@ -8,13 +8,12 @@ and the client sees a broken download instead of a clean end of a damaged file.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, NoReturn
 
-from backups.catalog.manifest import manifest_key, manifest_signature_valid
+from backups.catalog.manifest import read_manifest
 from backups.catalog.records import backup_record_mark_damaged
 from backups.conf import backups_settings
 from backups.core.errors import VerificationFailed
@@ -39,14 +38,11 @@ class OpenedObject:
 
 def _manifest_checksum(storage: Storage, key: str) -> tuple[str, int | None]:
     """The stored SHA-256 and size the manifest beside an object records, if it has a readable one."""
-    try:
-        manifest = json.loads(storage.get_bytes(manifest_key(key)))
-    except Exception:  # no manifest, or not ours: the download goes on unchecked
+    manifest = read_manifest(storage, key).manifest
+    if manifest is None:  # no manifest, or not ours: the download goes on unchecked
         return "", None
-    if not manifest_signature_valid(manifest):
-        return "", None
-    sha = manifest.get("sha256") if isinstance(manifest, dict) else None
-    size = manifest.get("size") if isinstance(manifest, dict) else None
+    sha = manifest.get("sha256")
+    size = manifest.get("size")
     return (sha if isinstance(sha, str) and len(sha) == 64 else ""), (size if isinstance(size, int) else None)
 
 

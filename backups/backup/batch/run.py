@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,12 +31,10 @@ from pathlib import Path
 import psycopg
 from django.utils import timezone
 
+from backups.backup.after_success import after_success
 from backups.backup.artifact import artifact_writer, store_and_confirm
-from backups.backup.batch.records import backup_records_finalize, retention_apply_many
 from backups.backup.batch.split import BatchArchive, MemberPart, SplitError, restrict_key
-from backups.backup.run import backup_run, describe_error
-from backups.catalog.faults import is_transient, write_through_fresh_connection
-from backups.catalog.finalize import backup_after_success
+from backups.backup.run import backup_run, describe_error, settle_failure
 from backups.catalog.records import (
     Success,
     backup_record_mark_failed,
@@ -54,6 +51,7 @@ from backups.postgres import pgtools, privileges
 from backups.postgres.dumpers import (
     DumpInfo,
     bound_lock_waits,
+    installed_extensions,
     large_object_references,
     lock_wait_error,
     locked_relations,
@@ -61,13 +59,13 @@ from backups.postgres.dumpers import (
     pg_dump_lock_timeout,
 )
 from backups.postgres.locks import RECORD_NAMESPACE, TENANT_NAMESPACE, dump_slot, hold_many, lock_key
-from backups.storage import Storage, StorageError, get_storage
+from backups.postgres.pipes import piped
+from backups.storage import Storage, get_storage
 from backups.storage.spools import BATCH_SPOOL, SPOOL_MARGIN, spool_create, spool_dir
 
 logger = logging.getLogger(__name__)
 
 BATCH_FORMATS = (BackupRecord.Format.SQL, BackupRecord.Format.DUMP)
-STDERR_TAIL = 16 * 1024
 # Succeeded members are recorded in groups (one UPDATE, one INSERT, one tenants UPDATE, one retention read) of at
 # most this many; a group is also recorded before the next member starts once its first success is this old. Until
 # then a member stays `running` with its object stored (nothing offers it; a dead worker's is run again).
@@ -84,6 +82,13 @@ class BatchResult:
     retry: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)  # finished already, or held by another worker
     alone: list[int] = field(default_factory=list)  # run through backup_run (json, or the batch dump failed)
+    errors: dict[int, str] = field(default_factory=dict)  # why each `retry` member must be tried again
+
+    def again(self, record: BackupRecord, error: str) -> None:
+        """Put a member back to `queued` with why, to be tried again alone."""
+        backup_record_mark_queued(record=record, error=error)
+        self.retry.append(record.pk)
+        self.errors[record.pk] = error
     dumped: int = 0  # members dumped by the batch's one pg_dump
 
 
@@ -188,7 +193,11 @@ def batching_enabled() -> bool:
 
 
 def batch_backup_run(*, record_ids: list[int], task_id: str = "") -> BatchResult:
-    """Back up the records' tenants in batches; every member ends succeeded, failed, or listed for a retry alone."""
+    """Back up the records' tenants: the one entry of the backup pipeline, for a batch of many or of one.
+
+    Every member ends succeeded (its after-success done), failed, skipped (finished, or another worker's), or
+    listed in `retry` with why (`errors`): the caller retries those (a task with backoff, a batch by sending
+    them alone). One member, or a json one, streams its own dump through backup_run."""
     result = BatchResult()
     # (pk, format, schema) only: the claimed members are loaded whole once, after their locks are held (a batch of
     # thousands must not keep two model instances a member)
@@ -201,6 +210,9 @@ def batch_backup_run(*, record_ids: list[int], task_id: str = "") -> BatchResult
         if fmt not in BATCH_FORMATS:
             _run_alone(pk, task_id, result)
     members = [(pk, schema) for pk, fmt, schema in ordered if fmt in BATCH_FORMATS]
+    if len(members) == 1:  # a batch of one streams its own pg_dump (no spool), waiting for its locks as it must
+        _run_alone(members[0][0], task_id, result)
+        return result
     if not members:
         return result
     keys = []
@@ -217,9 +229,7 @@ def batch_backup_run(*, record_ids: list[int], task_id: str = "") -> BatchResult
             else:
                 result.skipped.append(pk)
         for record in BackupRecord.objects.filter(pk__in=busy):
-            backup_record_mark_queued(record=record, error="Another backup or restore of this tenant was running; "
-                                                           "retrying alone.")
-            result.retry.append(record.pk)
+            result.again(record, "Another backup or restore of this tenant was running; retrying alone.")
         fresh = {r.pk: r for r in BackupRecord.objects.filter(pk__in=claimed)
                  .exclude(status__in=BackupRecord.FINISHED_STATUSES)}
         result.skipped += [pk for pk in claimed if pk not in fresh]
@@ -234,14 +244,15 @@ def _run_alone(record_id: int, task_id: str, result: BatchResult) -> None:
     result.alone.append(record_id)
     try:
         record = backup_run(record_id=record_id, task_id=task_id)
-    except TransientBackupError:
+    except TransientBackupError as exc:
         result.retry.append(record_id)
+        result.errors[record_id] = str(exc)
         return
     if record is None:
         result.skipped.append(record_id)
     elif record.status == BackupRecord.Status.SUCCEEDED:
         result.succeeded.append(record_id)
-        backup_after_success(record)
+        after_success([record])
     elif record.status == BackupRecord.Status.FAILED:
         result.failed.append(record_id)
     else:
@@ -254,17 +265,15 @@ def _run_claimed_batch(members: list[BackupRecord], task_id: str, result: BatchR
                    wait_seconds=backups_settings.BACKUPS_DUMP_SLOT_WAIT_SECONDS) as slot:
         if slot is None:
             for record in members:
-                backup_record_mark_queued(record=record, error=(
-                    f"All {backups_settings.BACKUPS_MAX_CONCURRENT_DUMPS} dump slots stayed busy "
-                    "(BACKUPS_MAX_CONCURRENT_DUMPS); will retry."))
-                result.retry.append(record.pk)
+                result.again(record, f"All {backups_settings.BACKUPS_MAX_CONCURRENT_DUMPS} dump slots stayed busy "
+                                     "(BACKUPS_MAX_CONCURRENT_DUMPS); will retry.")
             return
         with pgtools.connect(autocommit=True) as conn:
             bound_lock_waits(conn)
             sizes, locked = _sizes_of_unlocked(conn, [r.schema_name for r in members])
             budget = lock_budget(conn)
             server_version = conn.execute("SELECT current_setting('server_version')").fetchone()[0]
-            extensions = _extensions(conn)
+            extensions = installed_extensions(conn)
         present = []
         for record in members:
             if record.schema_name in locked:
@@ -321,10 +330,8 @@ def _sizes_of_unlocked(conn, schemas: list[str], tries: int = 3
 def _retry_locked(record: BackupRecord, tables: list[str], result: BatchResult) -> None:
     """A member whose tables another session holds exclusively: sent again alone, where it waits for them at most
     BACKUPS_LOCK_WAIT_SECONDS and then retries with backoff like any busy database; the rest of the batch goes on."""
-    backup_record_mark_queued(record=record, error=(
-        f"Table {'; '.join(tables)} was locked exclusively by another session during the tenant's batched dump; "
-        "it is backed up alone instead."))
-    result.retry.append(record.pk)
+    result.again(record, f"Table {'; '.join(tables)} was locked exclusively by another session during the tenant's "
+                         "batched dump; it is backed up alone instead.")
 
 
 def _schema_sizes(conn, schemas: list[str]) -> dict[str, tuple[int, int]]:
@@ -337,13 +344,6 @@ def _schema_sizes(conn, schemas: list[str]) -> dict[str, tuple[int, int]]:
         "FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid "
         "WHERE n.nspname = ANY(%s) GROUP BY n.nspname", (schemas,)).fetchall()
     return {name: (int(tables), int(size)) for name, tables, size in rows}
-
-
-def _extensions(conn) -> list[dict[str, str]]:
-    rows = conn.execute(
-        "SELECT e.extname, n.nspname, e.extversion FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-        "WHERE e.extname <> 'plpgsql' ORDER BY e.extname").fetchall()
-    return [{"name": n, "schema": s, "version": v} for n, s, v in rows]
 
 
 @contextlib.contextmanager
@@ -364,11 +364,10 @@ def _spooled_dump(schemas: list[str], estimate: int) -> Iterator[Path]:
         cmd = [bins.pg_dump, "--format=custom", "--compress=0", "--no-owner", "--no-acl", "--strict-names",
                "--no-sync", f"--file={target}", *pg_dump_lock_args()]
         cmd += [f"--schema={pgtools.quote_ident(s)}" for s in schemas]
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env=pgtools.pg_dump_env())
-        if proc.returncode != 0:
-            message = proc.stderr[-STDERR_TAIL:].decode("utf-8", "replace").strip() or "no message"
-            raise DumpFailed(f"pg_dump of the batch exited with status {proc.returncode}: {message}")
+        with piped(cmd, env=pgtools.pg_dump_env(), read_stdout=False) as child:
+            returncode = child.wait()
+        if returncode != 0:
+            raise DumpFailed(f"pg_dump of the batch exited with status {returncode}: {child.message}")
         yield target
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -454,13 +453,7 @@ class _Recorder:
         backup_records_mark_succeeded(successes=group)
         self.result.succeeded += [s.record.pk for s in group]
         records = [s.record for s in group]
-        backup_records_finalize(records=records)
-        tenants = [r.tenant_id for r in records if r.backup_type == BackupRecord.Type.AUTOMATIC and r.tenant_id]
-        if tenants:
-            try:
-                retention_apply_many(tenant_ids=tenants)
-            except Exception:  # noqa: BLE001 - retention runs again after the next backup; the backups stand
-                logger.exception("retention after a batch of %d backups failed", len(records))
+        after_success(records)
         for record in records:
             # the manifest is in the database now; a batch of thousands must not keep every one in memory (Django
             # reloads a field missing from the instance when it is read)
@@ -483,14 +476,13 @@ def _member(record: BackupRecord, archive: BatchArchive, piece: MemberPart, info
         sink_result = _write_member(record, storage, archive, piece, sql)
         manifest = store_and_confirm(record, storage, info, sink_result)
     except Exception as exc:  # noqa: BLE001 - one member's failure (or bug) is its own, never its neighbours'
-        error = describe_error(exc)
-        if is_transient(exc, record):  # the same rule as a single backup: a full or read-only volume, a 5xx, ...
-            write_through_fresh_connection(lambda: backup_record_mark_queued(record=record, error=error))
+        failure = settle_failure(record, exc)  # the same rule as a single backup: a full volume, a 5xx, ...
+        if failure.transient:
             result.retry.append(record.pk)
+            result.errors[record.pk] = failure.message
             return
-        if not isinstance(exc, (BackupError, StorageError, OSError, SplitError)):
+        if not (failure.expected or isinstance(exc, SplitError)):
             logger.exception("batch member %s failed", record.pk)
-        write_through_fresh_connection(lambda: backup_record_mark_failed(record=record, error=error))
         result.failed.append(record.pk)
         return
     done.add(Success(record, size=sink_result.size, sha256=sink_result.sha256, plain_size=sink_result.plain_size,
@@ -588,43 +580,15 @@ def _restore_to_sql(archive: BatchArchive, piece: MemberPart, out: Callable[[byt
     cmd = [bins.pg_restore, "--no-owner", "--no-acl", "--file=-"]
     if key is not None:
         cmd.append(f"--restrict-key={key}")
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
-    feed_error: list[BaseException] = []
-    err_tail = bytearray()
 
-    def feed() -> None:
-        try:
-            chunker = _Chunker(proc.stdin.write, read_size)
-            archive.write_custom(piece, chunker.write, read_size=read_size)
-            chunker.flush()
-        except BrokenPipeError:
-            pass  # pg_restore stopped; its status says why
-        except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread
-            feed_error.append(exc)
-        finally:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
+    def feed(write: Callable[[bytes], object]) -> None:
+        chunker = _Chunker(write, read_size)
+        archive.write_custom(piece, chunker.write, read_size=read_size)
+        chunker.flush()
 
-    def drain() -> None:
-        for chunk in iter(lambda: proc.stderr.read(4096), b""):
-            err_tail.extend(chunk)
-            del err_tail[:-STDERR_TAIL]
-
-    threads = [threading.Thread(target=feed, daemon=True), threading.Thread(target=drain, daemon=True)]
-    for thread in threads:
-        thread.start()
-    try:
-        while chunk := proc.stdout.read(read_size):
+    with piped(cmd, feed=feed, env=pgtools.tool_env()) as child:
+        for chunk in child.chunks(read_size):
             out(chunk)
-        rc = proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for thread in threads:
-            thread.join()
-    if feed_error:
-        raise feed_error[0]
+        rc = child.wait()
     if rc != 0:
-        raise DumpFailed(f"pg_restore of the member's share of the batch exited with status {rc}: "
-                         f"{err_tail.decode('utf-8', 'replace').strip() or 'no message'}")
+        raise DumpFailed(f"pg_restore of the member's share of the batch exited with status {rc}: {child.message}")

@@ -1,13 +1,13 @@
-"""`manage.py backup_tenant <schema>`: one backup, synchronously, through the same services as the workers."""
+"""`manage.py backup_tenant <schema>`: one backup, synchronously, through the same pipeline as the workers (a batch
+of one: dump, artifact, record, after-success)."""
 
 from django.core.management.base import CommandError
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
-from backups.backup.run import backup_run
-from backups.catalog.finalize import backup_record_finalize
+from backups.backup.batch.run import batch_backup_run
 from backups.catalog.records import backup_record_create, backup_record_mark_failed
 from backups.catalog.selectors import schema_exists
-from backups.core.errors import BackupError, TransientBackupError
+from backups.core.errors import BackupError
 from backups.management.base import OpsCommand
 from backups.management.progress import shown_progress
 from backups.models import BackupRecord
@@ -38,21 +38,19 @@ class Command(OpsCommand):
             record = backup_record_create(schema_name=schema, tenant=tenant, fmt=format, compression=compression,
                                           requested_by={"command": "backup_tenant"})
             if no_progress:
-                record = backup_run(record_id=record.pk)
+                result = batch_backup_run(record_ids=[record.pk])
             else:
                 with shown_progress(record.pk, self.stderr):
-                    record = backup_run(record_id=record.pk)
-        except (ValueError, StorageError, BackupError, TransientBackupError) as exc:
-            if record is not None and isinstance(exc, TransientBackupError):
-                # No task retries a command's record: fail it, or it would sit queued until the reaper sends it.
-                backup_record_mark_failed(record=record, error=str(exc))
+                    result = batch_backup_run(record_ids=[record.pk])
+        except (ValueError, StorageError, BackupError) as exc:
             raise CommandError(str(exc)) from None
+        record.refresh_from_db()
         if record.status in (BackupRecord.Status.QUEUED, BackupRecord.Status.RUNNING):
             # put back for a retry that no task will make: fail it, or it would block the tenant's API backups
-            record = backup_record_mark_failed(record=record, error=record.error or "The backup did not finish.")
+            error = result.errors.get(record.pk) or record.error or "The backup did not finish."
+            record = backup_record_mark_failed(record=record, error=error)
         if record.status != BackupRecord.Status.SUCCEEDED:
             raise CommandError(f"Backup {record.pk} of {schema} failed: {record.error}")
-        backup_record_finalize(record_id=record.pk)  # what the chain's record step does for a worker's backup
         self.stdout.write(f"record {record.pk}")
         self.stdout.write(f"file   {record.storage_key}")
         self.stdout.write(f"size   {record.size} bytes ({record.plain_size} bytes before compression)")
