@@ -63,12 +63,14 @@ print(json.dumps({"seconds": seconds, "rss_kib": hwm, **done}))
 
 
 def child(record_id: int, mode: str, arg: str) -> dict:
-    """One timed run in a fresh process (Django's start-up excluded): its seconds, peak RSS and what it did."""
+    """One timed run in a fresh process (Django's start-up excluded): its seconds, peak RSS and what it did, and
+    how busy the machine was just before (the run waits for a quiet moment first, as bench_pipeline's do)."""
+    busy = pipeline.wait_for_quiet()
     proc = subprocess.run([PYTHON, "-c", CHILD, str(record_id), mode, arg], env=pipeline.child_env(), cwd=ROOT,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} run failed: {proc.stderr.strip()[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "busy": busy}
 
 
 def _patient(schema: str) -> tuple[int, dict[str, int]]:
@@ -139,6 +141,9 @@ def main() -> None:
             print(f"  (a) verified side restore      {side:7.2f} s   Python peak RSS {rss['side']:6.1f} MiB")
             print(f"  (b) restore_objects            {objects:7.2f} s   Python peak RSS {rss['objects']:6.1f} MiB")
             print(f"  (c) restore_objects --dry-run  {dry:7.2f} s   Python peak RSS {rss['dry']:6.1f} MiB")
+            for mode in ("side", "objects", "dry"):
+                print(f"      {mode:8} runs: " + ", ".join(f"{r['seconds']:.2f} s (others busy {r['busy']:.0%})"
+                                                       for r in runs[mode]))
             for label, value in (("(b)/(a)", objects / side), ("(c)/(a)", dry / side)):
                 verdict = ("PASS" if value <= MAX_RATIO else "FAIL") if final else "info"
                 print(f"  ratio {label} {value:.2f}  {verdict} (target <= {MAX_RATIO} on "
