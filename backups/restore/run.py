@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Model
-from django_tenants.utils import get_public_schema_name, get_tenant_model, schema_context
+from django_tenants.utils import get_tenant_model, schema_context
 
 from backups.backup.run import backup_run
 from backups.catalog.records import backup_event_create, backup_record_create, backup_record_mark_damaged
@@ -449,8 +449,3 @@ def restore_verify(*, schema: str, record: BackupRecord, actor: dict | None = No
     backup_event_create(record=record, action=BackupEvent.Action.VERIFY, actor=actor,
                         details={"ok": report.ok, "message": report.message[:500]})
     return report
-
-
-def public_schema() -> str:
-    """The public schema's name (where records live)."""
-    return get_public_schema_name()
