@@ -311,7 +311,7 @@ SUPABASE_S3_SECRET_ACCESS_KEY = env("SUPABASE_S3_SECRET_ACCESS_KEY", default="")
 SUPABASE_UPLOAD_LIMIT = env.int("SUPABASE_UPLOAD_LIMIT", default=50 * 1024 * 1024)
 # --- end Supabase storage ---------------------------------------------------------------------------
 
-# --- API (backups.api on tenant domains, its auth endpoints at backups.api.auth) -----------------------------------
+# --- API (backups.api on tenant domains, its auth endpoints at backups.api.auth_urls) -----------------------------
 import hashlib  # noqa: E402 - kept inside the API block
 from datetime import timedelta  # noqa: E402
 
