@@ -86,7 +86,7 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_DRILL_SAMPLE": 3,
     "BACKUPS_RECONCILE_SECONDS": 86400,
     # batched dumps (backups.backup.batch.run): one pg_dump for up to this many due tenants; 1 turns it off
-    "BACKUPS_BATCH_SIZE": 500,
+    "BACKUPS_BATCH_SIZE": 2000,  # a cap: batches are spread over the dump slots and cut to the lock table and spool
     "BACKUPS_BATCH_MIN_SIZE": 10,  # a tick's due tenants are spread over the dump slots in batches of at least this
     "BACKUPS_BATCH_LOCK_SHARE": 0.5,  # of the server's lock table, shared by the BACKUPS_MAX_CONCURRENT_DUMPS batches
     "BACKUPS_BATCH_TABLES_PER_TENANT": 30,  # tables + sequences the start-up check assumes; batches count real ones
