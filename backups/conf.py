@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_JSON_EXCLUDE": ("contenttypes.contenttype", "auth.permission"),
     "BACKUPS_SPOOL_DIR": "",
     "BACKUPS_DELETED_TENANT_KEEP_DAYS": 90,
+    # With S3 Object Lock (AWS_S3_OBJECT_LOCK_MODE): the shortest lock of any backup, and how far ahead the lock of
+    # a backup retention keeps without an end date (the newest, manual ones) is renewed by each retention pass.
+    "BACKUPS_OBJECT_LOCK_DAYS": 7.0,
     "BACKUPS_MANIFEST_KEY": "",
     "BACKUPS_MANIFEST_OLD_KEYS": (),
     "BACKUPS_AGE_RECIPIENTS": "",

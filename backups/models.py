@@ -123,6 +123,11 @@ class BackupRecord(models.Model):
         help_text="When the stored object failed its size or SHA-256 check; a damaged backup is never offered "
                   "for restore, drilled, or counted as a good backup by retention.",
     )
+    locked_until = models.DateTimeField(
+        "locked until", null=True, blank=True,
+        help_text="S3 Object Lock retain-until date of the object and its manifest (AWS_S3_OBJECT_LOCK_MODE): "
+                  "nobody, retention included, can delete them before; extended while retention keeps them.",
+    )
     bytes_done = models.BigIntegerField("bytes done", default=0, help_text="Raw dump bytes processed so far.")
     attempts = models.PositiveSmallIntegerField("attempts", default=0)
     manifest = models.JSONField(

@@ -300,6 +300,12 @@ def backup_record_mark_deleting(*, record: BackupRecord) -> bool:
     return bool(marked)
 
 
+def backup_record_unmark_deleting(*, record: BackupRecord, stage: str, locked_until: datetime | None) -> None:
+    """The store refused to delete the record's object (S3 Object Lock): back to `stage`, with the store's date."""
+    BackupRecord.objects.filter(pk=record.pk).update(stage=stage, locked_until=locked_until)
+    record.stage, record.locked_until = stage, locked_until
+
+
 def backup_records_deleting():
     """Records left `deleting` by an interrupted deletion."""
     return BackupRecord.objects.filter(stage=BackupRecord.Stage.DELETING)
@@ -333,4 +339,11 @@ def backup_record_mark_damaged(*, record: BackupRecord, error: str) -> BackupRec
         alert_ops(f"Backup {record.file_name} of {record.schema_name} is damaged",
                   f"The stored object {record.storage_key} of backup {record.pk} failed its check:\n{error}\n\n"
                   "It is no longer offered for restore; retention keeps the tenant's other backups.")
+    return record
+
+
+def backup_record_set_locked_until(*, record: BackupRecord, until: datetime | None) -> BackupRecord:
+    """The retain-until date the store now holds for the record's object and manifest (S3 Object Lock)."""
+    BackupRecord.objects.filter(pk=record.pk).update(locked_until=until)
+    record.locked_until = until
     return record

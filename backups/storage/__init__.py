@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from .base import ObjectNotFound, ObjectWriter, Storage, StorageError, StorageTransientError, StoredObject
+from .base import (
+    ObjectLocked,
+    ObjectNotFound,
+    ObjectWriter,
+    Storage,
+    StorageError,
+    StorageTransientError,
+    StoredObject,
+)
 
 __all__ = [
-    "ObjectNotFound", "ObjectWriter", "Storage", "StorageError", "StorageTransientError", "StoredObject",
-    "get_storage",
+    "ObjectLocked", "ObjectNotFound", "ObjectWriter", "Storage", "StorageError", "StorageTransientError",
+    "StoredObject", "get_storage",
 ]
 
 
