@@ -345,3 +345,53 @@ class InheritedUser(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username or self.user_pk} in {self.schema_name}"
+
+
+class BackupCopyStatus(models.TextChoices):
+    """Where a backup's copy in the second target stands."""
+
+    PENDING = "pending", "Pending"
+    COPIED = "copied", "Copied"
+    FAILED = "failed", "Failed"
+
+
+class BackupCopy(models.Model):
+    """A backup's copy in the second target (BACKUPS_COPY_STORAGE): same key, same bytes, its own retention.
+
+    It keeps what a restore needs to check the copied bytes (size, SHA-256) so it outlives its record when the
+    copy target keeps backups longer than the primary (BACKUPS_COPY_KEEP_*)."""
+
+    Status = BackupCopyStatus
+
+    record = models.ForeignKey(
+        BackupRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="copies",
+        verbose_name="backup", help_text="The primary backup; empty once the primary's retention deleted it.")
+    tenant_uid = models.UUIDField("tenant identity", db_index=True, help_text="The identity the backup belongs to.")
+    schema_name = models.CharField("schema name", max_length=63, help_text="The schema the backup was taken from.")
+    file_name = models.CharField("file name", max_length=255, help_text="The backup's file name.")
+    backend = models.CharField("copy backend", max_length=20, help_text="local, s3 or supabase.")
+    storage_key = models.CharField("storage key", max_length=1024, help_text="Key of the copy in its backend.")
+    backup_type = models.CharField("type", max_length=12, help_text="The backup's type (retention needs it).")
+    backup_created_at = models.DateTimeField("backup created at", help_text="When the backup was made.")
+    size = models.BigIntegerField("size", null=True, blank=True, help_text="Stored bytes, checked when copied.")
+    sha256 = models.CharField("SHA-256", max_length=64, blank=True, default="", help_text="Of the stored bytes.")
+    status = models.CharField("status", max_length=10, choices=BackupCopyStatus.choices,
+                              default=BackupCopyStatus.PENDING, help_text="pending, copied or failed.")
+    attempts = models.PositiveSmallIntegerField("attempts", default=0, help_text="Copies tried so far.")
+    error = models.TextField("error", blank=True, default="", help_text="Why the last copy failed.")
+    copied_at = models.DateTimeField("copied at", null=True, blank=True, help_text="When the copy was confirmed.")
+    locked_until = models.DateTimeField("locked until", null=True, blank=True,
+                                        help_text="S3 Object Lock retain-until date in the copy target, if any.")
+    created_at = models.DateTimeField("created at", auto_now_add=True, help_text="When the copy was asked for.")
+
+    class Meta:
+        verbose_name = "backup copy"
+        verbose_name_plural = "backup copies"
+        constraints = [
+            models.UniqueConstraint(fields=("backend", "storage_key"), name="backups_copy_unique_key"),
+            models.CheckConstraint(condition=Q(status__in=BackupCopyStatus.values), name="backups_copy_status_valid"),
+        ]
+        indexes = [models.Index(fields=("status", "created_at"), name="backups_copy_status_idx")]
+
+    def __str__(self) -> str:
+        return f"copy of {self.file_name} in {self.backend} [{self.status}]"

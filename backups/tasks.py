@@ -15,6 +15,7 @@ from celery.signals import worker_init
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from backups.backup.batch.run import batch_backup_run
+from backups.backup.copy import backup_copies_retry
 from backups.backup.enqueue import backups_fan_out, backups_send_alone
 from backups.backup.run import describe_error
 from backups.catalog.faults import backup_next_retry
@@ -161,8 +162,10 @@ def reap_stuck_backups(**kwargs) -> dict:
     """Housekeeping: resend work left by dead workers or lost messages."""
     with schema_context(get_public_schema_name()):
         result = reap_service()
+        copies = backup_copies_retry()  # failed copies to the second target, tried again until the last attempt
     return {"requeued": result.requeued, "failed": result.failed, "aborted_uploads": result.aborted_uploads,
-            "requeued_restore_jobs": result.requeued_restore_jobs, "failed_restore_jobs": result.failed_restore_jobs}
+            "requeued_restore_jobs": result.requeued_restore_jobs, "failed_restore_jobs": result.failed_restore_jobs,
+            "copies_retried": copies["copied"] + copies["failed"], "copies_copied": copies["copied"]}
 
 
 @shared_task(name="tasks.backups.check_overdue_backups", ignore_result=True)

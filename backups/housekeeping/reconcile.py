@@ -27,11 +27,13 @@ from django.utils.dateparse import parse_datetime
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from backups.catalog.alerts import alert_ops
+from backups.catalog.copies import copy_mark_failed
 from backups.catalog.manifest import MANIFEST_SUFFIX, manifest_key, read_manifest
 from backups.catalog.records import backup_event_create, backup_record_create_imported, backup_record_mark_missing
+from backups.conf import backups_settings
 from backups.core.naming import tenant_key
-from backups.models import BackupEvent, BackupRecord
-from backups.storage import Storage, get_storage
+from backups.models import BackupCopy, BackupEvent, BackupRecord
+from backups.storage import Storage, get_copy_storage, get_storage
 
 logger = logging.getLogger(__name__)
 ACTOR = {"reconcile": True}
@@ -49,6 +51,8 @@ class Reconciled:
     rejected: dict[str, str] = field(default_factory=dict)  # key -> why its manifest was not believed
     duplicates: list[str] = field(default_factory=list)  # keys of objects whose record or slot already has one
     schemas: int = 0
+    copy_missing: list[str] = field(default_factory=list)  # keys of confirmed copies gone from the copy target
+    copy_unknown: list[str] = field(default_factory=list)  # keys in the copy target that no copy row names
 
 
 def known_schemas() -> list[str]:
@@ -63,9 +67,11 @@ def storage_reconcile(*, schemas: list[str] | None = None, dry_run: bool = False
     """Compare the records of the configured backend with what it holds under each tenant's prefix."""
     storage = get_storage()
     result = Reconciled()
-    for schema in schemas if schemas is not None else known_schemas():
+    schemas = schemas if schemas is not None else known_schemas()
+    for schema in schemas:
         result.schemas += 1
         _reconcile_schema(storage, schema, result, dry_run=dry_run)
+    _reconcile_copies(schemas, result, dry_run=dry_run)
     for key in result.missing:
         logger.error("backup object missing from %s storage: %s", storage.name, key)
     for key in result.unknown:
@@ -81,6 +87,29 @@ def storage_reconcile(*, schemas: list[str] | None = None, dry_run: bool = False
                   "imported (check who can write to the bucket):\n"
                   + "\n".join(f"{key}: {why}" for key, why in sorted(result.rejected.items())))
     return result
+
+
+def _reconcile_copies(schemas: list[str], result: Reconciled, *, dry_run: bool) -> None:
+    """The second target (BACKUPS_COPY_STORAGE) against the copy rows: a confirmed copy whose object is gone is
+    marked failed, so the reaper's pass copies it again while its backup exists; strangers are reported."""
+    target = get_copy_storage()
+    if target is None:
+        return
+    backend = backups_settings.BACKUPS_COPY_STORAGE
+    for schema in schemas:
+        objects = {o.key for o in target.list(schema + "/")}
+        copies = {c.storage_key: c for c in BackupCopy.objects.filter(backend=backend, schema_name=schema)}
+        for key, copy in copies.items():
+            if copy.status == BackupCopy.Status.COPIED and key not in objects:
+                result.copy_missing.append(key)
+                logger.error("backup copy missing from the %s copy target: %s", backend, key)
+                if not dry_run:
+                    copy_mark_failed(copy=copy, error=f"The copy {key} is gone from the {backend} copy target "
+                                                      "(deleted outside tenant-backups?).")
+        for key in sorted(objects):
+            if not key.endswith(MANIFEST_SUFFIX) and key not in copies:
+                result.copy_unknown.append(key)
+                logger.warning("object without a copy row in the %s copy target: %s", backend, key)
 
 
 def _reconcile_schema(storage: Storage, schema: str, result: Reconciled, *, dry_run: bool) -> None:
