@@ -102,6 +102,10 @@ def backup_copy(*, record: BackupRecord) -> BackupCopy | None:
     if not backups_settings.BACKUPS_COPY_STORAGE or record.status != BackupRecord.Status.SUCCEEDED:
         return None
     copy = copy_for_record(record=record, backend=backups_settings.BACKUPS_COPY_STORAGE)
+    if copy.record_id != record.pk or copy.sha256 != record.sha256:  # never over another backup's copy
+        logger.error("backup %s is not copied: the copy target keeps another backup's copy at %s", record.pk,
+                     record.storage_key)
+        return None
     if copy.status == BackupCopy.Status.COPIED:
         return copy
     copy_mark_started(copy=copy)

@@ -24,7 +24,7 @@ from backups.catalog.alerts import alert_ops
 from backups.conf import backups_settings
 from backups.core.errors import BackupError
 from backups.core.naming import backup_file_name, tenant_key, validate_schema_name, with_suffix
-from backups.models import BackupEvent, BackupRecord
+from backups.models import BackupCopy, BackupEvent, BackupRecord
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def backup_record_next_free_name(*, record: BackupRecord, used: set[str] | froze
         name = with_suffix(record.file_name, n)
         key = tenant_key(record.schema_name, record.tenant_uid, name)
         if key in used or BackupRecord.objects.filter(storage_backend=record.storage_backend,
-                                                      storage_key=key).exists():
+                                                      storage_key=key).exists() or _copy_holds(key):
             continue
         if storage is None or storage.stat(key) is None:
             record.file_name, record.storage_key = name, key
@@ -107,10 +107,17 @@ def backup_record_next_free_name(*, record: BackupRecord, used: set[str] | froze
     raise BackupError(f"No free name next to {record.storage_key}: 1,000 objects already use it.")
 
 
+def _copy_holds(key: str) -> bool:
+    """Whether the second target keeps a copy at `key` (its record deleted by the primary's retention): a new
+    backup under the same key would overwrite it there."""
+    return BackupCopy.objects.filter(storage_key=key).exists()
+
+
 def backup_record_take_free_key(*, record: BackupRecord, storage) -> BackupRecord:
     """Never overwrite: when an object already sits at the record's key (its record was lost, or deleted
-    without it), keep that object and move this record to the next free `-N` name before anything is written."""
-    if storage.stat(record.storage_key) is None:
+    without it), or a copy of an earlier backup kept there in the second target, keep it and move this record to
+    the next free `-N` name before anything is written."""
+    if storage.stat(record.storage_key) is None and not _copy_holds(record.storage_key):
         return record
     taken = record.storage_key
     backup_record_next_free_name(record=record, storage=storage)

@@ -744,7 +744,7 @@ class S3Storage(Storage):
                     ) from None
             raise self.map_error(exc, f"checking bucket {self.bucket}") from None
         if self.object_lock_mode:
-            self._check_object_lock()
+            self.check_object_lock()
         probe = (self.endpoint_url or "", self.region_name, self._access_key_id, self.bucket, self.key_prefix,
                  self.sse, self.sse_kms_key_id, self.storage_class, self.request_checksum_calculation,
                  self.object_lock_mode)
@@ -755,7 +755,7 @@ class S3Storage(Storage):
         with _PROBED_LOCK:
             _PROBED.add(probe)
 
-    def _check_object_lock(self) -> None:
+    def check_object_lock(self) -> None:
         """Refuse a lock mode on a bucket created without Object Lock (it cannot be turned on for most stores
         afterwards): every backup would be written unlocked, or refused, while the settings promise a lock."""
         name = self.setting_names["object_lock_mode"]

@@ -5,6 +5,8 @@ target is a local folder or a bucket on the session's radosgw."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from django.utils import timezone
 
@@ -33,9 +35,19 @@ def local_copy(settings, tmp_path):
     settings.BACKUPS_COPY_STORAGE = "local"
     settings.BACKUPS_COPY_LOCAL_ROOT = str(tmp_path / "copy")
     settings.ADMINS = [("ops", "ops@example.com")]
+    with forgotten():
+        yield get_copy_storage()
+
+
+@contextlib.contextmanager
+def forgotten():
+    """The test's records (with their primary objects) and copy rows are gone after it: a damaged primary must not
+    be a later test's newest backup, and a copy row must not name an object in another test's copy target."""
     last = BackupRecord.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-    yield get_copy_storage()
-    for record in BackupRecord.objects.filter(pk__gt=last):  # a damaged primary must not be a later test's newest
+    last_copy = BackupCopy.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    yield
+    BackupCopy.objects.filter(pk__gt=last_copy).delete()
+    for record in BackupRecord.objects.filter(pk__gt=last):
         get_storage(record.storage_backend).delete(record.storage_key)
         get_storage(record.storage_backend).delete(manifest_key(record.storage_key))
         record.delete()
@@ -55,7 +67,8 @@ def s3_copy(settings, s3_server, s3_bucket):  # noqa: F811
     settings.BACKUPS_COPY_AWS_S3_MAX_ATTEMPTS = 1
     settings.BACKUPS_COPY_S3_PART_SIZE = 5 << 20
     settings.ADMINS = [("ops", "ops@example.com")]
-    return get_copy_storage()
+    with forgotten():
+        yield get_copy_storage()
 
 
 def made(fmt: str = "sql", **fields) -> BackupRecord:
@@ -180,3 +193,41 @@ def test_the_copy_target_keeps_by_its_own_retention(local_copy, settings):
     assert BackupRecord.objects.filter(pk=older.pk).exists()  # the primary keeps it by its own policy
     assert BackupCopy.objects.get(record=newer).status == BackupCopy.Status.COPIED
     assert copies_retention(tenant_uid=newer.tenant_uid, now=timezone.now()) == []
+
+
+def test_backup_tenant_returns_after_the_copy_is_made(local_copy):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("backup_tenant", SCHEMA, "--no-progress", stdout=out)
+    record = BackupRecord.objects.filter(schema_name=SCHEMA).order_by("-pk").first()
+    assert "copy   local: copied" in out.getvalue()
+    assert local_copy.stat(record.storage_key).size == record.size
+
+
+def test_backup_tenant_succeeds_when_the_copy_target_refuses_writes(s3_copy, settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.BACKUPS_COPY_AWS_SECRET_ACCESS_KEY = "wrong-secret"
+    out = StringIO()
+    call_command("backup_tenant", SCHEMA, "--no-progress", stdout=out)  # the start-up check warns, never stops
+    record = BackupRecord.objects.filter(schema_name=SCHEMA).order_by("-pk").first()
+    assert record.status == BackupRecord.Status.SUCCEEDED
+    assert "copy   s3: failed (Copy to s3 failed: S3 refused the credentials" in out.getvalue()
+
+
+def test_the_start_up_check_refuses_a_copy_lock_mode_on_a_bucket_without_object_lock(s3_copy, settings):
+    from backups.ops.checks import check_configuration
+    from backups.storage import StorageError
+
+    settings.BACKUPS_COPY_AWS_S3_OBJECT_LOCK_MODE = "COMPLIANCE"
+    with pytest.raises(StorageError, match="BACKUPS_COPY_AWS_S3_OBJECT_LOCK_MODE=COMPLIANCE needs a bucket with S3 "
+                                           "Object Lock"):
+        check_configuration()
+    settings.BACKUPS_COPY_STORAGE = "ftp"
+    with pytest.raises(StorageError, match="BACKUPS_COPY_STORAGE='ftp' is not a known backend"):
+        check_configuration()
