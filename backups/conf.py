@@ -64,6 +64,10 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_MANIFEST_OLD_KEYS": (),
     "BACKUPS_AGE_RECIPIENTS": "",
     "BACKUPS_AGE_IDENTITY_FILE": "",
+    # Envelope encryption (backups.catalog.tenant_keys): with recipients set, each tenant identity's backups are
+    # encrypted to a data key of its own, kept wrapped for the recipients, so erasing the key erases every copy.
+    # False: backups are encrypted to the recipients directly (as before; an erasure cannot reach locked copies).
+    "BACKUPS_TENANT_KEYS": True,
     "BACKUPS_TICK_SECONDS": 300,
     "BACKUPS_REAPER_SECONDS": 600,
     "BACKUPS_SPREAD_SECONDS": 1800,

@@ -1,5 +1,7 @@
 """Backup state, kept in the public schema so a restore never rewrites it."""
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -188,6 +190,7 @@ class BackupEvent(models.Model):
         DELETE = "delete", "Delete"
         RESTORE = "restore", "Restore"
         VERIFY = "verify", "Verify drill"
+        ERASE = "erase", "Erasure (every backup and the data key)"
         SCHEDULE_CHANGE = "schedule_change", "Schedule change"
         RETENTION = "retention", "Retention delete"
 
@@ -395,3 +398,32 @@ class BackupCopy(models.Model):
 
     def __str__(self) -> str:
         return f"copy of {self.file_name} in {self.backend} [{self.status}]"
+
+
+class TenantKey(models.Model):
+    """A tenant identity's data key (envelope encryption): an age X25519 identity of its own that its backups are
+    encrypted to, kept only wrapped for the deployment's age recipients, here and beside the objects.
+
+    Destroying it (erasure) leaves whatever could not be deleted (a locked object, an unreachable copy)
+    unreadable: the deployment's own keys were never recipients of the backups."""
+
+    key_id = models.UUIDField("key id", primary_key=True, default=uuid.uuid4, editable=False,
+                              help_text="Named in each backup's manifest and in the wrapped key's object name.")
+    tenant_uid = models.UUIDField("tenant identity", db_index=True, help_text="The identity whose backups it locks.")
+    schema_name = models.CharField("schema name", max_length=63, help_text="The schema when the key was made.")
+    recipient = models.CharField("recipient", max_length=100, help_text="The key's public half (age1...).")
+    wrapped = models.TextField("wrapped key", blank=True, default="",
+                               help_text="The secret half, age-encrypted to BACKUPS_AGE_RECIPIENTS (base64); empty "
+                                         "once destroyed.")
+    created_at = models.DateTimeField("created at", auto_now_add=True, help_text="When the key was made.")
+    destroyed_at = models.DateTimeField("destroyed at", null=True, blank=True,
+                                        help_text="When an erasure destroyed it; its backups are unreadable since.")
+
+    class Meta:
+        verbose_name = "tenant data key"
+        verbose_name_plural = "tenant data keys"
+        constraints = [models.UniqueConstraint(fields=("tenant_uid",), condition=Q(destroyed_at__isnull=True),
+                                               name="backups_tenantkey_one_live")]
+
+    def __str__(self) -> str:
+        return f"data key {self.key_id} of {self.schema_name}{' (destroyed)' if self.destroyed_at else ''}"

@@ -24,6 +24,7 @@ from backups.catalog.progress import estimated_total, progress_listener
 from backups.catalog.records import backup_record_fail_unfinished, backup_record_mark_failed
 from backups.conf import backups_settings
 from backups.core.errors import BackupError, TransientBackupError
+from backups.housekeeping.erasure import expired_tenants_erase
 from backups.housekeeping.reaper import reap_stuck_backups as reap_service
 from backups.housekeeping.reconcile import storage_reconcile
 from backups.models import BackupRecord
@@ -181,9 +182,11 @@ def reconcile_storage(**kwargs) -> dict:
     """Housekeeping: records whose object is gone fail; objects whose record is gone are rebuilt from manifests."""
     with schema_context(get_public_schema_name()):
         result = storage_reconcile()
+        erased = expired_tenants_erase()  # a deleted tenant's keep period ended: its backups and data keys go
         purged = deleted_tenant_backups_purge()
     return {"missing": len(result.missing), "imported": len(result.imported), "unknown": len(result.unknown),
-            "rejected": len(result.rejected), "duplicates": len(result.duplicates), "purged": len(purged)}
+            "rejected": len(result.rejected), "duplicates": len(result.duplicates), "purged": len(purged),
+            "erased_tenants": len(erased)}
 
 
 @shared_task(name="tasks.backups.schedule_verify_drills", ignore_result=True)

@@ -13,6 +13,7 @@ from backups import conf
 from backups.catalog.manifest import build_manifest, manifest_bytes, manifest_key, sign_manifest
 from backups.catalog.object_lock import locks, retain_until_for
 from backups.catalog.records import backup_record_set_locked_until
+from backups.catalog.tenant_keys import envelope_manifest, tenant_key_for
 from backups.conf import backups_settings
 from backups.core.compression import make_compressor
 from backups.core.encryption import AgeEncryptor, recipients_fingerprint
@@ -45,7 +46,13 @@ def artifact_writer(record: BackupRecord, storage: Storage, *, on_progress: Call
     compressor = make_compressor(
         record.compression, zstd_level=backups_settings.BACKUPS_ZSTD_LEVEL,
         zstd_threads=backups_settings.BACKUPS_ZSTD_THREADS, gzip_level=backups_settings.BACKUPS_GZIP_LEVEL)
-    transforms = (AgeEncryptor(conf.age_recipients()),) if record.encryption == "age" else ()
+    transforms: tuple = ()
+    record.data_key = None  # store_and_confirm names it in the manifest
+    if record.encryption == "age" and backups_settings.BACKUPS_TENANT_KEYS:
+        record.data_key = tenant_key_for(record=record, storages=[storage])  # the copy target's: backup_copy
+        transforms = (AgeEncryptor([record.data_key.recipient]),)
+    elif record.encryption == "age":
+        transforms = (AgeEncryptor(conf.age_recipients()),)
     retain_until = retain_until_for(record) if locks(storage) else None
     record.locked_until = retain_until  # store_and_confirm locks the manifest as long, and records the date
     writer = storage.open_write(record.storage_key, retain_until=retain_until) if retain_until else \
@@ -64,7 +71,9 @@ def artifact_writer(record: BackupRecord, storage: Storage, *, on_progress: Call
 def store_and_confirm(record: BackupRecord, storage: Storage, info: DumpInfo, result: SinkResult) -> dict:
     """Store the record's signed manifest beside its committed object and check the object's size; on any
     failure delete both (a record never succeeds without its object and manifest). The manifest."""
-    encryption = ({"method": "age", "recipients": recipients_fingerprint(conf.age_recipients())}
+    key = getattr(record, "data_key", None)
+    encryption = (envelope_manifest(key) if key is not None else
+                  {"method": "age", "recipients": recipients_fingerprint(conf.age_recipients())}
                   if record.encryption == "age" else {})
     manifest = sign_manifest(build_manifest(record=record, info=info, result=result, encryption=encryption))
     retain_until = getattr(record, "locked_until", None) if locks(storage) else None

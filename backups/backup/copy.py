@@ -29,6 +29,7 @@ from backups.catalog.copies import (
 )
 from backups.catalog.manifest import manifest_bytes, manifest_key, manifest_signature_valid
 from backups.catalog.object_lock import locks, retain_until_for
+from backups.catalog.tenant_keys import tenant_key_store
 from backups.conf import backups_settings
 from backups.core.errors import StoredObjectDamaged
 from backups.core.retention import BackupInfo, RetentionPolicy, backups_to_delete
@@ -73,6 +74,7 @@ def _copy_record(record: BackupRecord, source: Storage, target: Storage):
             target.delete(key)
         except ObjectLocked:
             pass
+    tenant_key_store(record=record, storage=target)  # the copy can be restored from that target alone
     copy_object(source=source, target=target, key=record.storage_key, size=record.size, sha256=record.sha256,
                 retain_until=retain_until)
     try:

@@ -354,3 +354,11 @@ def backup_record_set_locked_until(*, record: BackupRecord, until: datetime | No
     BackupRecord.objects.filter(pk=record.pk).update(locked_until=until)
     record.locked_until = until
     return record
+
+
+def backup_records_erase(*, tenant_uid) -> int:
+    """Forget every record and copy of a tenant identity (its erasure: objects and keys are gone first); the count
+    of records. Audit events stay, with their file names: they say what was erased, never what it held."""
+    BackupCopy.objects.filter(tenant_uid=tenant_uid).delete()
+    deleted, _ = BackupRecord.objects.filter(tenant_uid=tenant_uid).delete()
+    return deleted

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from backups.catalog.alerts import alert_ops
 from backups.catalog.copies import copied
 from backups.catalog.records import backup_record_mark_damaged
+from backups.catalog.tenant_keys import identities_for
 from backups.core.errors import StoredObjectDamaged
 from backups.models import BackupRecord
 from backups.storage import ObjectNotFound, Storage, StorageError, get_copy_storage, get_storage
@@ -41,6 +42,19 @@ def _tell(record: BackupRecord, why: str, backend: str) -> str:
     return note
 
 
+def _identities(record: BackupRecord, primary: Storage) -> list | None:
+    """The age identities that open the record (its tenant's data key first), or None when it is not encrypted."""
+    if record.encryption != "age":
+        return None
+    storages = [primary]
+    try:
+        if (target := get_copy_storage()) is not None:
+            storages.append(target)
+    except StorageError:
+        pass
+    return identities_for(record, storages=storages)
+
+
 @contextlib.contextmanager
 def open_backup_or_copy(record: BackupRecord) -> Iterator[tuple[VerifiedBackup, str]]:
     """The record's verified bytes and a note: "" from the primary, else a sentence saying the copy was used.
@@ -48,7 +62,8 @@ def open_backup_or_copy(record: BackupRecord) -> Iterator[tuple[VerifiedBackup, 
     Only the opening falls back (a missing object, a size or SHA-256 that does not match); an error in the
     caller's block is the caller's."""
     primary = get_storage(record.storage_backend)
-    opening = open_backup(primary, record)
+    identities = _identities(record, primary)
+    opening = open_backup(primary, record, identities)
     try:
         backup = opening.__enter__()
     except (ObjectNotFound, StoredObjectDamaged) as exc:
@@ -58,7 +73,7 @@ def open_backup_or_copy(record: BackupRecord) -> Iterator[tuple[VerifiedBackup, 
         why = "missing" if isinstance(exc, ObjectNotFound) else f"damaged ({exc})"
         if isinstance(exc, StoredObjectDamaged):  # the primary's damage is recorded whatever the copy holds
             backup_record_mark_damaged(record=record, error=str(exc))
-        with open_backup(target, record) as backup:
+        with open_backup(target, record, identities) as backup:
             yield backup, _tell(record, why, target.name)
         return
     try:

@@ -175,6 +175,8 @@ def _trusted_manifest(storage: Storage, schema: str, key: str, size: int) -> tup
         return None, "its manifest names no valid tenant identity or file name"
     if manifest.get("schema") != schema or expected_key != key:
         return None, "its manifest describes another schema, identity or file"
+    if BackupEvent.objects.filter(tenant_uid=uid, action=BackupEvent.Action.ERASE).exists():
+        return None, "its tenant identity's backups were erased (the object outlived the erasure under a lock)"
     if manifest.get("size") != size:
         return None, f"its manifest says {manifest.get('size')} bytes, the object has {size}"
     if not isinstance(manifest.get("sha256"), str) or not SHA256_RE.fullmatch(manifest["sha256"]):
