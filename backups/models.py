@@ -415,14 +415,20 @@ class TenantKey(models.Model):
     wrapped = models.TextField("wrapped key", blank=True, default="",
                                help_text="The secret half, age-encrypted to BACKUPS_AGE_RECIPIENTS (base64); empty "
                                          "once destroyed.")
+    wrapped_for = models.CharField("wrapped for", max_length=500, blank=True, default="",
+                                   help_text="Fingerprints of the recipients it is wrapped for (comma-separated).")
     created_at = models.DateTimeField("created at", auto_now_add=True, help_text="When the key was made.")
+    retired_at = models.DateTimeField("retired at", null=True, blank=True,
+                                      help_text="When new backups stopped using it (BACKUPS_AGE_RECIPIENTS changed and "
+                                                "it could not be wrapped again); it still opens the older ones.")
     destroyed_at = models.DateTimeField("destroyed at", null=True, blank=True,
                                         help_text="When an erasure destroyed it; its backups are unreadable since.")
 
     class Meta:
         verbose_name = "tenant data key"
         verbose_name_plural = "tenant data keys"
-        constraints = [models.UniqueConstraint(fields=("tenant_uid",), condition=Q(destroyed_at__isnull=True),
+        constraints = [models.UniqueConstraint(fields=("tenant_uid",),
+                                               condition=Q(destroyed_at__isnull=True, retired_at__isnull=True),
                                                name="backups_tenantkey_one_live")]
 
     def __str__(self) -> str:

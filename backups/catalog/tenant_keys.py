@@ -30,6 +30,7 @@ from backups.core.encryption import (
     DecryptionError,
     generate_identity,
     load_identities,
+    recipients_fingerprint,
 )
 from backups.models import BackupRecord, TenantKey
 from backups.storage import ObjectNotFound, Storage, StorageError
@@ -49,22 +50,57 @@ def _wrap(secret: str) -> bytes:
     return encryptor.update(secret.encode("ascii")) + encryptor.finish()
 
 
+def _wrapped_for() -> str:
+    return ",".join(sorted(recipients_fingerprint(conf.age_recipients())))
+
+
+def _live(tenant_uid):
+    return TenantKey.objects.filter(tenant_uid=tenant_uid, destroyed_at__isnull=True, retired_at__isnull=True)
+
+
+def _store(key: TenantKey, wrapped: bytes, storages: list[Storage]) -> None:
+    for storage in storages:  # never locked: an erasure must be able to delete it
+        name = wrapped_key_name(key.tenant_uid, key.key_id)
+        storage.delete(name)  # a key wrapped again replaces its old wrapping (local storage never overwrites)
+        storage.put_bytes(name, wrapped)
+
+
+def _rewrapped(key: TenantKey, storages: list[Storage]) -> bool:
+    """Wrap the live key again for the current recipients (they changed); False when this process cannot
+    unwrap it (the old identity is not in BACKUPS_AGE_IDENTITY_FILE): the caller retires it."""
+    try:
+        secret = AgeDecryptingReader(io.BytesIO(base64.b64decode(key.wrapped)),
+                                     _deployment_identities()).read().decode("ascii")
+    except (DecryptionError, ValueError, OSError) as exc:
+        logger.warning("data key %s of %s cannot be wrapped for the new recipients (%s); a new key takes over",
+                       key.key_id, key.schema_name, exc)
+        return False
+    wrapped = _wrap(secret)
+    key.wrapped, key.wrapped_for = base64.b64encode(wrapped).decode("ascii"), _wrapped_for()
+    key.save(update_fields=["wrapped", "wrapped_for"])
+    _store(key, wrapped, storages)
+    return True
+
+
 def tenant_key_for(*, record: BackupRecord, storages: list[Storage]) -> TenantKey:
     """The live data key of the record's tenant identity, made (and stored beside the objects in `storages`)
-    the first time the identity is backed up with encryption."""
-    key = TenantKey.objects.filter(tenant_uid=record.tenant_uid, destroyed_at__isnull=True).first()
+    the first time the identity is backed up with encryption. When BACKUPS_AGE_RECIPIENTS changed since, the key
+    is wrapped again for the new recipients, or (when this process cannot unwrap it) retired for a new one."""
+    key = _live(record.tenant_uid).first()
     if key is not None:
-        return key
+        if key.wrapped_for == _wrapped_for() or _rewrapped(key, storages):
+            return key
+        TenantKey.objects.filter(pk=key.pk).update(retired_at=timezone.now())
     secret, public = generate_identity()
     wrapped = _wrap(secret)
     try:
         with transaction.atomic():
             key = TenantKey.objects.create(tenant_uid=record.tenant_uid, schema_name=record.schema_name,
-                                           recipient=public, wrapped=base64.b64encode(wrapped).decode("ascii"))
+                                           recipient=public, wrapped=base64.b64encode(wrapped).decode("ascii"),
+                                           wrapped_for=_wrapped_for())
     except IntegrityError:  # another backup of the identity made one first: use it
-        return TenantKey.objects.get(tenant_uid=record.tenant_uid, destroyed_at__isnull=True)
-    for storage in storages:  # never locked: an erasure must be able to delete it
-        storage.put_bytes(wrapped_key_name(key.tenant_uid, key.key_id), wrapped)
+        return _live(record.tenant_uid).get()
+    _store(key, wrapped, storages)
     return key
 
 
@@ -74,7 +110,7 @@ def tenant_key_store(*, record: BackupRecord, storage: Storage) -> None:
     key_id = encryption.get("key_id") if isinstance(encryption, dict) else None
     if not key_id:
         return
-    key = TenantKey.objects.filter(key_id=key_id, destroyed_at__isnull=True).exclude(wrapped="").first()
+    key = TenantKey.objects.filter(key_id=key_id, destroyed_at__isnull=True).exclude(wrapped="").first()  # or retired
     name = wrapped_key_name(record.tenant_uid, key_id)
     if key is not None and storage.stat(name) is None:
         storage.put_bytes(name, base64.b64decode(key.wrapped))
@@ -145,7 +181,7 @@ def tenant_keys_destroy(*, tenant_uid, storages: dict[str, Storage]) -> KeyDestr
                     result.left.append(f"{name}: {obj.key}: {exc}")
         except StorageError as exc:
             result.left.append(f"{name}: {KEYS_PREFIX}{tenant_uid}/: {exc}")
-    for key in TenantKey.objects.filter(tenant_uid=tenant_uid, destroyed_at__isnull=True):
+    for key in TenantKey.objects.filter(tenant_uid=tenant_uid, destroyed_at__isnull=True):  # retired ones too
         key.wrapped, key.destroyed_at = "", timezone.now()
         key.save(update_fields=["wrapped", "destroyed_at"])
         result.keys.append(str(key.key_id))

@@ -191,3 +191,27 @@ def test_the_end_of_a_deleted_tenants_keep_period_erases(tenant, keys, local_tar
     assert primary.stat(record.storage_key) is None and primary.stat(manifest_key(record.storage_key)) is None
     assert TenantKey.objects.get(tenant_uid=uid).destroyed_at is not None
     assert BackupEvent.objects.filter(tenant_uid=uid, action=BackupEvent.Action.ERASE, schema_name=schema).exists()
+
+
+def test_new_recipients_wrap_the_key_again_or_retire_it(tenant, keys, local_targets, settings, tmp_path):
+    first = backed_up(tenant)
+    key = TenantKey.objects.get(tenant_uid=tenant.tenant_uid)
+    new_secret, new_public = generate_identity()
+    both = tmp_path / "both.txt"
+    both.write_text(keys.read_text() + new_secret + "\n")
+    settings.BACKUPS_AGE_RECIPIENTS, settings.BACKUPS_AGE_IDENTITY_FILE = new_public, str(both)
+    second = backed_up(tenant)  # the old identity is still at hand: the same key, wrapped for the new recipient
+    assert second.manifest["encryption"]["key_id"] == str(key.key_id)
+    only_new = tmp_path / "new.txt"
+    only_new.write_text(new_secret + "\n")
+    settings.BACKUPS_AGE_IDENTITY_FILE = str(only_new)
+    assert restore_verify(schema=tenant.schema_name, record=first).ok  # old backups open with the new key alone
+    third_secret, third_public = generate_identity()
+    (tmp_path / "third.txt").write_text(third_secret + "\n")
+    settings.BACKUPS_AGE_RECIPIENTS = third_public
+    settings.BACKUPS_AGE_IDENTITY_FILE = str(tmp_path / "third.txt")
+    third = backed_up(tenant)  # the key cannot be unwrapped here: retired, a new one takes over
+    assert third.manifest["encryption"]["key_id"] != str(key.key_id)
+    key.refresh_from_db()
+    assert key.retired_at is not None and key.destroyed_at is None
+    assert restore_verify(schema=tenant.schema_name, record=third).ok
