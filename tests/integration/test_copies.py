@@ -6,6 +6,7 @@ target is a local folder or a bucket on the session's radosgw."""
 from __future__ import annotations
 
 import contextlib
+import re
 
 import pytest
 from django.utils import timezone
@@ -231,3 +232,26 @@ def test_the_start_up_check_refuses_a_copy_lock_mode_on_a_bucket_without_object_
     settings.BACKUPS_COPY_STORAGE = "ftp"
     with pytest.raises(StorageError, match="BACKUPS_COPY_STORAGE='ftp' is not a known backend"):
         check_configuration()
+
+
+def test_a_workers_backup_task_copies_through_the_one_after_success(local_copy):
+    from backups.tasks import run_backup
+
+    record = backup_record_create(schema_name=SCHEMA, backup_type="automatic")
+    run_backup.apply(args=[record.pk])
+    record.refresh_from_db()
+    assert record.status == BackupRecord.Status.SUCCEEDED, record.error
+    assert BackupCopy.objects.get(record=record).status == BackupCopy.Status.COPIED
+    assert local_copy.stat(record.storage_key).size == record.size
+
+
+def test_the_dashboard_counts_the_targets_holding_each_tenants_newest_backup(local_copy, ops_client):
+    record = made()
+    backup_copy(record=record)
+    html = ops_client.get("/admin/backups/backuprecord/dashboard/").content.decode()
+    section = html.split('id="targets"', 1)[1].split("</div>", 1)[0]
+    assert "(primary + copy in local)" in section and "in 2 targets" in section
+    BackupCopy.objects.filter(record=record).update(status=BackupCopy.Status.FAILED, error="refused")
+    html = ops_client.get("/admin/backups/backuprecord/dashboard/").content.decode()
+    section = html.split('id="targets"', 1)[1].split("</div>", 1)[0]
+    assert f"<strong>{SCHEMA}</strong>: 1 of 2" in section and re.search(r"\d+ failed cop(y|ies)", section)
