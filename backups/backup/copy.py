@@ -19,16 +19,16 @@ from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
 from backups.catalog.alerts import alert_ops
-from backups.catalog.copies import (
-    copies_to_retry,
+from backups.catalog.copies import copies_to_retry
+from backups.catalog.manifest import manifest_bytes, manifest_key, manifest_signature_valid
+from backups.catalog.object_lock import locks, retain_until_for
+from backups.catalog.records import (
     copy_delete,
     copy_for_record,
     copy_mark_copied,
     copy_mark_failed,
     copy_mark_started,
 )
-from backups.catalog.manifest import manifest_bytes, manifest_key, manifest_signature_valid
-from backups.catalog.object_lock import locks, retain_until_for
 from backups.catalog.tenant_keys import tenant_key_store
 from backups.conf import backups_settings
 from backups.core.errors import StoredObjectDamaged

@@ -1,55 +1,17 @@
-"""Backup copies in the second target (BACKUPS_COPY_STORAGE): the one owner of a copy's state, and what ops read.
+"""Backup copies in the second target (BACKUPS_COPY_STORAGE): what the copy step, restores and ops read.
 
 A copy is pending while it is made, copied once its size and SHA-256 matched the record's, failed with its
-error otherwise (retried by the reaper's pass up to BACKUPS_COPY_MAX_ATTEMPTS, then ops are alerted).
+error otherwise (retried by the reaper's pass up to BACKUPS_COPY_MAX_ATTEMPTS, then ops are alerted). Its state
+is written only in backups.catalog.records (copy_mark_*), with the records' own.
 """
 
 from __future__ import annotations
-
-from datetime import datetime
 
 from django.db.models import Count, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from backups.conf import backups_settings
 from backups.models import BackupCopy, BackupRecord
-
-
-def copy_for_record(*, record: BackupRecord, backend: str) -> BackupCopy:
-    """The record's copy row in `backend` (created pending on first use)."""
-    copy, _ = BackupCopy.objects.get_or_create(
-        backend=backend, storage_key=record.storage_key,
-        defaults={"record": record, "tenant_uid": record.tenant_uid, "schema_name": record.schema_name,
-                  "file_name": record.file_name, "backup_type": record.backup_type,
-                  "backup_created_at": record.created_at, "size": record.size, "sha256": record.sha256})
-    return copy
-
-
-def copy_mark_started(*, copy: BackupCopy) -> BackupCopy:
-    """One more attempt: pending."""
-    copy.status, copy.attempts, copy.error = BackupCopy.Status.PENDING, copy.attempts + 1, ""
-    copy.save(update_fields=["status", "attempts", "error"])
-    return copy
-
-
-def copy_mark_copied(*, copy: BackupCopy, locked_until: datetime | None = None) -> BackupCopy:
-    """The copy's bytes and manifest are stored and its digest matched."""
-    copy.status, copy.error, copy.copied_at, copy.locked_until = (BackupCopy.Status.COPIED, "", timezone.now(),
-                                                                  locked_until)
-    copy.save(update_fields=["status", "error", "copied_at", "locked_until"])
-    return copy
-
-
-def copy_mark_failed(*, copy: BackupCopy, error: str) -> BackupCopy:
-    """The copy could not be made (or was found missing): failed, with why."""
-    copy.status, copy.error = BackupCopy.Status.FAILED, error[:10000]
-    copy.save(update_fields=["status", "error"])
-    return copy
-
-
-def copy_delete(*, copy: BackupCopy) -> None:
-    """Forget a copy whose objects are gone."""
-    copy.delete()
 
 
 def copied(*, record: BackupRecord) -> BackupCopy | None:

@@ -362,3 +362,42 @@ def backup_records_erase(*, tenant_uid) -> int:
     BackupCopy.objects.filter(tenant_uid=tenant_uid).delete()
     deleted, _ = BackupRecord.objects.filter(tenant_uid=tenant_uid).delete()
     return deleted
+
+
+# -- copies in the second target (backups.backup.copy) ------------------------------------------------------
+
+def copy_for_record(*, record: BackupRecord, backend: str) -> BackupCopy:
+    """The record's copy row in `backend` (created pending on first use)."""
+    copy, _ = BackupCopy.objects.get_or_create(
+        backend=backend, storage_key=record.storage_key,
+        defaults={"record": record, "tenant_uid": record.tenant_uid, "schema_name": record.schema_name,
+                  "file_name": record.file_name, "backup_type": record.backup_type,
+                  "backup_created_at": record.created_at, "size": record.size, "sha256": record.sha256})
+    return copy
+
+
+def copy_mark_started(*, copy: BackupCopy) -> BackupCopy:
+    """One more attempt: pending."""
+    copy.status, copy.attempts, copy.error = BackupCopy.Status.PENDING, copy.attempts + 1, ""
+    copy.save(update_fields=["status", "attempts", "error"])
+    return copy
+
+
+def copy_mark_copied(*, copy: BackupCopy, locked_until: datetime | None = None) -> BackupCopy:
+    """The copy's bytes and manifest are stored and its digest matched."""
+    copy.status, copy.error, copy.copied_at, copy.locked_until = (BackupCopy.Status.COPIED, "", timezone.now(),
+                                                                  locked_until)
+    copy.save(update_fields=["status", "error", "copied_at", "locked_until"])
+    return copy
+
+
+def copy_mark_failed(*, copy: BackupCopy, error: str) -> BackupCopy:
+    """The copy could not be made (or was found missing): failed, with why."""
+    copy.status, copy.error = BackupCopy.Status.FAILED, error[:10000]
+    copy.save(update_fields=["status", "error"])
+    return copy
+
+
+def copy_delete(*, copy: BackupCopy) -> None:
+    """Forget a copy whose objects are gone."""
+    copy.delete()

@@ -27,9 +27,13 @@ from django.utils.dateparse import parse_datetime
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from backups.catalog.alerts import alert_ops
-from backups.catalog.copies import copy_mark_failed
 from backups.catalog.manifest import MANIFEST_SUFFIX, manifest_key, read_manifest
-from backups.catalog.records import backup_event_create, backup_record_create_imported, backup_record_mark_missing
+from backups.catalog.records import (
+    backup_event_create,
+    backup_record_create_imported,
+    backup_record_mark_missing,
+    copy_mark_failed,
+)
 from backups.conf import backups_settings
 from backups.core.naming import tenant_key
 from backups.models import BackupCopy, BackupEvent, BackupRecord
