@@ -7,8 +7,10 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from backups.backup.on_demand import api_record_delete
@@ -169,6 +171,10 @@ def test_retention_waits_for_locked_backups_lists_them_and_deletes_them_once_unl
 
     waits = retention_waiting(tenant_id=tenant_id)
     assert [(w.record_id, w.file_name) for w in waits] == [(older.pk, older.file_name)]
+    out = StringIO()
+    call_command("list_backups", SCHEMA, stdout=out)
+    line = next(line for line in out.getvalue().splitlines() if older.file_name in line)
+    assert "locked until" in line and "(retention waits for it)" in line
     assert older.pk not in retention_apply(tenant_id=tenant_id)
     assert BackupRecord.objects.get(pk=older.pk).status == BackupRecord.Status.SUCCEEDED
     assert locked_s3.stat(older.storage_key) is not None
