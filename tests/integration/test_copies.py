@@ -22,7 +22,15 @@ from backups.models import BackupCopy, BackupRecord
 from backups.ops.metrics import render
 from backups.restore.run import restore_replace, restore_verify
 from backups.storage import ObjectNotFound, get_copy_storage, get_storage
-from tests.storage.conftest import s3_bucket  # noqa: F401 - a fixture
+from tests.storage.conftest import (  # noqa: F401 - fixtures
+    SUPABASE_S3_ACCESS_KEY,
+    SUPABASE_S3_SECRET_KEY,
+    SUPABASE_SERVICE_KEY,
+    TEST_REGION,
+    new_bucket_name,
+    s3_bucket,
+    supabase_server,
+)
 
 from .helpers import DEMO_TABLES, table_fingerprints
 
@@ -72,13 +80,60 @@ def s3_copy(settings, s3_server, s3_bucket):  # noqa: F811
         yield get_copy_storage()
 
 
+@pytest.fixture
+def supabase_copy(settings, supabase_server):  # noqa: F811
+    settings.BACKUPS_STORAGE = "local"
+    settings.BACKUPS_AGE_RECIPIENTS = ""
+    settings.BACKUPS_COPY_STORAGE = "supabase"
+    settings.BACKUPS_COPY_SUPABASE_URL = supabase_server.url
+    settings.BACKUPS_COPY_SUPABASE_KEY = SUPABASE_SERVICE_KEY
+    settings.BACKUPS_COPY_SUPABASE_BUCKET = new_bucket_name()
+    settings.BACKUPS_COPY_SUPABASE_S3_ENDPOINT = supabase_server.s3_endpoint
+    settings.BACKUPS_COPY_SUPABASE_S3_REGION = TEST_REGION
+    settings.BACKUPS_COPY_SUPABASE_S3_ACCESS_KEY_ID = SUPABASE_S3_ACCESS_KEY
+    settings.BACKUPS_COPY_SUPABASE_S3_SECRET_ACCESS_KEY = SUPABASE_S3_SECRET_KEY
+    settings.BACKUPS_COPY_S3_PART_SIZE = 5 << 20
+    target = get_copy_storage()
+    target.check()  # creates its bucket
+    with forgotten():
+        yield target
+
+
+@pytest.fixture
+def locked_s3_copy(settings, s3_server):
+    """The copy target is a lock-enabled bucket (COMPLIANCE, locks of seconds so the bucket can be emptied)."""
+    import time
+    import uuid
+
+    bucket = f"copy-lock-{uuid.uuid4().hex[:10]}"
+    client = s3_server.client()
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    settings.BACKUPS_STORAGE = "local"
+    settings.BACKUPS_AGE_RECIPIENTS = ""
+    settings.BACKUPS_OBJECT_LOCK_DAYS = 3 / 86400
+    settings.BACKUPS_COPY_STORAGE = "s3"
+    settings.BACKUPS_COPY_AWS_STORAGE_BUCKET_NAME = bucket
+    settings.BACKUPS_COPY_AWS_S3_ENDPOINT_URL = s3_server.endpoint_url
+    settings.BACKUPS_COPY_AWS_ACCESS_KEY_ID = s3_server.access_key_id
+    settings.BACKUPS_COPY_AWS_SECRET_ACCESS_KEY = s3_server.secret_access_key
+    settings.BACKUPS_COPY_AWS_S3_ADDRESSING_STYLE = "path"
+    settings.BACKUPS_COPY_AWS_S3_OBJECT_LOCK_MODE = "COMPLIANCE"
+    with forgotten():
+        yield get_copy_storage()
+    time.sleep(4)
+    versions = client.list_object_versions(Bucket=bucket)
+    for item in versions.get("Versions", []) + versions.get("DeleteMarkers", []):
+        client.delete_object(Bucket=bucket, Key=item["Key"], VersionId=item["VersionId"])
+    client.delete_bucket(Bucket=bucket)
+
+
 def made(fmt: str = "sql", **fields) -> BackupRecord:
     record = backup_run(record_id=backup_record_create(schema_name=SCHEMA, fmt=fmt, **fields).pk)
     assert record.status == BackupRecord.Status.SUCCEEDED, record.error
     return record
 
 
-@pytest.mark.parametrize("target", ["local_copy", "s3_copy"])
+@pytest.mark.parametrize("target", ["local_copy", "s3_copy", "supabase_copy", "locked_s3_copy"])
 def test_a_backup_is_copied_with_its_signed_manifest_and_checked(request, target):
     storage = request.getfixturevalue(target)
     record = made()
@@ -91,6 +146,8 @@ def test_a_backup_is_copied_with_its_signed_manifest_and_checked(request, target
     assert manifest_signature_valid(manifest) and manifest["sha256"] == record.sha256
     assert backup_copy(record=record).attempts == 1  # copied already: nothing sent again
     assert newest_backup_targets([record.tenant_uid]) == {record.tenant_uid: 2}
+    if target == "locked_s3_copy":  # the copy carries its own lock in the copy target
+        assert storage.lock_until(record.storage_key) is not None and copy.locked_until is not None
 
 
 def test_a_copy_target_that_refuses_writes_fails_the_copy_only_and_is_retried_then_alerted(s3_copy, settings,
