@@ -15,6 +15,7 @@ from celery.signals import worker_init
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from backups.backup.batch.run import batch_backup_run
+from backups.backup.copy import backup_copies_retry
 from backups.backup.enqueue import backups_fan_out, backups_send_alone
 from backups.backup.run import describe_error
 from backups.catalog.faults import backup_next_retry
@@ -23,6 +24,7 @@ from backups.catalog.progress import estimated_total, progress_listener
 from backups.catalog.records import backup_record_fail_unfinished, backup_record_mark_failed
 from backups.conf import backups_settings
 from backups.core.errors import BackupError, TransientBackupError
+from backups.housekeeping.erasure import expired_tenants_erase
 from backups.housekeeping.reaper import reap_stuck_backups as reap_service
 from backups.housekeeping.reconcile import storage_reconcile
 from backups.models import BackupRecord
@@ -181,8 +183,10 @@ def fan_out_backups(record_ids: list[int] | None = None, **kwargs) -> int:
 def reap_stuck_backups(**kwargs) -> dict:
     """Housekeeping: resend work left by dead workers or lost messages."""
     result = reap_service()
+    copies = backup_copies_retry()  # failed copies to the second target, tried again until the last attempt
     return {"requeued": result.requeued, "failed": result.failed, "aborted_uploads": result.aborted_uploads,
-            "requeued_restore_jobs": result.requeued_restore_jobs, "failed_restore_jobs": result.failed_restore_jobs}
+            "requeued_restore_jobs": result.requeued_restore_jobs, "failed_restore_jobs": result.failed_restore_jobs,
+            "copies_retried": copies["copied"] + copies["failed"], "copies_copied": copies["copied"]}
 
 
 @public_task(name=CHECK_OVERDUE, ignore_result=True)
@@ -196,9 +200,11 @@ def check_overdue_backups(**kwargs) -> int:
 def reconcile_storage(**kwargs) -> dict:
     """Housekeeping: records whose object is gone fail; objects whose record is gone are rebuilt from manifests."""
     result = storage_reconcile()
+    erased = expired_tenants_erase()  # a deleted tenant's keep period ended: its backups and data keys go
     purged = deleted_tenant_backups_purge()
     return {"missing": len(result.missing), "imported": len(result.imported), "unknown": len(result.unknown),
-            "rejected": len(result.rejected), "duplicates": len(result.duplicates), "purged": len(purged)}
+            "rejected": len(result.rejected), "duplicates": len(result.duplicates), "purged": len(purged),
+            "erased_tenants": len(erased)}
 
 
 @public_task(name=VERIFY_DRILLS, ignore_result=True)

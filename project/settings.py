@@ -288,10 +288,22 @@ AWS_S3_REQUEST_CHECKSUM_CALCULATION = env("AWS_S3_REQUEST_CHECKSUM_CALCULATION",
 AWS_S3_CONNECT_TIMEOUT = env.float("AWS_S3_CONNECT_TIMEOUT", default=10.0)
 AWS_S3_READ_TIMEOUT = env.float("AWS_S3_READ_TIMEOUT", default=60.0)
 AWS_S3_MAX_ATTEMPTS = env.int("AWS_S3_MAX_ATTEMPTS", default=5)  # all attempts, first included ("standard" retries)
+# GOVERNANCE | COMPLIANCE: every object locked (S3 Object Lock) as long as retention keeps it; empty: no lock.
+AWS_S3_OBJECT_LOCK_MODE = env("AWS_S3_OBJECT_LOCK_MODE", default="")
+BACKUPS_OBJECT_LOCK_DAYS = env.float("BACKUPS_OBJECT_LOCK_DAYS", default=7.0)  # shortest lock; rolling renewal
 # Multipart part size: memory per upload is about one part; max object size = part size * 10,000.
 BACKUPS_S3_PART_SIZE = env.int("BACKUPS_S3_PART_SIZE", default=16 * 1024 * 1024)
 BACKUPS_URL_MAX_EXPIRY = env.int("BACKUPS_URL_MAX_EXPIRY", default=7 * 24 * 3600)  # S3 caps links at 7 days
 # --- end S3 storage ---------------------------------------------------------------------------------
+
+# --- A second target (issue 28): BACKUPS_COPY_STORAGE=local|s3|supabase, empty for none --------------
+# Its settings mirror the primary's with BACKUPS_COPY_ in front (BACKUPS_COPY_LOCAL_ROOT,
+# BACKUPS_COPY_AWS_STORAGE_BUCKET_NAME, BACKUPS_COPY_SUPABASE_URL, BACKUPS_COPY_KEEP_MONTHLY, ...): every one set in
+# the environment is passed as given (backups.conf brings it to its type and knows its default).
+BACKUPS_TENANT_KEYS = env.bool("BACKUPS_TENANT_KEYS", default=True)  # a data key per tenant identity (erasure)
+for _name, _value in env.ENVIRON.items():
+    if _name.startswith("BACKUPS_COPY_"):
+        globals()[_name] = _value
 
 # --- Supabase storage (BACKUPS_STORAGE=supabase) ----------------------------------------------------
 # Read by backups.storage.supabase.SupabaseStorage.from_settings(); defaults mirror its SETTINGS_DEFAULTS.

@@ -28,10 +28,16 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from backups.catalog.alerts import alert_ops
 from backups.catalog.manifest import MANIFEST_SUFFIX, manifest_key, read_manifest
-from backups.catalog.records import backup_event_create, backup_record_create_imported, backup_record_mark_missing
+from backups.catalog.records import (
+    backup_event_create,
+    backup_record_create_imported,
+    backup_record_mark_missing,
+    copy_mark_failed,
+)
+from backups.conf import backups_settings
 from backups.core.naming import tenant_key
-from backups.models import BackupEvent, BackupRecord
-from backups.storage import Storage, get_storage
+from backups.models import BackupCopy, BackupEvent, BackupRecord
+from backups.storage import Storage, get_copy_storage, get_storage
 
 logger = logging.getLogger(__name__)
 ACTOR = {"reconcile": True}
@@ -49,6 +55,8 @@ class Reconciled:
     rejected: dict[str, str] = field(default_factory=dict)  # key -> why its manifest was not believed
     duplicates: list[str] = field(default_factory=list)  # keys of objects whose record or slot already has one
     schemas: int = 0
+    copy_missing: list[str] = field(default_factory=list)  # keys of confirmed copies gone from the copy target
+    copy_unknown: list[str] = field(default_factory=list)  # keys in the copy target that no copy row names
 
 
 def known_schemas() -> list[str]:
@@ -63,9 +71,11 @@ def storage_reconcile(*, schemas: list[str] | None = None, dry_run: bool = False
     """Compare the records of the configured backend with what it holds under each tenant's prefix."""
     storage = get_storage()
     result = Reconciled()
-    for schema in schemas if schemas is not None else known_schemas():
+    schemas = schemas if schemas is not None else known_schemas()
+    for schema in schemas:
         result.schemas += 1
         _reconcile_schema(storage, schema, result, dry_run=dry_run)
+    _reconcile_copies(schemas, result, dry_run=dry_run)
     for key in result.missing:
         logger.error("backup object missing from %s storage: %s", storage.name, key)
     for key in result.unknown:
@@ -81,6 +91,29 @@ def storage_reconcile(*, schemas: list[str] | None = None, dry_run: bool = False
                   "imported (check who can write to the bucket):\n"
                   + "\n".join(f"{key}: {why}" for key, why in sorted(result.rejected.items())))
     return result
+
+
+def _reconcile_copies(schemas: list[str], result: Reconciled, *, dry_run: bool) -> None:
+    """The second target (BACKUPS_COPY_STORAGE) against the copy rows: a confirmed copy whose object is gone is
+    marked failed, so the reaper's pass copies it again while its backup exists; strangers are reported."""
+    target = get_copy_storage()
+    if target is None:
+        return
+    backend = backups_settings.BACKUPS_COPY_STORAGE
+    for schema in schemas:
+        objects = {o.key for o in target.list(schema + "/")}
+        copies = {c.storage_key: c for c in BackupCopy.objects.filter(backend=backend, schema_name=schema)}
+        for key, copy in copies.items():
+            if copy.status == BackupCopy.Status.COPIED and key not in objects:
+                result.copy_missing.append(key)
+                logger.error("backup copy missing from the %s copy target: %s", backend, key)
+                if not dry_run:
+                    copy_mark_failed(copy=copy, error=f"The copy {key} is gone from the {backend} copy target "
+                                                      "(deleted outside tenant-backups?).")
+        for key in sorted(objects):
+            if not key.endswith(MANIFEST_SUFFIX) and key not in copies:
+                result.copy_unknown.append(key)
+                logger.warning("object without a copy row in the %s copy target: %s", backend, key)
 
 
 def _reconcile_schema(storage: Storage, schema: str, result: Reconciled, *, dry_run: bool) -> None:
@@ -146,6 +179,8 @@ def _trusted_manifest(storage: Storage, schema: str, key: str, size: int) -> tup
         return None, "its manifest names no valid tenant identity or file name"
     if manifest.get("schema") != schema or expected_key != key:
         return None, "its manifest describes another schema, identity or file"
+    if BackupEvent.objects.filter(tenant_uid=uid, action=BackupEvent.Action.ERASE).exists():
+        return None, "its tenant identity's backups were erased (the object outlived the erasure under a lock)"
     if manifest.get("size") != size:
         return None, f"its manifest says {manifest.get('size')} bytes, the object has {size}"
     if not isinstance(manifest.get("sha256"), str) or not SHA256_RE.fullmatch(manifest["sha256"]):

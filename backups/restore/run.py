@@ -22,6 +22,7 @@ from django_tenants.utils import get_tenant_model, schema_context
 from backups.backup.run import backup_run
 from backups.catalog.records import backup_event_create, backup_record_create, backup_record_mark_damaged
 from backups.catalog.selectors import schema_exists
+from backups.catalog.sources import copy_stands_in, open_backup_or_copy
 from backups.core.errors import BackupError, RestoreFailed, StoredObjectDamaged, VerificationFailed
 from backups.models import BackupEvent, BackupRecord
 from backups.postgres import pgtools, privileges
@@ -32,8 +33,7 @@ from backups.postgres.locks import tenant_lock
 from backups.postgres.pg_depends import dependents_outside, prepare_scratch
 from backups.postgres.pipes import piped
 from backups.postgres.sql_loader import load_script
-from backups.storage import get_storage
-from backups.storage.reading import PlainStream, VerifiedBackup, open_backup, require_digest
+from backups.storage.reading import PlainStream, VerifiedBackup, require_digest
 
 logger = logging.getLogger(__name__)
 READ_SIZE = 1 << 20
@@ -50,6 +50,7 @@ class RestoreReport:
     row_counts: dict[str, tuple[int, int | None]] = field(default_factory=dict)  # table -> (manifest, restored)
     safety_record_id: int | None = None
     message: str = ""
+    source_note: str = ""  # empty: read from the primary; else why the copy in the second target was read
 
     @property
     def mismatches(self) -> dict[str, tuple[int, int | None]]:
@@ -267,13 +268,15 @@ def _checked_record(schema: str, record: BackupRecord) -> None:
     """Only this tenant's own, good, checkable backups: same schema, same identity, succeeded, not damaged."""
     if record.schema_name != schema:
         raise RestoreFailed(f"Backup {record.pk} was taken from schema {record.schema_name!r}, not {schema!r}.")
-    if record.status != BackupRecord.Status.SUCCEEDED:
+    stands_in = (record.damaged_at is not None or record.stage == BackupRecord.Stage.MISSING) and \
+        copy_stands_in(record)  # its primary object is gone or damaged, its checked copy is not
+    if record.status != BackupRecord.Status.SUCCEEDED and not stands_in:
         raise RestoreFailed(f"Backup {record.pk} is {record.status}; only a succeeded backup can be restored.")
     owner = get_tenant_model().objects.filter(schema_name=schema).values_list("tenant_uid", flat=True).first()
     if owner is None or owner != record.tenant_uid:
         raise RestoreFailed(f"Backup {record.pk} belongs to another tenant identity than the one that owns schema "
                             f"{schema!r} now (a deleted tenant's backups are never restored into a later one).")
-    if record.damaged_at is not None:
+    if record.damaged_at is not None and not stands_in:
         raise RestoreFailed(f"Backup {record.pk} failed its checksum on {record.damaged_at:%Y-%m-%d %H:%M} UTC and is "
                             "marked damaged; it is never restored.")
     require_digest(record)
@@ -346,8 +349,8 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
         _refuse_before_changing(schema, record, live)
         if live and safety_backup:
             report.safety_record_id = _safety_backup(schema, record, actor, safety_record_id, on_safety)
-        storage = get_storage(record.storage_backend)
-        with open_backup(storage, record) as backup:
+        with open_backup_or_copy(record) as (backup, source_note):
+            report.source_note = source_note
             if record.format == BackupRecord.Format.JSON:
                 found = _replace_from_json(schema, record, backup, counts, live)
             else:
@@ -360,9 +363,11 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
                             details={"ok": False, "error": str(exc), "safety_record_id": report.safety_record_id})
         raise
     report.ok = True
-    report.message = f"Schema {schema} replaced with backup {record.pk}."
+    report.message = " ".join(filter(None, [f"Schema {schema} replaced with backup {record.pk}.",
+                                            report.source_note]))
     backup_event_create(record=record, action=BackupEvent.Action.RESTORE, actor=actor,
-                        details={"ok": True, "safety_record_id": report.safety_record_id})
+                        details={"ok": True, "safety_record_id": report.safety_record_id,
+                                 **({"source": "copy"} if report.source_note else {})})
     return report
 
 
@@ -433,9 +438,9 @@ def restore_verify(*, schema: str, record: BackupRecord, actor: dict | None = No
     _checked_record(schema, record)
     counts = _manifest_counts(record)
     report = RestoreReport(record.pk, schema, "verify", ok=False)
-    storage = get_storage(record.storage_backend)
     try:
-        with open_backup(storage, record) as backup:
+        with open_backup_or_copy(record) as (backup, source_note):
+            report.source_note = source_note
             verify = _verify_json if record.format == BackupRecord.Format.JSON else _verify_script
             found = verify(schema, record, backup, counts)
             report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
@@ -446,6 +451,8 @@ def restore_verify(*, schema: str, record: BackupRecord, actor: dict | None = No
         report.ok = not report.mismatches
         report.message = ("Row counts match the manifest." if report.ok
                           else f"Row counts differ from the manifest: {report.mismatches}")
+        if report.source_note:
+            report.message += " " + report.source_note
     backup_event_create(record=record, action=BackupEvent.Action.VERIFY, actor=actor,
                         details={"ok": report.ok, "message": report.message[:500]})
     return report

@@ -125,7 +125,7 @@ class LocalStorage(Storage):
             raise StorageError(f"Key {key!r} is outside the storage root.")
         return path
 
-    def open_write(self, key: str) -> ObjectWriter:
+    def open_write(self, key: str, *, retain_until: datetime | None = None) -> ObjectWriter:
         return LocalWriter(self.path(key))
 
     def open_read(self, key: str, offset: int = 0) -> BinaryIO:

@@ -7,6 +7,7 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model
 from backups.backup.batch.run import batch_backup_run
 from backups.catalog.records import backup_record_create, backup_record_mark_failed
 from backups.catalog.selectors import schema_exists
+from backups.conf import backups_settings
 from backups.core.errors import BackupError
 from backups.management.base import OpsCommand
 from backups.management.progress import shown_progress
@@ -55,3 +56,7 @@ class Command(OpsCommand):
         self.stdout.write(f"file   {record.storage_key}")
         self.stdout.write(f"size   {record.size} bytes ({record.plain_size} bytes before compression)")
         self.stdout.write(f"sha256 {record.sha256}")
+        copy = record.copies.filter(backend=backups_settings.BACKUPS_COPY_STORAGE).first() \
+            if backups_settings.BACKUPS_COPY_STORAGE else None
+        if copy is not None:  # made before the pipeline returned (backups.backup.after_success)
+            self.stdout.write(f"copy   {copy.backend}: {copy.status}" + (f" ({copy.error})" if copy.error else ""))
