@@ -6,10 +6,11 @@ services send work by name, so nothing below the tasks imports them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 
-from celery import Task, shared_task
+from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init
 from django_tenants.utils import get_public_schema_name, schema_context
@@ -66,18 +67,20 @@ def progress_events(task, record_id: int | None = None):
     return send
 
 
-class PublicSchemaTask(Task):
-    """Every task of the app runs in the public schema, where the catalog and the tenants live (a worker thread
-    may have been left in a tenant's schema by anything that ran before on it)."""
-
-    def __call__(self, *args, **kwargs):
-        with schema_context(get_public_schema_name()):
-            return super().__call__(*args, **kwargs)
-
-
 def public_task(*args, **options):
-    """`shared_task` with PublicSchemaTask as the base."""
-    return shared_task(*args, base=PublicSchemaTask, **options)
+    """`shared_task` whose body runs in the public schema, where the catalog and the tenants live (a worker thread
+    may have been left in a tenant's schema, and tenant_schemas_celery switches to the sender's). A wrapper, not a
+    base class: the host's Celery app keeps its own task class (tenant_schemas_celery's TenantTask here)."""
+
+    def register(run):
+        @functools.wraps(run)
+        def in_public_schema(*call_args, **call_kwargs):
+            with schema_context(get_public_schema_name()):
+                return run(*call_args, **call_kwargs)
+
+        return shared_task(*args, **options)(in_public_schema)
+
+    return register
 
 
 # What every task that dumps or restores shares: acknowledged when done, back on the queue if its worker dies,
