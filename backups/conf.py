@@ -85,6 +85,13 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_DRILL_SECONDS": 86400,
     "BACKUPS_DRILL_SAMPLE": 3,
     "BACKUPS_RECONCILE_SECONDS": 86400,
+    # The public schema's own backups (backups.backup.public): the shared tables (tenants, domains, operators, beat's
+    # entries, this catalog) are what recover_deployment rebuilds the deployment from. Beat's entry runs this often
+    # (0: no scheduled public backups); kept like an automatic tenant backup, by these GFS counts.
+    "BACKUPS_PUBLIC_BACKUP_SECONDS": 86400,
+    "BACKUPS_PUBLIC_KEEP_DAILY": 7,
+    "BACKUPS_PUBLIC_KEEP_WEEKLY": 4,
+    "BACKUPS_PUBLIC_KEEP_MONTHLY": 12,
     # batched dumps (backups.backup.batch.run): one pg_dump for up to this many due tenants; 1 turns it off
     "BACKUPS_BATCH_SIZE": 500,
     "BACKUPS_BATCH_MIN_SIZE": 10,  # a tick's due tenants are spread over the dump slots in batches of at least this

@@ -121,6 +121,19 @@ def run_backup_batch(self, record_ids: list[int] | None = None, **kwargs) -> dic
             "skipped": len(result.skipped)}
 
 
+@shared_task(name="tasks.backups.backup_public_schema", **LONG_RUNNING, ignore_result=True)
+def backup_public_schema(**kwargs) -> str:
+    """Beat's entry: back up the shared tables when BACKUPS_PUBLIC_BACKUP_SECONDS passed since the last one."""
+    from backups.backup.public import public_backup_if_due
+
+    with schema_context(get_public_schema_name()):
+        try:
+            record = public_backup_if_due()
+        except TransientBackupError:
+            return "retry"  # the record went back to queued: the reaper sends it again (run_backup)
+    return record.status if record else "not due"
+
+
 @shared_task(name="tasks.backups.record_backup", acks_late=True, ignore_result=True)
 def record_backup(record_id: int, **kwargs) -> None:
     """Second link of the chain: move the tenant's last_backup_at."""

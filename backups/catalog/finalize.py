@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from django.db import transaction
@@ -15,6 +16,7 @@ from django_tenants.utils import get_tenant_model
 from backups.catalog.manifest import manifest_key, manifest_signature_valid
 from backups.catalog.records import backup_event_create, backup_record_mark_deleting, backup_records_deleting
 from backups.conf import backups_settings
+from backups.core.naming import PUBLIC_UID
 from backups.core.retention import BackupInfo, RetentionPolicy, backups_to_delete
 from backups.models import BackupEvent, BackupRecord
 from backups.storage import StorageError, get_storage
@@ -126,6 +128,16 @@ def retention_of(tenant: Any, records: list[BackupRecord], *, now: datetime) -> 
             deleted.append(record.pk)
             backup_record_delete(record=record, actor={"retention": True}, action=BackupEvent.Action.RETENTION)
     return deleted
+
+
+def public_retention_apply(*, now: datetime | None = None) -> list[int]:
+    """Delete the public schema's backups its policy (BACKUPS_PUBLIC_KEEP_DAILY / _WEEKLY / _MONTHLY, days in UTC)
+    no longer keeps; the same rules as a tenant's, so its newest good backup is never deleted."""
+    policy_of = SimpleNamespace(backup_keep_daily=backups_settings.BACKUPS_PUBLIC_KEEP_DAILY,
+                                backup_keep_weekly=backups_settings.BACKUPS_PUBLIC_KEEP_WEEKLY,
+                                backup_keep_monthly=backups_settings.BACKUPS_PUBLIC_KEEP_MONTHLY,
+                                backup_timezone="UTC")
+    return retention_of(policy_of, list(BackupRecord.objects.filter(tenant_uid=PUBLIC_UID)), now=now or timezone.now())
 
 
 def deleted_tenant_backups_purge(*, now: datetime | None = None) -> list[int]:

@@ -30,7 +30,7 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model
 from backups.catalog.alerts import alert_ops
 from backups.catalog.manifest import MANIFEST_SUFFIX, manifest_key, manifest_signature_valid
 from backups.catalog.records import backup_event_create, backup_record_create_imported, backup_record_mark_missing
-from backups.core.naming import tenant_key
+from backups.core.naming import PUBLIC_UID, tenant_key
 from backups.models import BackupEvent, BackupRecord
 from backups.storage import Storage, StorageError, get_storage
 
@@ -175,7 +175,8 @@ def _import(backend: str, schema: str, key: str, manifest: dict) -> BackupRecord
     uid = uuid.UUID(manifest["tenant_uid"])
     tenant = get_tenant_model().objects.filter(tenant_uid=uid).first()
     record = backup_record_create_imported(
-        tenant=tenant, tenant_uid=uid, tenant_deleted_at=None if tenant else now, schema_name=schema,
+        tenant=tenant, tenant_uid=uid, tenant_deleted_at=None if tenant or uid == PUBLIC_UID else now,
+        schema_name=schema,
         file_name=manifest["file_name"], storage_backend=backend, storage_key=key, format=manifest["format"],
         compression=manifest["compression"], encryption="age" if manifest.get("encryption") else "",
         size=manifest["size"], plain_size=manifest.get("plain_size"), sha256=manifest["sha256"],

@@ -26,6 +26,7 @@ from backups.backup.run import backup_run
 from backups.catalog.records import backup_event_create, backup_record_create, backup_record_mark_damaged
 from backups.catalog.selectors import schema_exists
 from backups.core.errors import BackupError, RestoreFailed, StoredObjectDamaged, VerificationFailed
+from backups.core.naming import PUBLIC_UID
 from backups.models import BackupEvent, BackupRecord
 from backups.postgres import pgtools, privileges
 from backups.postgres.dumpers import json_models
@@ -297,6 +298,9 @@ def _load_json_into(schema: str, record: BackupRecord, backup: VerifiedBackup, c
 
 def _checked_record(schema: str, record: BackupRecord) -> None:
     """Only this tenant's own, good, checkable backups: same schema, same identity, succeeded, not damaged."""
+    if schema == get_public_schema_name() or record.tenant_uid == PUBLIC_UID:
+        raise RestoreFailed("The public schema's backups hold every tenant's shared data; only recover_deployment "
+                            "restores them, on an empty database.")
     if record.schema_name != schema:
         raise RestoreFailed(f"Backup {record.pk} was taken from schema {record.schema_name!r}, not {schema!r}.")
     if record.status != BackupRecord.Status.SUCCEEDED:

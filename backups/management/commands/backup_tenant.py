@@ -3,6 +3,7 @@
 from django.core.management.base import CommandError
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
+from backups.backup.public import PUBLIC_FORMAT, public_backup_create, public_backup_run
 from backups.backup.run import backup_run
 from backups.catalog.finalize import backup_record_finalize
 from backups.catalog.records import backup_record_create, backup_record_mark_failed
@@ -17,7 +18,9 @@ from backups.storage import StorageError
 
 class Command(OpsCommand):
     help = ("Back up one tenant's schema now (progress on stderr) and print the record id, file and size; "
-            "the tenant's last backup time moves as when a worker makes it.")
+            "the tenant's last backup time moves as when a worker makes it. `backup_tenant public` backs up the "
+            "shared tables (tenants, domains, operators, beat's entries, the catalog) that recover_deployment "
+            "starts from.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("schema", help="The tenant's schema name.")
@@ -27,21 +30,29 @@ class Command(OpsCommand):
 
     def handle(self, *args, schema: str, format: str | None, compression: str | None, no_progress: bool,
                **options) -> None:
-        tenant = get_tenant_model().objects.filter(schema_name=schema).first()
-        if tenant is None or schema == get_public_schema_name():
+        public = schema == get_public_schema_name()
+        tenant = None if public else get_tenant_model().objects.filter(schema_name=schema).first()
+        if tenant is None and not public:
             raise CommandError(f"No tenant has the schema {schema!r}.")
+        if public and format not in (None, PUBLIC_FORMAT):
+            raise CommandError(f"The public schema is backed up in the {PUBLIC_FORMAT} format only.")
         if not schema_exists(schema):
             raise CommandError(f"Tenant {schema!r} has no schema in the database.")
         record = None
         try:
             check_configuration()
-            record = backup_record_create(schema_name=schema, tenant=tenant, fmt=format, compression=compression,
-                                          requested_by={"command": "backup_tenant"})
+            if public:
+                record = public_backup_create(backup_type=BackupRecord.Type.MANUAL,
+                                              requested_by={"command": "backup_tenant"})
+            else:
+                record = backup_record_create(schema_name=schema, tenant=tenant, fmt=format, compression=compression,
+                                              requested_by={"command": "backup_tenant"})
+            run = (lambda: public_backup_run(record=record)) if public else (lambda: backup_run(record_id=record.pk))
             if no_progress:
-                record = backup_run(record_id=record.pk)
+                record = run()
             else:
                 with shown_progress(record.pk, self.stderr):
-                    record = backup_run(record_id=record.pk)
+                    record = run()
         except (ValueError, StorageError, BackupError, TransientBackupError) as exc:
             if record is not None and isinstance(exc, TransientBackupError):
                 # No task retries a command's record: fail it, or it would sit queued until the reaper sends it.

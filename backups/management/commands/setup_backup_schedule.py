@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from backups.conf import backups_settings
-from backups.queues import DISPATCH, HOUSEKEEPING
+from backups.queues import DISPATCH, DUMP, HOUSEKEEPING
 
 ENTRIES = (
     ("backups: dispatch due backups", "tasks.backups.dispatch_due_backups", DISPATCH, "BACKUPS_TICK_SECONDS"),
@@ -13,6 +13,7 @@ ENTRIES = (
      "BACKUPS_OVERDUE_CHECK_SECONDS"),
     ("backups: verify drills", "tasks.backups.schedule_verify_drills", HOUSEKEEPING, "BACKUPS_DRILL_SECONDS"),
     ("backups: reconcile storage", "tasks.backups.reconcile_storage", HOUSEKEEPING, "BACKUPS_RECONCILE_SECONDS"),
+    ("backups: public schema", "tasks.backups.backup_public_schema", DUMP, "BACKUPS_PUBLIC_BACKUP_SECONDS"),
 )
 
 
