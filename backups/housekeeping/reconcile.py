@@ -99,7 +99,7 @@ def _reconcile_schema(storage: Storage, schema: str, result: Reconciled, *, dry_
         if manifest_key(key) not in objects:
             result.unknown.append(key)
             continue
-        manifest, why = _trusted_manifest(storage, schema, key, obj.size)
+        manifest, why = trusted_manifest(storage, schema, key, obj.size)
         if manifest is None:
             result.rejected[key] = why
             continue
@@ -133,7 +133,7 @@ def _mark_missing(record: BackupRecord) -> None:
         backup_event_create(record=record, action=BackupEvent.Action.FAIL, actor=ACTOR, details={"error": error})
 
 
-def _trusted_manifest(storage: Storage, schema: str, key: str, size: int) -> tuple[dict | None, str]:
+def trusted_manifest(storage: Storage, schema: str, key: str, size: int) -> tuple[dict | None, str]:
     """The object's manifest when this deployment signed it and it describes exactly this object; else why not."""
     try:
         manifest = json.loads(storage.get_bytes(manifest_key(key)))

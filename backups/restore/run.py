@@ -88,11 +88,12 @@ def _counts(conn: psycopg.Connection, schema: str, tables: list[str]) -> dict[st
 # --- SQL-driven restores (sql and dump formats): the script goes to the server through psycopg -------------
 
 @contextlib.contextmanager
-def _pg_restore_script(plain: PlainStream) -> Iterator[Iterator[bytes]]:
+def pg_restore_script(plain: PlainStream, options: tuple[str, ...] = ("--file=-",)) -> Iterator[Iterator[bytes]]:
     """Custom-format archive -> `pg_restore --file=-` -> the script's chunks. pg_restore only writes SQL here (no
-    connection, no secrets in its environment); it is killed if the reader stops early."""
+    connection, no secrets in its environment); it is killed if the reader stops early. `options` replace
+    `--file=-` (`--list`: the archive's table of contents instead; `--use-list=F --file=-`: some entries only)."""
     bins = pgtools.binaries()
-    proc = subprocess.Popen([bins.pg_restore, "--no-owner", "--no-acl", "--file=-"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([bins.pg_restore, "--no-owner", "--no-acl", *options], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pgtools.tool_env(), bufsize=0)
     errors: list[BaseException] = []
     err_tail = bytearray()
@@ -141,7 +142,7 @@ def _pg_restore_script(plain: PlainStream) -> Iterator[Iterator[bytes]]:
 def _script(record: BackupRecord, backup: VerifiedBackup) -> Iterator[Iterator[bytes]]:
     """The SQL script of a verified backup: the plain dump itself, or pg_restore's script of the archive."""
     if record.format == BackupRecord.Format.DUMP:
-        with _pg_restore_script(backup.plain()) as chunks:
+        with pg_restore_script(backup.plain()) as chunks:
             yield chunks
     else:
         yield backup.plain().prefetched(READ_SIZE)
