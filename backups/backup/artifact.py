@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 from backups import conf
+from backups.backup.files import files_backup
 from backups.catalog.manifest import build_manifest, manifest_bytes, manifest_key, sign_manifest
 from backups.conf import backups_settings
 from backups.core.compression import make_compressor
@@ -52,12 +53,16 @@ def artifact_writer(record: BackupRecord, storage: Storage, *, on_progress: Call
 
 
 def store_and_confirm(record: BackupRecord, storage: Storage, info: DumpInfo, result: SinkResult) -> dict:
-    """Store the record's signed manifest beside its committed object and check the object's size; on any
-    failure delete both (a record never succeeds without its object and manifest). The manifest."""
+    """Store the tenant's files (the files stage: new blobs only), then the record's signed manifest listing them
+    beside its committed object, and check the object's size; on any failure delete both (a record never
+    succeeds without its object and manifest; blobs no manifest lists are removed by the next sweep). The
+    manifest."""
     encryption = ({"method": "age", "recipients": recipients_fingerprint(conf.age_recipients())}
                   if record.encryption == "age" else {})
-    manifest = sign_manifest(build_manifest(record=record, info=info, result=result, encryption=encryption))
     try:
+        files = files_backup(record=record, storage=storage)  # listed after the dump's snapshot (files.py)
+        manifest = sign_manifest(build_manifest(record=record, info=info, result=result, encryption=encryption,
+                                                files=files))
         storage.put_bytes(manifest_key(record.storage_key), manifest_bytes(manifest))
         stored = storage.stat(record.storage_key)
         if stored is None or stored.size != result.size:

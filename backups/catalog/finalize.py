@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
+from backups.catalog.file_blobs import file_blobs_sweep
 from backups.catalog.manifest import manifest_key, manifest_signature_valid
 from backups.catalog.records import backup_event_create, backup_record_mark_deleting, backup_records_deleting
 from backups.conf import backups_settings
@@ -127,7 +128,18 @@ def retention_of(tenant: Any, records: list[BackupRecord], *, now: datetime) -> 
         if record.pk in doomed:
             deleted.append(record.pk)
             backup_record_delete(record=record, actor={"retention": True}, action=BackupEvent.Action.RETENTION)
+    if deleted:
+        _sweep_file_blobs({(r.storage_backend, r.schema_name, r.tenant_uid) for r in records if r.pk in doomed})
     return deleted
+
+
+def _sweep_file_blobs(identities: set[tuple[str, str, Any]]) -> None:
+    """Remove the file blobs the deleted backups alone listed (a failure is logged: the next sweep retries)."""
+    for backend, schema, uid in sorted(identities, key=str):
+        try:
+            file_blobs_sweep(storage=get_storage(backend), schema=schema, uid=uid)
+        except Exception:  # noqa: BLE001 - the deletions stand; unreferenced blobs wait for the next sweep
+            logger.exception("removing unreferenced file blobs of %s failed", schema)
 
 
 def public_retention_apply(*, now: datetime | None = None) -> list[int]:
@@ -157,5 +169,6 @@ def deleted_tenant_backups_purge(*, now: datetime | None = None) -> list[int]:
         backup_record_delete(record=record, actor={"deleted_tenant_retention": True},
                              action=BackupEvent.Action.RETENTION)
     if deleted:
+        _sweep_file_blobs({(r.storage_backend, r.schema_name, r.tenant_uid) for r in doomed})
         logger.info("deleted %d backups of tenants deleted before %s", len(deleted), cutoff.isoformat())
     return deleted

@@ -35,7 +35,8 @@ from backups.postgres.leftovers import scratch_database
 from backups.postgres.locks import tenant_lock
 from backups.postgres.pg_depends import dependents_outside, prepare_scratch
 from backups.postgres.sql_loader import load_script
-from backups.storage import get_storage
+from backups.restore.files import files_restore, files_verify
+from backups.storage import StorageError, get_storage
 from backups.storage.reading import PlainStream, VerifiedBackup, open_backup, require_digest
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class RestoreReport:
     row_counts: dict[str, tuple[int, int | None]] = field(default_factory=dict)  # table -> (manifest, restored)
     safety_record_id: int | None = None
     message: str = ""
+    files: dict = field(default_factory=dict)  # replace: written/kept/deleted; verify: checked and problems
 
     @property
     def mismatches(self) -> dict[str, tuple[int, int | None]]:
@@ -390,6 +392,12 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
             else:
                 found = _replace_from_script(schema, record, backup, counts, live)
             report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
+        try:
+            report.files = files_restore(record=record, storage=storage)
+        except (BackupError, StorageError, OSError) as exc:
+            _damaged(record, exc)
+            raise RestoreFailed(f"Schema {schema} was replaced with backup {record.pk}, but its files were not all "
+                                f"restored: {exc} Run the restore again to finish them.") from None
     except BackupError as exc:
         _damaged(record, exc)
         report.message = str(exc)
@@ -398,6 +406,8 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
         raise
     report.ok = True
     report.message = f"Schema {schema} replaced with backup {record.pk}."
+    if report.files:
+        report.message += " Files: {written} written, {kept} unchanged, {deleted} deleted.".format(**report.files)
     backup_event_create(record=record, action=BackupEvent.Action.RESTORE, actor=actor,
                         details={"ok": True, "safety_record_id": report.safety_record_id})
     return report
@@ -483,6 +493,14 @@ def restore_verify(*, schema: str, record: BackupRecord, actor: dict | None = No
         report.ok = not report.mismatches
         report.message = ("Row counts match the manifest." if report.ok
                           else f"Row counts differ from the manifest: {report.mismatches}")
+        checked, problems = files_verify(record=record, storage=storage)
+        if checked or problems:
+            report.files = {"checked": checked, "problems": problems[:20]}
+            if problems:
+                report.ok = False
+                report.message += f" {len(problems)} of {checked} files failed their check: {problems[0]}"
+            else:
+                report.message += f" All {checked} files match their SHA-256."
     backup_event_create(record=record, action=BackupEvent.Action.VERIFY, actor=actor,
                         details={"ok": report.ok, "message": report.message[:500]})
     return report

@@ -1,0 +1,156 @@
+"""The files stage of a backup: what Django's storage holds for the tenant, stored by content beside its dump.
+
+Read through the Storage API inside the tenant's schema (django-tenants' TenantFileSystemStorage keeps
+`MEDIA_ROOT/<schema>/`; an S3 storage with a per-tenant location works the same; BACKUPS_FILES_STORAGE names
+another), so a host's media storage needs nothing of its own. Each file's SHA-256 names a blob of the tenant
+identity (backups.catalog.file_blobs); a blob already stored is not stored again, and a file whose path, size and
+modification time equal the tenant's previous backup's entry is not even read (its digest is taken from that
+entry, as rsync and restic do). New blobs are compressed and encrypted as the record's dump is.
+
+Consistency window: files are listed after the database snapshot was taken (the stage runs once the dump is
+written), so a file saved while the dump ran may be in the backup with no row pointing to it, and a file deleted
+meanwhile is missing while its row is there. A file that changes while it is read is read again (three times at
+most, then the backup fails naming it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+from collections.abc import Iterator
+from typing import Any
+
+from django.core.files.storage import Storage as DjangoStorage
+from django.core.files.storage import default_storage
+from django.utils import timezone
+from django_tenants.utils import get_public_schema_name, schema_context
+
+from backups import conf
+from backups.catalog.file_blobs import blob_key, blob_prefix
+from backups.conf import backups_settings
+from backups.core.compression import make_compressor
+from backups.core.encryption import AgeEncryptor
+from backups.core.errors import BackupError
+from backups.models import BackupRecord
+from backups.storage import Storage
+from backups.storage.sink import BackupSink
+
+logger = logging.getLogger(__name__)
+READ_SIZE = 1 << 20
+READ_ATTEMPTS = 3
+
+
+def tenant_file_storage() -> DjangoStorage:
+    """The storage of the tenant whose schema Django is on (call inside its schema_context)."""
+    factory = backups_settings.BACKUPS_FILES_STORAGE
+    return factory() if factory else default_storage
+
+
+def files_wanted(record: BackupRecord) -> bool:
+    """Whether the record's backup carries the tenant's files (BACKUPS_FILES; never the public schema's)."""
+    return bool(backups_settings.BACKUPS_FILES) and record.schema_name != get_public_schema_name()
+
+
+def walk(fs: DjangoStorage, path: str = "") -> Iterator[str]:
+    """Every file name under `path`, sorted, through Storage.listdir only."""
+    dirs, files = fs.listdir(path)
+    for name in sorted(files):
+        yield posixpath.join(path, name) if path else name
+    for name in sorted(dirs):
+        yield from walk(fs, posixpath.join(path, name) if path else name)
+
+
+def _mtime(fs: DjangoStorage, name: str) -> str | None:
+    try:
+        return fs.get_modified_time(name).isoformat()
+    except (NotImplementedError, OSError, AttributeError, ValueError):
+        return None
+
+
+def file_digest(fs: DjangoStorage, name: str) -> tuple[str, int]:
+    """SHA-256 and size of a file of the tenant's storage, read once."""
+    digest, size = hashlib.sha256(), 0
+    with fs.open(name, "rb") as f:
+        while data := f.read(READ_SIZE):
+            digest.update(data)
+            size += len(data)
+    return digest.hexdigest(), size
+
+
+def _previous_entries(record: BackupRecord, encoding: dict) -> dict[str, dict]:
+    """path -> entry of the tenant's newest earlier backup with files in the same encoding (the digest cache)."""
+    earlier = (BackupRecord.objects.filter(tenant_uid=record.tenant_uid, schema_name=record.schema_name,
+                                           status=BackupRecord.Status.SUCCEEDED, manifest__files__isnull=False)
+               .exclude(pk=record.pk).order_by("-created_at", "-id").values_list("manifest", flat=True).first())
+    files = (earlier or {}).get("files") or {}
+    if files.get("encoding") != encoding:
+        return {}
+    return {e["path"]: e for e in files.get("entries") or () if isinstance(e, dict) and "path" in e}
+
+
+def _store_blob(fs: DjangoStorage, name: str, key: str, sha256: str, storage: Storage, record: BackupRecord) -> int:
+    """Store the file's content at `key`, compressed and encrypted as the record; stored bytes. Raises
+    ChangedWhileRead when what was read is not the content `sha256` names (nothing is committed then)."""
+    compressor = make_compressor(
+        record.compression, zstd_level=backups_settings.BACKUPS_ZSTD_LEVEL,
+        zstd_threads=backups_settings.BACKUPS_ZSTD_THREADS, gzip_level=backups_settings.BACKUPS_GZIP_LEVEL)
+    transforms = (AgeEncryptor(conf.age_recipients()),) if record.encryption == "age" else ()
+    writer = storage.open_write(key)
+    try:
+        sink = BackupSink(writer, compressor, transforms=transforms)
+        with fs.open(name, "rb") as f:
+            while data := f.read(READ_SIZE):
+                sink.write(data)
+        result = sink.finish()
+        if result.plain_sha256 != sha256:
+            raise ChangedWhileRead(name)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return result.size
+
+
+class ChangedWhileRead(BackupError):
+    """A file's content changed between two reads of the same backup."""
+
+
+def files_backup(*, record: BackupRecord, storage: Storage) -> dict[str, Any] | None:
+    """The manifest's `files` section of the record's backup, after storing the blobs it lacks; None when the
+    backup carries no files."""
+    if not files_wanted(record):
+        return None
+    encoding = {"compression": record.compression, "encryption": record.encryption}
+    previous = _previous_entries(record, encoding)
+    existing = {o.key for o in storage.list(blob_prefix(record.schema_name, record.tenant_uid))}
+    entries, new_blobs, new_bytes = [], 0, 0
+    listed_at = timezone.now().isoformat()
+    with schema_context(record.schema_name):
+        fs = tenant_file_storage()
+        for name in walk(fs):
+            for _attempt in range(READ_ATTEMPTS):
+                size, mtime = fs.size(name), _mtime(fs, name)
+                known = previous.get(name)
+                if _attempt == 0 and known and mtime and known.get("size") == size and known.get("mtime") == mtime:
+                    sha256 = known["sha256"]
+                else:
+                    sha256, size = file_digest(fs, name)
+                key = blob_key(record.schema_name, record.tenant_uid, sha256, **encoding)
+                if key in existing:
+                    break
+                try:
+                    new_bytes += _store_blob(fs, name, key, sha256, storage, record)
+                except ChangedWhileRead:
+                    continue
+                existing.add(key)
+                new_blobs += 1
+                break
+            else:
+                raise BackupError(f"The file {name!r} of {record.schema_name} kept changing while it was read "
+                                  f"({READ_ATTEMPTS} attempts); the backup was not kept.")
+            entries.append({"path": name, "size": size, "sha256": sha256, "mtime": mtime})
+    logger.info("files of %s: %d listed, %d new blobs (%d bytes stored)", record.schema_name, len(entries),
+                new_blobs, new_bytes)
+    return {"encoding": encoding, "listed_at": listed_at, "entries": entries, "count": len(entries),
+            "bytes": sum(e["size"] for e in entries), "new_blobs": new_blobs, "new_bytes": new_bytes}
