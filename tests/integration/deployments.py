@@ -3,6 +3,7 @@ subprocesses (as an operator would), so dropping and recreating its database nev
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -20,15 +21,17 @@ SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 class Deployment:
     """One deployment: database `<session db>_<name>`, storage folder `storage`, same keys as the session."""
 
-    def __init__(self, name: str, storage: Path, **env: str) -> None:
+    def __init__(self, name: str, storage: Path, *, media: Path | None = None, **env: str) -> None:
         url = os.environ["DATABASE_URL"]
         parts = urlsplit(url)
         self.dbname = f"{parts.path.lstrip('/')}_{name}"
         self.url = urlunsplit((parts.scheme, parts.netloc, "/" + self.dbname, parts.query, parts.fragment))
         self.admin_url = urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, parts.fragment))
         self.storage = storage
+        self.media = media or storage.parent / f"media-{name}"  # the tenants' files: MEDIA_ROOT/<schema>/
         self.env = {**os.environ, "DATABASE_URL": self.url, "BACKUPS_STORAGE": "local",
-                    "BACKUPS_LOCAL_ROOT": str(storage), "BACKUPS_LOCK_DATABASE_URL": "", **env}
+                    "BACKUPS_LOCAL_ROOT": str(storage), "BACKUPS_LOCK_DATABASE_URL": "", "MEDIA_ROOT": str(self.media),
+                    **env}
 
     # --- the database --------------------------------------------------------------------------------------
     def create_empty(self) -> None:
@@ -66,6 +69,12 @@ class Deployment:
                     "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {}.{} t"
                 ).format(sql.Identifier(schema), sql.Identifier(table)) + filt).fetchone())
         return out
+
+    def files(self, schema: str) -> dict[str, str]:
+        """path -> SHA-256 of every file of the tenant (MEDIA_ROOT/<schema>/)."""
+        root = self.media / schema
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}
 
     # --- the operator's commands -----------------------------------------------------------------------------
     def manage(self, *args: str, check: bool = True, timeout: float = 600, **env: str

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ class Built:
         self.storage = deployment.storage
         self.public: dict = {}
         self.tenants: dict[str, dict] = {}
+        self.files: dict[str, dict] = {}
         self.keys: set[str] = set()
 
 
@@ -59,8 +61,11 @@ def built(tmp_path_factory) -> Built:
     source.manage("backup_tenant", LATE, "--format", "dump", "--no-progress")
     for schema in [*CLINICS, LATE]:
         built.tenants[schema] = source.fingerprints(schema)
+        built.files[schema] = source.files(schema)
+        assert built.files[schema], f"{schema} has no files"
     built.keys = {r[0] for r in source.query("SELECT storage_key FROM backups_backuprecord WHERE status = 'succeeded'")}
     source.drop()
+    shutil.rmtree(source.media)  # the disaster: database and media are gone, the backup storage is left
     yield built
 
 
@@ -77,6 +82,7 @@ def _assert_tenants_equal(target: Deployment, built: Built, schemas) -> None:
         skip = JSON_REMADE if CLINICS.get(schema) == "json" else ()
         expected = {t: f for t, f in built.tenants[schema].items() if t not in skip}
         assert target.fingerprints(schema, skip=skip) == expected, schema
+        assert target.files(schema) == built.files[schema], schema
 
 
 def test_recover_deployment_brings_back_public_catalog_and_every_tenant(built, tmp_path):
@@ -196,10 +202,10 @@ def test_storage_of_another_deployment_or_none_is_refused_with_nothing_changed(b
         target.drop()
 
 
-def test_an_unknown_s3_bucket_is_one_clear_line(built, s3_server):
+def test_an_unknown_s3_bucket_is_one_clear_line(built, s3_server, tmp_path):
     from tests.s3env import s3_env
 
-    target = Deployment("dr7", Path("/nonexistent"), BACKUPS_STORAGE="s3",
+    target = Deployment("dr7", Path("/nonexistent"), media=tmp_path / "media", BACKUPS_STORAGE="s3",
                         **{**s3_env(s3_server), "AWS_STORAGE_BUCKET_NAME": "no-such-bucket-h26"})
     target.create_empty()
     try:
