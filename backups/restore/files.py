@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import tarfile
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from typing import IO
 
 from django.core.files import File
@@ -20,6 +22,7 @@ from django_tenants.utils import schema_context
 
 from backups.backup.files import file_digest, tenant_file_storage, walk
 from backups.catalog.file_blobs import blob_key
+from backups.catalog.records import backup_record_mark_damaged
 from backups.core.errors import RestoreFailed, StoredObjectDamaged
 from backups.models import BackupRecord
 from backups.storage import Storage, StorageError
@@ -98,6 +101,33 @@ def files_restore(*, record: BackupRecord, storage: Storage) -> dict[str, int]:
             counts["deleted"] += 1
     logger.info("files of %s restored from backup %s: %s", record.schema_name, record.pk, counts)
     return counts
+
+
+def files_tar_chunks(*, record: BackupRecord, storage: Storage) -> Iterator[bytes]:
+    """The backup's files as an uncompressed tar archive (PAX headers: any path, any size), streamed member by
+    member: each content is checked against its SHA-256 before its first byte is sent, so a damaged blob ends the
+    archive early (and marks the backup damaged), never with another file's bytes."""
+    entries, encoding = backup_files(record) or ([], {})
+    for entry in entries:
+        try:
+            blob = decoded_blob(storage, record, entry, encoding)
+            content = blob.__enter__()
+        except StoredObjectDamaged as exc:
+            backup_record_mark_damaged(record=record, error=str(exc))
+            raise
+        try:
+            info = tarfile.TarInfo(entry["path"])
+            info.size, info.mode = entry["size"], 0o644
+            with contextlib.suppress(TypeError, ValueError):
+                info.mtime = int(datetime.fromisoformat(entry.get("mtime") or "").timestamp())
+            yield info.tobuf(format=tarfile.PAX_FORMAT)
+            while data := content.read(READ_SIZE):
+                yield data
+            if entry["size"] % tarfile.BLOCKSIZE:
+                yield tarfile.NUL * (tarfile.BLOCKSIZE - entry["size"] % tarfile.BLOCKSIZE)
+        finally:
+            blob.__exit__(None, None, None)
+    yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)
 
 
 def files_verify(*, record: BackupRecord, storage: Storage) -> tuple[int, list[str]]:
