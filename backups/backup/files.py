@@ -21,9 +21,10 @@ import posixpath
 from collections.abc import Iterator
 from typing import Any
 
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.core.files.storage import Storage as DjangoStorage
-from django.core.files.storage import default_storage
 from django.utils import timezone
+from django_tenants.files.storage import TenantFileSystemStorage
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from backups import conf
@@ -47,9 +48,25 @@ def tenant_file_storage() -> DjangoStorage:
     return factory() if factory else default_storage
 
 
+def per_tenant(fs: DjangoStorage) -> bool:
+    """Whether the storage keeps each tenant's files apart. Django's own FileSystemStorage keeps one MEDIA_ROOT for
+    all of them, so backing it up per tenant would copy every tenant's files into each one's backup: it is left
+    out (a host project using it sets BACKUPS_FILES_STORAGE to a per-tenant one)."""
+    return not (isinstance(fs, FileSystemStorage) and not isinstance(fs, TenantFileSystemStorage))
+
+
 def files_wanted(record: BackupRecord) -> bool:
-    """Whether the record's backup carries the tenant's files (BACKUPS_FILES; never the public schema's)."""
-    return bool(backups_settings.BACKUPS_FILES) and record.schema_name != get_public_schema_name()
+    """Whether the record's backup carries the tenant's files (BACKUPS_FILES, a per-tenant storage; never the
+    public schema's)."""
+    if not backups_settings.BACKUPS_FILES or record.schema_name == get_public_schema_name():
+        return False
+    with schema_context(record.schema_name):
+        fs = tenant_file_storage()
+        if not per_tenant(fs):
+            logger.warning("tenant files not backed up: %s is not per tenant (set BACKUPS_FILES_STORAGE)",
+                           type(fs).__name__)
+            return False
+    return True
 
 
 def walk(fs: DjangoStorage, path: str = "") -> Iterator[str]:

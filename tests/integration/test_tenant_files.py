@@ -171,3 +171,13 @@ def test_s3_media_with_a_per_tenant_location_is_backed_up_and_restored(forget_ne
     assert report.ok, report.message
     assert _files() == before
     assert _files("clinica_sonrisa") == {"xrays/1/a.png": hashlib.sha256(b"\x89PNG" + b"x" * 3000).hexdigest()}
+
+
+def test_a_storage_shared_by_all_tenants_is_not_copied_into_each_backup(forget_new_backups, settings, caplog):
+    settings.STORAGES = {**settings.STORAGES,
+                         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"}}
+    record = _backup()
+    assert "files" not in record.manifest
+    assert "not per tenant (set BACKUPS_FILES_STORAGE)" in caplog.text
+    settings.BACKUPS_FILES_STORAGE = "django_tenants.files.storage.TenantFileSystemStorage"  # a callable: the class
+    assert _backup().manifest["files"]["count"] > 0
