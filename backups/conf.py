@@ -94,6 +94,7 @@ DEFAULTS: dict[str, Any] = {
     # instead (called inside the tenant's schema); empty: django.core.files.storage.default_storage.
     "BACKUPS_FILES": True,
     "BACKUPS_FILES_STORAGE": "",
+    "BACKUPS_FILES_THREADS": 4,  # new blobs compressed and stored at once (fsync and uploads overlap)
     "BACKUPS_PUBLIC_BACKUP_SECONDS": 86400,
     "BACKUPS_PUBLIC_KEEP_DAILY": 7,
     "BACKUPS_PUBLIC_KEEP_WEEKLY": 4,
