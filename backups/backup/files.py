@@ -30,7 +30,7 @@ from django_tenants.files.storage import TenantFileSystemStorage
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from backups import conf
-from backups.catalog.file_blobs import blob_key, blob_prefix
+from backups.catalog.file_blobs import blob_key, confirmed_blob_keys
 from backups.conf import backups_settings
 from backups.core.compression import make_compressor
 from backups.core.encryption import AgeEncryptor
@@ -118,7 +118,7 @@ def _store_blob(fs: DjangoStorage, name: str, key: str, sha256: str, storage: St
         gzip_level=backups_settings.BACKUPS_GZIP_LEVEL)
     transforms = (AgeEncryptor(conf.age_recipients()),) if record.encryption == "age" else ()
     digest, stored = hashlib.sha256(), 0
-    writer = storage.open_write(key)
+    writer = storage.open_write_batched(key)
     try:
         with fs.open(name, "rb") as f:
             while True:
@@ -163,7 +163,7 @@ def files_backup(*, record: BackupRecord, storage: Storage) -> dict[str, Any] | 
     schema, uid = record.schema_name, record.tenant_uid
     encoding = {"compression": record.compression, "encryption": record.encryption}
     previous = _previous_entries(record, encoding)
-    existing = {o.key for o in storage.list(blob_prefix(schema, uid))}
+    existing, unconfirmed = confirmed_blob_keys(storage, schema, uid)
     listed_at = timezone.now().isoformat()
     with schema_context(schema):
         fs = tenant_file_storage()
@@ -181,6 +181,8 @@ def files_backup(*, record: BackupRecord, storage: Storage) -> dict[str, Any] | 
                 with lock:
                     if key in existing:
                         return
+                if key in unconfirmed:  # present, but no manifest lists it: maybe a crash's remains
+                    storage.delete(key)
                 try:
                     size = _store_blob(fs, entry["path"], key, entry["sha256"], storage, record)
                 except ChangedWhileRead:
@@ -206,6 +208,8 @@ def files_backup(*, record: BackupRecord, storage: Storage) -> dict[str, Any] | 
     for entry in entries:  # a twin of a file that changed while it was stored
         if key_of(entry) not in existing:
             store(entry)
+    if stored["blobs"]:
+        storage.sync_batched()  # every new blob durable before the manifest listing them is written
     logger.info("files of %s: %d listed, %d new blobs (%d bytes stored)", schema, len(entries), stored["blobs"],
                 stored["bytes"])
     return {"encoding": encoding, "listed_at": listed_at, "entries": entries, "count": len(entries),

@@ -78,6 +78,17 @@ def _blobs_of_unrecorded_manifests(storage: Storage, stored: list[str], schema: 
     return keys
 
 
+def confirmed_blob_keys(storage: Storage, schema: str, uid: uuid.UUID | str) -> tuple[set[str], set[str]]:
+    """(blobs a backup may count on, blobs present but no manifest lists yet). Blobs are made durable together
+    just before the manifest listing them is written, so one no manifest lists may be the remains of a crash
+    (a power loss before that sync): a backup stores such a blob again instead of counting on it."""
+    stored = [o.key for o in storage.list(tenant_prefix(schema, uid))]
+    prefix = blob_prefix(schema, uid)
+    blobs = {key for key in stored if key.startswith(prefix)}
+    listed = referenced_blob_keys(schema, uid) | _blobs_of_unrecorded_manifests(storage, stored, schema, uid)
+    return blobs & listed, blobs - listed
+
+
 def file_blobs_sweep(*, storage: Storage, schema: str, uid: uuid.UUID | str) -> int | None:
     """Delete the identity's blobs no record lists any more; the count, or None when a backup or restore of the
     tenant holds its lock (the next sweep does it).

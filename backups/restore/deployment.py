@@ -54,6 +54,7 @@ from backups.storage import Storage, StorageError, get_storage
 
 logger = logging.getLogger(__name__)
 ACTOR = {"recover_deployment": True}
+SURVEY_READERS = 8  # manifests read at once: on S3 each is a request of a few ms
 Say = Callable[[str], None]
 
 
@@ -139,10 +140,13 @@ def storage_survey(storage: Storage) -> Survey:
         raise RecoveryRefused(f"The storage cannot be listed ({exc}); check the storage settings "
                               f"(BACKUPS_STORAGE={storage.name}, its bucket and credentials).") from None
     survey = Survey(objects=len(objects))
-    for key, obj in objects.items():
-        if key.endswith(MANIFEST_SUFFIX) or manifest_key(key) not in objects or key.count("/") != 2:
-            continue
-        manifest, why = trusted_manifest(storage, key.split("/", 1)[0], key, obj.size)
+    backups = [(key, obj) for key, obj in objects.items()
+               if not key.endswith(MANIFEST_SUFFIX) and manifest_key(key) in objects and key.count("/") == 2]
+    with ThreadPoolExecutor(max_workers=SURVEY_READERS, thread_name_prefix="survey") as pool:  # one GET each
+        checked = pool.map(lambda item: trusted_manifest(storage, item[0].split("/", 1)[0], item[0], item[1].size),
+                           backups)
+        checked = list(checked)
+    for (key, _obj), (manifest, why) in zip(backups, checked, strict=True):
         if manifest is None:
             survey.refused[key] = why
             continue

@@ -92,6 +92,14 @@ class Storage(abc.ABC):
     def check(self) -> None:  # noqa: B027 - optional hook, most backends have something to check
         """Raise StorageError with one sentence naming the setting when the backend cannot work."""
 
+    def open_write_batched(self, key: str) -> ObjectWriter:
+        """Like open_write, for one of many small objects made durable together by sync_batched (a backend whose
+        commit is durable by itself needs nothing more)."""
+        return self.open_write(key)
+
+    def sync_batched(self) -> None:  # noqa: B027 - most backends' commits are durable by themselves
+        """Make every object written through open_write_batched durable (before anything that refers to them)."""
+
     def put_bytes(self, key: str, data: bytes) -> None:
         """Store a small object (a manifest) in one go."""
         with self.open_write(key) as writer:

@@ -181,3 +181,21 @@ def test_a_storage_shared_by_all_tenants_is_not_copied_into_each_backup(forget_n
     assert "not per tenant (set BACKUPS_FILES_STORAGE)" in caplog.text
     settings.BACKUPS_FILES_STORAGE = "django_tenants.files.storage.TenantFileSystemStorage"  # a callable: the class
     assert _backup().manifest["files"]["count"] > 0
+
+
+def test_a_blob_no_manifest_lists_is_stored_again_never_counted_on(forget_new_backups, scratch_files):
+    from backups import conf
+    from backups.conf import backups_settings
+
+    body = b"remains of a power loss" * 300
+    _put(scratch_files + "r.bin", body)
+    uid = get_tenant_model().objects.get(schema_name=SCHEMA).tenant_uid
+    key = blob_key(SCHEMA, uid, hashlib.sha256(body).hexdigest(), compression=backups_settings.BACKUPS_COMPRESSION,
+                   encryption=conf.default_encryption())
+    storage = get_storage()
+    storage.delete(key)
+    storage.put_bytes(key, b"")  # blobs are synced together before their manifest: a crash can leave this
+    record = _backup()
+    assert record.manifest["files"]["new_blobs"] >= 1 and storage.get_bytes(key) != b""
+    report = restore_verify(schema=SCHEMA, record=record)
+    assert report.ok, report.message
