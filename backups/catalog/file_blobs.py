@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 
 from backups.catalog.manifest import MANIFEST_SUFFIX, manifest_signature_valid
@@ -20,6 +21,7 @@ from backups.storage import Storage, StorageError
 
 logger = logging.getLogger(__name__)
 FILES_FOLDER = "files/"
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def blob_prefix(schema: str, uid: uuid.UUID | str) -> str:
@@ -29,7 +31,7 @@ def blob_prefix(schema: str, uid: uuid.UUID | str) -> str:
 
 def blob_key(schema: str, uid: uuid.UUID | str, sha256: str, *, compression: str, encryption: str) -> str:
     """The key of one content, in one encoding (a change of compression or encryption stores it again)."""
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+    if not SHA256_RE.fullmatch(sha256):
         raise ValueError(f"Not a SHA-256: {sha256!r}.")
     return blob_prefix(schema, uid) + sha256 + COMPRESSION_EXT[compression] + ENCRYPTION_EXT[encryption]
 

@@ -94,7 +94,7 @@ def _reconcile_schema(storage: Storage, schema: str, result: Reconciled, *, dry_
             if not dry_run:
                 _mark_missing(record)
     for key, obj in objects.items():
-        if key.endswith(MANIFEST_SUFFIX) or key in records:
+        if key.endswith(MANIFEST_SUFFIX) or key in records or _is_file_blob(key):
             continue
         if manifest_key(key) not in objects:
             result.unknown.append(key)
@@ -109,6 +109,12 @@ def _reconcile_schema(storage: Storage, schema: str, result: Reconciled, *, dry_
         result.imported.append(key)
         if not dry_run:
             _import(storage.name, schema, key, manifest)
+
+
+def _is_file_blob(key: str) -> bool:
+    """`<schema>/<identity>/files/<sha256>...`: a tenant file's content, listed by manifests, never a backup."""
+    parts = key.split("/")
+    return len(parts) == 4 and parts[2] == "files"
 
 
 def _manifest_slot(manifest: dict) -> datetime | None:

@@ -7,6 +7,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import stat
 import uuid
 from collections.abc import Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -170,19 +171,33 @@ class LocalStorage(Storage):
             pass
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
+        """Walks only the folder the prefix names (`<schema>/<identity>/` of one tenant, not the whole root: a
+        reconcile or recovery of 1,000 tenants lists each one's folder), statting each file once."""
         base = self.root.resolve()
-        if not base.is_dir():
+        head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        parts = head.split("/") if head else []
+        start = base.joinpath(*parts) if parts and not any(p in ("", ".", "..") for p in parts) else base
+        if not start.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, dirnames, filenames in os.walk(start):
             dirnames.sort()
             for name in sorted(filenames):
                 if name.startswith(PARTIAL_PREFIX):
                     continue
-                key = os.path.relpath(os.path.join(dirpath, name), base).replace(os.sep, "/")
-                if key.startswith(prefix):
+                path = os.path.join(dirpath, name)
+                key = os.path.relpath(path, base).replace(os.sep, "/")
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISLNK(st.st_mode):  # where a link points is for path() to judge
                     obj = self.stat(key)
                     if obj is not None:
                         yield obj
+                    continue
+                yield StoredObject(key=key, size=st.st_size, last_modified=datetime.fromtimestamp(st.st_mtime, UTC))
 
     def abort_incomplete_uploads(self, prefix: str = "", older_than: timedelta | datetime = timedelta(days=1),
                                  keep: Collection[str] = ()) -> int:
