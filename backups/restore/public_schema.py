@@ -18,7 +18,7 @@ from backups.core.errors import RestoreFailed
 from backups.models import BackupRecord
 from backups.postgres import pgtools, privileges
 from backups.postgres.sql_loader import load_script
-from backups.restore.run import _counts, _manifest_counts, _require_counts, pg_restore_script
+from backups.restore.run import manifest_counts, pg_restore_script, require_counts, table_counts
 from backups.storage import Storage
 from backups.storage.reading import VerifiedBackup, open_backup
 
@@ -85,7 +85,7 @@ def public_schema_restore(*, storage: Storage, key: str, manifest: dict) -> dict
     if manifest.get("format") != BackupRecord.Format.DUMP:
         raise RestoreFailed(f"The public-schema backup {key} is not a custom archive (format dump).")
     record = record_from_manifest(key, manifest)
-    counts = _manifest_counts(record)
+    counts = manifest_counts(record)
     with open_backup(storage, record) as backup:
         fd, list_path = tempfile.mkstemp(prefix="tb-public-list-", suffix=".txt")
         try:
@@ -98,8 +98,8 @@ def public_schema_restore(*, storage: Storage, key: str, manifest: dict) -> dict
                 with pg_restore_script(backup.plain(), (f"--use-list={list_path}", "--file=-")) as chunks:
                     load_script(conn, chunks)
                 privileges.apply(conn.cursor(), PUBLIC, manifest)
-                found = _counts(conn, PUBLIC, list(counts))
-                _require_counts(counts, found)
+                found = table_counts(conn, PUBLIC, list(counts))
+                require_counts(counts, found)
                 conn.commit()
         finally:
             os.unlink(list_path)

@@ -66,7 +66,7 @@ def _q(name: str) -> str:
     return pgtools.quote_ident(name)
 
 
-def _manifest_counts(record: BackupRecord) -> dict[str, int]:
+def manifest_counts(record: BackupRecord) -> dict[str, int]:
     """Table -> rows, as the manifest recorded them; any table name works, since every use quotes it."""
     counts = record.manifest.get("row_counts") or {}
     usable = isinstance(counts, dict) and counts and all(
@@ -77,7 +77,7 @@ def _manifest_counts(record: BackupRecord) -> dict[str, int]:
     return dict(counts)
 
 
-def _counts(conn: psycopg.Connection, schema: str, tables: list[str]) -> dict[str, int | None]:
+def table_counts(conn: psycopg.Connection, schema: str, tables: list[str]) -> dict[str, int | None]:
     """Rows per table as this connection's transaction sees them (None for a table that is not there)."""
     found: dict[str, int | None] = {}
     for table in tables:
@@ -173,7 +173,7 @@ def _aside_name(schema: str) -> str:
     return f"{schema[:40]}_old_{secrets.token_hex(4)}"
 
 
-def _require_counts(counts: dict[str, int], found: dict[str, int | None]) -> None:
+def require_counts(counts: dict[str, int], found: dict[str, int | None]) -> None:
     """Raise (rolling the replace back) unless every table has the rows its manifest says."""
     mismatches = {t: (n, found.get(t)) for t, n in counts.items() if found.get(t) != n}
     if mismatches:
@@ -193,8 +193,8 @@ def _replace_from_script(schema: str, record: BackupRecord, backup: VerifiedBack
             conn.execute(f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)}")
         _loaded(conn, record, backup)
         privileges.apply(conn.cursor(), schema, record.manifest)
-        found = _counts(conn, schema, list(counts))
-        _require_counts(counts, found)
+        found = table_counts(conn, schema, list(counts))
+        require_counts(counts, found)
         if live:
             _refuse_dependents(conn, aside, schema)
             conn.execute(f"DROP SCHEMA {_q(aside)} CASCADE")
@@ -378,7 +378,7 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
     loaded, row counts checked against the manifest and the old schema dropped, all in one transaction.
     """
     _checked_record(schema, record)
-    counts = _manifest_counts(record)
+    counts = manifest_counts(record)
     report = RestoreReport(record.pk, schema, "replace", ok=False)
     live = schema_exists(schema)
     try:
@@ -424,7 +424,7 @@ def _replace_from_json(schema: str, record: BackupRecord, backup: VerifiedBackup
         found = _load_json_into(schema, record, backup, counts)
         with connection.cursor() as cur:
             privileges.apply(cur, schema, record.manifest)
-        _require_counts(counts, found)
+        require_counts(counts, found)
         if live:
             connection.ensure_connection()
             _refuse_dependents(connection.connection, aside, schema)
@@ -467,7 +467,7 @@ def _verify_script_in(dbname: str, schema: str, record: BackupRecord, backup: Ve
             privileges.require_roles(conn.cursor(), record.manifest)
             _loaded(conn, record, backup)
             privileges.apply(conn.cursor(), schema, record.manifest)
-            found = _counts(conn, schema, list(counts))
+            found = table_counts(conn, schema, list(counts))
             conn.rollback()
     finally:
         with pgtools.connect(autocommit=True) as admin:
@@ -478,7 +478,7 @@ def _verify_script_in(dbname: str, schema: str, record: BackupRecord, backup: Ve
 def restore_verify(*, schema: str, record: BackupRecord, actor: dict | None = None) -> RestoreReport:
     """Restore into a scratch database (json: a scratch schema, rolled back), compare row counts, drop it."""
     _checked_record(schema, record)
-    counts = _manifest_counts(record)
+    counts = manifest_counts(record)
     report = RestoreReport(record.pk, schema, "verify", ok=False)
     storage = get_storage(record.storage_backend)
     try:
