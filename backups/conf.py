@@ -92,6 +92,20 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_DRILL_SECONDS": 86400,
     "BACKUPS_DRILL_SAMPLE": 3,
     "BACKUPS_RECONCILE_SECONDS": 86400,
+    # The public schema's own backups (backups.backup.public): the shared tables (tenants, domains, operators, beat's
+    # entries, this catalog) are what recover_deployment rebuilds the deployment from. Beat's entry runs this often
+    # (0: no scheduled public backups); kept like an automatic tenant backup, by these GFS counts.
+    # Tenant files (backups.backup.files): what Django's default storage holds for the tenant (read inside its
+    # schema, so django-tenants' TenantFileSystemStorage or an S3 storage with a per-tenant location) is backed up
+    # with each backup as content-addressed blobs. BACKUPS_FILES_STORAGE: a callable returning the tenant's storage
+    # instead (called inside the tenant's schema); empty: django.core.files.storage.default_storage.
+    "BACKUPS_FILES": True,
+    "BACKUPS_FILES_STORAGE": "",
+    "BACKUPS_FILES_THREADS": 4,  # new blobs compressed and stored at once (fsync and uploads overlap)
+    "BACKUPS_PUBLIC_BACKUP_SECONDS": 86400,
+    "BACKUPS_PUBLIC_KEEP_DAILY": 7,
+    "BACKUPS_PUBLIC_KEEP_WEEKLY": 4,
+    "BACKUPS_PUBLIC_KEEP_MONTHLY": 12,
     # batched dumps (backups.backup.batch.run): one pg_dump for up to this many due tenants; 1 turns it off
     "BACKUPS_BATCH_SIZE": 2000,  # a cap: batches are spread over the dump slots and cut to the lock table and spool
     "BACKUPS_BATCH_MIN_SIZE": 10,  # a tick's due tenants are spread over the dump slots in batches of at least this
@@ -187,6 +201,7 @@ TYPES: dict[str, type] = {
 # Settings given as a dotted path (or the object itself) that are read as the object the path names.
 IMPORT_STRINGS: frozenset[str] = frozenset({
     "BACKUPS_IS_TENANT_ADMIN",
+    "BACKUPS_FILES_STORAGE",
 })
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}

@@ -34,6 +34,7 @@ from backups.ops.overdue import overdue_check
 from backups.postgres.leftovers import leftovers_remove
 from backups.queues import (
     APPLY_RETENTION,
+    BACKUP_PUBLIC,
     CHECK_OVERDUE,
     DISPATCH_DUE,
     FAN_OUT,
@@ -153,6 +154,18 @@ def run_backup_batch(self, record_ids: list[int] | None = None, **kwargs) -> dic
         backups_send_alone(record_ids=result.retry)
     return {"succeeded": len(result.succeeded), "failed": len(result.failed), "retry": len(result.retry),
             "skipped": len(result.skipped)}
+
+
+@public_task(name=BACKUP_PUBLIC, **LONG_RUNNING, ignore_result=True)
+def backup_public_schema(**kwargs) -> str:
+    """Beat's entry: back up the shared tables when BACKUPS_PUBLIC_BACKUP_SECONDS passed since the last one."""
+    from backups.backup.public import public_backup_if_due
+
+    try:
+        record = public_backup_if_due()
+    except TransientBackupError:
+        return "retry"  # the record went back to queued: the reaper sends it again (run_backup)
+    return record.status if record else "not due"
 
 
 @public_task(name=RECORD_BACKUP, acks_late=True, ignore_result=True)

@@ -124,6 +124,17 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# Each clinic's files (X-rays, invoices) the way django-tenants documents it: MEDIA_ROOT/<schema>/...; backed up with
+# the clinic (backups.backup.files). MEDIA_STORAGE=s3: the same per tenant on S3 (project.media.TenantS3Storage,
+# bucket MEDIA_S3_BUCKET, the AWS_* endpoint and keys).
+MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media")))
+MEDIA_URL = "media/"
+MEDIA_S3_BUCKET = env("MEDIA_S3_BUCKET", default="")
+STORAGES = {
+    "default": {"BACKEND": "project.media.TenantS3Storage" if env("MEDIA_STORAGE", default="") == "s3"
+                else "django_tenants.files.storage.TenantFileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 
 # Overdue-backup alerts are mailed to ADMINS (none set: only logged).
 ADMINS = [("", address) for address in env.list("DJANGO_ADMINS", default=[])]

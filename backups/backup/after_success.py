@@ -1,8 +1,8 @@
 """What follows a succeeded backup, written once for every path that makes one.
 
 A backup started by beat, the API, the admin, `backup_tenant` or `run_scheduled_backups` is a batch of one or of
-many (backups.backup.batch.run.batch_backup_run); whichever, its succeeded records come here, a group at a time: the tenants'
-last_backup_at moves forward (one UPDATE), each is copied to the second target when one is configured
+many (backups.backup.batch.run.batch_backup_run); whichever, its succeeded records come here, a group at a time:
+the tenants' last_backup_at moves forward (one UPDATE), each is copied to the second target when one is configured
 (BACKUPS_COPY_STORAGE: streamed, checked by digest; a failed copy is recorded and retried by the reaper's pass,
 never failing the backup), then retention runs for the tenants of the automatic ones (one read of their records).
 A retention failure is logged and left to the next backup's retention: the backups stand.

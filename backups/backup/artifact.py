@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from backups import conf
+from backups.backup.files import files_backup
 from backups.catalog.manifest import build_manifest, manifest_bytes, manifest_key, sign_manifest
 from backups.catalog.object_lock import locks, retain_until_for
 from backups.catalog.records import backup_record_set_locked_until
@@ -69,15 +70,19 @@ def artifact_writer(record: BackupRecord, storage: Storage, *, on_progress: Call
 
 
 def store_and_confirm(record: BackupRecord, storage: Storage, info: DumpInfo, result: SinkResult) -> dict:
-    """Store the record's signed manifest beside its committed object and check the object's size; on any
-    failure delete both (a record never succeeds without its object and manifest). The manifest."""
-    key = getattr(record, "data_key", None)
-    encryption = (envelope_manifest(key) if key is not None else
+    """Store the tenant's files (the files stage: new blobs only), then the record's signed manifest listing them
+    beside its committed object, and check the object's size; on any failure delete both (a record never
+    succeeds without its object and manifest; blobs no manifest lists are removed by the next sweep). The
+    manifest."""
+    data_key = getattr(record, "data_key", None)
+    encryption = (envelope_manifest(data_key) if data_key is not None else
                   {"method": "age", "recipients": recipients_fingerprint(conf.age_recipients())}
                   if record.encryption == "age" else {})
-    manifest = sign_manifest(build_manifest(record=record, info=info, result=result, encryption=encryption))
     retain_until = getattr(record, "locked_until", None) if locks(storage) else None
     try:
+        files = files_backup(record=record, storage=storage)  # listed after the dump's snapshot (files.py)
+        manifest = sign_manifest(build_manifest(record=record, info=info, result=result, encryption=encryption,
+                                                files=files))
         if retain_until:
             storage.put_bytes(manifest_key(record.storage_key), manifest_bytes(manifest), retain_until=retain_until)
         else:

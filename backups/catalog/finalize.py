@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
+from backups.catalog.file_blobs import file_blobs_sweep
 from backups.catalog.manifest import manifest_key, manifest_names_record, read_manifest
 from backups.catalog.object_lock import lock_waits, locks, locks_extend
 from backups.catalog.records import (
@@ -21,6 +23,7 @@ from backups.catalog.records import (
     backup_records_deleting,
 )
 from backups.conf import backups_settings
+from backups.core.naming import PUBLIC_UID
 from backups.core.retention import BackupInfo, RetentionPolicy, backups_to_delete
 from backups.models import BackupEvent, BackupRecord
 from backups.storage import ObjectLocked, get_storage
@@ -181,6 +184,8 @@ def retention_of(tenant: Any, records: list[BackupRecord], *, now: datetime) -> 
                 continue
             deleted.append(pk)
     locks_extend(tenant, records, infos, policy, now=now)
+    if deleted:
+        _sweep_file_blobs({(r.storage_backend, r.schema_name, r.tenant_uid) for r in records if r.pk in deleted})
     return deleted
 
 
@@ -195,6 +200,25 @@ def retention_waiting(*, tenant_id: int, now: datetime | None = None) -> list:
                         status=BackupRecord.Status.FAILED if r.damaged_at else r.status) for r in records]
     doomed = backups_to_delete(infos, retention_policy_for(tenant), now=now, timezone=tenant.backup_timezone or "UTC")
     return lock_waits(records, doomed, now=now)
+
+
+def _sweep_file_blobs(identities: set[tuple[str, str, Any]]) -> None:
+    """Remove the file blobs the deleted backups alone listed (a failure is logged: the next sweep retries)."""
+    for backend, schema, uid in sorted(identities, key=str):
+        try:
+            file_blobs_sweep(storage=get_storage(backend), schema=schema, uid=uid)
+        except Exception:  # noqa: BLE001 - the deletions stand; unreferenced blobs wait for the next sweep
+            logger.exception("removing unreferenced file blobs of %s failed", schema)
+
+
+def public_retention_apply(*, now: datetime | None = None) -> list[int]:
+    """Delete the public schema's backups its policy (BACKUPS_PUBLIC_KEEP_DAILY / _WEEKLY / _MONTHLY, days in UTC)
+    no longer keeps; the same rules as a tenant's, so its newest good backup is never deleted."""
+    policy_of = SimpleNamespace(backup_keep_daily=backups_settings.BACKUPS_PUBLIC_KEEP_DAILY,
+                                backup_keep_weekly=backups_settings.BACKUPS_PUBLIC_KEEP_WEEKLY,
+                                backup_keep_monthly=backups_settings.BACKUPS_PUBLIC_KEEP_MONTHLY,
+                                backup_timezone="UTC")
+    return retention_of(policy_of, list(BackupRecord.objects.filter(tenant_uid=PUBLIC_UID)), now=now or timezone.now())
 
 
 def deleted_tenant_backups_purge(*, now: datetime | None = None) -> list[int]:
@@ -219,5 +243,6 @@ def deleted_tenant_backups_purge(*, now: datetime | None = None) -> list[int]:
             continue
         deleted.append(pk)
     if deleted:
+        _sweep_file_blobs({(r.storage_backend, r.schema_name, r.tenant_uid) for r in doomed})
         logger.info("deleted %d backups of tenants deleted before %s", len(deleted), cutoff.isoformat())
     return deleted

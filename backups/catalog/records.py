@@ -17,13 +17,13 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from django_tenants.utils import get_tenant_model
+from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from backups import conf
 from backups.catalog.alerts import alert_ops
 from backups.conf import backups_settings
 from backups.core.errors import BackupError
-from backups.core.naming import backup_file_name, tenant_key, validate_schema_name, with_suffix
+from backups.core.naming import PUBLIC_UID, backup_file_name, tenant_key, validate_schema_name, with_suffix
 from backups.models import BackupCopy, BackupEvent, BackupRecord
 
 logger = logging.getLogger(__name__)
@@ -44,9 +44,12 @@ def backup_record_create(
 ) -> BackupRecord:
     """A queued record with its final file name and key; a same-second name gets a suffix, never a reuse."""
     validate_schema_name(schema_name)
-    if tenant is None:  # an operator's call by schema name: the tenant that owns the schema now, if any
-        tenant = get_tenant_model().objects.filter(schema_name=schema_name).first()
-    uid = tenant.tenant_uid if tenant is not None else uuid.uuid4()  # no tenant: an identity nobody has
+    if schema_name == get_public_schema_name():  # the shared tables: no tenant's, under their fixed identity
+        tenant, uid = None, PUBLIC_UID
+    else:
+        if tenant is None:  # an operator's call by schema name: the tenant that owns the schema now, if any
+            tenant = get_tenant_model().objects.filter(schema_name=schema_name).first()
+        uid = tenant.tenant_uid if tenant is not None else uuid.uuid4()  # no tenant: an identity nobody has
     fmt = fmt or backups_settings.BACKUPS_DEFAULT_FORMAT
     compression = compression or backups_settings.BACKUPS_COMPRESSION
     encryption = conf.default_encryption() if encryption is None else encryption

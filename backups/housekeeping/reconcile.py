@@ -35,7 +35,7 @@ from backups.catalog.records import (
     copy_mark_failed,
 )
 from backups.conf import backups_settings
-from backups.core.naming import tenant_key
+from backups.core.naming import PUBLIC_UID, tenant_key
 from backups.models import BackupCopy, BackupEvent, BackupRecord
 from backups.storage import Storage, get_copy_storage, get_storage
 
@@ -126,12 +126,12 @@ def _reconcile_schema(storage: Storage, schema: str, result: Reconciled, *, dry_
             if not dry_run:
                 _mark_missing(record)
     for key, obj in objects.items():
-        if key.endswith(MANIFEST_SUFFIX) or key in records:
+        if key.endswith(MANIFEST_SUFFIX) or key in records or _is_file_blob(key):
             continue
         if manifest_key(key) not in objects:
             result.unknown.append(key)
             continue
-        manifest, why = _trusted_manifest(storage, schema, key, obj.size)
+        manifest, why = trusted_manifest(storage, schema, key, obj.size)
         if manifest is None:
             result.rejected[key] = why
             continue
@@ -141,6 +141,12 @@ def _reconcile_schema(storage: Storage, schema: str, result: Reconciled, *, dry_
         result.imported.append(key)
         if not dry_run:
             _import(storage.name, schema, key, manifest)
+
+
+def _is_file_blob(key: str) -> bool:
+    """`<schema>/<identity>/files/<sha256>...`: a tenant file's content, listed by manifests, never a backup."""
+    parts = key.split("/")
+    return len(parts) == 4 and parts[2] == "files"
 
 
 def _manifest_slot(manifest: dict) -> datetime | None:
@@ -165,7 +171,7 @@ def _mark_missing(record: BackupRecord) -> None:
         backup_event_create(record=record, action=BackupEvent.Action.FAIL, actor=ACTOR, details={"error": error})
 
 
-def _trusted_manifest(storage: Storage, schema: str, key: str, size: int) -> tuple[dict | None, str]:
+def trusted_manifest(storage: Storage, schema: str, key: str, size: int) -> tuple[dict | None, str]:
     """The object's manifest when this deployment signed it and it describes exactly this object; else why not."""
     stored = read_manifest(storage, key)
     if stored.manifest is None:
@@ -207,7 +213,8 @@ def _import(backend: str, schema: str, key: str, manifest: dict) -> BackupRecord
     uid = uuid.UUID(manifest["tenant_uid"])
     tenant = get_tenant_model().objects.filter(tenant_uid=uid).first()
     record = backup_record_create_imported(
-        tenant=tenant, tenant_uid=uid, tenant_deleted_at=None if tenant else now, schema_name=schema,
+        tenant=tenant, tenant_uid=uid, tenant_deleted_at=None if tenant or uid == PUBLIC_UID else now,
+        schema_name=schema,
         file_name=manifest["file_name"], storage_backend=backend, storage_key=key, format=manifest["format"],
         compression=manifest["compression"], encryption="age" if manifest.get("encryption") else "",
         size=manifest["size"], plain_size=manifest.get("plain_size"), sha256=manifest["sha256"],

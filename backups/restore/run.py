@@ -17,13 +17,14 @@ from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Model
-from django_tenants.utils import get_tenant_model, schema_context
+from django_tenants.utils import get_public_schema_name, get_tenant_model, schema_context
 
 from backups.backup.run import backup_run
 from backups.catalog.records import backup_event_create, backup_record_create, backup_record_mark_damaged
 from backups.catalog.selectors import schema_exists
 from backups.catalog.sources import copy_stands_in, open_backup_or_copy
 from backups.core.errors import BackupError, RestoreFailed, StoredObjectDamaged, VerificationFailed
+from backups.core.naming import PUBLIC_UID
 from backups.models import BackupEvent, BackupRecord
 from backups.postgres import pgtools, privileges
 from backups.postgres.dumpers import json_models
@@ -33,6 +34,8 @@ from backups.postgres.locks import tenant_lock
 from backups.postgres.pg_depends import dependents_outside, prepare_scratch
 from backups.postgres.pipes import piped
 from backups.postgres.sql_loader import load_script
+from backups.restore.files import files_restore, files_verify
+from backups.storage import StorageError, get_storage
 from backups.storage.reading import PlainStream, VerifiedBackup, require_digest
 
 logger = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ class RestoreReport:
     safety_record_id: int | None = None
     message: str = ""
     source_note: str = ""  # empty: read from the primary; else why the copy in the second target was read
+    files: dict = field(default_factory=dict)  # replace: written/kept/deleted; verify: checked and problems
 
     @property
     def mismatches(self) -> dict[str, tuple[int, int | None]]:
@@ -61,7 +65,7 @@ def _q(name: str) -> str:
     return pgtools.quote_ident(name)
 
 
-def _manifest_counts(record: BackupRecord) -> dict[str, int]:
+def manifest_counts(record: BackupRecord) -> dict[str, int]:
     """Table -> rows, as the manifest recorded them; any table name works, since every use quotes it."""
     counts = record.manifest.get("row_counts") or {}
     usable = isinstance(counts, dict) and counts and all(
@@ -72,7 +76,7 @@ def _manifest_counts(record: BackupRecord) -> dict[str, int]:
     return dict(counts)
 
 
-def _counts(conn: psycopg.Connection, schema: str, tables: list[str]) -> dict[str, int | None]:
+def table_counts(conn: psycopg.Connection, schema: str, tables: list[str]) -> dict[str, int | None]:
     """Rows per table as this connection's transaction sees them (None for a table that is not there)."""
     found: dict[str, int | None] = {}
     for table in tables:
@@ -85,16 +89,17 @@ def _counts(conn: psycopg.Connection, schema: str, tables: list[str]) -> dict[st
 # --- SQL-driven restores (sql and dump formats): the script goes to the server through psycopg -------------
 
 @contextlib.contextmanager
-def _pg_restore_script(plain: PlainStream) -> Iterator[Iterator[bytes]]:
+def pg_restore_script(plain: PlainStream, options: tuple[str, ...] = ("--file=-",)) -> Iterator[Iterator[bytes]]:
     """Custom-format archive -> `pg_restore --file=-` -> the script's chunks. pg_restore only writes SQL here (no
-    connection, no secrets in its environment); it is killed if the reader stops early."""
+    connection, no secrets in its environment); it is killed if the reader stops early. `options` replace
+    `--file=-` (`--list`: the archive's table of contents instead; `--use-list=F --file=-`: some entries only)."""
     bins = pgtools.binaries()
 
     def feed(write: Callable[[bytes], object]) -> None:
         for chunk in plain.chunks():
             write(chunk)
 
-    with piped([bins.pg_restore, "--no-owner", "--no-acl", "--file=-"], feed=feed, env=pgtools.tool_env()) as child:
+    with piped([bins.pg_restore, "--no-owner", "--no-acl", *options], feed=feed, env=pgtools.tool_env()) as child:
 
         def script() -> Iterator[bytes]:
             yield from child.chunks(READ_SIZE)
@@ -109,7 +114,7 @@ def _pg_restore_script(plain: PlainStream) -> Iterator[Iterator[bytes]]:
 def _script(record: BackupRecord, backup: VerifiedBackup) -> Iterator[Iterator[bytes]]:
     """The SQL script of a verified backup: the plain dump itself, or pg_restore's script of the archive."""
     if record.format == BackupRecord.Format.DUMP:
-        with _pg_restore_script(backup.plain()) as chunks:
+        with pg_restore_script(backup.plain()) as chunks:
             yield chunks
     else:
         yield backup.plain().prefetched(READ_SIZE)
@@ -138,7 +143,7 @@ def _aside_name(schema: str) -> str:
     return f"{schema[:40]}_old_{secrets.token_hex(4)}"
 
 
-def _require_counts(counts: dict[str, int], found: dict[str, int | None]) -> None:
+def require_counts(counts: dict[str, int], found: dict[str, int | None]) -> None:
     """Raise (rolling the replace back) unless every table has the rows its manifest says."""
     mismatches = {t: (n, found.get(t)) for t, n in counts.items() if found.get(t) != n}
     if mismatches:
@@ -158,8 +163,8 @@ def _replace_from_script(schema: str, record: BackupRecord, backup: VerifiedBack
             conn.execute(f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)}")
         _loaded(conn, record, backup)
         privileges.apply(conn.cursor(), schema, record.manifest)
-        found = _counts(conn, schema, list(counts))
-        _require_counts(counts, found)
+        found = table_counts(conn, schema, list(counts))
+        require_counts(counts, found)
         if live:
             _refuse_dependents(conn, aside, schema)
             conn.execute(f"DROP SCHEMA {_q(aside)} CASCADE")
@@ -266,6 +271,9 @@ def _load_json_into(schema: str, record: BackupRecord, backup: VerifiedBackup, c
 
 def _checked_record(schema: str, record: BackupRecord) -> None:
     """Only this tenant's own, good, checkable backups: same schema, same identity, succeeded, not damaged."""
+    if schema == get_public_schema_name() or record.tenant_uid == PUBLIC_UID:
+        raise RestoreFailed("The public schema's backups hold every tenant's shared data; only recover_deployment "
+                            "restores them, on an empty database.")
     if record.schema_name != schema:
         raise RestoreFailed(f"Backup {record.pk} was taken from schema {record.schema_name!r}, not {schema!r}.")
     stands_in = (record.damaged_at is not None or record.stage == BackupRecord.Stage.MISSING) and \
@@ -342,7 +350,7 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
     loaded, row counts checked against the manifest and the old schema dropped, all in one transaction.
     """
     _checked_record(schema, record)
-    counts = _manifest_counts(record)
+    counts = manifest_counts(record)
     report = RestoreReport(record.pk, schema, "replace", ok=False)
     live = schema_exists(schema)
     try:
@@ -356,6 +364,12 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
             else:
                 found = _replace_from_script(schema, record, backup, counts, live)
             report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
+        try:  # the files from the primary target (blobs are not copied to a second one)
+            report.files = files_restore(record=record, storage=get_storage(record.storage_backend))
+        except (BackupError, StorageError, OSError) as exc:
+            _damaged(record, exc)
+            raise RestoreFailed(f"Schema {schema} was replaced with backup {record.pk}, but its files were not all "
+                                f"restored: {exc} Run the restore again to finish them.") from None
     except BackupError as exc:
         _damaged(record, exc)
         report.message = str(exc)
@@ -363,8 +377,11 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
                             details={"ok": False, "error": str(exc), "safety_record_id": report.safety_record_id})
         raise
     report.ok = True
-    report.message = " ".join(filter(None, [f"Schema {schema} replaced with backup {record.pk}.",
-                                            report.source_note]))
+    report.message = f"Schema {schema} replaced with backup {record.pk}."
+    if report.files:
+        report.message += " Files: {written} written, {kept} unchanged, {deleted} deleted.".format(**report.files)
+    if report.source_note:
+        report.message += " " + report.source_note
     backup_event_create(record=record, action=BackupEvent.Action.RESTORE, actor=actor,
                         details={"ok": True, "safety_record_id": report.safety_record_id,
                                  **({"source": "copy"} if report.source_note else {})})
@@ -382,7 +399,7 @@ def _replace_from_json(schema: str, record: BackupRecord, backup: VerifiedBackup
         found = _load_json_into(schema, record, backup, counts)
         with connection.cursor() as cur:
             privileges.apply(cur, schema, record.manifest)
-        _require_counts(counts, found)
+        require_counts(counts, found)
         if live:
             connection.ensure_connection()
             _refuse_dependents(connection.connection, aside, schema)
@@ -425,7 +442,7 @@ def _verify_script_in(dbname: str, schema: str, record: BackupRecord, backup: Ve
             privileges.require_roles(conn.cursor(), record.manifest)
             _loaded(conn, record, backup)
             privileges.apply(conn.cursor(), schema, record.manifest)
-            found = _counts(conn, schema, list(counts))
+            found = table_counts(conn, schema, list(counts))
             conn.rollback()
     finally:
         with pgtools.connect(autocommit=True) as admin:
@@ -436,7 +453,7 @@ def _verify_script_in(dbname: str, schema: str, record: BackupRecord, backup: Ve
 def restore_verify(*, schema: str, record: BackupRecord, actor: dict | None = None) -> RestoreReport:
     """Restore into a scratch database (json: a scratch schema, rolled back), compare row counts, drop it."""
     _checked_record(schema, record)
-    counts = _manifest_counts(record)
+    counts = manifest_counts(record)
     report = RestoreReport(record.pk, schema, "verify", ok=False)
     try:
         with open_backup_or_copy(record) as (backup, source_note):
@@ -451,6 +468,14 @@ def restore_verify(*, schema: str, record: BackupRecord, actor: dict | None = No
         report.ok = not report.mismatches
         report.message = ("Row counts match the manifest." if report.ok
                           else f"Row counts differ from the manifest: {report.mismatches}")
+        checked, problems = files_verify(record=record, storage=get_storage(record.storage_backend))
+        if checked or problems:
+            report.files = {"checked": checked, "problems": problems[:20]}
+            if problems:
+                report.ok = False
+                report.message += f" {len(problems)} of {checked} files failed their check: {problems[0]}"
+            else:
+                report.message += f" All {checked} files match their SHA-256."
         if report.source_note:
             report.message += " " + report.source_note
     backup_event_create(record=record, action=BackupEvent.Action.VERIFY, actor=actor,

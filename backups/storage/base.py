@@ -106,6 +106,14 @@ class Storage(abc.ABC):
     def extend_lock(self, key: str, until: datetime) -> None:  # noqa: B027 - only locking backends lock
         """Keep the object locked at least until `until` (never shortens a lock); nothing where nothing locks."""
 
+    def open_write_batched(self, key: str) -> ObjectWriter:
+        """Like open_write, for one of many small objects made durable together by sync_batched (a backend whose
+        commit is durable by itself needs nothing more)."""
+        return self.open_write(key)
+
+    def sync_batched(self) -> None:  # noqa: B027 - most backends' commits are durable by themselves
+        """Make every object written through open_write_batched durable (before anything that refers to them)."""
+
     def put_bytes(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
         """Store a small object (a manifest) in one go."""
         with self.open_write(key, retain_until=retain_until) if retain_until else self.open_write(key) as writer:

@@ -4,7 +4,17 @@ from django.core.management.base import BaseCommand
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from backups.conf import backups_settings
-from backups.queues import CHECK_OVERDUE, DISPATCH, DISPATCH_DUE, HOUSEKEEPING, REAP_STUCK, RECONCILE, VERIFY_DRILLS
+from backups.queues import (
+    BACKUP_PUBLIC,
+    CHECK_OVERDUE,
+    DISPATCH,
+    DISPATCH_DUE,
+    DUMP,
+    HOUSEKEEPING,
+    REAP_STUCK,
+    RECONCILE,
+    VERIFY_DRILLS,
+)
 
 ENTRIES = (
     ("backups: dispatch due backups", DISPATCH_DUE, DISPATCH, "BACKUPS_TICK_SECONDS"),
@@ -13,6 +23,7 @@ ENTRIES = (
      "BACKUPS_OVERDUE_CHECK_SECONDS"),
     ("backups: verify drills", VERIFY_DRILLS, HOUSEKEEPING, "BACKUPS_DRILL_SECONDS"),
     ("backups: reconcile storage", RECONCILE, HOUSEKEEPING, "BACKUPS_RECONCILE_SECONDS"),
+    ("backups: public schema", BACKUP_PUBLIC, DUMP, "BACKUPS_PUBLIC_BACKUP_SECONDS"),
 )
 
 
