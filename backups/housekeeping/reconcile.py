@@ -135,6 +135,10 @@ def _reconcile_schema(storage: Storage, schema: str, result: Reconciled, *, dry_
         if manifest is None:
             result.rejected[key] = why
             continue
+        if _erased(manifest):
+            result.rejected[key] = ("its tenant identity's backups were erased (the object outlived the erasure "
+                                    "under a lock)")
+            continue
         if _already_recorded(manifest):
             result.duplicates.append(key)
             continue
@@ -171,8 +175,14 @@ def _mark_missing(record: BackupRecord) -> None:
         backup_event_create(record=record, action=BackupEvent.Action.FAIL, actor=ACTOR, details={"error": error})
 
 
+def _erased(manifest: dict) -> bool:
+    """Whether the catalog recorded the erasure of the manifest's tenant identity (never imported again)."""
+    return BackupEvent.objects.filter(tenant_uid=manifest["tenant_uid"], action=BackupEvent.Action.ERASE).exists()
+
+
 def trusted_manifest(storage: Storage, schema: str, key: str, size: int) -> tuple[dict | None, str]:
-    """The object's manifest when this deployment signed it and it describes exactly this object; else why not."""
+    """The object's manifest when this deployment signed it and it describes exactly this object; else why not.
+    Reads the storage only (recover_deployment asks it before any catalog exists)."""
     stored = read_manifest(storage, key)
     if stored.manifest is None:
         return None, stored.problem
@@ -185,8 +195,6 @@ def trusted_manifest(storage: Storage, schema: str, key: str, size: int) -> tupl
         return None, "its manifest names no valid tenant identity or file name"
     if manifest.get("schema") != schema or expected_key != key:
         return None, "its manifest describes another schema, identity or file"
-    if BackupEvent.objects.filter(tenant_uid=uid, action=BackupEvent.Action.ERASE).exists():
-        return None, "its tenant identity's backups were erased (the object outlived the erasure under a lock)"
     if manifest.get("size") != size:
         return None, f"its manifest says {manifest.get('size')} bytes, the object has {size}"
     if not isinstance(manifest.get("sha256"), str) or not SHA256_RE.fullmatch(manifest["sha256"]):
