@@ -57,10 +57,17 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_JSON_EXCLUDE": ("contenttypes.contenttype", "auth.permission"),
     "BACKUPS_SPOOL_DIR": "",
     "BACKUPS_DELETED_TENANT_KEEP_DAYS": 90,
+    # With S3 Object Lock (AWS_S3_OBJECT_LOCK_MODE): the shortest lock of any backup, and how far ahead the lock of
+    # a backup retention keeps without an end date (the newest, manual ones) is renewed by each retention pass.
+    "BACKUPS_OBJECT_LOCK_DAYS": 7.0,
     "BACKUPS_MANIFEST_KEY": "",
     "BACKUPS_MANIFEST_OLD_KEYS": (),
     "BACKUPS_AGE_RECIPIENTS": "",
     "BACKUPS_AGE_IDENTITY_FILE": "",
+    # Envelope encryption (backups.catalog.tenant_keys): with recipients set, each tenant identity's backups are
+    # encrypted to a data key of its own, kept wrapped for the recipients, so erasing the key erases every copy.
+    # False: backups are encrypted to the recipients directly (as before; an erasure cannot reach locked copies).
+    "BACKUPS_TENANT_KEYS": True,
     "BACKUPS_TICK_SECONDS": 300,
     "BACKUPS_REAPER_SECONDS": 600,
     "BACKUPS_SPREAD_SECONDS": 1800,
@@ -85,8 +92,22 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_DRILL_SECONDS": 86400,
     "BACKUPS_DRILL_SAMPLE": 3,
     "BACKUPS_RECONCILE_SECONDS": 86400,
+    # The public schema's own backups (backups.backup.public): the shared tables (tenants, domains, operators, beat's
+    # entries, this catalog) are what recover_deployment rebuilds the deployment from. Beat's entry runs this often
+    # (0: no scheduled public backups); kept like an automatic tenant backup, by these GFS counts.
+    # Tenant files (backups.backup.files): what Django's default storage holds for the tenant (read inside its
+    # schema, so django-tenants' TenantFileSystemStorage or an S3 storage with a per-tenant location) is backed up
+    # with each backup as content-addressed blobs. BACKUPS_FILES_STORAGE: a callable returning the tenant's storage
+    # instead (called inside the tenant's schema); empty: django.core.files.storage.default_storage.
+    "BACKUPS_FILES": True,
+    "BACKUPS_FILES_STORAGE": "",
+    "BACKUPS_FILES_THREADS": 4,  # new blobs compressed and stored at once (fsync and uploads overlap)
+    "BACKUPS_PUBLIC_BACKUP_SECONDS": 86400,
+    "BACKUPS_PUBLIC_KEEP_DAILY": 7,
+    "BACKUPS_PUBLIC_KEEP_WEEKLY": 4,
+    "BACKUPS_PUBLIC_KEEP_MONTHLY": 12,
     # batched dumps (backups.backup.batch.run): one pg_dump for up to this many due tenants; 1 turns it off
-    "BACKUPS_BATCH_SIZE": 500,
+    "BACKUPS_BATCH_SIZE": 2000,  # a cap: batches are spread over the dump slots and cut to the lock table and spool
     "BACKUPS_BATCH_MIN_SIZE": 10,  # a tick's due tenants are spread over the dump slots in batches of at least this
     "BACKUPS_BATCH_LOCK_SHARE": 0.5,  # of the server's lock table, shared by the BACKUPS_MAX_CONCURRENT_DUMPS batches
     "BACKUPS_BATCH_TABLES_PER_TENANT": 30,  # tables + sequences the start-up check assumes; batches count real ones
@@ -139,11 +160,38 @@ DEFAULTS: dict[str, Any] = {
     "BACKUPS_ALERT_WEBHOOK_TIMEOUT_SECONDS": 5.0,
 }
 
-
-# Settings whose value may be None beside their default's type (None means "no limit" / "keep").
+# A second target (backups.backup.copy): every succeeded backup is copied there, streamed and checked by digest.
+# BACKUPS_COPY_STORAGE names its backend ("" = no copy); its settings mirror the primary's under BACKUPS_COPY_:
+# BACKUPS_COPY_LOCAL_ROOT, BACKUPS_COPY_AWS_STORAGE_BUCKET_NAME, BACKUPS_COPY_SUPABASE_URL, ... (the primary's
+# AWS_*, SUPABASE_* and BACKUPS_S3_PART_SIZE names with BACKUPS_COPY_ in front).
+COPY_MIRRORED: dict[str, Any] = {
+    "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": "", "AWS_STORAGE_BUCKET_NAME": "",
+    "AWS_S3_REGION_NAME": "us-east-1", "AWS_S3_ENDPOINT_URL": "", "AWS_S3_KEY_PREFIX": "backups/", "AWS_S3_SSE": "",
+    "AWS_S3_SSE_KMS_KEY_ID": "", "AWS_S3_STORAGE_CLASS": "STANDARD", "AWS_S3_ADDRESSING_STYLE": "auto",
+    "AWS_S3_REQUEST_CHECKSUM_CALCULATION": "when_supported", "AWS_S3_CONNECT_TIMEOUT": 10, "AWS_S3_READ_TIMEOUT": 60,
+    "AWS_S3_MAX_ATTEMPTS": 5, "AWS_S3_OBJECT_LOCK_MODE": "", "BACKUPS_S3_PART_SIZE": 16 << 20,
+    "SUPABASE_URL": "", "SUPABASE_KEY": "", "SUPABASE_BUCKET": "backups", "SUPABASE_S3_ENDPOINT": "",
+    "SUPABASE_S3_REGION": "us-east-1", "SUPABASE_S3_ACCESS_KEY_ID": "", "SUPABASE_S3_SECRET_ACCESS_KEY": "",
+    "SUPABASE_UPLOAD_LIMIT": 50 << 20,
+}
+COPY_PREFIX = "BACKUPS_COPY_"
+DEFAULTS.update({
+    "BACKUPS_COPY_STORAGE": "",
+    "BACKUPS_COPY_LOCAL_ROOT": "var/backups-copy",
+    # the copy target's own retention (None: the tenant's own counts); e.g. keep monthly backups longer there
+    "BACKUPS_COPY_KEEP_DAILY": None,
+    "BACKUPS_COPY_KEEP_WEEKLY": None,
+    "BACKUPS_COPY_KEEP_MONTHLY": None,
+    # copies tried (the first included) before ops are alerted; the reaper's pass retries a failed copy until then
+    "BACKUPS_COPY_MAX_ATTEMPTS": 5,
+    **{COPY_PREFIX + name.removeprefix("BACKUPS_"): value for name, value in COPY_MIRRORED.items()},
+})
 NULLABLE: frozenset[str] = frozenset({
     "BACKUPS_MANUAL_RETENTION_DAYS",
     "BACKUPS_PRE_RESTORE_RETENTION_DAYS",
+    "BACKUPS_COPY_KEEP_DAILY",
+    "BACKUPS_COPY_KEEP_WEEKLY",
+    "BACKUPS_COPY_KEEP_MONTHLY",
 })
 
 
@@ -155,11 +203,15 @@ class Number:
 # Types that are not the default's own: the NULLABLE settings whose default is None, and any exception.
 TYPES: dict[str, type] = {
     "BACKUPS_MANUAL_RETENTION_DAYS": int,
+    "BACKUPS_COPY_KEEP_DAILY": int,
+    "BACKUPS_COPY_KEEP_WEEKLY": int,
+    "BACKUPS_COPY_KEEP_MONTHLY": int,
 }
 # Settings given as a dotted path (or the object itself) that are read as the object the path names.
 IMPORT_STRINGS: frozenset[str] = frozenset({
     "BACKUPS_IS_TENANT_ADMIN",
     "BACKUPS_CLONE_ANONYMIZER",
+    "BACKUPS_FILES_STORAGE",
 })
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
@@ -313,7 +365,12 @@ def default_encryption() -> str:
     return "age" if age_recipients() else ""
 
 
-def local_root() -> Path:
-    """The local-folder storage root, absolute."""
-    root = Path(backups_settings.BACKUPS_LOCAL_ROOT)
+def local_root(setting: str = "BACKUPS_LOCAL_ROOT") -> Path:
+    """The local-folder storage root (or the copy target's, BACKUPS_COPY_LOCAL_ROOT), absolute."""
+    root = Path(getattr(backups_settings, setting))
     return root if root.is_absolute() else Path(settings.BASE_DIR) / root
+
+
+def copy_setting_name(name: str) -> str:
+    """The copy target's setting mirroring the primary's `name` (AWS_S3_SSE -> BACKUPS_COPY_AWS_S3_SSE)."""
+    return COPY_PREFIX + name.removeprefix("BACKUPS_")

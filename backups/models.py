@@ -1,5 +1,7 @@
 """Backup state, kept in the public schema so a restore never rewrites it."""
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -123,6 +125,11 @@ class BackupRecord(models.Model):
         help_text="When the stored object failed its size or SHA-256 check; a damaged backup is never offered "
                   "for restore, drilled, or counted as a good backup by retention.",
     )
+    locked_until = models.DateTimeField(
+        "locked until", null=True, blank=True,
+        help_text="S3 Object Lock retain-until date of the object and its manifest (AWS_S3_OBJECT_LOCK_MODE): "
+                  "nobody, retention included, can delete them before; extended while retention keeps them.",
+    )
     bytes_done = models.BigIntegerField("bytes done", default=0, help_text="Raw dump bytes processed so far.")
     attempts = models.PositiveSmallIntegerField("attempts", default=0)
     manifest = models.JSONField(
@@ -183,6 +190,7 @@ class BackupEvent(models.Model):
         DELETE = "delete", "Delete"
         RESTORE = "restore", "Restore"
         VERIFY = "verify", "Verify drill"
+        ERASE = "erase", "Erasure (every backup and the data key)"
         SCHEDULE_CHANGE = "schedule_change", "Schedule change"
         RETENTION = "retention", "Retention delete"
         RESTORE_OBJECTS = "restore_objects", "Objects restored"
@@ -411,3 +419,88 @@ class SideCopy(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schema_name} (from {self.origin_schema})"
+
+
+class BackupCopyStatus(models.TextChoices):
+    """Where a backup's copy in the second target stands."""
+
+    PENDING = "pending", "Pending"
+    COPIED = "copied", "Copied"
+    FAILED = "failed", "Failed"
+
+
+class BackupCopy(models.Model):
+    """A backup's copy in the second target (BACKUPS_COPY_STORAGE): same key, same bytes, its own retention.
+
+    It keeps what a restore needs to check the copied bytes (size, SHA-256) so it outlives its record when the
+    copy target keeps backups longer than the primary (BACKUPS_COPY_KEEP_*)."""
+
+    Status = BackupCopyStatus
+
+    record = models.ForeignKey(
+        BackupRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="copies",
+        verbose_name="backup", help_text="The primary backup; empty once the primary's retention deleted it.")
+    tenant_uid = models.UUIDField("tenant identity", db_index=True, help_text="The identity the backup belongs to.")
+    schema_name = models.CharField("schema name", max_length=63, help_text="The schema the backup was taken from.")
+    file_name = models.CharField("file name", max_length=255, help_text="The backup's file name.")
+    backend = models.CharField("copy backend", max_length=20, help_text="local, s3 or supabase.")
+    storage_key = models.CharField("storage key", max_length=1024, help_text="Key of the copy in its backend.")
+    backup_type = models.CharField("type", max_length=12, help_text="The backup's type (retention needs it).")
+    backup_created_at = models.DateTimeField("backup created at", help_text="When the backup was made.")
+    size = models.BigIntegerField("size", null=True, blank=True, help_text="Stored bytes, checked when copied.")
+    sha256 = models.CharField("SHA-256", max_length=64, blank=True, default="", help_text="Of the stored bytes.")
+    status = models.CharField("status", max_length=10, choices=BackupCopyStatus.choices,
+                              default=BackupCopyStatus.PENDING, help_text="pending, copied or failed.")
+    attempts = models.PositiveSmallIntegerField("attempts", default=0, help_text="Copies tried so far.")
+    error = models.TextField("error", blank=True, default="", help_text="Why the last copy failed.")
+    copied_at = models.DateTimeField("copied at", null=True, blank=True, help_text="When the copy was confirmed.")
+    locked_until = models.DateTimeField("locked until", null=True, blank=True,
+                                        help_text="S3 Object Lock retain-until date in the copy target, if any.")
+    created_at = models.DateTimeField("created at", auto_now_add=True, help_text="When the copy was asked for.")
+
+    class Meta:
+        verbose_name = "backup copy"
+        verbose_name_plural = "backup copies"
+        constraints = [
+            models.UniqueConstraint(fields=("backend", "storage_key"), name="backups_copy_unique_key"),
+            models.CheckConstraint(condition=Q(status__in=BackupCopyStatus.values), name="backups_copy_status_valid"),
+        ]
+        indexes = [models.Index(fields=("status", "created_at"), name="backups_copy_status_idx")]
+
+    def __str__(self) -> str:
+        return f"copy of {self.file_name} in {self.backend} [{self.status}]"
+
+
+class TenantKey(models.Model):
+    """A tenant identity's data key (envelope encryption): an age X25519 identity of its own that its backups are
+    encrypted to, kept only wrapped for the deployment's age recipients, here and beside the objects.
+
+    Destroying it (erasure) leaves whatever could not be deleted (a locked object, an unreachable copy)
+    unreadable: the deployment's own keys were never recipients of the backups."""
+
+    key_id = models.UUIDField("key id", primary_key=True, default=uuid.uuid4, editable=False,
+                              help_text="Named in each backup's manifest and in the wrapped key's object name.")
+    tenant_uid = models.UUIDField("tenant identity", db_index=True, help_text="The identity whose backups it locks.")
+    schema_name = models.CharField("schema name", max_length=63, help_text="The schema when the key was made.")
+    recipient = models.CharField("recipient", max_length=100, help_text="The key's public half (age1...).")
+    wrapped = models.TextField("wrapped key", blank=True, default="",
+                               help_text="The secret half, age-encrypted to BACKUPS_AGE_RECIPIENTS (base64); empty "
+                                         "once destroyed.")
+    wrapped_for = models.CharField("wrapped for", max_length=500, blank=True, default="",
+                                   help_text="Fingerprints of the recipients it is wrapped for (comma-separated).")
+    created_at = models.DateTimeField("created at", auto_now_add=True, help_text="When the key was made.")
+    retired_at = models.DateTimeField("retired at", null=True, blank=True,
+                                      help_text="When new backups stopped using it (BACKUPS_AGE_RECIPIENTS changed and "
+                                                "it could not be wrapped again); it still opens the older ones.")
+    destroyed_at = models.DateTimeField("destroyed at", null=True, blank=True,
+                                        help_text="When an erasure destroyed it; its backups are unreadable since.")
+
+    class Meta:
+        verbose_name = "tenant data key"
+        verbose_name_plural = "tenant data keys"
+        constraints = [models.UniqueConstraint(fields=("tenant_uid",),
+                                               condition=Q(destroyed_at__isnull=True, retired_at__isnull=True),
+                                               name="backups_tenantkey_one_live")]
+
+    def __str__(self) -> str:
+        return f"data key {self.key_id} of {self.schema_name}{' (destroyed)' if self.destroyed_at else ''}"

@@ -24,6 +24,7 @@ FAN_OUT = "tasks.backups.fan_out_backups"
 RUN_BACKUP = "tasks.backups.run_backup"
 RUN_BACKUP_BATCH = "tasks.backups.run_backup_batch"
 RECORD_BACKUP = "tasks.backups.record_backup"
+BACKUP_PUBLIC = "tasks.backups.backup_public_schema"
 APPLY_RETENTION = "tasks.backups.apply_retention"
 REAP_STUCK = "tasks.backups.reap_stuck_backups"
 CHECK_OVERDUE = "tasks.backups.check_overdue_backups"
@@ -40,6 +41,7 @@ CELERY_ROUTES = {
     RUN_BACKUP: {"queue": DUMP},
     RUN_BACKUP_BATCH: {"queue": DUMP},
     RECORD_BACKUP: {"queue": RECORD},
+    BACKUP_PUBLIC: {"queue": DUMP},
     APPLY_RETENTION: {"queue": HOUSEKEEPING},
     REAP_STUCK: {"queue": HOUSEKEEPING},
     CHECK_OVERDUE: {"queue": HOUSEKEEPING},

@@ -8,6 +8,8 @@ from decimal import Decimal
 
 from django.contrib.auth.hashers import make_password
 from django.contrib.contenttypes.models import ContentType
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 
 from accounts.models import User
 
@@ -78,5 +80,24 @@ def fill_clinic(schema: str, *, patients: int = 1500) -> dict[str, int]:
         + [Note(content_type=on_visit, object_id=visit.pk, text=f"Nota de la cita: {visit.motivo}",
                 written_at=visit.starts_at) for visit in visits[::9]]
     )
+    files = add_clinic_files(rng, people, invoices)
     return {"users": len(staff), "patients": len(people), "appointments": len(visits),
-            "treatments": len(treatments), "invoices": len(invoices), "notes": len(notes)}
+            "treatments": len(treatments), "invoices": len(invoices), "notes": len(notes), "files": files}
+
+
+def add_clinic_files(rng: random.Random, people: list, invoices: list) -> int:
+    """X-ray images and invoice PDFs in the clinic's file storage (django-tenants: MEDIA_ROOT/<schema>/), about
+    one per twenty patients each; the number written."""
+    written = 0
+    for patient in people[:: max(1, len(people) // max(3, len(people) // 20))]:
+        name = f"xrays/patient-{patient.pk}/panoramic.png"
+        body = b"\x89PNG\r\n\x1a\n" + rng.randbytes(rng.randrange(4000, 40000))
+        if not default_storage.exists(name):
+            default_storage.save(name, ContentFile(body))
+            written += 1
+    for invoice in invoices[:: max(1, len(invoices) // max(3, len(invoices) // 20))]:
+        name = f"invoices/{invoice.number}.pdf"
+        if not default_storage.exists(name):
+            default_storage.save(name, ContentFile(invoice.pdf))
+            written += 1
+    return written

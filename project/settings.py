@@ -125,6 +125,17 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# Each clinic's files (X-rays, invoices) the way django-tenants documents it: MEDIA_ROOT/<schema>/...; backed up with
+# the clinic (backups.backup.files). MEDIA_STORAGE=s3: the same per tenant on S3 (project.media.TenantS3Storage,
+# bucket MEDIA_S3_BUCKET, the AWS_* endpoint and keys).
+MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media")))
+MEDIA_URL = "media/"
+MEDIA_S3_BUCKET = env("MEDIA_S3_BUCKET", default="")
+STORAGES = {
+    "default": {"BACKEND": "project.media.TenantS3Storage" if env("MEDIA_STORAGE", default="") == "s3"
+                else "django_tenants.files.storage.TenantFileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 
 # Overdue-backup alerts are mailed to ADMINS (none set: only logged).
 ADMINS = [("", address) for address in env.list("DJANGO_ADMINS", default=[])]
@@ -293,10 +304,22 @@ AWS_S3_REQUEST_CHECKSUM_CALCULATION = env("AWS_S3_REQUEST_CHECKSUM_CALCULATION",
 AWS_S3_CONNECT_TIMEOUT = env.float("AWS_S3_CONNECT_TIMEOUT", default=10.0)
 AWS_S3_READ_TIMEOUT = env.float("AWS_S3_READ_TIMEOUT", default=60.0)
 AWS_S3_MAX_ATTEMPTS = env.int("AWS_S3_MAX_ATTEMPTS", default=5)  # all attempts, first included ("standard" retries)
+# GOVERNANCE | COMPLIANCE: every object locked (S3 Object Lock) as long as retention keeps it; empty: no lock.
+AWS_S3_OBJECT_LOCK_MODE = env("AWS_S3_OBJECT_LOCK_MODE", default="")
+BACKUPS_OBJECT_LOCK_DAYS = env.float("BACKUPS_OBJECT_LOCK_DAYS", default=7.0)  # shortest lock; rolling renewal
 # Multipart part size: memory per upload is about one part; max object size = part size * 10,000.
 BACKUPS_S3_PART_SIZE = env.int("BACKUPS_S3_PART_SIZE", default=16 * 1024 * 1024)
 BACKUPS_URL_MAX_EXPIRY = env.int("BACKUPS_URL_MAX_EXPIRY", default=7 * 24 * 3600)  # S3 caps links at 7 days
 # --- end S3 storage ---------------------------------------------------------------------------------
+
+# --- A second target (issue 28): BACKUPS_COPY_STORAGE=local|s3|supabase, empty for none --------------
+# Its settings mirror the primary's with BACKUPS_COPY_ in front (BACKUPS_COPY_LOCAL_ROOT,
+# BACKUPS_COPY_AWS_STORAGE_BUCKET_NAME, BACKUPS_COPY_SUPABASE_URL, BACKUPS_COPY_KEEP_MONTHLY, ...): every one set in
+# the environment is passed as given (backups.conf brings it to its type and knows its default).
+BACKUPS_TENANT_KEYS = env.bool("BACKUPS_TENANT_KEYS", default=True)  # a data key per tenant identity (erasure)
+for _name, _value in env.ENVIRON.items():
+    if _name.startswith("BACKUPS_COPY_"):
+        globals()[_name] = _value
 
 # --- Supabase storage (BACKUPS_STORAGE=supabase) ----------------------------------------------------
 # Read by backups.storage.supabase.SupabaseStorage.from_settings(); defaults mirror its SETTINGS_DEFAULTS.
@@ -316,7 +339,7 @@ SUPABASE_S3_SECRET_ACCESS_KEY = env("SUPABASE_S3_SECRET_ACCESS_KEY", default="")
 SUPABASE_UPLOAD_LIMIT = env.int("SUPABASE_UPLOAD_LIMIT", default=50 * 1024 * 1024)
 # --- end Supabase storage ---------------------------------------------------------------------------
 
-# --- API (backups.api on tenant domains, its auth endpoints at backups.api.auth) -----------------------------------
+# --- API (backups.api on tenant domains, its auth endpoints at backups.api.auth_urls) -----------------------------
 import hashlib  # noqa: E402 - kept inside the API block
 from datetime import timedelta  # noqa: E402
 

@@ -14,7 +14,7 @@ def api_not_found(request, *args, **kwargs) -> JsonResponse:
 
 urlpatterns = [
     path("api/backups/", include("backups.api.urls")),
-    path("api/auth/", include("backups.api.auth")),
+    path("api/auth/", include("backups.api.auth_urls")),
     path("api/schema/", CachedSchemaView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/", api_not_found),

@@ -5,7 +5,11 @@ session fixture (a second worker on the same broker)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -20,6 +24,11 @@ _STATE: dict[str, object] = {"server": None, "deselected": 0}
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # the session's tenant files (MEDIA_ROOT/<schema>/...): a fresh folder, seen by the worker too (its environment)
+    media = Path(tempfile.mkdtemp(prefix="tb-test-media-"))
+    os.environ["MEDIA_ROOT"] = str(media)
+    settings.MEDIA_ROOT = media
+    _STATE["media"] = media
     try:
         chosen_kind()
     except RuntimeError as exc:
@@ -27,6 +36,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{SIGNATURES_MARK}: needs radosgw: it checks signatures, link expiry, encryption, upload dates",
     )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if isinstance(_STATE.get("media"), Path):
+        shutil.rmtree(_STATE["media"], ignore_errors=True)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -17,7 +17,7 @@ from backups.catalog.records import backup_records_requeue_failed
 from backups.core.errors import BackupError
 from backups.core.service_errors import ApiServiceError
 from backups.core.timetable import DISABLED
-from backups.models import BackupEvent, BackupRecord, InheritedUser, RestoreJob, SideCopy
+from backups.models import BackupCopy, BackupEvent, BackupRecord, InheritedUser, RestoreJob, SideCopy, TenantKey
 
 STORAGE_LABELS = {"local": "Local folder", "s3": "S3 (or compatible)", "supabase": "Supabase Storage"}
 TYPE_SHORT = {BackupRecord.Type.MANUAL: "manual", BackupRecord.Type.AUTOMATIC: "automatic",
@@ -347,6 +347,44 @@ class InheritedUserAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(BackupCopy)
+class BackupCopyAdmin(admin.ModelAdmin):
+    """Copies in the second target (BACKUPS_COPY_STORAGE): read-only; failed ones are retried by the reaper."""
+
+    list_display = ("file_name", "schema_name", "backend", "status", "attempts", "copied_at", "error")
+    list_filter = ("status", "backend")
+    search_fields = ("schema_name", "file_name", "tenant_uid")
+    readonly_fields = [f.name for f in BackupCopy._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(TenantKey)
+class TenantKeyAdmin(admin.ModelAdmin):
+    """Tenant data keys (envelope encryption): which exist, which an erasure destroyed. Never edited here."""
+
+    list_display = ("key_id", "schema_name", "tenant_uid", "created_at", "retired_at", "destroyed_at")
+    search_fields = ("schema_name", "tenant_uid")
+    exclude = ("wrapped",)
+    readonly_fields = [f.name for f in TenantKey._meta.fields if f.name != "wrapped"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
 

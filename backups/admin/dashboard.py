@@ -64,6 +64,7 @@ def dashboard_view(request, *, model_admin) -> HttpResponse:
                                                f"last {human_duration(trend.latest_seconds)}"),
         })
 
+    targets = dashboard.newest_targets()
     days_axis = [d.day for d in day_stats]
     context = {
         **model_admin.admin_site.each_context(request),
@@ -101,6 +102,7 @@ def dashboard_view(request, *, model_admin) -> HttpResponse:
         "tenants_url": tenants_url,
         "overdue_url": tenants_url and f"{tenants_url}?backup_overdue=yes",
         "running_url": f"{changelist}?status__exact={BackupRecord.Status.RUNNING}",
+        **targets,
     }
     request.current_app = model_admin.admin_site.name
     return TemplateResponse(request, "admin/backups/dashboard.html", context)

@@ -186,3 +186,22 @@ def recent_failures(*, hours: int = 24, limit: int = 50, now: datetime | None = 
 def running_now(*, limit: int = 20) -> list[BackupRecord]:
     """Backups running now, oldest start first."""
     return list(BackupRecord.objects.filter(status=S.RUNNING).order_by("started_at", "id")[:limit])
+
+
+def newest_targets(*, limit: int = 20) -> dict:
+    """How many targets hold each tenant's newest backup: counts per number of targets, and the tenants short of
+    the goal (2 with a copy target, else 1), fewest first; the failed copies' count."""
+    from backups.catalog.copies import copies_failed_count, newest_backup_targets
+    from backups.conf import backups_settings
+
+    uids = dict(get_tenant_model().objects.exclude(schema_name=get_public_schema_name())
+                .values_list("tenant_uid", "schema_name"))
+    targets = newest_backup_targets(list(uids))
+    wanted = 2 if backups_settings.BACKUPS_COPY_STORAGE else 1
+    counts: dict[int, int] = {}
+    for n in targets.values():
+        counts[n] = counts.get(n, 0) + 1
+    short = sorted(((uids[uid], n) for uid, n in targets.items() if n < wanted), key=lambda item: (item[1], item[0]))
+    return {"copy_target": backups_settings.BACKUPS_COPY_STORAGE, "wanted_targets": wanted,
+            "targets_counts": sorted(counts.items(), reverse=True), "short_of_targets": short[:limit],
+            "failed_copies_count": copies_failed_count() if wanted == 2 else 0}

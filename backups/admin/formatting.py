@@ -1,21 +1,25 @@
-"""Numbers as operators read them: sizes in kB/MB/GB, durations in s/min/h (the admin and its dashboard)."""
+"""Numbers as operators read them: sizes in kB/MB/GB (humanize), durations in s/min/h (the admin and its dashboard;
+humanize has no compact form of durations)."""
 
 from __future__ import annotations
 
+import humanize
+
 
 def human_bytes(n: int | float | None) -> str:
-    """1529651 -> '1.53 MB' (decimal units, three significant digits, as the CLI prints them); None -> '-'."""
+    """1529651 -> '1.53 MB' (humanize's decimal units, three significant digits, as the CLI prints them); None -> '-'.
+
+    humanize names units up to yottabytes and says "Bytes"; the admin keeps "B" below a kilobyte."""
     if n is None:
         return "-"
     n = float(n)
     if abs(n) < 1000:
         return f"{n:.0f} B"
-    for unit in ("kB", "MB", "GB", "TB"):
-        n /= 1000
-        if abs(n) < 1000 or unit == "TB":
-            break
-    digits = 2 if abs(n) < 10 else 1 if abs(n) < 100 else 0
-    return f"{n:.{digits}f} {unit}"
+    scaled = abs(n)
+    while scaled >= 1000:  # the unit humanize picks
+        scaled /= 1000
+    digits = 2 if scaled < 9.995 else 1 if scaled < 99.95 else 0
+    return humanize.naturalsize(n, format=f"%.{digits}f")
 
 
 def human_duration(seconds: float | None) -> str:

@@ -8,7 +8,7 @@ from .compat import with_compat_views
 from .views.audit import AuditListView
 from .views.cloud import CloudDeleteView, CloudDownloadView, CloudListView, CloudUrlView
 from .views.create import BackupCreateView
-from .views.history import HistoryDetailView, HistoryDownloadView, HistoryListView
+from .views.history import HistoryDetailView, HistoryDownloadView, HistoryFilesView, HistoryListView
 from .views.local_download import LocalDownloadView
 from .views.restore import RestoreJobDetailView, RestoreView, VerifyView
 from .views.restore_objects import RestoreObjectsView
@@ -22,6 +22,7 @@ urlpatterns = [
     path("history/", HistoryListView.as_view(), name="history-list"),
     path("history/<str:record_id>/", HistoryDetailView.as_view(), name="history-detail"),
     path("history/<str:record_id>/download/", HistoryDownloadView.as_view(), name="history-download"),
+    path("history/<str:record_id>/files/", HistoryFilesView.as_view(), name="history-files"),
     path("history/<str:record_id>/restore/", RestoreView.as_view(), name="history-restore"),
     path("history/<str:record_id>/verify/", VerifyView.as_view(), name="history-verify"),
     path("history/<str:record_id>/restore-objects/", RestoreObjectsView.as_view(), name="history-restore-objects"),

@@ -19,6 +19,7 @@ from backups.catalog.records import backup_event_create, backup_record_create
 from backups.conf import backups_settings
 from backups.core.service_errors import ConflictError, NotFoundError, RateLimited
 from backups.models import BackupEvent, BackupRecord, RestoreJob
+from backups.storage import ObjectLocked
 
 MAX_ID = 2**63 - 1
 
@@ -168,7 +169,10 @@ def api_record_delete(*, record: BackupRecord, actor: dict, ip_address: str | No
         raise ConflictError(f"Backup {record.pk} is {record.status}; it can be deleted once it finishes.")
     file_name = record.file_name
     api_events_keep_file_name(record=record)
-    backup_record_delete(record=record, actor=actor, ip_address=ip_address)
+    try:
+        backup_record_delete(record=record, actor=actor, ip_address=ip_address)
+    except ObjectLocked as exc:
+        raise ConflictError(str(exc)) from None
     return file_name
 
 

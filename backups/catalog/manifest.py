@@ -31,9 +31,10 @@ def manifest_key(key: str) -> str:
     return key + MANIFEST_SUFFIX
 
 
-def build_manifest(*, record, info: DumpInfo, result: SinkResult, encryption: dict | None = None) -> dict[str, Any]:
-    """The manifest of one finished dump."""
-    return {
+def build_manifest(*, record, info: DumpInfo, result: SinkResult, encryption: dict | None = None,
+                   files: dict | None = None) -> dict[str, Any]:
+    """The manifest of one finished dump (and, when the backup carries them, the tenant's files)."""
+    manifest = {
         "manifest_version": MANIFEST_VERSION,
         "record_id": record.pk,
         "tenant_uid": str(record.tenant_uid),
@@ -58,6 +59,9 @@ def build_manifest(*, record, info: DumpInfo, result: SinkResult, encryption: di
         "extensions": info.extensions,
         "privileges": info.privileges,
     }
+    if files is not None:
+        manifest["files"] = files
+    return manifest
 
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:

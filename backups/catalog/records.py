@@ -17,14 +17,14 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from django_tenants.utils import get_tenant_model
+from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from backups import conf
 from backups.catalog.alerts import alert_ops
 from backups.conf import backups_settings
 from backups.core.errors import BackupError
-from backups.core.naming import backup_file_name, tenant_key, validate_schema_name, with_suffix
-from backups.models import BackupEvent, BackupRecord
+from backups.core.naming import PUBLIC_UID, backup_file_name, tenant_key, validate_schema_name, with_suffix
+from backups.models import BackupCopy, BackupEvent, BackupRecord
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +44,12 @@ def backup_record_create(
 ) -> BackupRecord:
     """A queued record with its final file name and key; a same-second name gets a suffix, never a reuse."""
     validate_schema_name(schema_name)
-    if tenant is None:  # an operator's call by schema name: the tenant that owns the schema now, if any
-        tenant = get_tenant_model().objects.filter(schema_name=schema_name).first()
-    uid = tenant.tenant_uid if tenant is not None else uuid.uuid4()  # no tenant: an identity nobody has
+    if schema_name == get_public_schema_name():  # the shared tables: no tenant's, under their fixed identity
+        tenant, uid = None, PUBLIC_UID
+    else:
+        if tenant is None:  # an operator's call by schema name: the tenant that owns the schema now, if any
+            tenant = get_tenant_model().objects.filter(schema_name=schema_name).first()
+        uid = tenant.tenant_uid if tenant is not None else uuid.uuid4()  # no tenant: an identity nobody has
     fmt = fmt or backups_settings.BACKUPS_DEFAULT_FORMAT
     compression = compression or backups_settings.BACKUPS_COMPRESSION
     encryption = conf.default_encryption() if encryption is None else encryption
@@ -99,7 +102,7 @@ def backup_record_next_free_name(*, record: BackupRecord, used: set[str] | froze
         name = with_suffix(record.file_name, n)
         key = tenant_key(record.schema_name, record.tenant_uid, name)
         if key in used or BackupRecord.objects.filter(storage_backend=record.storage_backend,
-                                                      storage_key=key).exists():
+                                                      storage_key=key).exists() or _copy_holds(key):
             continue
         if storage is None or storage.stat(key) is None:
             record.file_name, record.storage_key = name, key
@@ -107,10 +110,17 @@ def backup_record_next_free_name(*, record: BackupRecord, used: set[str] | froze
     raise BackupError(f"No free name next to {record.storage_key}: 1,000 objects already use it.")
 
 
+def _copy_holds(key: str) -> bool:
+    """Whether the second target keeps a copy at `key` (its record deleted by the primary's retention): a new
+    backup under the same key would overwrite it there."""
+    return BackupCopy.objects.filter(storage_key=key).exists()
+
+
 def backup_record_take_free_key(*, record: BackupRecord, storage) -> BackupRecord:
     """Never overwrite: when an object already sits at the record's key (its record was lost, or deleted
-    without it), keep that object and move this record to the next free `-N` name before anything is written."""
-    if storage.stat(record.storage_key) is None:
+    without it), or a copy of an earlier backup kept there in the second target, keep it and move this record to
+    the next free `-N` name before anything is written."""
+    if storage.stat(record.storage_key) is None and not _copy_holds(record.storage_key):
         return record
     taken = record.storage_key
     backup_record_next_free_name(record=record, storage=storage)
@@ -300,6 +310,12 @@ def backup_record_mark_deleting(*, record: BackupRecord) -> bool:
     return bool(marked)
 
 
+def backup_record_unmark_deleting(*, record: BackupRecord, stage: str, locked_until: datetime | None) -> None:
+    """The store refused to delete the record's object (S3 Object Lock): back to `stage`, with the store's date."""
+    BackupRecord.objects.filter(pk=record.pk).update(stage=stage, locked_until=locked_until)
+    record.stage, record.locked_until = stage, locked_until
+
+
 def backup_records_deleting():
     """Records left `deleting` by an interrupted deletion."""
     return BackupRecord.objects.filter(stage=BackupRecord.Stage.DELETING)
@@ -334,3 +350,57 @@ def backup_record_mark_damaged(*, record: BackupRecord, error: str) -> BackupRec
                   f"The stored object {record.storage_key} of backup {record.pk} failed its check:\n{error}\n\n"
                   "It is no longer offered for restore; retention keeps the tenant's other backups.")
     return record
+
+
+def backup_record_set_locked_until(*, record: BackupRecord, until: datetime | None) -> BackupRecord:
+    """The retain-until date the store now holds for the record's object and manifest (S3 Object Lock)."""
+    BackupRecord.objects.filter(pk=record.pk).update(locked_until=until)
+    record.locked_until = until
+    return record
+
+
+def backup_records_erase(*, tenant_uid) -> int:
+    """Forget every record and copy of a tenant identity (its erasure: objects and keys are gone first); the count
+    of records. Audit events stay, with their file names: they say what was erased, never what it held."""
+    BackupCopy.objects.filter(tenant_uid=tenant_uid).delete()
+    deleted, _ = BackupRecord.objects.filter(tenant_uid=tenant_uid).delete()
+    return deleted
+
+
+# -- copies in the second target (backups.backup.copy) ------------------------------------------------------
+
+def copy_for_record(*, record: BackupRecord, backend: str) -> BackupCopy:
+    """The record's copy row in `backend` (created pending on first use)."""
+    copy, _ = BackupCopy.objects.get_or_create(
+        backend=backend, storage_key=record.storage_key,
+        defaults={"record": record, "tenant_uid": record.tenant_uid, "schema_name": record.schema_name,
+                  "file_name": record.file_name, "backup_type": record.backup_type,
+                  "backup_created_at": record.created_at, "size": record.size, "sha256": record.sha256})
+    return copy
+
+
+def copy_mark_started(*, copy: BackupCopy) -> BackupCopy:
+    """One more attempt: pending."""
+    copy.status, copy.attempts, copy.error = BackupCopy.Status.PENDING, copy.attempts + 1, ""
+    copy.save(update_fields=["status", "attempts", "error"])
+    return copy
+
+
+def copy_mark_copied(*, copy: BackupCopy, locked_until: datetime | None = None) -> BackupCopy:
+    """The copy's bytes and manifest are stored and its digest matched."""
+    copy.status, copy.error, copy.copied_at, copy.locked_until = (BackupCopy.Status.COPIED, "", timezone.now(),
+                                                                  locked_until)
+    copy.save(update_fields=["status", "error", "copied_at", "locked_until"])
+    return copy
+
+
+def copy_mark_failed(*, copy: BackupCopy, error: str) -> BackupCopy:
+    """The copy could not be made (or was found missing): failed, with why."""
+    copy.status, copy.error = BackupCopy.Status.FAILED, error[:10000]
+    copy.save(update_fields=["status", "error"])
+    return copy
+
+
+def copy_delete(*, copy: BackupCopy) -> None:
+    """Forget a copy whose objects are gone."""
+    copy.delete()

@@ -7,6 +7,11 @@ from datetime import UTC, datetime
 
 SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
+# The identity the public schema's backups are stored and catalogued under (`public/<PUBLIC_UID>/...`): the public
+# schema is no tenant (a host project may have no tenant row for it, the demo's public tenant has its own identity),
+# so a fixed identity keeps its backups away from every tenant's lookups, and recovery finds them with no database.
+PUBLIC_UID = uuid.uuid5(uuid.NAMESPACE_URL, "tenant-backups:public-schema")
+
 FORMAT_EXT = {"sql": "sql", "dump": "dump", "json": "jsonl"}
 COMPRESSION_EXT = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 ENCRYPTION_EXT = {"age": ".age", "": ""}

@@ -51,6 +51,7 @@ __all__ = [
     "RetentionPolicy",
     "backups_to_delete",
     "gfs_keep",
+    "lock_horizons",
 ]
 
 SUCCEEDED = "succeeded"
@@ -127,6 +128,69 @@ def backups_to_delete(
 def gfs_keep(backups: Sequence[BackupInfo], policy: RetentionPolicy, *, timezone: str = "UTC") -> set[int]:
     """Return the ids of the automatic successes the daily, weekly and monthly rules keep."""
     return _gfs_keep(_automatic_successes(backups), policy, _zone(timezone))
+
+
+def lock_horizons(
+    backups: Sequence[BackupInfo],
+    policy: RetentionPolicy,
+    *,
+    now: datetime.datetime,
+    timezone: str = "UTC",
+    rolling_days: float = 7,
+) -> dict[int, datetime.datetime]:
+    """Until when each backup the policy keeps today should stay locked (S3 Object Lock), by the rule keeping it.
+
+    A daily keeper drops out after ``keep_daily`` more days with backups, a weekly one after ``keep_weekly`` weeks,
+    a monthly one after ``keep_monthly`` months: its lock runs one period past that (never shorter than the time
+    retention keeps it while backups arrive every period). Backups kept without an end (the newest success,
+    manual ones without ``manual_retention_days``, the newest safety backup) are locked ``rolling_days`` past
+    ``now``, renewed by the next pass. Those the policy deletes get no horizon.
+    """
+    _require_aware(now, "now")
+    zone = _zone(timezone)
+    doomed = backups_to_delete(backups, policy, now=now, timezone=timezone)
+    automatic = _automatic_successes(backups)
+    day = datetime.timedelta(days=1)
+
+    def local_day(b: BackupInfo) -> datetime.date:
+        return b.created_at.astimezone(zone).date()
+
+    rules = (
+        (_newest_of_recent_periods(automatic, policy.keep_daily, local_day), (policy.keep_daily + 1) * day),
+        (_newest_of_recent_periods(automatic, policy.keep_weekly, lambda b: local_day(b).isocalendar()[:2]),
+         (policy.keep_weekly + 1) * 7 * day),
+        (_newest_of_recent_periods(automatic, policy.keep_monthly, lambda b: (local_day(b).year, local_day(b).month)),
+         (policy.keep_monthly + 1) * 31 * day),
+    )
+    rolling = now + rolling_days * day
+    succeeded = [b for b in backups if b.status == SUCCEEDED]
+    newest = max(succeeded, key=_recency) if succeeded else None
+    safety = [b for b in succeeded if b.backup_type == PRE_RESTORE]
+    newest_safety = max(safety, key=_recency) if safety else None
+    pre_restore_days = policy.pre_restore_retention_days
+    pre_restore_days = policy.manual_retention_days if pre_restore_days is None else pre_restore_days
+    horizons: dict[int, datetime.datetime] = {}
+    for backup in succeeded:
+        if backup.id in doomed:
+            continue
+        until = backup.created_at + day
+        if backup.backup_type == AUTOMATIC:
+            for kept, length in rules:
+                if backup.id in kept:
+                    until = max(until, backup.created_at + length)
+        elif backup.backup_type == PRE_RESTORE:
+            if backup is newest_safety or pre_restore_days is None:
+                until = max(until, rolling)
+            else:
+                until = max(until, backup.created_at + (pre_restore_days + 1) * day)
+        elif policy.manual_retention_days is None:
+            until = max(until, rolling)
+        else:
+            until = max(until, backup.created_at + (policy.manual_retention_days + 1) * day)
+        if backup is newest:
+            until = max(until, rolling)
+        horizons[backup.id] = until
+    return horizons
 
 
 def _expired_automatic(backups: Sequence[BackupInfo], policy: RetentionPolicy, zone: zoneinfo.ZoneInfo) -> set[int]:

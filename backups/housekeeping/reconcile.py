@@ -28,10 +28,16 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from backups.catalog.alerts import alert_ops
 from backups.catalog.manifest import MANIFEST_SUFFIX, manifest_key, read_manifest
-from backups.catalog.records import backup_event_create, backup_record_create_imported, backup_record_mark_missing
-from backups.core.naming import tenant_key
-from backups.models import BackupEvent, BackupRecord
-from backups.storage import Storage, get_storage
+from backups.catalog.records import (
+    backup_event_create,
+    backup_record_create_imported,
+    backup_record_mark_missing,
+    copy_mark_failed,
+)
+from backups.conf import backups_settings
+from backups.core.naming import PUBLIC_UID, tenant_key
+from backups.models import BackupCopy, BackupEvent, BackupRecord
+from backups.storage import Storage, get_copy_storage, get_storage
 
 logger = logging.getLogger(__name__)
 ACTOR = {"reconcile": True}
@@ -49,6 +55,8 @@ class Reconciled:
     rejected: dict[str, str] = field(default_factory=dict)  # key -> why its manifest was not believed
     duplicates: list[str] = field(default_factory=list)  # keys of objects whose record or slot already has one
     schemas: int = 0
+    copy_missing: list[str] = field(default_factory=list)  # keys of confirmed copies gone from the copy target
+    copy_unknown: list[str] = field(default_factory=list)  # keys in the copy target that no copy row names
 
 
 def known_schemas() -> list[str]:
@@ -63,9 +71,11 @@ def storage_reconcile(*, schemas: list[str] | None = None, dry_run: bool = False
     """Compare the records of the configured backend with what it holds under each tenant's prefix."""
     storage = get_storage()
     result = Reconciled()
-    for schema in schemas if schemas is not None else known_schemas():
+    schemas = schemas if schemas is not None else known_schemas()
+    for schema in schemas:
         result.schemas += 1
         _reconcile_schema(storage, schema, result, dry_run=dry_run)
+    _reconcile_copies(schemas, result, dry_run=dry_run)
     for key in result.missing:
         logger.error("backup object missing from %s storage: %s", storage.name, key)
     for key in result.unknown:
@@ -83,6 +93,29 @@ def storage_reconcile(*, schemas: list[str] | None = None, dry_run: bool = False
     return result
 
 
+def _reconcile_copies(schemas: list[str], result: Reconciled, *, dry_run: bool) -> None:
+    """The second target (BACKUPS_COPY_STORAGE) against the copy rows: a confirmed copy whose object is gone is
+    marked failed, so the reaper's pass copies it again while its backup exists; strangers are reported."""
+    target = get_copy_storage()
+    if target is None:
+        return
+    backend = backups_settings.BACKUPS_COPY_STORAGE
+    for schema in schemas:
+        objects = {o.key for o in target.list(schema + "/")}
+        copies = {c.storage_key: c for c in BackupCopy.objects.filter(backend=backend, schema_name=schema)}
+        for key, copy in copies.items():
+            if copy.status == BackupCopy.Status.COPIED and key not in objects:
+                result.copy_missing.append(key)
+                logger.error("backup copy missing from the %s copy target: %s", backend, key)
+                if not dry_run:
+                    copy_mark_failed(copy=copy, error=f"The copy {key} is gone from the {backend} copy target "
+                                                      "(deleted outside tenant-backups?).")
+        for key in sorted(objects):
+            if not key.endswith(MANIFEST_SUFFIX) and key not in copies:
+                result.copy_unknown.append(key)
+                logger.warning("object without a copy row in the %s copy target: %s", backend, key)
+
+
 def _reconcile_schema(storage: Storage, schema: str, result: Reconciled, *, dry_run: bool) -> None:
     objects = {o.key: o for o in storage.list(schema + "/")}
     records = {r.storage_key: r for r in BackupRecord.objects.filter(storage_backend=storage.name,
@@ -93,14 +126,18 @@ def _reconcile_schema(storage: Storage, schema: str, result: Reconciled, *, dry_
             if not dry_run:
                 _mark_missing(record)
     for key, obj in objects.items():
-        if key.endswith(MANIFEST_SUFFIX) or key in records:
+        if key.endswith(MANIFEST_SUFFIX) or key in records or _is_file_blob(key):
             continue
         if manifest_key(key) not in objects:
             result.unknown.append(key)
             continue
-        manifest, why = _trusted_manifest(storage, schema, key, obj.size)
+        manifest, why = trusted_manifest(storage, schema, key, obj.size)
         if manifest is None:
             result.rejected[key] = why
+            continue
+        if _erased(manifest):
+            result.rejected[key] = ("its tenant identity's backups were erased (the object outlived the erasure "
+                                    "under a lock)")
             continue
         if _already_recorded(manifest):
             result.duplicates.append(key)
@@ -108,6 +145,12 @@ def _reconcile_schema(storage: Storage, schema: str, result: Reconciled, *, dry_
         result.imported.append(key)
         if not dry_run:
             _import(storage.name, schema, key, manifest)
+
+
+def _is_file_blob(key: str) -> bool:
+    """`<schema>/<identity>/files/<sha256>...`: a tenant file's content, listed by manifests, never a backup."""
+    parts = key.split("/")
+    return len(parts) == 4 and parts[2] == "files"
 
 
 def _manifest_slot(manifest: dict) -> datetime | None:
@@ -132,8 +175,14 @@ def _mark_missing(record: BackupRecord) -> None:
         backup_event_create(record=record, action=BackupEvent.Action.FAIL, actor=ACTOR, details={"error": error})
 
 
-def _trusted_manifest(storage: Storage, schema: str, key: str, size: int) -> tuple[dict | None, str]:
-    """The object's manifest when this deployment signed it and it describes exactly this object; else why not."""
+def _erased(manifest: dict) -> bool:
+    """Whether the catalog recorded the erasure of the manifest's tenant identity (never imported again)."""
+    return BackupEvent.objects.filter(tenant_uid=manifest["tenant_uid"], action=BackupEvent.Action.ERASE).exists()
+
+
+def trusted_manifest(storage: Storage, schema: str, key: str, size: int) -> tuple[dict | None, str]:
+    """The object's manifest when this deployment signed it and it describes exactly this object; else why not.
+    Reads the storage only (recover_deployment asks it before any catalog exists)."""
     stored = read_manifest(storage, key)
     if stored.manifest is None:
         return None, stored.problem
@@ -172,7 +221,8 @@ def _import(backend: str, schema: str, key: str, manifest: dict) -> BackupRecord
     uid = uuid.UUID(manifest["tenant_uid"])
     tenant = get_tenant_model().objects.filter(tenant_uid=uid).first()
     record = backup_record_create_imported(
-        tenant=tenant, tenant_uid=uid, tenant_deleted_at=None if tenant else now, schema_name=schema,
+        tenant=tenant, tenant_uid=uid, tenant_deleted_at=None if tenant or uid == PUBLIC_UID else now,
+        schema_name=schema,
         file_name=manifest["file_name"], storage_backend=backend, storage_key=key, format=manifest["format"],
         compression=manifest["compression"], encryption="age" if manifest.get("encryption") else "",
         size=manifest["size"], plain_size=manifest.get("plain_size"), sha256=manifest["sha256"],

@@ -22,10 +22,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 
+from backups.catalog.copies import newest_backup_targets
 from backups.catalog.selectors import FAILING, STALLED, STUCK, overdue_tenants
 from backups.conf import backups_settings
 from backups.core.timetable import DISABLED
-from backups.models import BackupRecord, RestoreJob
+from backups.models import BackupCopy, BackupRecord, RestoreJob
 from backups.ops import broker
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,10 @@ class BackupsCollector:
             restores = list(RestoreJob.objects.active().values("mode", "status")
                             .annotate(n=Count("pk")).order_by())
             overdue = overdue_tenants(now=now)
+            uids = dict(get_tenant_model().objects.exclude(schema_name=get_public_schema_name())
+                        .values_list("tenant_uid", "schema_name"))
+            targets_by_uid = newest_backup_targets(list(uids))
+            copies = dict(BackupCopy.objects.values_list("status").annotate(n=Count("pk")).order_by())
 
         labels = ["tenant"]
         last_at = GaugeMetricFamily("backups_last_success_timestamp_seconds",
@@ -141,7 +146,18 @@ class BackupsCollector:
             counts[kinds.get(row["mode"], row["mode"]), row["status"]] = row["n"]
         for (kind, status), n in sorted(counts.items()):
             in_progress.add_metric([kind, status], n)
-        return [last_at, last_duration, last_size, consecutive, recent, tenants, overdue_family, in_progress]
+        targets = GaugeMetricFamily(
+            "backups_newest_backup_targets", "How many targets (the primary, the second target BACKUPS_COPY_STORAGE) "
+            "hold the tenant's newest successful backup, checked: 2 is the goal with a copy target, 0 means none.",
+            labels=labels)
+        for uid, n in targets_by_uid.items():
+            targets.add_metric([uids[uid]], n)
+        copy_family = GaugeMetricFamily("backups_copies", "Backup copies in the second target, by status (failed "
+                                        "ones are retried by the reaper's pass, then alerted).", labels=["status"])
+        for status in BackupCopy.Status.values:
+            copy_family.add_metric([status], copies.get(status, 0))
+        return [last_at, last_duration, last_size, consecutive, recent, tenants, overdue_family, in_progress, targets,
+                copy_family]
 
     def _broker(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("backups_broker_up", "1 when the broker's Redis answered this scrape.")

@@ -21,6 +21,7 @@ from django.db import DatabaseError, connection, models, transaction
 from django_tenants.utils import get_public_schema_name, get_tenant_domain_model, get_tenant_model, schema_context
 
 from backups.catalog.records import backup_event_create
+from backups.catalog.sources import open_backup_or_copy
 from backups.conf import backups_settings
 from backups.core.errors import BackupError, RestoreFailed
 from backups.core.timetable import DISABLED
@@ -28,8 +29,6 @@ from backups.models import BackupEvent, BackupRecord
 from backups.postgres import pgtools, privileges
 from backups.restore.run import manifest_counts, mark_if_damaged, require_restorable
 from backups.restore.side import fresh_session, load_beside, require_side_name
-from backups.storage import get_storage
-from backups.storage.reading import open_backup
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +148,7 @@ def clone_tenant(*, record: BackupRecord, schema: str, domain: str, values: dict
                 raise RestoreFailed(f"The clone's tenant is not valid: {_errors(exc)}") from None
             with pgtools.connect() as check:
                 privileges.require_roles(check.cursor(), record.manifest)
-            with open_backup(get_storage(record.storage_backend), record) as backup, transaction.atomic():
+            with open_backup_or_copy(record) as (backup, _source), transaction.atomic():
                 tenant.save()
                 Domain.objects.create(tenant=tenant, domain=domain, is_primary=True)
                 found = load_beside(record=record, backup=backup, into=schema)

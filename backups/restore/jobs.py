@@ -204,6 +204,16 @@ def _finish(job: RestoreJob, *, ok: bool, report: dict, error: str = "") -> Rest
     return job
 
 
+def restore_job_recorded(*, tenant: Any, record: BackupRecord | None, ok: bool, report: dict, error: str = "",
+                         actor: dict | None = None) -> RestoreJob:
+    """A finished replace job for a restore run outside the job queue (recover_deployment), so the fleet's history
+    and the admin show what was restored from which backup, and what could not be."""
+    job = RestoreJob.objects.create(tenant=tenant, tenant_uid=tenant.tenant_uid, schema_name=tenant.schema_name,
+                                    record=record, mode=RestoreJob.Mode.REPLACE, status=RestoreJob.Status.RUNNING,
+                                    requested_by=actor or {}, started_at=timezone.now())
+    return _finish(job, ok=ok, report=report, error=error)
+
+
 def restore_job_fail(*, job: RestoreJob, error: str) -> RestoreJob:
     """Mark the job failed with `error` as its message (the reaper's giving up, a restore that raised)."""
     return _finish(job, ok=False, report={"message": error}, error=error)

@@ -29,14 +29,13 @@ from django.db import DatabaseError, IntegrityError, connection, models, transac
 from django.db.models.deletion import DO_NOTHING, get_candidate_relations_to_delete
 
 from backups.catalog.records import backup_event_create
+from backups.catalog.sources import open_backup_or_copy
 from backups.core.errors import BackupError, RestoreFailed
 from backups.models import BackupEvent, BackupRecord
 from backups.postgres import pgtools
 from backups.postgres.dumpers import json_models
 from backups.restore.run import checked_record, mark_if_damaged
 from backups.restore.side import fresh_session, load_beside
-from backups.storage import get_storage
-from backups.storage.reading import open_backup
 
 logger = logging.getLogger(__name__)
 
@@ -413,7 +412,7 @@ def restore_objects(*, schema: str, record: BackupRecord, model: str | type[mode
     report = ObjectsReport(record.pk, schema, model_class._meta.label, keys, dry_run)
     side = _side_name(record)
     try:
-        with open_backup(get_storage(record.storage_backend), record) as backup:
+        with open_backup_or_copy(record) as (backup, _source):
             try:
                 with transaction.atomic():
                     load_beside(record=record, backup=backup, into=side)

@@ -22,7 +22,9 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model, schem
 from backups.backup.run import backup_run
 from backups.catalog.records import backup_event_create, backup_record_create, backup_record_mark_damaged
 from backups.catalog.selectors import schema_exists
+from backups.catalog.sources import copy_stands_in, open_backup_or_copy
 from backups.core.errors import BackupError, RestoreFailed, StoredObjectDamaged, VerificationFailed
+from backups.core.naming import PUBLIC_UID
 from backups.models import BackupEvent, BackupRecord
 from backups.postgres import pgtools, privileges
 from backups.postgres.dumpers import json_models
@@ -32,8 +34,9 @@ from backups.postgres.locks import tenant_lock
 from backups.postgres.pg_depends import dependents_outside, prepare_scratch
 from backups.postgres.pipes import piped
 from backups.postgres.sql_loader import load_script
-from backups.storage import get_storage
-from backups.storage.reading import PlainStream, VerifiedBackup, open_backup, require_digest
+from backups.restore.files import files_restore, files_verify
+from backups.storage import StorageError, get_storage
+from backups.storage.reading import PlainStream, VerifiedBackup, require_digest
 
 logger = logging.getLogger(__name__)
 READ_SIZE = 1 << 20
@@ -50,6 +53,8 @@ class RestoreReport:
     row_counts: dict[str, tuple[int, int | None]] = field(default_factory=dict)  # table -> (manifest, restored)
     safety_record_id: int | None = None
     message: str = ""
+    source_note: str = ""  # empty: read from the primary; else why the copy in the second target was read
+    files: dict = field(default_factory=dict)  # replace: written/kept/deleted; verify: checked and problems
 
     @property
     def mismatches(self) -> dict[str, tuple[int, int | None]]:
@@ -84,16 +89,17 @@ def table_counts(conn: psycopg.Connection, schema: str, tables: list[str]) -> di
 # --- SQL-driven restores (sql and dump formats): the script goes to the server through psycopg -------------
 
 @contextlib.contextmanager
-def _pg_restore_script(plain: PlainStream) -> Iterator[Iterator[bytes]]:
+def pg_restore_script(plain: PlainStream, options: tuple[str, ...] = ("--file=-",)) -> Iterator[Iterator[bytes]]:
     """Custom-format archive -> `pg_restore --file=-` -> the script's chunks. pg_restore only writes SQL here (no
-    connection, no secrets in its environment); it is killed if the reader stops early."""
+    connection, no secrets in its environment); it is killed if the reader stops early. `options` replace
+    `--file=-` (`--list`: the archive's table of contents instead; `--use-list=F --file=-`: some entries only)."""
     bins = pgtools.binaries()
 
     def feed(write: Callable[[bytes], object]) -> None:
         for chunk in plain.chunks():
             write(chunk)
 
-    with piped([bins.pg_restore, "--no-owner", "--no-acl", "--file=-"], feed=feed, env=pgtools.tool_env()) as child:
+    with piped([bins.pg_restore, "--no-owner", "--no-acl", *options], feed=feed, env=pgtools.tool_env()) as child:
 
         def script() -> Iterator[bytes]:
             yield from child.chunks(READ_SIZE)
@@ -108,16 +114,10 @@ def _pg_restore_script(plain: PlainStream) -> Iterator[Iterator[bytes]]:
 def _script(record: BackupRecord, backup: VerifiedBackup) -> Iterator[Iterator[bytes]]:
     """The SQL script of a verified backup: the plain dump itself, or pg_restore's script of the archive."""
     if record.format == BackupRecord.Format.DUMP:
-        with _pg_restore_script(backup.plain()) as chunks:
+        with pg_restore_script(backup.plain()) as chunks:
             yield chunks
     else:
         yield backup.plain().prefetched(READ_SIZE)
-
-
-def load_verified_script(conn: psycopg.Connection, record: BackupRecord, backup: VerifiedBackup) -> None:
-    """Send the verified backup's SQL script (a sql dump, or pg_restore's script of a dump archive) to `conn`,
-    inside its transaction; raises before anything commits (side copies, clones and objects restores use it)."""
-    _loaded(conn, record, backup)
 
 
 def _loaded(conn: psycopg.Connection, record: BackupRecord, backup: VerifiedBackup) -> None:
@@ -138,7 +138,7 @@ def _refuse_dependents(conn: psycopg.Connection, schema: str, live_name: str) ->
                             f"{shown}. Nothing was changed; remove or move them first.")
 
 
-def aside_name(schema: str) -> str:
+def _aside_name(schema: str) -> str:
     """Where a replace moves the live schema for the length of its transaction."""
     return f"{schema[:40]}_old_{secrets.token_hex(4)}"
 
@@ -157,7 +157,7 @@ def _replace_from_script(schema: str, record: BackupRecord, backup: VerifiedBack
     Nothing commits unless the whole script arrived and the counts matched: a dead worker's connection closes
     and the server rolls everything back, so the live schema is never half-restored and nothing stays aside.
     """
-    aside = aside_name(schema)
+    aside = _aside_name(schema)
     with pgtools.connect() as conn:
         if live:
             conn.execute(f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)}")
@@ -248,7 +248,7 @@ def _load_jsonl(plain: PlainStream) -> set[type[Model]]:
     return seen
 
 
-def load_json_into(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int]) -> dict:
+def _load_json_into(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int]) -> dict:
     _prescan_json(backup)
     with connection.cursor() as cur:
         cur.execute(f"CREATE SCHEMA {_q(schema)}")
@@ -269,32 +269,75 @@ def load_json_into(schema: str, record: BackupRecord, backup: VerifiedBackup, co
 
 # --- entry points ----------------------------------------------------------------------------------------
 
-def checked_record(schema: str, record: BackupRecord) -> None:
+def _checked_record(schema: str, record: BackupRecord) -> None:
     """Only this tenant's own, good, checkable backups: same schema, same identity, succeeded, not damaged."""
+    if schema == get_public_schema_name() or record.tenant_uid == PUBLIC_UID:
+        raise RestoreFailed("The public schema's backups hold every tenant's shared data; only recover_deployment "
+                            "restores them, on an empty database.")
     if record.schema_name != schema:
         raise RestoreFailed(f"Backup {record.pk} was taken from schema {record.schema_name!r}, not {schema!r}.")
-    if record.status != BackupRecord.Status.SUCCEEDED:
+    stands_in = (record.damaged_at is not None or record.stage == BackupRecord.Stage.MISSING) and \
+        copy_stands_in(record)  # its primary object is gone or damaged, its checked copy is not
+    if record.status != BackupRecord.Status.SUCCEEDED and not stands_in:
         raise RestoreFailed(f"Backup {record.pk} is {record.status}; only a succeeded backup can be restored.")
     owner = get_tenant_model().objects.filter(schema_name=schema).values_list("tenant_uid", flat=True).first()
     if owner is None or owner != record.tenant_uid:
         raise RestoreFailed(f"Backup {record.pk} belongs to another tenant identity than the one that owns schema "
                             f"{schema!r} now (a deleted tenant's backups are never restored into a later one).")
-    require_restorable(record)
+    if record.damaged_at is not None and not stands_in:
+        raise RestoreFailed(f"Backup {record.pk} failed its checksum on {record.damaged_at:%Y-%m-%d %H:%M} UTC and is "
+                            "marked damaged; it is never restored.")
+    require_digest(record)
+
+
+def _damaged(record: BackupRecord, exc: BaseException) -> None:
+    if isinstance(exc, StoredObjectDamaged):
+        backup_record_mark_damaged(record=record, error=str(exc))
+
+
+# --- shared with side copies, clones and objects restores (backups.restore.side, .clone, .objects) -------------
+
+def checked_record(schema: str, record: BackupRecord) -> None:
+    """Only this tenant's own, good, checkable backups (see _checked_record)."""
+    _checked_record(schema, record)
 
 
 def require_restorable(record: BackupRecord) -> None:
-    """A succeeded backup, not marked damaged, with a digest to check its stored bytes against."""
-    if record.status != BackupRecord.Status.SUCCEEDED:
+    """A backup any restore may read, whoever it is for (a clone's origin may be gone): not the public schema's,
+    succeeded, not marked damaged (unless a checked copy stands in), with a digest to check its bytes against."""
+    if record.tenant_uid == PUBLIC_UID:
+        raise RestoreFailed("The public schema's backups hold every tenant's shared data; only recover_deployment "
+                            "restores them, on an empty database.")
+    stands_in = (record.damaged_at is not None or record.stage == BackupRecord.Stage.MISSING) and \
+        copy_stands_in(record)
+    if record.status != BackupRecord.Status.SUCCEEDED and not stands_in:
         raise RestoreFailed(f"Backup {record.pk} is {record.status}; only a succeeded backup can be restored.")
-    if record.damaged_at is not None:
+    if record.damaged_at is not None and not stands_in:
         raise RestoreFailed(f"Backup {record.pk} failed its checksum on {record.damaged_at:%Y-%m-%d %H:%M} UTC and is "
                             "marked damaged; it is never restored.")
     require_digest(record)
 
 
 def mark_if_damaged(record: BackupRecord, exc: BaseException) -> None:
-    if isinstance(exc, StoredObjectDamaged):
-        backup_record_mark_damaged(record=record, error=str(exc))
+    """Mark the record damaged when `exc` says its stored object failed its check."""
+    _damaged(record, exc)
+
+
+def load_verified_script(conn: psycopg.Connection, record: BackupRecord, backup: VerifiedBackup) -> None:
+    """Send the verified backup's SQL script (a sql dump, or pg_restore's script of a dump archive) to `conn`,
+    inside its transaction; raises before anything commits."""
+    _loaded(conn, record, backup)
+
+
+def load_json_into(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int]) -> dict:
+    """Create `schema`, migrate it to the manifest's state and load the verified json backup into it, inside
+    the caller's transaction on Django's connection; returns the rows found per table."""
+    return _load_json_into(schema, record, backup, counts)
+
+
+def aside_name(schema: str) -> str:
+    """A free name to move `schema` aside under for the length of one transaction."""
+    return _aside_name(schema)
 
 
 def restore_replace(*, schema: str, record: BackupRecord, actor: dict | None = None, safety_backup: bool = True,
@@ -351,7 +394,7 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
     A safety backup of the live schema is taken first. The live schema is renamed aside, the backup
     loaded, row counts checked against the manifest and the old schema dropped, all in one transaction.
     """
-    checked_record(schema, record)
+    _checked_record(schema, record)
     counts = manifest_counts(record)
     report = RestoreReport(record.pk, schema, "replace", ok=False)
     live = schema_exists(schema)
@@ -359,35 +402,46 @@ def _restore_replace_locked(*, schema: str, record: BackupRecord, actor: dict | 
         _refuse_before_changing(schema, record, live)
         if live and safety_backup:
             report.safety_record_id = _safety_backup(schema, record, actor, safety_record_id, on_safety)
-        storage = get_storage(record.storage_backend)
-        with open_backup(storage, record) as backup:
+        with open_backup_or_copy(record) as (backup, source_note):
+            report.source_note = source_note
             if record.format == BackupRecord.Format.JSON:
                 found = _replace_from_json(schema, record, backup, counts, live)
             else:
                 found = _replace_from_script(schema, record, backup, counts, live)
             report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
+        try:  # the files from the primary target (blobs are not copied to a second one)
+            report.files = files_restore(record=record, storage=get_storage(record.storage_backend))
+        except (BackupError, StorageError, OSError) as exc:
+            _damaged(record, exc)
+            raise RestoreFailed(f"Schema {schema} was replaced with backup {record.pk}, but its files were not all "
+                                f"restored: {exc} Run the restore again to finish them.") from None
     except BackupError as exc:
-        mark_if_damaged(record, exc)
+        _damaged(record, exc)
         report.message = str(exc)
         backup_event_create(record=record, action=BackupEvent.Action.RESTORE, actor=actor,
                             details={"ok": False, "error": str(exc), "safety_record_id": report.safety_record_id})
         raise
     report.ok = True
     report.message = f"Schema {schema} replaced with backup {record.pk}."
+    if report.files:
+        report.message += " Files: {written} written, {kept} unchanged, {deleted} deleted.".format(**report.files)
+    if report.source_note:
+        report.message += " " + report.source_note
     backup_event_create(record=record, action=BackupEvent.Action.RESTORE, actor=actor,
-                        details={"ok": True, "safety_record_id": report.safety_record_id})
+                        details={"ok": True, "safety_record_id": report.safety_record_id,
+                                 **({"source": "copy"} if report.source_note else {})})
     return report
 
 
 def _replace_from_json(schema: str, record: BackupRecord, backup: VerifiedBackup, counts: dict[str, int],
                        live: bool) -> dict[str, int | None]:
     """Django's transaction on its own connection: a dead worker's connection rolls it back like the script's."""
-    aside = aside_name(schema)
+    aside = _aside_name(schema)
     with transaction.atomic():
         if live:
             with connection.cursor() as cur:
                 cur.execute(f"ALTER SCHEMA {_q(schema)} RENAME TO {_q(aside)}")
-        found = load_json_into(schema, record, backup, counts)
+        found = _load_json_into(schema, record, backup, counts)
         with connection.cursor() as cur:
             privileges.apply(cur, schema, record.manifest)
         require_counts(counts, found)
@@ -408,7 +462,7 @@ def _verify_json(schema: str, record: BackupRecord, backup: VerifiedBackup, coun
     found: dict = {}
     try:
         with transaction.atomic():
-            found.update(load_json_into(scratch, record, backup, counts))
+            found.update(_load_json_into(scratch, record, backup, counts))
             raise _Rollback
     except _Rollback:
         pass
@@ -443,27 +497,32 @@ def _verify_script_in(dbname: str, schema: str, record: BackupRecord, backup: Ve
 
 def restore_verify(*, schema: str, record: BackupRecord, actor: dict | None = None) -> RestoreReport:
     """Restore into a scratch database (json: a scratch schema, rolled back), compare row counts, drop it."""
-    checked_record(schema, record)
+    _checked_record(schema, record)
     counts = manifest_counts(record)
     report = RestoreReport(record.pk, schema, "verify", ok=False)
-    storage = get_storage(record.storage_backend)
     try:
-        with open_backup(storage, record) as backup:
+        with open_backup_or_copy(record) as (backup, source_note):
+            report.source_note = source_note
             verify = _verify_json if record.format == BackupRecord.Format.JSON else _verify_script
             found = verify(schema, record, backup, counts)
             report.row_counts = {t: (n, found.get(t)) for t, n in counts.items()}
     except BackupError as exc:
-        mark_if_damaged(record, exc)
+        _damaged(record, exc)
         report.message = str(exc)
     else:
         report.ok = not report.mismatches
         report.message = ("Row counts match the manifest." if report.ok
                           else f"Row counts differ from the manifest: {report.mismatches}")
+        checked, problems = files_verify(record=record, storage=get_storage(record.storage_backend))
+        if checked or problems:
+            report.files = {"checked": checked, "problems": problems[:20]}
+            if problems:
+                report.ok = False
+                report.message += f" {len(problems)} of {checked} files failed their check: {problems[0]}"
+            else:
+                report.message += f" All {checked} files match their SHA-256."
+        if report.source_note:
+            report.message += " " + report.source_note
     backup_event_create(record=record, action=BackupEvent.Action.VERIFY, actor=actor,
                         details={"ok": report.ok, "message": report.message[:500]})
     return report
-
-
-def public_schema() -> str:
-    """The public schema's name (where records live)."""
-    return get_public_schema_name()

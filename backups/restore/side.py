@@ -25,6 +25,7 @@ from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from backups.catalog.records import backup_event_create
 from backups.catalog.selectors import schema_exists
+from backups.catalog.sources import open_backup_or_copy
 from backups.conf import backups_settings
 from backups.core.errors import BackupError, RestoreFailed
 from backups.models import BackupEvent, BackupRecord, SideCopy
@@ -40,8 +41,7 @@ from backups.restore.run import (
     require_counts,
     table_counts,
 )
-from backups.storage import get_storage
-from backups.storage.reading import VerifiedBackup, open_backup
+from backups.storage.reading import VerifiedBackup
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def restore_side_copy(*, schema: str, record: BackupRecord, into: str, actor: di
     counts = manifest_counts(record)
     report = SideCopyReport(record.pk, schema, into)
     try:
-        with open_backup(get_storage(record.storage_backend), record) as backup:
+        with open_backup_or_copy(record) as (backup, _source):
             with transaction.atomic():
                 found = load_beside(record=record, backup=backup, into=into)
                 now = timezone.now()

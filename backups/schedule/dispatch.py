@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from typing import Any, NamedTuple
 
 import psycopg
 from django.conf import settings
@@ -37,7 +38,22 @@ logger = logging.getLogger(__name__)
 _CLAIMED = ("pk", "schema_name", "tenant_uid", "next_backup_at", "backup_schedule", "backup_time", "backup_weekday",
             "backup_day_of_month", "backup_timezone", "next_scheduled_backup")
 # the record columns that differ per tenant; every other column takes the value a new automatic record has
-_PER_TENANT = ("tenant_id", "tenant_uid", "schema_name", "file_name", "storage_key", "slot")
+class NewRow(NamedTuple):
+    """A record the tick inserts: the columns that differ per tenant."""
+
+    tenant_id: int
+    tenant_uid: Any
+    schema_name: str
+    file_name: str
+    storage_key: str
+    slot: datetime
+
+
+_PER_TENANT = NewRow._fields
+# positions in a claimed row (plain tuples from values_list: a tick reads up to BACKUPS_DISPATCH_BATCH of them)
+_ID, _SCHEMA, _UID, _DUE = 0, 1, 2, 3
+_SCHEDULE_FIELDS = slice(4, 9)  # backup_schedule, backup_time, backup_weekday, backup_day_of_month, backup_timezone
+_MIGRATED = -1
 # tenants named and sent per statement: while the server inserts one chunk, Python names the next
 _CHUNK = 500
 
@@ -96,13 +112,14 @@ def _following_slots(rows: list[tuple], now: datetime) -> list[datetime | None |
     out: list[datetime | None | Exception] = [None] * len(rows)
     groups: dict[tuple, list[int]] = {}
     for i, row in enumerate(rows):
-        if row[4] != SCHEDULED:  # a one-shot is disabled once claimed
-            groups.setdefault(row[4:9], []).append(i)
+        schedule = row[_SCHEDULE_FIELDS]
+        if schedule[0] != SCHEDULED:  # a one-shot is disabled once claimed
+            groups.setdefault(schedule, []).append(i)
     for (schedule, at, weekday, day, zone), members in groups.items():
         spec = ScheduleSpec(schedule=schedule, backup_time=at, weekday=weekday, day_of_month=day,
                             timezone=zone or settings.TIME_ZONE, scheduled_at=None)
         try:
-            following = next_backup_times(spec, [rows[i][1] for i in members], now)
+            following = next_backup_times(spec, [rows[i][_SCHEMA] for i in members], now)
         except Exception as exc:  # noqa: BLE001 - a row set behind validation's back: reported, the tenant stays due
             following = [exc] * len(members)
         for i, at_next in zip(members, following, strict=True):
@@ -197,7 +214,7 @@ def _named(part: list[tuple], now: datetime, fmt: str, compression: str, encrypt
     fields give no slot or no name goes to `broken` instead and stays due, so it shows as overdue."""
     rows, advance = [], []
     for row, following in zip(part, _following_slots(part, now), strict=True):
-        tenant_id, schema, uid, slot, schedule = row[:5]
+        tenant_id, schema, uid, slot, schedule = row[_ID], row[_SCHEMA], row[_UID], row[_DUE], row[_SCHEDULE_FIELDS][0]
         try:
             if isinstance(following, Exception):
                 raise following
@@ -207,7 +224,7 @@ def _named(part: list[tuple], now: datetime, fmt: str, compression: str, encrypt
         except Exception as exc:  # noqa: BLE001 - reported by the caller
             broken[schema] = f"{type(exc).__name__}: {exc}"
             continue
-        rows.append((tenant_id, uid, schema, name, key, slot))
+        rows.append(NewRow(tenant_id, uid, schema, name, key, slot))
         advance.append((tenant_id, DISABLED if schedule == SCHEDULED else schedule, following))
     return rows, advance
 
@@ -215,7 +232,7 @@ def _named(part: list[tuple], now: datetime, fmt: str, compression: str, encrypt
 def _with_free_keys(rows: list[tuple], backend: str) -> list[tuple]:
     """Rows whose key another record already has (a schedule edited twice within one second, next_backup_at set
     by hand), each given the next free -N suffix. Rare, so row by row."""
-    used = set(BackupRecord.objects.filter(storage_backend=backend, storage_key__in=[r[4] for r in rows])
+    used = set(BackupRecord.objects.filter(storage_backend=backend, storage_key__in=[r.storage_key for r in rows])
                .values_list("storage_key", flat=True))
     renamed = []
     for tenant_id, uid, schema, name, key, slot in rows:
@@ -223,14 +240,15 @@ def _with_free_keys(rows: list[tuple], backend: str) -> list[tuple]:
                               storage_backend=backend)
         backup_record_next_free_name(record=record, used=used)
         used.add(record.storage_key)
-        renamed.append((tenant_id, uid, schema, record.file_name, record.storage_key, slot))
+        renamed.append(NewRow(tenant_id, uid, schema, record.file_name, record.storage_key, slot))
     return renamed
 
 
 def _sorted_out(rows: list[tuple], inserted: dict[int, int]) -> list[NewBackup]:
     """The rows the insert took, as NewBackups."""
-    return [NewBackup(pk=inserted[r[0]], tenant_id=r[0], schema_name=r[2], file_name=r[3], slot=r[5])
-            for r in rows if r[0] in inserted]
+    return [NewBackup(pk=inserted[r.tenant_id], tenant_id=r.tenant_id, schema_name=r.schema_name,
+                      file_name=r.file_name, slot=r.slot)
+            for r in rows if r.tenant_id in inserted]
 
 
 def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -> Dispatch:
@@ -247,8 +265,8 @@ def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -
     template = _record_template(backend, fmt, compression, encryption, now, now if enqueue else None)
     with transaction.atomic():
         due = _claim(now)
-        ready = [row for row in due if row[-1]]
-        skipped = sorted(row[1] for row in due if not row[-1])
+        ready = [row for row in due if row[_MIGRATED]]
+        skipped = sorted(row[_SCHEMA] for row in due if not row[_MIGRATED])
         rows, broken, sent = [], {}, []
         with connection.wrap_database_errors, _pipelined():
             for start in range(0, len(ready), _CHUNK):
@@ -258,11 +276,12 @@ def dispatch_due_backups(*, now: datetime | None = None, enqueue: bool = True) -
                     rows += part
             inserted = _inserted(sent)
         created = _sorted_out(rows, inserted)
-        missing = [r for r in rows if r[0] not in inserted]
+        missing = [r for r in rows if r.tenant_id not in inserted]
         if missing:  # a slot already recorded is only advanced; a key already taken gets a free name
-            taken = set(BackupRecord.objects.filter(tenant_id__in=[r[0] for r in missing],
-                                                    slot__in={r[5] for r in missing}).values_list("tenant_id", "slot"))
-            renamed = _with_free_keys([r for r in missing if (r[0], r[5]) not in taken], backend)
+            taken = set(BackupRecord.objects.filter(tenant_id__in=[r.tenant_id for r in missing],
+                                                    slot__in={r.slot for r in missing})
+                        .values_list("tenant_id", "slot"))
+            renamed = _with_free_keys([r for r in missing if (r.tenant_id, r.slot) not in taken], backend)
             if renamed:
                 with connection.wrap_database_errors:
                     created += _sorted_out(renamed, _inserted([_send(template, renamed, [], now)]))

@@ -21,6 +21,14 @@ class ObjectNotFound(StorageError):
     """The key names no object."""
 
 
+class ObjectLocked(StorageError):
+    """The store refuses to delete the object before its Object Lock retain-until date (`until`, when known)."""
+
+    def __init__(self, message: str, *, until: datetime | None = None) -> None:
+        super().__init__(message)
+        self.until = until
+
+
 @dataclass(frozen=True)
 class StoredObject:
     """What a backend knows about one object."""
@@ -58,10 +66,13 @@ class Storage(abc.ABC):
     """A place to keep backups. Keys are `<schema>/<file>`; each backend maps them to its own layout."""
 
     name: str = ""
+    # "GOVERNANCE" or "COMPLIANCE" when the backend sets an S3 Object Lock retain-until on what it writes
+    object_lock_mode: str = ""
 
     @abc.abstractmethod
-    def open_write(self, key: str) -> ObjectWriter:
-        """Start a streaming upload to `key`."""
+    def open_write(self, key: str, *, retain_until: datetime | None = None) -> ObjectWriter:
+        """Start a streaming upload to `key`; `retain_until` locks the object until then where the backend
+        locks objects (object_lock_mode), and is ignored elsewhere."""
 
     @abc.abstractmethod
     def open_read(self, key: str, offset: int = 0) -> BinaryIO:
@@ -92,9 +103,20 @@ class Storage(abc.ABC):
     def check(self) -> None:  # noqa: B027 - optional hook, most backends have something to check
         """Raise StorageError with one sentence naming the setting when the backend cannot work."""
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def extend_lock(self, key: str, until: datetime) -> None:  # noqa: B027 - only locking backends lock
+        """Keep the object locked at least until `until` (never shortens a lock); nothing where nothing locks."""
+
+    def open_write_batched(self, key: str) -> ObjectWriter:
+        """Like open_write, for one of many small objects made durable together by sync_batched (a backend whose
+        commit is durable by itself needs nothing more)."""
+        return self.open_write(key)
+
+    def sync_batched(self) -> None:  # noqa: B027 - most backends' commits are durable by themselves
+        """Make every object written through open_write_batched durable (before anything that refers to them)."""
+
+    def put_bytes(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
         """Store a small object (a manifest) in one go."""
-        with self.open_write(key) as writer:
+        with self.open_write(key, retain_until=retain_until) if retain_until else self.open_write(key) as writer:
             writer.write(data)
             writer.commit()
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import os
+import stat
 import uuid
 from collections.abc import Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +37,16 @@ def _private_dirs(directory: Path) -> None:
             pass
 
 
+def _syncfs():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_libc_syncfs = _syncfs()
+
+
 class LocalWriter(ObjectWriter):
     """Writes to a hidden temporary file beside the target; commit fsyncs and links it into place.
 
@@ -44,8 +57,9 @@ class LocalWriter(ObjectWriter):
 
     sync_every = 32 << 20
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
         self.path = path
+        self.durable = durable  # False: the storage's sync_batched makes it durable later (one syncfs for many)
         _private_dirs(path.parent)
         self.tmp = path.with_name(f"{PARTIAL_PREFIX}{uuid.uuid4().hex}-{path.name}")
         fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -79,7 +93,8 @@ class LocalWriter(ObjectWriter):
         self.file.flush()
         try:
             self._wait_for_sync()
-            os.fsync(self.file.fileno())
+            if self.durable:
+                os.fsync(self.file.fileno())
         except BaseException:
             self.abort()
             raise
@@ -125,8 +140,21 @@ class LocalStorage(Storage):
             raise StorageError(f"Key {key!r} is outside the storage root.")
         return path
 
-    def open_write(self, key: str) -> ObjectWriter:
+    def open_write(self, key: str, *, retain_until: datetime | None = None) -> ObjectWriter:
         return LocalWriter(self.path(key))
+
+    def open_write_batched(self, key: str) -> ObjectWriter:
+        return LocalWriter(self.path(key), durable=False)
+
+    def sync_batched(self) -> None:
+        """One syncfs(2) of the root's file system: what a thousand fsyncs of small files cost one by one (about
+        6 ms each on this machine's disk), in one journal commit."""
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            if _libc_syncfs is None or _libc_syncfs(fd) != 0:
+                os.sync()
+        finally:
+            os.close(fd)
 
     def open_read(self, key: str, offset: int = 0) -> BinaryIO:
         try:
@@ -143,19 +171,33 @@ class LocalStorage(Storage):
             pass
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
+        """Walks only the folder the prefix names (`<schema>/<identity>/` of one tenant, not the whole root: a
+        reconcile or recovery of 1,000 tenants lists each one's folder), statting each file once."""
         base = self.root.resolve()
-        if not base.is_dir():
+        head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        parts = head.split("/") if head else []
+        start = base.joinpath(*parts) if parts and not any(p in ("", ".", "..") for p in parts) else base
+        if not start.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, dirnames, filenames in os.walk(start):
             dirnames.sort()
             for name in sorted(filenames):
                 if name.startswith(PARTIAL_PREFIX):
                     continue
-                key = os.path.relpath(os.path.join(dirpath, name), base).replace(os.sep, "/")
-                if key.startswith(prefix):
+                path = os.path.join(dirpath, name)
+                key = os.path.relpath(path, base).replace(os.sep, "/")
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISLNK(st.st_mode):  # where a link points is for path() to judge
                     obj = self.stat(key)
                     if obj is not None:
                         yield obj
+                    continue
+                yield StoredObject(key=key, size=st.st_size, last_modified=datetime.fromtimestamp(st.st_mtime, UTC))
 
     def abort_incomplete_uploads(self, prefix: str = "", older_than: timedelta | datetime = timedelta(days=1),
                                  keep: Collection[str] = ()) -> int:

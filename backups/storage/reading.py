@@ -35,13 +35,15 @@ COPY_CHUNK = 1 << 20
 class PlainStream:
     """The decoded (decrypted, decompressed) bytes of a spooled object whose stored digest already matched."""
 
-    def __init__(self, spool: BinaryIO, compression: str, encryption: str = "") -> None:
+    def __init__(self, spool: BinaryIO, compression: str, encryption: str = "", identities: list | None = None) -> None:
         self.spool = spool
         source: BinaryIO = spool
         if encryption == "age":
             from backups.core.encryption import AgeDecryptingReader, load_identities
 
-            source = AgeDecryptingReader(spool, load_identities(backups_settings.BACKUPS_AGE_IDENTITY_FILE))
+            if identities is None:  # the deployment's; a tenant's data key comes from the caller (tenant_keys)
+                identities = load_identities(backups_settings.BACKUPS_AGE_IDENTITY_FILE)
+            source = AgeDecryptingReader(spool, identities)
         elif encryption:
             raise VerificationFailed(f"Unknown encryption {encryption!r}.")
         self.plain = open_decompressed(source, compression)
@@ -167,17 +169,18 @@ def spool_verified(storage: Storage, record, out: BinaryIO) -> None:
 class VerifiedBackup:
     """A spooled object whose size and SHA-256 matched the catalog; read its plain bytes as often as needed."""
 
-    def __init__(self, spool: BinaryIO, compression: str, encryption: str) -> None:
+    def __init__(self, spool: BinaryIO, compression: str, encryption: str, identities: list | None = None) -> None:
         self.spool, self.compression, self.encryption = spool, compression, encryption
+        self.identities = identities
 
     def plain(self) -> PlainStream:
         """A fresh plain stream from the start of the spool (a pre-scan, then the load)."""
         self.spool.seek(0)
-        return PlainStream(self.spool, self.compression, self.encryption)
+        return PlainStream(self.spool, self.compression, self.encryption, self.identities)
 
 
 @contextlib.contextmanager
-def open_backup(storage: Storage, record) -> Iterator[VerifiedBackup]:
+def open_backup(storage: Storage, record, identities: list | None = None) -> Iterator[VerifiedBackup]:
     """The record's object, spooled and verified; the spool file is removed on every exit.
 
     The spool is held with a flock while it is used, so a process that dies leaves a file the next clean-up
@@ -191,7 +194,7 @@ def open_backup(storage: Storage, record) -> Iterator[VerifiedBackup]:
         with os.fdopen(fd, "w+b") as spool:
             spool_verified(storage, record, spool)
             spool.flush()
-            yield VerifiedBackup(spool, record.compression, record.encryption)
+            yield VerifiedBackup(spool, record.compression, record.encryption, identities)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

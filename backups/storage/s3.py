@@ -17,6 +17,14 @@ object with SSE-S3 by default (since January 2023), while sending the header to 
 mode (Ceph without Vault, MinIO without KMS) makes every upload fail or, worse, is silently ignored.
 check() therefore stores and deletes a tiny probe object with the configured headers, so a mode the
 store refuses or ignores stops the worker at start-up with a sentence naming the setting.
+
+S3 Object Lock (`AWS_S3_OBJECT_LOCK_MODE`, GOVERNANCE or COMPLIANCE): every object is written with a retain-until
+date its caller chose (backups.catalog.object_lock: at least as long as retention keeps it), so whoever holds the
+bucket's write keys cannot delete or overwrite it before then. The bucket must have been created with Object Lock
+(check() refuses one without, naming the setting). radosgw 16 ignores the lock headers of CreateMultipartUpload,
+so a committed object's retention is also set with PutObjectRetention (AWS honours both; the second is a no-op).
+A lock-enabled bucket is versioned: a plain DeleteObject would only hide the object behind a delete marker, so
+delete() removes every version of the key, and a version still locked raises ObjectLocked with its date.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from botocore.exceptions import (
 )
 
 from .base import (
+    ObjectLocked,
     ObjectNotFound,
     ObjectWriter,
     Storage,
@@ -70,6 +79,7 @@ S3_MAX_URL_EXPIRY = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
 SSE_CHOICES = {"aes256": "AES256", "aws:kms": "aws:kms", "none": "", "": ""}
 CHECK_PREFIX = ".backups-check/"  # under the key prefix: where check() writes (and deletes) its probe object
 ADDRESSING_STYLES = ("auto", "path", "virtual")
+OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 CHECKSUM_MODES = ("when_supported", "when_required")
 
 # Error codes (or HTTP statuses, for HEAD requests that carry no body) worth retrying later.
@@ -105,6 +115,7 @@ DEFAULT_SETTING_NAMES = {
     "checksum": "AWS_S3_REQUEST_CHECKSUM_CALCULATION",
     "part_size": "BACKUPS_S3_PART_SIZE",
     "url_max_expiry": "BACKUPS_URL_MAX_EXPIRY",
+    "object_lock_mode": "AWS_S3_OBJECT_LOCK_MODE",
 }
 
 # from_settings(): each constructor argument and the setting it comes from.
@@ -126,6 +137,7 @@ S3_SETTINGS: dict[str, str] = {
     "connect_timeout": "AWS_S3_CONNECT_TIMEOUT",
     "read_timeout": "AWS_S3_READ_TIMEOUT",
     "max_attempts": "AWS_S3_MAX_ATTEMPTS",
+    "object_lock_mode": "AWS_S3_OBJECT_LOCK_MODE",
 }
 
 # Each setting from_settings() reads, with its default.
@@ -147,6 +159,7 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "AWS_S3_MAX_ATTEMPTS": 5,
     "BACKUPS_S3_PART_SIZE": 16 * MiB,
     "BACKUPS_URL_MAX_EXPIRY": S3_MAX_URL_EXPIRY,
+    "AWS_S3_OBJECT_LOCK_MODE": "",
 }
 
 
@@ -237,10 +250,11 @@ class S3Writer(ObjectWriter):
     every upload; memory is at most two parts.
     """
 
-    def __init__(self, storage: S3Storage, key: str, object_key: str) -> None:
+    def __init__(self, storage: S3Storage, key: str, object_key: str, retain_until: datetime | None = None) -> None:
         self.storage = storage
         self.key = key
         self.object_key = object_key
+        self.retain_until = retain_until if storage.object_lock_mode else None
         self.part_size = storage.part_size
         self.max_parts = storage.max_parts
         self.buffer = bytearray()
@@ -291,7 +305,7 @@ class S3Writer(ObjectWriter):
             if self.upload_id is None:
                 response = self.storage.client.create_multipart_upload(
                     Bucket=self.storage.bucket, Key=self.object_key, **self.storage.object_args(),
-                    **self.storage.checksum_args(),
+                    **self.storage.lock_args(self.retain_until), **self.storage.checksum_args(),
                 )
                 self.upload_id = response["UploadId"]
             self._wait_inflight()
@@ -332,7 +346,7 @@ class S3Writer(ObjectWriter):
             if self.upload_id is None:
                 client.put_object(
                     Bucket=self.storage.bucket, Key=self.object_key, Body=bytes(self.buffer),
-                    **self.storage.object_args(),
+                    **self.storage.object_args(), **self.storage.lock_args(self.retain_until),
                 )
             else:
                 self._wait_inflight()
@@ -345,6 +359,8 @@ class S3Writer(ObjectWriter):
                     UploadId=self.upload_id,
                     MultipartUpload={"Parts": self.parts},
                 )
+                if self.retain_until is not None:  # radosgw ignores the lock headers of CreateMultipartUpload
+                    self.storage.put_retention(self.object_key, self.retain_until)
         except (BotoCoreError, ClientError) as exc:
             self.abort()
             raise self.storage.map_error(exc, f"uploading {self.key}") from exc
@@ -396,6 +412,7 @@ class S3Storage(Storage):
         connect_timeout: float = 10,
         read_timeout: float = 60,
         max_attempts: int = 5,
+        object_lock_mode: str = "",
         setting_names: Mapping[str, str] | None = None,
     ) -> None:
         self.setting_names = {**DEFAULT_SETTING_NAMES, **(setting_names or {})}
@@ -418,6 +435,11 @@ class S3Storage(Storage):
         if self.sse_kms_key_id and self.sse != "aws:kms":
             raise StorageError(f"{names['kms_key']} is set but {names['sse']} is not aws:kms.")
         self.storage_class = (storage_class or "STANDARD").strip().upper()
+        lock_mode = (object_lock_mode or "").strip().upper()
+        if lock_mode and lock_mode not in OBJECT_LOCK_MODES:
+            raise StorageError(f"{names['object_lock_mode']}={object_lock_mode!r} is not GOVERNANCE, COMPLIANCE or "
+                               "empty.")
+        self.object_lock_mode = lock_mode
 
         if addressing_style not in ADDRESSING_STYLES:
             raise StorageError(f"{names['addressing_style']}={addressing_style!r} is not one of auto, path or virtual.")
@@ -489,6 +511,44 @@ class S3Storage(Storage):
         """ChecksumAlgorithm for CreateMultipartUpload / UploadPart, as s3transfer does (when_supported only)."""
         return {"ChecksumAlgorithm": self.checksum_algorithm} if self.checksum_algorithm else {}
 
+    def lock_args(self, retain_until: datetime | None) -> dict[str, Any]:
+        """ObjectLockMode and ObjectLockRetainUntilDate for PutObject / CreateMultipartUpload (when locking)."""
+        if not self.object_lock_mode or retain_until is None:
+            return {}
+        return {"ObjectLockMode": self.object_lock_mode, "ObjectLockRetainUntilDate": retain_until}
+
+    def put_retention(self, object_key: str, until: datetime) -> None:
+        """Set the object's retention (mode and retain-until) with PutObjectRetention; botocore adds Content-MD5."""
+        self.client.put_object_retention(Bucket=self.bucket, Key=object_key,
+                                         Retention={"Mode": self.object_lock_mode, "RetainUntilDate": until})
+
+    def lock_until(self, key: str) -> datetime | None:
+        """The object's retain-until date, or None when it is not locked (or the bucket locks nothing)."""
+        try:
+            response = self.client.get_object_retention(Bucket=self.bucket, Key=self.object_key(key))
+        except ClientError as exc:
+            code = _error_code(exc)[0]
+            if code in {"ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration"} | NOT_FOUND_CODES:
+                return None
+            raise self.map_error(exc, f"reading the retention of {key}") from exc
+        except BotoCoreError as exc:
+            raise self.map_error(exc, f"reading the retention of {key}") from exc
+        until = response.get("Retention", {}).get("RetainUntilDate")
+        return until.astimezone(UTC) if until else None
+
+    def extend_lock(self, key: str, until: datetime) -> None:
+        """Keep the object locked until at least `until`; an earlier date than its current one changes nothing
+        (COMPLIANCE forbids shortening, and GOVERNANCE would need a bypass this app never asks for)."""
+        if not self.object_lock_mode:
+            return
+        current = self.lock_until(key)
+        if current is not None and current >= until:
+            return
+        try:
+            self.put_retention(self.object_key(key), until)
+        except (BotoCoreError, ClientError) as exc:
+            raise self.map_error(exc, f"extending the lock of {key}") from exc
+
     def object_args(self) -> dict[str, str]:
         """SSE and storage class for PutObject / CreateMultipartUpload."""
         args: dict[str, str] = {}
@@ -553,8 +613,8 @@ class S3Storage(Storage):
 
     # -- the interface -----------------------------------------------------------------------
 
-    def open_write(self, key: str) -> ObjectWriter:
-        return S3Writer(self, key, self.object_key(key))
+    def open_write(self, key: str, *, retain_until: datetime | None = None) -> ObjectWriter:
+        return S3Writer(self, key, self.object_key(key), retain_until)
 
     def open_read(self, key: str, offset: int = 0) -> BinaryIO:
         object_key = self.object_key(key)
@@ -569,12 +629,52 @@ class S3Storage(Storage):
         return S3Reader(response["Body"], key, self)  # type: ignore[return-value]
 
     def delete(self, key: str) -> None:
+        if self.object_lock_mode:
+            self._delete_versions(key)
+            return
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
         except (BotoCoreError, ClientError) as exc:
             error = self.map_error(exc, f"deleting {key}")
             if not isinstance(error, ObjectNotFound):
                 raise error from exc
+
+    def _delete_versions(self, key: str) -> None:
+        """Delete every version (and delete marker) of the key: in a versioned, lock-enabled bucket a plain delete
+        only hides the object. ObjectLocked, with the retain-until date, for a version still locked."""
+        object_key = self.object_key(key)
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=object_key)
+            versions = [item for page in pages for item in (*page.get("Versions", ()), *page.get("DeleteMarkers", ()))
+                        if item["Key"] == object_key]
+        except (BotoCoreError, ClientError) as exc:
+            raise self.map_error(exc, f"listing the versions of {key}") from exc
+        for item in versions:
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=object_key, VersionId=item["VersionId"])
+            except ClientError as exc:
+                code, status = _error_code(exc)
+                if code in NOT_FOUND_CODES or code == "NoSuchVersion":
+                    continue
+                if status == 403 or code == "AccessDenied":  # a locked version, or credentials that may not delete
+                    until = self._version_lock(object_key, item["VersionId"])
+                    if (until is not None and until > datetime.now(UTC)) or "lock" in _error_message(exc).lower():
+                        when = f" until {until.isoformat()}" if until else ""
+                        raise ObjectLocked(
+                            f"{key} is locked{when} by S3 Object Lock ({self.setting_names['object_lock_mode']}="
+                            f"{self.object_lock_mode}); it can be deleted once that date has passed.",
+                            until=until) from None
+                raise self.map_error(exc, f"deleting {key}") from exc
+            except BotoCoreError as exc:
+                raise self.map_error(exc, f"deleting {key}") from exc
+
+    def _version_lock(self, object_key: str, version_id: str) -> datetime | None:
+        try:
+            response = self.client.get_object_retention(Bucket=self.bucket, Key=object_key, VersionId=version_id)
+        except (BotoCoreError, ClientError):
+            return None
+        until = response.get("Retention", {}).get("RetainUntilDate")
+        return until.astimezone(UTC) if until else None
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
         if prefix.startswith("/") or "\x00" in prefix:
@@ -643,14 +743,37 @@ class S3Storage(Storage):
                         f"check {names['region']}."
                     ) from None
             raise self.map_error(exc, f"checking bucket {self.bucket}") from None
+        if self.object_lock_mode:
+            self.check_object_lock()
         probe = (self.endpoint_url or "", self.region_name, self._access_key_id, self.bucket, self.key_prefix,
-                 self.sse, self.sse_kms_key_id, self.storage_class, self.request_checksum_calculation)
+                 self.sse, self.sse_kms_key_id, self.storage_class, self.request_checksum_calculation,
+                 self.object_lock_mode)
         with _PROBED_LOCK:
             if probe in _PROBED:
                 return
         self._check_writes()
         with _PROBED_LOCK:
             _PROBED.add(probe)
+
+    def check_object_lock(self) -> None:
+        """Refuse a lock mode on a bucket created without Object Lock (it cannot be turned on for most stores
+        afterwards): every backup would be written unlocked, or refused, while the settings promise a lock."""
+        name = self.setting_names["object_lock_mode"]
+        try:
+            response = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            enabled = response.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+        except ClientError as exc:
+            code = _error_code(exc)[0]
+            if code not in {"ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration",
+                            "InvalidBucketState", "NotImplemented", "InvalidRequest"}:
+                raise self.map_error(exc, f"reading the Object Lock configuration of {self.bucket}") from None
+            enabled = False
+        except BotoCoreError as exc:
+            raise self.map_error(exc, f"reading the Object Lock configuration of {self.bucket}") from None
+        if not enabled:
+            raise StorageError(
+                f"{name}={self.object_lock_mode} needs a bucket with S3 Object Lock, and bucket {self.bucket} has "
+                f"none; create the bucket with Object Lock enabled, or leave {name} empty.")
 
     def _check_writes(self) -> None:
         """Store and delete a tiny object with the configured encryption and storage class.
@@ -673,8 +796,9 @@ class S3Storage(Storage):
                     f"encryption, or enable {self.sse} on the store."
                 )
         finally:
-            try:
-                self.client.delete_object(Bucket=self.bucket, Key=key)
+            try:  # by version in a versioned (lock-enabled) bucket, where a plain delete leaves the probe behind
+                version = {"VersionId": response["VersionId"]} if response.get("VersionId") else {}
+                self.client.delete_object(Bucket=self.bucket, Key=key, **version)
             except (BotoCoreError, ClientError) as exc:
                 raise self.map_error(exc, f"deleting the check object {key}") from None
 

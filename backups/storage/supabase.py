@@ -877,7 +877,7 @@ class SupabaseStorage(Storage):
         if self.s3_enabled:
             self._check_s3()
 
-    def open_write(self, key: str) -> ObjectWriter:
+    def open_write(self, key: str, *, retain_until: datetime | None = None) -> ObjectWriter:
         path = check_key(key)
         self._require_config()
         if not self._bucket_ready:

@@ -90,6 +90,7 @@ ENDPOINTS = {
     "history-detail": ("get", "/api/backups/history/{record}/", None, True, False, 200),
     "history-delete": ("delete", "/api/backups/history/{disposable_record}/", None, True, True, 200),
     "history-download": ("get", "/api/backups/history/{record}/download/", None, True, True, 200),
+    "history-files": ("get", "/api/backups/history/{record}/files/", None, True, True, 200),
     "history-restore": ("post", "/api/backups/history/{failed_record}/restore/", {"confirm": OWN}, True, True, 409),
     "history-verify": ("post", "/api/backups/history/{failed_record}/verify/", {"confirm": OWN}, True, True, 409),
     "history-restore-objects": ("post", "/api/backups/history/{failed_record}/restore-objects/",

@@ -11,6 +11,7 @@ from .conftest import api_client
 OPERATIONS = {
     ("post", "/api/backups/create/"), ("get", "/api/backups/history/"), ("get", "/api/backups/history/{record_id}/"),
     ("delete", "/api/backups/history/{record_id}/"), ("get", "/api/backups/history/{record_id}/download/"),
+    ("get", "/api/backups/history/{record_id}/files/"),
     ("post", "/api/backups/history/{record_id}/restore/"), ("post", "/api/backups/history/{record_id}/verify/"),
     ("post", "/api/backups/history/{record_id}/restore-objects/"),
     ("get", "/api/backups/restores/{job_id}/"), ("get", "/api/backups/cloud/list/"),
@@ -71,6 +72,8 @@ def test_downloads_are_documented_as_binary():
                          ("get", "/api/backups/local-download/{token}/")):
         content = schema["paths"][path][method]["responses"]["200"]["content"]
         assert content["application/octet-stream"]["schema"] == {"type": "string", "format": "binary"}
+    files = schema["paths"]["/api/backups/history/{record_id}/files/"]["get"]["responses"]["200"]["content"]
+    assert files["application/x-tar"]["schema"] == {"type": "string", "format": "binary"}
 
 
 def test_swagger_ui_is_served():

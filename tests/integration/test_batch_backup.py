@@ -432,6 +432,9 @@ def _state(record: BackupRecord) -> dict:
     manifest = {k: v for k, v in record.manifest.items()
                 if k not in ("record_id", "created_at", "file_name", "storage_key", "sha256", "size", "signature",
                              "plain_sha256", "plain_size", "finished_at", "started_at")}
+    if "files" in manifest:  # when they were listed, and what the first of the two stored that the second reused
+        manifest["files"] = {k: v for k, v in manifest["files"].items()
+                             if k not in ("listed_at", "new_blobs", "new_bytes")}
     return {"status": record.status, "stage": record.stage, "error": record.error, "attempts": record.attempts,
             "bytes_done_is_plain_size": record.bytes_done == record.plain_size, "has_started": bool(record.started_at),
             "has_finished": bool(record.finished_at), "size": bool(record.size), "sha256": len(record.sha256),

@@ -63,3 +63,29 @@ def test_backup_tenant_moves_last_backup_at_through_the_same_after_success():
     made = BackupRecord.objects.filter(tenant=tenant).order_by("-pk").first()
     tenant.refresh_from_db()
     assert made.status == BackupRecord.Status.SUCCEEDED and tenant.last_backup_at == made.finished_at
+
+
+def test_every_task_keeps_the_host_apps_task_class_and_runs_in_public():
+    """tenant_schemas_celery's signal handlers call the host's task class' methods on every task: a task built on
+    another base logged an AttributeError before and after each run."""
+    from django.db import connection
+    from django_tenants.utils import schema_context
+
+    import backups.tasks  # noqa: F401 - registers them
+    from project.celery import app
+
+    ours = {name: task for name, task in app.tasks.items() if name.startswith("tasks.backups.")}
+    assert {"tasks.backups.run_backup", "tasks.backups.run_backup_batch", "tasks.backups.restore_backup"} <= set(ours)
+    for name, task in ours.items():
+        assert isinstance(task, app.Task) and hasattr(task, "get_tenant_databases"), name
+
+    seen = []
+
+    @backups.tasks.public_task(name="tests.one_pipeline.where")
+    def where() -> str:
+        seen.append(connection.schema_name)
+        return connection.schema_name
+
+    with schema_context(DEMO_SCHEMAS[0]):
+        assert where.apply().get() == "public" and seen == ["public"]
+    assert isinstance(where, app.Task)

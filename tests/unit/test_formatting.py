@@ -7,7 +7,7 @@ from backups.admin.formatting import human_bytes, human_duration
 
 @pytest.mark.parametrize(("n", "text"), [
     (None, "-"), (0, "0 B"), (999, "999 B"), (1000, "1.00 kB"), (1529651, "1.53 MB"), (25_400_000, "25.4 MB"),
-    (693_000_000, "693 MB"), (1_234_567_890, "1.23 GB"), (5 * 10**15, "5000 TB"),
+    (693_000_000, "693 MB"), (1_234_567_890, "1.23 GB"), (999_600, "1 MB"), (5 * 10**15, "5.00 PB"),
 ])
 def test_human_bytes(n, text):
     assert human_bytes(n) == text

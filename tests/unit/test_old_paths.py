@@ -11,6 +11,7 @@ OLD_PATHS = [
     ("backups.mixins", "backups.schedule.mixins", ["TenantBackupScheduleMixin"]),
     ("backups.middleware", "backups.ops.middleware", ["HealthProbeMiddleware"]),
     ("backups.observability", "backups.ops.observability", ["logging_config", "sentry_init", "RedactSignedLinks"]),
+    ("backups.api.auth", "backups.api.auth_urls", ["urlpatterns"]),
 ]
 
 

@@ -82,9 +82,10 @@ def api_plain_open(*, record: BackupRecord, storage: Storage) -> PlainObject:
     try:
         source: BinaryIO = stored  # type: ignore[assignment]
         if record.encryption == "age":
-            from backups.core.encryption import AgeDecryptingReader, load_identities
+            from backups.catalog.tenant_keys import identities_for
+            from backups.core.encryption import AgeDecryptingReader
 
-            source = AgeDecryptingReader(stored, load_identities(backups_settings.BACKUPS_AGE_IDENTITY_FILE))
+            source = AgeDecryptingReader(stored, identities_for(record, storages=[storage]))
         elif record.encryption:
             raise VerificationFailed(f"Unknown encryption {record.encryption!r}.")
         plain = open_decompressed(source, record.compression)

@@ -15,6 +15,7 @@ from typing import Any, BinaryIO, NoReturn
 
 from backups.catalog.manifest import read_manifest
 from backups.catalog.records import backup_record_mark_damaged
+from backups.catalog.sources import copy_stands_in, open_copy_stream, open_stream_or_copy
 from backups.conf import backups_settings
 from backups.core.errors import VerificationFailed
 from backups.core.service_errors import NotFoundError
@@ -34,6 +35,7 @@ class OpenedObject:
     size: int | None
     sha256: str
     record: BackupRecord | None = None
+    source: str = "primary"  # or "copy": the primary's object was missing or damaged, its checked copy is sent
 
 
 def _manifest_checksum(storage: Storage, key: str) -> tuple[str, int | None]:
@@ -52,13 +54,20 @@ def api_object_open(*, storage: Storage, key: str, record: BackupRecord | None =
         sha, size = record.sha256, record.size
     else:
         sha, size = _manifest_checksum(storage, key)
+    source = "primary"
     try:
-        stream = storage.open_read(key)
+        gone = record is not None and (record.damaged_at or record.stage == BackupRecord.Stage.MISSING)
+        if gone and record.storage_key == key and copy_stands_in(record):
+            stream, source = open_copy_stream(record, "damaged" if record.damaged_at else "missing"), "copy"
+        elif record is not None and record.storage_key == key:
+            stream, source = open_stream_or_copy(record)
+        else:
+            stream = storage.open_read(key)
     except ObjectNotFound:
         raise NotFoundError("No stored backup object with this key." if record is None
                             else f"The stored object of backup {record.pk} is missing.") from None
     return OpenedObject(stream=stream, key=key, file_name=key.rsplit("/", 1)[-1], size=size, sha256=sha,
-                        record=record)
+                        record=record, source=source)
 
 
 def api_object_chunks(opened: OpenedObject, *, chunk_size: int | None = None) -> Iterator[bytes]:
@@ -91,7 +100,7 @@ def api_object_chunks(opened: OpenedObject, *, chunk_size: int | None = None) ->
 def _refuse(opened: OpenedObject, problem: str) -> NoReturn:
     """End a download whose bytes failed their check: logged, the record marked damaged, the last chunk withheld."""
     logger.error("download of %s aborted: %s", opened.key, problem)
-    if opened.record is not None:
+    if opened.record is not None and opened.source == "primary":
         backup_record_mark_damaged(record=opened.record, error=f"Download check: {problem}.")
     raise VerificationFailed(f"{opened.file_name}: {problem}; the download was aborted.")
 
@@ -107,6 +116,8 @@ def _mismatch(opened: OpenedObject, sha256: str, size: int) -> str:
 def api_object_headers(opened: OpenedObject) -> dict[str, Any]:
     """Headers of a download response: the checksum clients can check, and the length when it is known."""
     headers: dict[str, Any] = {}
+    if opened.source != "primary":
+        headers["X-Backup-Source"] = opened.source  # the primary object is missing or damaged: its copy is sent
     if opened.sha256:
         headers["X-Backup-SHA256"] = opened.sha256
     if opened.size is not None:

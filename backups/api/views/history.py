@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.http import StreamingHttpResponse
+from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -19,8 +21,9 @@ from backups.backup.on_demand import (
     api_record_get,
     api_records_filter,
 )
-from backups.core.service_errors import ConflictError
+from backups.core.service_errors import ConflictError, NotFoundError
 from backups.models import BackupRecord
+from backups.restore.files import backup_files, files_tar_chunks
 from backups.storage import get_storage
 
 from .base import AnyAcceptNegotiation, TenantAdminAPIView, TenantAPIView, stream_response
@@ -126,3 +129,39 @@ class HistoryDownloadView(TenantAdminAPIView):
         api_download_recorded(record=record, tenant=self.tenant, actor=self.actor(),
                               ip_address=self.ip(), via="history", key=record.storage_key)
         return stream_response(opened)
+
+
+class HistoryFilesView(TenantAdminAPIView):
+    """A backup's files (X-rays, invoices...), as they were when it was taken: one tar archive, streamed."""
+
+    content_negotiation_class = AnyAcceptNegotiation
+
+    @extend_schema(
+        operation_id="backups_history_files",
+        summary="Download a backup's files as a tar archive",
+        description="The tenant's files the backup lists (path, size and SHA-256 in its manifest), decoded and "
+                    "each checked against its SHA-256 before it is sent; a damaged file ends the archive early. "
+                    "The database dump itself is `download/`.",
+        parameters=[RECORD_ID],
+        responses={
+            (200, "application/x-tar"): OpenApiResponse(BINARY, description="The files, as an uncompressed tar."),
+            **errors(*ADMIN, 404, 409, *STORAGE),
+        },
+        tags=["history"],
+    )
+    def get(self, request, record_id):
+        record = api_record_get(tenant=self.tenant, record_id=record_id)
+        if record.status != BackupRecord.Status.SUCCEEDED:
+            raise ConflictError(f"Backup {record.pk} is {record.status}; only a succeeded backup can be downloaded.")
+        if backup_files(record) is None:
+            raise NotFoundError(f"Backup {record.pk} holds no files (taken before files were backed up, or with "
+                                "BACKUPS_FILES off).")
+        api_download_recorded(record=record, tenant=self.tenant, actor=self.actor(), ip_address=self.ip(),
+                              via="history-files", key=record.storage_key)
+        name = record.file_name.split(".", 1)[0] + "-files.tar"
+        response = StreamingHttpResponse(files_tar_chunks(record=record, storage=get_storage(record.storage_backend)),
+                                         content_type="application/x-tar")
+        response["Content-Disposition"] = content_disposition_header(True, name)
+        response["Cache-Control"] = "no-store"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response

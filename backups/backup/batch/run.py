@@ -132,11 +132,6 @@ def locks_per_member(tables: int) -> int:
     return tables + 2
 
 
-def batch_capacity(budget: LockBudget, tables_per_tenant: int) -> int:
-    """Members a batch can hold for tenants of `tables_per_tenant` tables, capped by BACKUPS_BATCH_SIZE."""
-    return max(0, min(backups_settings.BACKUPS_BATCH_SIZE, budget.per_batch // locks_per_member(tables_per_tenant)))
-
-
 def batch_sizes(count: int) -> int:
     """How many records to put in each batch message when `count` are sent at once.
 

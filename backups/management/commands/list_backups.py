@@ -1,8 +1,10 @@
 """`manage.py list_backups <schema>`: a tenant's backups, newest first, as operators need them for a restore."""
 
 from django.core.management.base import CommandError
+from django.utils import timezone
 from django_tenants.utils import get_tenant_model
 
+from backups.catalog.finalize import retention_waiting
 from backups.management.base import OpsCommand
 from backups.models import BackupRecord
 
@@ -44,9 +46,15 @@ class Command(OpsCommand):
         if not rows:
             self.stdout.write(f"No backups of {schema}.")
             return
+        waiting = {w.record_id for w in retention_waiting(tenant_id=tenant.pk)} if tenant is not None else set()
+        now = timezone.now()
         self.stdout.write(f"{'id':>8}  {'created':16}  {'type':9}  {'status':9}  {'format':6}  {'size':>9}  file")
         for r in rows:
             owner = "" if tenant is not None and r.tenant_uid == tenant.tenant_uid else "  (deleted tenant)"
             damaged = "  DAMAGED" if r.damaged_at else ""
+            held = r.locked_until is not None and r.locked_until > now
+            locked = f"  locked until {r.locked_until:%Y-%m-%d %H:%M}" if held else ""
+            if r.pk in waiting:  # retention would delete it, the lock keeps it
+                locked += " (retention waits for it)"
             self.stdout.write(f"{r.pk:>8}  {r.created_at:%Y-%m-%d %H:%M}  {r.backup_type:9}  {r.status:9}  "
-                              f"{r.format:6}  {_size(r.size):>9}  {r.file_name}{damaged}{owner}")
+                              f"{r.format:6}  {_size(r.size):>9}  {r.file_name}{damaged}{locked}{owner}")

@@ -24,6 +24,10 @@ class Command(BaseCommand):
             self.stdout.write(f"object without record or manifest (left alone): {key}")
         for key, why in sorted(result.rejected.items()):
             self.stdout.write(f"object refused, not imported (left alone): {key}: {why}")
+        for key in result.copy_missing:
+            self.stdout.write(f"copy missing from the copy target, copy marked failed (copied again): {key}")
+        for key in result.copy_unknown:
+            self.stdout.write(f"object in the copy target without a copy (left alone): {key}")
         self.stdout.write(f"{result.schemas} schemas checked: {len(result.missing)} records {verb} marked failed, "
                           f"{len(result.imported)} {verb} rebuilt, {len(result.unknown)} unknown objects, "
                           f"{len(result.rejected)} refused.")

@@ -4,17 +4,28 @@ from django.core.management.base import BaseCommand
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from backups.conf import backups_settings
-from backups.queues import DISPATCH, HOUSEKEEPING
+from backups.queues import (
+    BACKUP_PUBLIC,
+    CHECK_OVERDUE,
+    DISPATCH,
+    DISPATCH_DUE,
+    DUMP,
+    EXPIRE_SIDE_COPIES,
+    HOUSEKEEPING,
+    REAP_STUCK,
+    RECONCILE,
+    VERIFY_DRILLS,
+)
 
 ENTRIES = (
-    ("backups: dispatch due backups", "tasks.backups.dispatch_due_backups", DISPATCH, "BACKUPS_TICK_SECONDS"),
-    ("backups: reap stuck backups", "tasks.backups.reap_stuck_backups", HOUSEKEEPING, "BACKUPS_REAPER_SECONDS"),
-    ("backups: check overdue backups", "tasks.backups.check_overdue_backups", HOUSEKEEPING,
+    ("backups: dispatch due backups", DISPATCH_DUE, DISPATCH, "BACKUPS_TICK_SECONDS"),
+    ("backups: reap stuck backups", REAP_STUCK, HOUSEKEEPING, "BACKUPS_REAPER_SECONDS"),
+    ("backups: check overdue backups", CHECK_OVERDUE, HOUSEKEEPING,
      "BACKUPS_OVERDUE_CHECK_SECONDS"),
-    ("backups: verify drills", "tasks.backups.schedule_verify_drills", HOUSEKEEPING, "BACKUPS_DRILL_SECONDS"),
-    ("backups: reconcile storage", "tasks.backups.reconcile_storage", HOUSEKEEPING, "BACKUPS_RECONCILE_SECONDS"),
-    ("backups: drop expired side copies", "tasks.backups.expire_side_copies", HOUSEKEEPING,
-     "BACKUPS_SIDE_COPY_CHECK_SECONDS"),
+    ("backups: verify drills", VERIFY_DRILLS, HOUSEKEEPING, "BACKUPS_DRILL_SECONDS"),
+    ("backups: reconcile storage", RECONCILE, HOUSEKEEPING, "BACKUPS_RECONCILE_SECONDS"),
+    ("backups: public schema", BACKUP_PUBLIC, DUMP, "BACKUPS_PUBLIC_BACKUP_SECONDS"),
+    ("backups: drop expired side copies", EXPIRE_SIDE_COPIES, HOUSEKEEPING, "BACKUPS_SIDE_COPY_CHECK_SECONDS"),
 )
 
 
