@@ -65,6 +65,18 @@ class Deployment:
                 if skip and table.startswith(skip):
                     continue
                 filt = sql.SQL(" WHERE " + where[table]) if where and table in where else sql.SQL("")
+                has_ct = conn.execute(
+                    "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s AND "
+                    "column_name = 'content_type_id'", (schema, table)).fetchone()
+                if has_ct and not (where and table in where) and "django_content_type" in tables:
+                    # content types by natural key: a json restore (and any migrated schema) numbers them its own way
+                    out[table] = tuple(conn.execute(sql.SQL(
+                        "SELECT count(*), coalesce(md5(string_agg(r, '|' ORDER BY r)), '') FROM (SELECT "
+                        "(to_jsonb(t) - 'content_type_id' || jsonb_build_object('content_type', c.app_label || '.' "
+                        "|| c.model))::text AS r FROM {s}.{t} t LEFT JOIN {s}.django_content_type c "
+                        "ON c.id = t.content_type_id) x"
+                    ).format(s=sql.Identifier(schema), t=sql.Identifier(table))).fetchone())
+                    continue
                 out[table] = tuple(conn.execute(sql.SQL(
                     "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {}.{} t"
                 ).format(sql.Identifier(schema), sql.Identifier(table)) + filt).fetchone())
