@@ -29,6 +29,12 @@ def blob_prefix(schema: str, uid: uuid.UUID | str) -> str:
     return tenant_prefix(schema, uid) + FILES_FOLDER
 
 
+def is_blob_key(key: str) -> bool:
+    """`<schema>/<identity>/files/<sha256>...`: a tenant file's content (listed by manifests, never a backup)."""
+    parts = key.split("/")
+    return len(parts) == 4 and parts[2] == "files"
+
+
 def blob_key(schema: str, uid: uuid.UUID | str, sha256: str, *, compression: str, encryption: str) -> str:
     """The key of one content, in one encoding (a change of compression or encryption stores it again)."""
     if not SHA256_RE.fullmatch(sha256):

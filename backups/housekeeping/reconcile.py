@@ -27,6 +27,7 @@ from django.utils.dateparse import parse_datetime
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
 from backups.catalog.alerts import alert_ops
+from backups.catalog.file_blobs import is_blob_key
 from backups.catalog.manifest import MANIFEST_SUFFIX, manifest_key, read_manifest
 from backups.catalog.records import (
     backup_event_create,
@@ -126,7 +127,7 @@ def _reconcile_schema(storage: Storage, schema: str, result: Reconciled, *, dry_
             if not dry_run:
                 _mark_missing(record)
     for key, obj in objects.items():
-        if key.endswith(MANIFEST_SUFFIX) or key in records or _is_file_blob(key):
+        if key.endswith(MANIFEST_SUFFIX) or key in records or is_blob_key(key):
             continue
         if manifest_key(key) not in objects:
             result.unknown.append(key)
@@ -145,12 +146,6 @@ def _reconcile_schema(storage: Storage, schema: str, result: Reconciled, *, dry_
         result.imported.append(key)
         if not dry_run:
             _import(storage.name, schema, key, manifest)
-
-
-def _is_file_blob(key: str) -> bool:
-    """`<schema>/<identity>/files/<sha256>...`: a tenant file's content, listed by manifests, never a backup."""
-    parts = key.split("/")
-    return len(parts) == 4 and parts[2] == "files"
 
 
 def _manifest_slot(manifest: dict) -> datetime | None:

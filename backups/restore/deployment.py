@@ -33,7 +33,6 @@ from datetime import datetime
 
 from django.core.management import call_command
 from django.db import connection, connections
-from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 
@@ -47,7 +46,7 @@ from backups.core.naming import PUBLIC_UID
 from backups.housekeeping.reconcile import storage_reconcile, trusted_manifest
 from backups.models import BackupRecord, RestoreJob
 from backups.postgres.locks import dump_slot
-from backups.restore.jobs import restore_failure_message, restore_job_recorded
+from backups.restore.jobs import restore_failure_message, restore_job_fail, restore_job_recorded
 from backups.restore.public_schema import public_schema_restore
 from backups.restore.run import restore_replace
 from backups.storage import Storage, StorageError, get_storage
@@ -226,9 +225,7 @@ def _close_interrupted(survey: Survey) -> None:
             backup_record_mark_failed(record=record, error="The database was lost while this backup was queued or "
                                                            "running; closed by recover_deployment.")
     for job in RestoreJob.objects.active():
-        job.status, job.error, job.finished_at = (RestoreJob.Status.FAILED, "The database was lost while this job "
-                                                  "ran; closed by recover_deployment.", timezone.now())
-        job.save(update_fields=["status", "error", "finished_at"])
+        restore_job_fail(job=job, error="The database was lost while this job ran; closed by recover_deployment.")
 
 
 # --- 3. tenants known only to the storage ------------------------------------------------------------------

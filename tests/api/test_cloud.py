@@ -52,7 +52,8 @@ def test_cloud_list_download_link_delete_on_s3(s3, admin, api_worker, cleanup):
     item = listed["backups"][0]
     assert item["filename"] == record.file_name and item["s3_key"] == record.storage_key
     assert item["size"] == record.size and item["storage_class"] == "STANDARD" and item["last_modified"]
-    assert len([k for k, _ in _raw_keys(storage) if k.startswith("backups/clinica_demo/")]) == 2  # + manifest
+    # the object and its manifest (the tenant's file blobs lie under <identity>/files/, listed by manifests)
+    assert len([k for k, _ in _raw_keys(storage) if k.startswith("backups/clinica_demo/") and "/files/" not in k]) == 2
 
     download = admin.post("/api/backups/cloud/download/", {"s3_key": record.storage_key}, format="json")
     assert download.status_code == 200
@@ -77,7 +78,7 @@ def test_cloud_list_download_link_delete_on_s3(s3, admin, api_worker, cleanup):
     assert deleted.status_code == 200, deleted.content
     assert deleted.json()["record_deleted"] is True
     assert not BackupRecord.objects.filter(pk=record.pk).exists()
-    assert [k for k, _ in _raw_keys(storage) if k.startswith("backups/clinica_demo/")] == []
+    assert [k for k, _ in _raw_keys(storage) if k.startswith("backups/clinica_demo/") and "/files/" not in k] == []
     assert admin.get("/api/backups/cloud/list/").json()["count"] == 0
     again = admin.delete("/api/backups/cloud/delete/", {"s3_key": record.storage_key}, format="json")
     assert again.status_code == 404

@@ -222,9 +222,12 @@ class World:
         - every due slot has exactly one record, and it succeeded, and its object matches its size and SHA-256
           (or retention deleted it after a newer one succeeded, and its object is gone with it);
         - no record is queued or running;
-        - no orphan object (without a record), no manifest without its object, no partial file or open upload;
+        - no orphan object (without a record), no manifest without its object, no partial file or open upload
+          (a tenant file's blob has no record of its own: manifests list it);
         - the newest succeeded backup of each tenant is there (retention never deletes it).
         """
+        from backups.catalog.file_blobs import is_blob_key
+
         self.wait_quiet()
         objects = self.local_objects() if backend == "local" else self.s3_objects()  # before the rows: a deletion
         # marks its record before it deletes the object, so a record still succeeded below had its object here
@@ -256,6 +259,8 @@ class World:
             if key.endswith(".manifest.json"):
                 assert key.removesuffix(".manifest.json") in objects or key not in now, \
                     f"manifest without its object: {key}"
+                continue
+            if is_blob_key(key):  # a tenant file's content: listed by manifests, swept by retention, no record
                 continue
             assert key in ours or key not in now, f"orphan object (no record): {key}"
         for key, row in ours.items():

@@ -20,11 +20,11 @@ from django_tenants.utils import get_tenant_model
 from backups.admin.operator import operator_backups_create
 from backups.backup import run as backup_run_module
 from backups.backup.run import backup_run
+from backups.catalog import sources as sources_module
 from backups.catalog.records import backup_record_create
 from backups.models import BackupRecord
 from backups.postgres import pgtools
 from backups.postgres.locks import TENANT_NAMESPACE, TenantBusy, lock_key, tenant_lock
-from backups.restore import run as restore_module
 from backups.restore.run import restore_replace, restore_verify
 from backups.storage import get_storage
 
@@ -166,7 +166,7 @@ def test_a_backup_waits_for_a_replace_restore_then_fails_transiently(monkeypatch
     settings.BACKUPS_TENANT_LOCK_WAIT_SECONDS = 0.6
     good = _succeeded_backup()
     storage = _GatedStorage("read")
-    monkeypatch.setattr(restore_module, "get_storage", lambda name=None: storage)
+    monkeypatch.setattr(sources_module, "get_storage", lambda name=None: storage)  # where restores open backups
     replacing = _InThread(lambda: restore_replace(schema=SCHEMA, record=good))  # its safety backup runs inside
     try:
         assert storage.entered.wait(WAIT)  # the safety backup is done, the backup is being read into psql
@@ -190,7 +190,7 @@ def test_a_backup_waits_for_a_replace_restore_then_fails_transiently(monkeypatch
 def test_two_replace_restores_of_one_tenant_exclude_each_other(monkeypatch):
     good = _succeeded_backup()
     storage = _GatedStorage("read")
-    monkeypatch.setattr(restore_module, "get_storage", lambda name=None: storage)
+    monkeypatch.setattr(sources_module, "get_storage", lambda name=None: storage)  # where restores open backups
     first = _InThread(lambda: restore_replace(schema=SCHEMA, record=good, safety_backup=False))
     try:
         assert storage.entered.wait(WAIT)
