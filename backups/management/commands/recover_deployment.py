@@ -6,8 +6,8 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError
 
 from backups.core.errors import BackupError
+from backups.housekeeping.recovery import RecoveryRefused, deployment_recover, recovery_summary
 from backups.management.base import OpsCommand
-from backups.restore.deployment import RecoveryRefused, deployment_recover, recovery_summary
 from backups.storage import StorageError
 
 
