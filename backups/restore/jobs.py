@@ -32,6 +32,19 @@ HOURLY_LIMITS = {RestoreJob.Mode.REPLACE: ("BACKUPS_RESTORES_PER_HOUR", "restore
                  RestoreJob.Mode.VERIFY: ("BACKUPS_VERIFIES_PER_HOUR", "verify drills")}
 
 
+def _locked_tenant_and_record(tenant: Any, record: BackupRecord) -> tuple[Any, BackupRecord]:
+    """In the caller's transaction: the tenant row locked (one restore request at a time), and the record read
+    again as this tenant identity's, refused (409) when a worker would refuse it."""
+    locked = get_tenant_model().objects.select_for_update().get(pk=tenant.pk)
+    found = BackupRecord.objects.filter(pk=record.pk, tenant_uid=locked.tenant_uid).first()
+    if found is None:
+        raise NotFoundError("No backup with this id.")
+    refusal = api_restore_refusal(record=found)
+    if refusal:
+        raise ConflictError(refusal)
+    return locked, found
+
+
 def api_restore_refusal(*, record: BackupRecord) -> str | None:
     """Why the worker would refuse this record, as far as the catalog tells, or None: the API answers it at
     once (409) instead of a 202 for a job that can only fail (backups.restore.run.checked_record)."""
@@ -62,15 +75,8 @@ def api_restore_request(*, tenant: Any, record: BackupRecord, mode: str, confirm
         raise InvalidInput(f"Type this tenant's schema name ({tenant.schema_name}) in 'confirm' to go ahead.",
                            field="confirm")
     action = BackupEvent.Action.RESTORE if mode == RestoreJob.Mode.REPLACE else BackupEvent.Action.VERIFY
-    Tenant = get_tenant_model()
     with transaction.atomic():
-        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
-        record = BackupRecord.objects.filter(pk=record.pk, tenant_uid=locked.tenant_uid).first()
-        if record is None:
-            raise NotFoundError("No backup with this id.")
-        refusal = api_restore_refusal(record=record)
-        if refusal:
-            raise ConflictError(refusal)
+        locked, record = _locked_tenant_and_record(tenant, record)
         setting, what = HOURLY_LIMITS[mode]
         api_hourly_limit_check(tenant=locked, now=timezone.now(), action=action, setting=setting, what=what)
         job = RestoreJob.objects.active().filter(tenant_uid=locked.tenant_uid).first()
@@ -125,15 +131,8 @@ def restore_objects_request(*, tenant: Any, record: BackupRecord, model: Any, pk
     BACKUPS_RESTORES_PER_HOUR objects restores. A pk the backup does not hold is found by the job, which fails
     naming it."""
     label, keys = objects_request_input(model=model, pks=pks)
-    Tenant = get_tenant_model()
     with transaction.atomic():
-        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
-        record = BackupRecord.objects.filter(pk=record.pk, tenant_uid=locked.tenant_uid).first()
-        if record is None:
-            raise NotFoundError("No backup with this id.")
-        refusal = api_restore_refusal(record=record)
-        if refusal:
-            raise ConflictError(refusal)
+        locked, record = _locked_tenant_and_record(tenant, record)
         if record.schema_name != locked.schema_name:
             raise ConflictError(f"Backup {record.pk} was taken from schema {record.schema_name}, which is not this "
                                 f"tenant's schema ({locked.schema_name}) now.")
