@@ -350,8 +350,21 @@ class InheritedUserAdmin(admin.ModelAdmin):
         return False
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows only the product writes (copies, data keys): listed for operators, never added, edited or deleted."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(BackupCopy)
-class BackupCopyAdmin(admin.ModelAdmin):
+class BackupCopyAdmin(ReadOnlyAdmin):
     """Copies in the second target (BACKUPS_COPY_STORAGE): read-only; failed ones are retried by the reaper."""
 
     list_display = ("file_name", "schema_name", "backend", "status", "attempts", "copied_at", "error")
@@ -359,33 +372,15 @@ class BackupCopyAdmin(admin.ModelAdmin):
     search_fields = ("schema_name", "file_name", "tenant_uid")
     readonly_fields = [f.name for f in BackupCopy._meta.fields]
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(TenantKey)
-class TenantKeyAdmin(admin.ModelAdmin):
+class TenantKeyAdmin(ReadOnlyAdmin):
     """Tenant data keys (envelope encryption): which exist, which an erasure destroyed. Never edited here."""
 
     list_display = ("key_id", "schema_name", "tenant_uid", "created_at", "retired_at", "destroyed_at")
     search_fields = ("schema_name", "tenant_uid")
     exclude = ("wrapped",)
     readonly_fields = [f.name for f in TenantKey._meta.fields if f.name != "wrapped"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(RestoreJob)
